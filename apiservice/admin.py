@@ -1,0 +1,29 @@
+from django.contrib import admin
+from rest_framework_api_key.admin import APIKeyModelAdmin
+
+from .models import APIKey, Membership, Organisation
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    raw_id_fields = ["user"]
+
+
+@admin.register(Organisation)
+class OrganisationAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+
+@admin.register(APIKey)
+class OrgAPIKeyAdmin(APIKeyModelAdmin):
+    """The secret is shown once, on creation; only the prefix and hash are ever stored."""
+
+    list_display = [*APIKeyModelAdmin.list_display, "organisation", "last_used_at"]
+    list_filter = [*APIKeyModelAdmin.list_filter, "organisation"]
+    list_select_related = ["organisation"]
+    search_fields = ["prefix", "name", "organisation__name"]
+    readonly_fields = [*APIKeyModelAdmin.readonly_fields, "hashed_key", "last_used_at", "revoked_at"]

@@ -1,0 +1,35 @@
+"""System checks for configuration that would otherwise fail at run time."""
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+@register()
+def check_key_cache(app_configs: Any, **kwargs: Any) -> list[Error]:
+    if settings.API_KEY_CACHE_SECONDS > 1.0:
+        return [
+            Error(
+                "API_KEY_CACHE_SECONDS must be at most 1.0: a revoked key must stop working within 1 s.",
+                id="apiservice.E001",
+            )
+        ]
+    return []
+
+
+@register()
+def check_nan_policy(app_configs: Any, **kwargs: Any) -> list[Error]:
+    if settings.INFERENCE_NAN_POLICY not in ("reject", "allow"):
+        return [Error("INFERENCE_NAN_POLICY must be 'reject' or 'allow'.", id="apiservice.E002")]
+    return []
+
+
+@register(deploy=True)
+def check_production_services(app_configs: Any, **kwargs: Any) -> list[Warning]:
+    warnings = []
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        warnings.append(Warning("Production should set DATABASE_URL (PostgreSQL).", id="apiservice.W001"))
+    if not settings.REDIS_URL:
+        warnings.append(Warning("Production should set REDIS_URL (Redis).", id="apiservice.W002"))
+    return warnings

@@ -1,0 +1,27 @@
+"""gunicorn settings for production (`gunicorn -c apiservice/gunicorn.conf.py apiservice.wsgi`).
+
+Every value can be overridden by the environment (GUNICORN_*) or on the command line.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
+worker_class = "sync"  # ONNX Runtime releases the GIL, but one request per process keeps latency flat
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", 60))
+graceful_timeout = 30
+keepalive = 5
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", 0))
+max_requests_jitter = 100
+preload_app = False  # ORT sessions are built lazily per worker, never forked
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def child_exit(server: object, worker: object) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

@@ -1,0 +1,135 @@
+"""Request ids, API-key resolution, body caps and the usage ledger, around every API call."""
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from .auth import AuthError, authenticate_key
+from .errors import error_response
+from .logging import request_id_var
+from .metrics import API_CALLS, API_LATENCY
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+API_PREFIXES = ("/v1/", "/v2/", "/v1", "/v2")
+PUBLIC_PREFIXES = ("/v2/health/",)
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """`X-Request-Id` on every response: the client's (if well-formed) or a fresh one.
+
+    `request.request_id` is what the client sees; `request.ledger_id` is always server-generated and
+    unique, so a client reusing its own id can never collide in the usage ledger.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        ledger_id = new_request_id()
+        client_id = request.META.get("HTTP_X_REQUEST_ID", "")
+        request.ledger_id = ledger_id  # type: ignore[attr-defined]
+        request.client_request_id = client_id if _CLIENT_ID.match(client_id) else None  # type: ignore[attr-defined]
+        request.request_id = request.client_request_id or ledger_id  # type: ignore[attr-defined]
+        token = request_id_var.set(request.request_id)  # type: ignore[attr-defined]
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(token)
+        response["X-Request-Id"] = request.request_id  # type: ignore[attr-defined]
+        return response
+
+
+@dataclass
+class UsageContext:
+    """What a view tells the ledger about the call it served."""
+
+    face: str = "metadata"
+    model_version_id: int | None = None
+    units: int = 0
+    meter: str = ""
+
+
+def usage_of(request: object) -> UsageContext:
+    raw = getattr(request, "_request", request)
+    usage = getattr(raw, "usage", None)
+    if usage is None:
+        usage = UsageContext()
+        raw.usage = usage  # type: ignore[attr-defined]
+    return usage
+
+
+def max_body_bytes(request: HttpRequest) -> int:
+    if request.META.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
+        return int(getattr(settings, "FILE_MAX_BYTES", settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+    return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
+class APIGatewayMiddleware:
+    """Resolves the API key, refuses oversized bodies, and records each authenticated call.
+
+    The ledger row is written (and committed) before the response leaves this process, so a worker
+    killed right after answering has already recorded the call.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path
+        if not path.startswith(API_PREFIXES) or path.startswith(PUBLIC_PREFIXES):
+            return self.get_response(request)
+        started = time.perf_counter()
+        request.principal = None  # type: ignore[attr-defined]
+        request.auth_error = None  # type: ignore[attr-defined]
+        header = request.META.get("HTTP_AUTHORIZATION")
+        if header is not None:
+            try:
+                request.principal = authenticate_key(header)  # type: ignore[attr-defined]
+            except AuthError as exc:
+                request.auth_error = exc.message  # type: ignore[attr-defined]
+        response = self._respond(request)
+        usage = usage_of(request)
+        if usage.model_version_id is not None and "X-Model-Version" not in response:
+            response["X-Model-Version"] = str(getattr(request, "model_version_number", ""))
+        if request.principal is not None:  # type: ignore[attr-defined]
+            from billing.services import usage_record
+
+            elapsed = time.perf_counter() - started
+            API_CALLS.labels(usage.face, str(response.status_code)).inc()
+            API_LATENCY.labels(usage.face).observe(elapsed)
+
+            usage_record(
+                request_id=request.ledger_id,  # type: ignore[attr-defined]
+                client_request_id=request.client_request_id,  # type: ignore[attr-defined]
+                principal=request.principal,  # type: ignore[attr-defined]
+                face=usage.face,
+                meter=usage.meter,
+                model_version_id=usage.model_version_id,
+                units=usage.units if response.status_code < 400 else 0,
+                status_code=response.status_code,
+                latency_ms=elapsed * 1000.0,
+            )
+        return response
+
+    def _respond(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > max_body_bytes(request):
+            return error_response(
+                request,
+                status=413,
+                code="payload_too_large",
+                message=f"The request body ({length} bytes) is over the {max_body_bytes(request)}-byte limit.",
+            )
+        return self.get_response(request)

@@ -1,0 +1,99 @@
+"""Tenants, their members and their API keys."""
+
+import secrets
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from rest_framework_api_key.crypto import KeyGenerator
+from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+
+KEY_PREFIX = "mm_"
+
+
+class Scope(models.TextChoices):
+    PREDICT = "predict", "Online predictions"
+    BATCH = "batch", "Batch jobs and files"
+    BUNDLES = "bundles", "Edge bundles"
+    USAGE = "usage", "Usage and billing"
+
+
+ALL_SCOPES = [scope.value for scope in Scope]
+
+
+def _new_webhook_secret() -> str:
+    # Standard Webhooks secrets are base64 behind a "whsec_" prefix.
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+class Organisation(models.Model):
+    """A tenant: owns private models, API keys, usage and (with billing) a Stripe customer."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=60, unique=True)
+    webhook_secret = models.CharField(max_length=64, default=_new_webhook_secret, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        MEMBER = "member", "Member"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "organisation"], name="uniq_membership")]
+
+
+class PrefixedKeyGenerator(KeyGenerator):
+    """Keys look like `mm_<8 chars>.<32 chars>`: scannable prefix, ~190 random bits of secret."""
+
+    def get_prefix(self) -> str:
+        return KEY_PREFIX + get_random_string(self.prefix_length)
+
+
+class APIKeyManager(BaseAPIKeyManager):
+    key_generator = PrefixedKeyGenerator(prefix_length=8, secret_key_length=32)
+
+
+class APIKey(AbstractAPIKey):
+    """An organisation's API key. Only the SHA-512 hash of the secret is stored."""
+
+    objects: ClassVar[APIKeyManager] = APIKeyManager()  # type: ignore[assignment]
+
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="api_keys")
+    scopes = models.JSONField(default=list)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+        indexes = [models.Index(fields=["organisation", "-created"], name="apikey_org_created")]
+
+    @property
+    def expires_at(self) -> "timezone.datetime | None":
+        return self.expiry_date
+
+    @property
+    def status(self) -> str:
+        if self.revoked:
+            return "revoked"
+        if self.has_expired:
+            return "expired"
+        return "active"

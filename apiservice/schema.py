@@ -1,0 +1,58 @@
+"""OpenAPI pieces shared by every app: the bearer scheme and the documented error envelopes."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import serializers
+
+ErrorDetail = inline_serializer(
+    "ErrorDetail",
+    fields={
+        "type": serializers.CharField(),
+        "code": serializers.CharField(),
+        "message": serializers.CharField(),
+        "param": serializers.CharField(allow_null=True),
+        "request_id": serializers.CharField(),
+    },
+)
+ErrorEnvelope = inline_serializer("Error", fields={"error": ErrorDetail})
+OIPError = inline_serializer("OIPError", fields={"error": serializers.CharField()})
+
+
+def _errors(serializer: object, statuses: dict[int, str]) -> dict[int, OpenApiResponse]:
+    return {status: OpenApiResponse(serializer, description=text) for status, text in statuses.items()}
+
+
+ERROR_RESPONSES = _errors(
+    ErrorEnvelope,
+    {
+        400: "Invalid request or input (names the offending `param`).",
+        401: "Missing, malformed, unknown, revoked or expired API key.",
+        403: "The key lacks the scope this endpoint needs.",
+        404: "No such object visible to your organisation.",
+        409: "Conflict (e.g. the version is not servable).",
+        413: "Request body over the size cap.",
+        422: "Unprocessable (e.g. idempotency key reused with another body).",
+        429: "Rate limit or quota exceeded.",
+    },
+)
+READ_ERROR_RESPONSES = {k: v for k, v in ERROR_RESPONSES.items() if k in (400, 401, 403, 404, 429)}
+OIP_ERROR_RESPONSES = _errors(
+    OIPError,
+    {
+        400: "Invalid inference request.",
+        401: "Missing or invalid API key.",
+        403: "The key lacks the `predict` scope.",
+        404: "Unknown model or version.",
+        413: "Request body over the size cap.",
+        429: "Rate limit or quota exceeded.",
+        503: "The model version is not ready.",
+    },
+)
+
+
+class BearerKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "apiservice.auth.APIKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema: object) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "mm_<prefix>.<secret>"}

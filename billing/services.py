@@ -1,0 +1,35 @@
+"""Writes to the usage ledger."""
+
+from django.utils import timezone
+
+from apiservice.auth import Principal
+
+from .models import UsageRecord
+
+
+def usage_record(
+    *,
+    request_id: str,
+    principal: Principal,
+    face: str,
+    status_code: int,
+    latency_ms: float,
+    units: int = 0,
+    meter: str = "",
+    model_version_id: int | None = None,
+    client_request_id: str | None = None,
+) -> None:
+    """Record one call. Runs in autocommit, so the row is durable when this returns."""
+    UsageRecord.objects.create(
+        request_id=request_id,
+        client_request_id=client_request_id,
+        organisation_id=principal.organisation_id,
+        api_key_id=principal.api_key_id,
+        face=face,
+        meter=meter if units else "",
+        model_version_id=model_version_id,
+        units=units,
+        status_code=status_code,
+        latency_ms=round(latency_ms, 3),
+        created_at=timezone.now(),
+    )

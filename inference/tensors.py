@@ -1,0 +1,327 @@
+"""Turning request payloads into checked numpy feeds, and model outputs back into payloads.
+
+Everything here is pure (numpy only). Every rule raises `InvalidInput` naming the input, so no bad
+input ever reaches ONNX Runtime and none can make a 500.
+"""
+
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from apiservice.errors import InvalidInput
+
+from .datatypes import FLOAT_TYPES, INT_TYPES, OIP_TO_NUMPY, oip_datatype_of
+
+Signature = Mapping[str, list[dict[str, Any]]]
+
+
+def _input_specs(signature: Signature) -> dict[str, dict[str, Any]]:
+    return {spec["name"]: spec for spec in signature["inputs"]}
+
+
+def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
+    """A JSON value (nested lists or scalar) as a numpy array of `datatype`, strictly checked."""
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"Input '{name}' is a ragged list: every row must have the same length.", param=param) from None
+    kind = raw.dtype.kind
+    if kind == "O":
+        if _is_ragged(data):
+            raise InvalidInput(f"Input '{name}' is a ragged list: every row must have the same length.", param=param)
+        raise InvalidInput(f"Input '{name}' mixes value types or holds numbers out of range.", param=param)
+    target = OIP_TO_NUMPY[datatype]
+    if datatype == "BYTES":
+        if kind != "U":
+            raise InvalidInput(f"Input '{name}' expects strings ({datatype}).", param=param)
+        return raw.astype(object)
+    if datatype == "BOOL":
+        if kind != "b":
+            raise InvalidInput(f"Input '{name}' expects booleans (BOOL).", param=param)
+        return raw
+    if kind in ("U", "S"):
+        raise InvalidInput(f"Input '{name}' expects numbers ({datatype}), got strings.", param=param)
+    if kind == "b":
+        raise InvalidInput(f"Input '{name}' expects numbers ({datatype}), got booleans.", param=param)
+    if datatype in INT_TYPES:
+        if kind == "f":
+            raise InvalidInput(f"Input '{name}' expects integers ({datatype}), got decimals.", param=param)
+        info = np.iinfo(target)
+        if raw.size and (raw.min() < info.min or raw.max() > info.max):
+            raise InvalidInput(f"Input '{name}' has values out of range for {datatype}.", param=param)
+        return raw.astype(target, copy=False)
+    if datatype in FLOAT_TYPES:
+        return raw.astype(target, copy=False)
+    raise InvalidInput(f"Input '{name}' has an unsupported datatype {datatype}.", param=param)
+
+
+def _is_ragged(data: Any) -> bool:
+    if not isinstance(data, list):
+        return False
+    lengths = {len(item) if isinstance(item, list) else -1 for item in data}
+    return len(lengths) > 1 or any(_is_ragged(item) for item in data if isinstance(item, list))
+
+
+def check_feeds(
+    feeds: Mapping[str, np.ndarray], *, signature: Signature, max_rows: int, nan_policy: str, param_prefix: str
+) -> int:
+    """Check arrays against the signature; return the number of rows (the batch size)."""
+    specs = _input_specs(signature)
+    for name in feeds:
+        if name not in specs:
+            raise InvalidInput(
+                f"Unknown input '{name}'; this model's inputs are: {', '.join(specs)}.",
+                param=f"{param_prefix}.{name}",
+            )
+    rows = 1
+    for name, spec in specs.items():
+        param = f"{param_prefix}.{name}"
+        if name not in feeds:
+            raise InvalidInput(f"Missing input '{name}'.", param=param)
+        array = feeds[name]
+        expected = spec["shape"]
+        if array.ndim != len(expected):
+            raise InvalidInput(
+                f"Input '{name}' has shape {list(array.shape)}; the model expects {_shape_text(expected)}.",
+                param=param,
+            )
+        for axis, (got, want) in enumerate(zip(array.shape, expected, strict=True)):
+            if want >= 0 and got != want:
+                raise InvalidInput(
+                    f"Input '{name}' has shape {list(array.shape)}; the model expects {_shape_text(expected)} "
+                    f"(dimension {axis} must be {want}).",
+                    param=param,
+                )
+        if array.ndim and array.shape[0] == 0:
+            raise InvalidInput(f"Input '{name}' is empty.", param=param)
+        if array.ndim and expected[0] < 0:
+            rows = max(rows, int(array.shape[0]))
+            if array.shape[0] > max_rows:
+                raise InvalidInput(
+                    f"Input '{name}' has {array.shape[0]} rows; at most {max_rows} per request "
+                    "(use a batch job for more).",
+                    code="too_many_rows",
+                    param=param,
+                )
+        if nan_policy == "reject" and array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InvalidInput(f"Input '{name}' contains NaN or infinity.", code="non_finite_input", param=param)
+    return rows
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join("N" if dim < 0 else str(dim) for dim in shape) + "]"
+
+
+# --- :predict (TF-Serving / Vertex) ---------------------------------------------------------------
+
+
+def predict_feeds(body: Any, *, signature: Signature) -> tuple[dict[str, np.ndarray], str]:
+    """Feeds from `{"instances": [...]}` (row format) or `{"inputs": ...}` (columnar); and which."""
+    if not isinstance(body, dict):
+        raise InvalidInput("The body must be a JSON object with 'instances' or 'inputs'.")
+    has_instances, has_inputs = "instances" in body, "inputs" in body
+    if has_instances and has_inputs:
+        raise InvalidInput("Send either 'instances' or 'inputs', not both.", code="ambiguous_body")
+    if not has_instances and not has_inputs:
+        raise InvalidInput("The body needs 'instances' (rows) or 'inputs' (columns).", param="instances")
+    specs = _input_specs(signature)
+    if has_instances:
+        return _instances_feeds(body["instances"], specs), "instances"
+    return _columnar_feeds(body["inputs"], specs), "inputs"
+
+
+def _instances_feeds(instances: Any, specs: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput("'instances' must be a non-empty list of rows.", param="instances")
+    names = list(specs)
+    keyed = isinstance(instances[0], dict)
+    if not keyed and len(names) > 1:
+        raise InvalidInput(
+            f"This model has several inputs ({', '.join(names)}): each instance must be an object keyed by input name.",
+            param="instances",
+        )
+    if keyed:
+        columns: dict[str, list[Any]] = {}
+        for index, row in enumerate(instances):
+            if not isinstance(row, dict):
+                raise InvalidInput("Every instance must have the same form (all objects).", param=f"instances.{index}")
+            for key in row:
+                if key not in specs:
+                    raise InvalidInput(
+                        f"Unknown input '{key}'; this model's inputs are: {', '.join(names)}.",
+                        param=f"instances.{index}.{key}",
+                    )
+            for name in names:
+                if name not in row:
+                    raise InvalidInput(f"Instance {index} lacks input '{name}'.", param=f"instances.{index}.{name}")
+                columns.setdefault(name, []).append(row[name])
+    else:
+        columns = {names[0]: instances}
+    return {
+        name: to_array(values, datatype=specs[name]["datatype"], name=name, param=f"instances.{name}")
+        for name, values in columns.items()
+    }
+
+
+def _columnar_feeds(inputs: Any, specs: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    names = list(specs)
+    if isinstance(inputs, dict):
+        return {
+            name: to_array(value, datatype=specs[name]["datatype"] if name in specs else "FP32", name=name, param=f"inputs.{name}")
+            for name, value in inputs.items()
+        }
+    if len(names) > 1:
+        raise InvalidInput(
+            f"This model has several inputs ({', '.join(names)}): 'inputs' must be an object keyed by input name.",
+            param="inputs",
+        )
+    return {names[0]: to_array(inputs, datatype=specs[names[0]]["datatype"], name=names[0], param="inputs")}
+
+
+def predict_response(outputs: Mapping[str, np.ndarray], *, form: str) -> Any:
+    """`predictions` (one entry per row) for instances, `outputs` (columns) for inputs."""
+    names = list(outputs)
+    if form == "inputs":
+        if len(names) == 1:
+            return _jsonable(outputs[names[0]])
+        return {name: _jsonable(value) for name, value in outputs.items()}
+    if len(names) == 1:
+        return _jsonable(outputs[names[0]])
+    columns = {name: _jsonable(value) for name, value in outputs.items()}
+    rows = len(next(iter(columns.values())))
+    return [{name: columns[name][i] for name in names} for i in range(rows)]
+
+
+def _jsonable(array: np.ndarray) -> list[Any]:
+    if array.dtype.kind in ("O", "S"):
+        return np.vectorize(_text, otypes=[object])(array).tolist() if array.size else []
+    return array.tolist()
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+# --- Open Inference Protocol v2 ------------------------------------------------------------------
+
+
+def split_binary_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON part and the binary tail of a request using the binary tensor extension."""
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise InvalidInput("Inference-Header-Content-Length must be an integer.") from None
+    if length < 0 or length > len(body):
+        raise InvalidInput("Inference-Header-Content-Length is larger than the body.")
+    return body[:length], body[length:]
+
+
+def oip_feeds(request: Any, binary: bytes, *, signature: Signature) -> dict[str, np.ndarray]:
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
+        raise InvalidInput("The request needs a non-empty 'inputs' list.")
+    specs = _input_specs(signature)
+    feeds: dict[str, np.ndarray] = {}
+    offset = 0
+    for index, tensor in enumerate(request["inputs"]):
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise InvalidInput(f"inputs[{index}] must be an object with a 'name'.")
+        name = tensor["name"]
+        if name not in specs:
+            raise InvalidInput(f"Unknown input '{name}'; this model's inputs are: {', '.join(specs)}.")
+        if name in feeds:
+            raise InvalidInput(f"Input '{name}' is given twice.")
+        datatype, shape = tensor.get("datatype"), tensor.get("shape")
+        if datatype != specs[name]["datatype"]:
+            raise InvalidInput(f"Input '{name}' has datatype {datatype}; the model expects {specs[name]['datatype']}.")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise InvalidInput(f"Input '{name}' needs a 'shape' of non-negative integers.")
+        size = math.prod(shape)
+        parameters = tensor.get("parameters") or {}
+        binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if binary_size is not None:
+            if not isinstance(binary_size, int) or binary_size < 0 or offset + binary_size > len(binary):
+                raise InvalidInput(f"Input '{name}' has a binary_data_size beyond the request body.")
+            chunk = binary[offset : offset + binary_size]
+            offset += binary_size
+            array = _from_binary(chunk, datatype=datatype, size=size, name=name)
+        else:
+            if "data" not in tensor:
+                raise InvalidInput(f"Input '{name}' has no 'data'.")
+            array = to_array(tensor["data"], datatype=datatype, name=name, param=name)
+            if array.size != size:
+                raise InvalidInput(f"Input '{name}' has {array.size} elements; shape {shape} needs {size}.")
+        feeds[name] = array.reshape(shape)
+    return feeds
+
+
+def _from_binary(chunk: bytes, *, datatype: str, size: int, name: str) -> np.ndarray:
+    if datatype == "BYTES":
+        items, pos = [], 0
+        while pos < len(chunk):
+            if pos + 4 > len(chunk):
+                raise InvalidInput(f"Input '{name}' has a truncated BYTES element.")
+            (length,) = struct.unpack_from("<I", chunk, pos)
+            pos += 4
+            if pos + length > len(chunk):
+                raise InvalidInput(f"Input '{name}' has a truncated BYTES element.")
+            items.append(chunk[pos : pos + length].decode("utf-8", errors="replace"))
+            pos += length
+        if len(items) != size:
+            raise InvalidInput(f"Input '{name}' has {len(items)} elements; its shape needs {size}.")
+        return np.array(items, dtype=object)
+    dtype = OIP_TO_NUMPY[datatype]
+    if len(chunk) != size * dtype.itemsize:
+        raise InvalidInput(f"Input '{name}' has {len(chunk)} bytes; shape and datatype need {size * dtype.itemsize}.")
+    return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+
+
+def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[tuple[str, bool]]:
+    """(name, as_binary) for each output to return, honouring the `outputs` filter."""
+    params = request.get("parameters") or {}
+    default_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+    wanted = request.get("outputs")
+    if wanted is None:
+        return [(name, default_binary) for name in available]
+    if not isinstance(wanted, list):
+        raise InvalidInput("'outputs' must be a list.")
+    result = []
+    for item in wanted:
+        if not isinstance(item, dict) or item.get("name") not in available:
+            name = item.get("name") if isinstance(item, dict) else item
+            raise InvalidInput(f"Unknown output '{name}'; this model's outputs are: {', '.join(available)}.")
+        item_params = item.get("parameters") or {}
+        binary = item_params.get("binary_data", default_binary) if isinstance(item_params, dict) else default_binary
+        result.append((item["name"], bool(binary)))
+    return result
+
+
+def oip_outputs(outputs: Mapping[str, np.ndarray], wanted: list[tuple[str, bool]]) -> tuple[list[dict[str, Any]], bytes]:
+    """Output tensors as OIP JSON (flat data) and, for binary ones, the concatenated raw bytes."""
+    tensors, blobs = [], []
+    for name, as_binary in wanted:
+        array = outputs[name]
+        datatype = oip_datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if as_binary:
+            raw = _to_binary(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = _jsonable(array.reshape(-1))
+        tensors.append(entry)
+    return tensors, b"".join(blobs)
+
+
+def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        parts = []
+        for value in array.reshape(-1):
+            data = value if isinstance(value, bytes) else str(value).encode()
+            parts.append(struct.pack("<I", len(data)) + data)
+        return b"".join(parts)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

@@ -1,0 +1,42 @@
+from django.urls import path, register_converter
+
+from . import views
+
+
+class NameConverter:
+    regex = r"[a-z0-9][a-z0-9._-]{0,62}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+class RefConverter:
+    regex = r"[A-Za-z0-9_-]{1,40}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(NameConverter, "mname")
+register_converter(RefConverter, "ref")
+
+urlpatterns = [
+    path("v1/models/<mname:model>:predict", views.PredictView.as_view(), name="predict"),
+    path("v1/models/<mname:model>/versions/<ref:version>:predict", views.PredictView.as_view(), name="predict-version"),
+    path("v1/models/<mname:model>/labels/<ref:label>:predict", views.PredictView.as_view(), name="predict-label"),
+    path("v2/health/live", views.LiveView.as_view(), name="v2-live"),
+    path("v2/health/ready", views.ReadyView.as_view(), name="v2-ready"),
+    path("v2", views.ServerMetadataView.as_view(), name="v2-server"),
+    path("v2/models/<mname:model>", views.ModelMetadataView.as_view(), name="v2-model"),
+    path("v2/models/<mname:model>/ready", views.ModelReadyView.as_view(), name="v2-model-ready"),
+    path("v2/models/<mname:model>/infer", views.InferView.as_view(), name="v2-infer"),
+    path("v2/models/<mname:model>/versions/<ref:version>", views.ModelMetadataView.as_view(), name="v2-version"),
+    path("v2/models/<mname:model>/versions/<ref:version>/ready", views.ModelReadyView.as_view(), name="v2-version-ready"),
+    path("v2/models/<mname:model>/versions/<ref:version>/infer", views.InferView.as_view(), name="v2-version-infer"),
+]

@@ -1,0 +1,287 @@
+"""Online inference over two faces: TF-Serving/Vertex `:predict` and the Open Inference Protocol v2.
+
+Views only translate: parse the body, call `inference.services`, render. The ledger row is written
+by `APIGatewayMiddleware` from what `usage_of(request)` is told here.
+"""
+
+from typing import Any
+
+import orjson
+from django.db import connection
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apiservice.auth import request_principal
+from apiservice.errors import InvalidInput, Unavailable
+from apiservice.middleware import usage_of
+from apiservice.renderers import dumps
+from apiservice.schema import ERROR_RESPONSES, OIP_ERROR_RESPONSES
+from billing.models import Meter
+from models_registry.models import ModelVersion
+from models_registry.selectors import model_get
+
+from . import services
+from .tensors import oip_feeds, oip_outputs, predict_feeds, predict_response, requested_outputs, split_binary_body
+
+SERVER_NAME = "modelmeter"
+SERVER_VERSION = "1.0.0"
+
+
+def _json_body(request: Request) -> Any:
+    raw = request._request.body
+    if not raw:
+        raise InvalidInput("The request body is empty; send a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def _organisation_id(request: Request) -> int | None:
+    principal = request_principal(request)
+    return principal.organisation_id if principal else None
+
+
+def _note_version(request: Request, servable: services.Servable) -> None:
+    usage = usage_of(request)
+    usage.model_version_id = servable.version_id
+    request._request.model_version_number = servable.number  # type: ignore[attr-defined]
+
+
+PREDICT_REQUEST = inline_serializer(
+    "PredictRequest",
+    fields={
+        "instances": serializers.ListField(
+            child=serializers.JSONField(), required=False, help_text="Rows; objects keyed by input name for several inputs."
+        ),
+        "inputs": serializers.JSONField(required=False, help_text="Columnar tensors, or {input name: tensor}."),
+    },
+)
+PREDICT_RESPONSE = inline_serializer(
+    "PredictResponse",
+    fields={
+        "predictions": serializers.ListField(child=serializers.JSONField(), required=False),
+        "outputs": serializers.JSONField(required=False),
+        "model_version": serializers.CharField(),
+    },
+)
+
+
+class PredictView(APIView):
+    """`POST /v1/models/{m}[:predict | /versions/{v}:predict | /labels/{alias}:predict]`."""
+
+    required_scope = "predict"
+
+    @extend_schema(
+        operation_id="predict",
+        summary="Predict (TF-Serving / Vertex AI style)",
+        request=PREDICT_REQUEST,
+        responses={200: PREDICT_RESPONSE, **ERROR_RESPONSES},
+        parameters=[
+            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False),
+        ],
+        examples=[OpenApiExample("Iris", value={"instances": [[5.1, 3.5, 1.4, 0.2]]}, request_only=True)],
+        tags=["online inference"],
+    )
+    def post(self, request: Request, model: str, version: str | None = None, label: str | None = None) -> Response:
+        usage = usage_of(request)
+        usage.face = "v1-predict"
+        servable = services.servable_resolve(
+            organisation_id=_organisation_id(request), model_name=model, ref=version or label
+        )
+        _note_version(request, servable)
+        services.require_ready(servable)
+        feeds, form = predict_feeds(_json_body(request), signature=servable.signature)
+        rows = services.feeds_check(servable=servable, feeds=feeds, param_prefix=form)
+        outputs = services.predict(servable=servable, feeds=feeds)
+        usage.units, usage.meter = rows, Meter.ONLINE_PREDICTIONS
+        key = "predictions" if form == "instances" else "outputs"
+        body = {key: predict_response(outputs, form=form), "model_version": str(servable.number)}
+        return Response(body, headers={"X-Model-Version": str(servable.number)})
+
+
+# --- Open Inference Protocol v2 ------------------------------------------------------------------
+
+OIP_TENSOR = {
+    "name": serializers.CharField(),
+    "datatype": serializers.CharField(),
+    "shape": serializers.ListField(child=serializers.IntegerField()),
+}
+OIP_INFER_REQUEST = inline_serializer(
+    "InferRequest",
+    fields={
+        "id": serializers.CharField(required=False),
+        "parameters": serializers.DictField(required=False),
+        "inputs": serializers.ListField(
+            child=inline_serializer(
+                "InferInputTensor",
+                fields={**OIP_TENSOR, "data": serializers.JSONField(required=False), "parameters": serializers.DictField(required=False)},
+            )
+        ),
+        "outputs": serializers.ListField(
+            required=False,
+            child=inline_serializer(
+                "InferRequestedOutput",
+                fields={"name": serializers.CharField(), "parameters": serializers.DictField(required=False)},
+            ),
+        ),
+    },
+)
+OIP_INFER_RESPONSE = inline_serializer(
+    "InferResponse",
+    fields={
+        "model_name": serializers.CharField(),
+        "model_version": serializers.CharField(),
+        "id": serializers.CharField(required=False),
+        "outputs": serializers.ListField(
+            child=inline_serializer(
+                "InferOutputTensor",
+                fields={**OIP_TENSOR, "data": serializers.JSONField(required=False), "parameters": serializers.DictField(required=False)},
+            )
+        ),
+    },
+)
+OIP_METADATA = inline_serializer(
+    "ModelMetadata",
+    fields={
+        "name": serializers.CharField(),
+        "versions": serializers.ListField(child=serializers.CharField()),
+        "platform": serializers.CharField(),
+        "inputs": serializers.ListField(child=inline_serializer("MetadataTensor", fields=OIP_TENSOR)),
+        "outputs": serializers.ListField(child=inline_serializer("MetadataTensorOut", fields=OIP_TENSOR)),
+    },
+)
+READY = inline_serializer("Ready", fields={"ready": serializers.BooleanField()})
+LIVE = inline_serializer("Live", fields={"live": serializers.BooleanField()})
+
+
+class LiveView(APIView):
+    # Public on purpose: orchestrators probe liveness without credentials.
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(operation_id="v2_health_live", responses={200: LIVE}, auth=[], tags=["open inference protocol"])
+    def get(self, request: Request) -> Response:
+        return Response({"live": True})
+
+
+class ReadyView(APIView):
+    # Public on purpose: load balancers probe readiness without credentials.
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(operation_id="v2_health_ready", responses={200: READY, 503: READY}, auth=[], tags=["open inference protocol"])
+    def get(self, request: Request) -> Response:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception:
+            return Response({"ready": False}, status=503)
+        return Response({"ready": True})
+
+
+class ServerMetadataView(APIView):
+    @extend_schema(
+        operation_id="v2_server_metadata",
+        responses={
+            200: inline_serializer(
+                "ServerMetadata",
+                fields={
+                    "name": serializers.CharField(),
+                    "version": serializers.CharField(),
+                    "extensions": serializers.ListField(child=serializers.CharField()),
+                },
+            ),
+            **OIP_ERROR_RESPONSES,
+        },
+        tags=["open inference protocol"],
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]})
+
+
+class ModelMetadataView(APIView):
+    @extend_schema(operation_id="v2_model_metadata", responses={200: OIP_METADATA, **OIP_ERROR_RESPONSES}, tags=["open inference protocol"])
+    def get(self, request: Request, model: str, version: str | None = None) -> Response:
+        organisation_id = _organisation_id(request)
+        servable = services.servable_resolve(organisation_id=organisation_id, model_name=model, ref=version)
+        _note_version(request, servable)
+        versions = (
+            model_get(name=model, organisation_id=organisation_id)
+            .versions.filter(status=ModelVersion.Status.READY)
+            .order_by("number")
+            .values_list("number", flat=True)
+        )
+        body = {
+            "name": servable.model_name,
+            "versions": [str(n) for n in versions],
+            "platform": "onnxruntime_onnx",
+            "inputs": servable.signature.get("inputs", []),
+            "outputs": servable.signature.get("outputs", []),
+        }
+        return Response(body, headers={"X-Model-Version": str(servable.number)})
+
+
+class ModelReadyView(APIView):
+    @extend_schema(operation_id="v2_model_ready", responses={200: READY, 503: READY, **OIP_ERROR_RESPONSES}, tags=["open inference protocol"])
+    def get(self, request: Request, model: str, version: str | None = None) -> Response:
+        servable = services.servable_resolve(organisation_id=_organisation_id(request), model_name=model, ref=version)
+        _note_version(request, servable)
+        ready = servable.status == ModelVersion.Status.READY
+        return Response({"ready": ready}, status=200 if ready else 503, headers={"X-Model-Version": str(servable.number)})
+
+
+class InferView(APIView):
+    """OIP v2 infer, JSON or with the binary tensor extension (tritonclient's default)."""
+
+    required_scope = "predict"
+
+    @extend_schema(
+        operation_id="v2_infer",
+        request=OIP_INFER_REQUEST,
+        responses={200: OIP_INFER_RESPONSE, **OIP_ERROR_RESPONSES},
+        parameters=[
+            OpenApiParameter("Inference-Header-Content-Length", int, OpenApiParameter.HEADER, required=False),
+            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False),
+        ],
+        tags=["open inference protocol"],
+    )
+    def post(self, request: Request, model: str, version: str | None = None) -> HttpResponse:
+        usage = usage_of(request)
+        usage.face = "v2-infer"
+        servable = services.servable_resolve(organisation_id=_organisation_id(request), model_name=model, ref=version)
+        _note_version(request, servable)
+        if servable.status != ModelVersion.Status.READY:
+            raise Unavailable(f"Version {servable.number} of '{servable.model_name}' is not ready.")
+        header_part, binary = split_binary_body(
+            request._request.body, request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
+        )
+        try:
+            body = orjson.loads(header_part)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+        feeds = oip_feeds(body, binary, signature=servable.signature)
+        rows = services.feeds_check(servable=servable, feeds=feeds, param_prefix="inputs")
+        available = [o["name"] for o in servable.signature["outputs"]]
+        wanted = requested_outputs(body, available=available)
+        outputs = services.predict(servable=servable, feeds=feeds, output_names=[name for name, _ in wanted])
+        usage.units, usage.meter = rows, Meter.ONLINE_PREDICTIONS
+        tensors, blob = oip_outputs(outputs, wanted)
+        payload: dict[str, Any] = {"model_name": servable.model_name, "model_version": str(servable.number)}
+        if isinstance(body.get("id"), str):
+            payload["id"] = body["id"]
+        payload["outputs"] = tensors
+        head = dumps(payload)
+        if blob:
+            response = HttpResponse(head + blob, content_type="application/octet-stream")
+            response["Inference-Header-Content-Length"] = str(len(head))
+        else:
+            response = HttpResponse(head, content_type="application/json")
+        response["X-Model-Version"] = str(servable.number)
+        return response

@@ -1,0 +1,195 @@
+"""Catalogue (any key) and the staff-only registration API."""
+
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apiservice.auth import request_principal
+from apiservice.errors import InvalidInput
+from apiservice.pagination import CursorPagination
+from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES
+
+from . import selectors, services
+from .models import MLModel, ModelAlias, ModelVersion
+
+
+class TensorSpec(serializers.Serializer):
+    name = serializers.CharField()
+    datatype = serializers.CharField()
+    shape = serializers.ListField(child=serializers.IntegerField())
+
+
+class SignatureOut(serializers.Serializer):
+    inputs = TensorSpec(many=True)
+    outputs = TensorSpec(many=True)
+
+
+class VersionOut(serializers.Serializer):
+    version = serializers.IntegerField(source="number")
+    status = serializers.CharField()
+    failure_reason = serializers.CharField()
+    sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    opset = serializers.IntegerField(allow_null=True)
+    producer = serializers.CharField()
+    signature = SignatureOut(allow_null=True, required=False)
+    labels = serializers.ListField(child=serializers.JSONField(), allow_null=True)
+    aliases = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_aliases(self, obj: ModelVersion) -> list[str]:
+        return sorted(a.name for a in obj.aliases.all())
+
+
+class ModelOut(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    visibility = serializers.SerializerMethodField()
+    aliases = serializers.SerializerMethodField()
+    latest_version = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_visibility(self, obj: MLModel) -> str:
+        return "public" if obj.is_public else "private"
+
+    def get_aliases(self, obj: MLModel) -> dict[str, int]:
+        return {a.name: a.version.number for a in obj.aliases.all()}
+
+    def get_latest_version(self, obj: MLModel) -> int | None:
+        ready = [v.number for v in obj.versions.all() if v.status == ModelVersion.Status.READY]
+        return max(ready) if ready else None
+
+
+def _org(request: Request) -> int | None:
+    principal = request_principal(request)
+    return principal.organisation_id if principal else None
+
+
+class ModelNamePagination(CursorPagination):
+    ordering = "name"
+
+
+class VersionPagination(CursorPagination):
+    ordering = "-number"
+
+
+def _with_relations(queryset: QuerySet[MLModel]) -> QuerySet[MLModel]:
+    return queryset.prefetch_related(
+        Prefetch("aliases", queryset=ModelAlias.objects.select_related("version")), "versions"
+    )
+
+
+class ModelListView(APIView):
+    @extend_schema(operation_id="models_list", responses={200: ModelOut(many=True), **READ_ERROR_RESPONSES}, tags=["catalogue"])
+    def get(self, request: Request) -> Response:
+        paginator = ModelNamePagination()
+        page = paginator.paginate_queryset(_with_relations(selectors.model_list(organisation_id=_org(request))), request, view=self)
+        return paginator.get_paginated_response(ModelOut(page, many=True).data)
+
+
+class ModelDetailView(APIView):
+    @extend_schema(operation_id="models_retrieve", responses={200: ModelOut, **READ_ERROR_RESPONSES}, tags=["catalogue"])
+    def get(self, request: Request, model: str) -> Response:
+        found = selectors.model_get(name=model, organisation_id=_org(request))
+        return Response(ModelOut(_with_relations(MLModel.objects.filter(pk=found.pk)).get()).data)
+
+
+class VersionListView(APIView):
+    @extend_schema(operation_id="model_versions_list", responses={200: VersionOut(many=True), **READ_ERROR_RESPONSES}, tags=["catalogue"])
+    def get(self, request: Request, model: str) -> Response:
+        found = selectors.model_get(name=model, organisation_id=_org(request))
+        paginator = VersionPagination()
+        queryset = found.versions.prefetch_related("aliases")
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(VersionOut(page, many=True).data)
+
+
+class VersionDetailView(APIView):
+    @extend_schema(operation_id="model_versions_retrieve", responses={200: VersionOut, **READ_ERROR_RESPONSES}, tags=["catalogue"])
+    def get(self, request: Request, model: str, version: str) -> Response:
+        found = selectors.model_get(name=model, organisation_id=_org(request))
+        resolved = selectors.model_version_resolve(model=found, ref=version)
+        return Response(VersionOut(resolved).data, headers={"X-Model-Version": str(resolved.number)})
+
+
+class StaffVersionCreateView(APIView):
+    """Staff only (Django staff user via session or HTTP Basic): upload a new version."""
+
+    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    permission_classes = [IsAdminUser]
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField()
+        aliases = serializers.CharField(required=False, allow_blank=True, help_text="Comma-separated aliases.")
+        description = serializers.CharField(required=False, allow_blank=True)
+        organisation = serializers.SlugField(required=False, allow_blank=True, help_text="Private to this organisation.")
+
+    @extend_schema(
+        operation_id="staff_model_versions_create",
+        request={"multipart/form-data": InputSerializer},
+        responses={201: VersionOut, **ERROR_RESPONSES},
+        tags=["staff"],
+    )
+    def post(self, request: Request, model: str) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        organisation_id = _organisation_by_slug(data.validated_data.get("organisation") or "")
+        found = services.model_get_or_create(
+            name=model, organisation_id=organisation_id, description=data.validated_data.get("description", "")
+        )
+        aliases = [a.strip() for a in (data.validated_data.get("aliases") or "").split(",") if a.strip()]
+        version = services.model_version_register(
+            model=found, content=data.validated_data["file"].read(), created_by=request.user, aliases=aliases
+        )
+        return Response(VersionOut(version).data, status=201)
+
+
+def _organisation_by_slug(slug: str) -> int | None:
+    if not slug:
+        return None
+    from apiservice.models import Organisation
+
+    organisation = Organisation.objects.filter(slug=slug).first()
+    if organisation is None:
+        raise InvalidInput(f"No organisation '{slug}'.", param="organisation")
+    return organisation.pk
+
+
+class StaffAliasView(APIView):
+    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    permission_classes = [IsAdminUser]
+
+    class InputSerializer(serializers.Serializer):
+        version = serializers.IntegerField(min_value=1)
+
+    @extend_schema(
+        operation_id="staff_model_alias_move",
+        request=InputSerializer,
+        responses={
+            200: inline_serializer("AliasOut", fields={"alias": serializers.CharField(), "version": serializers.IntegerField()}),
+            **ERROR_RESPONSES,
+        },
+        tags=["staff"],
+    )
+    def put(self, request: Request, model: str, alias: str) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        found = MLModel.objects.filter(name=model).first()
+        if found is None:
+            from apiservice.errors import NotFound
+
+            raise NotFound(f"Model '{model}' not found.", code="model_not_found")
+        version = selectors.model_version_resolve(model=found, ref=str(data.validated_data["version"]))
+        moved = services.alias_move(model=found, alias=alias, version=version, moved_by=request.user)
+        return Response({"alias": moved.name, "version": version.number})
+
+
