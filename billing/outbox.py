@@ -69,6 +69,8 @@ def _report_create(org: int, meter: str, customer: str, members: list[tuple[int,
         first_at=first_at,
         last_at=last_at,
         event_timestamp=min(last_at, now),
+        created_at=now,
+        next_attempt_at=now,
         status=UsageReport.Status.OUT_OF_WINDOW if last_at < _window_start(now) else UsageReport.Status.PENDING,
     )
     UsageRecord.objects.filter(id__in=[m[0] for m in members]).update(report=report)

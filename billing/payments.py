@@ -7,6 +7,7 @@ subscription from Stripe, so any order of deliveries converges to Stripe's curre
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.utils import timezone
 from apiservice.errors import APIError
 from apiservice.models import Organisation
 
-from . import limits, stripe_client
+from . import catalog, limits, stripe_client
 from .models import BillingAccount, BillingMeter, Plan, PlanPrice, StripeEvent
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def customer_ensure(*, organisation_id: int) -> str:
 def catalog_sync() -> list[str]:
     """Create or update meters, products and prices in Stripe (by event name / product id / lookup key)."""
     _require_stripe()
+    catalog.seed(Plan, PlanPrice, BillingMeter)  # no-op unless the seeded rows were deleted
     actions = _meters_sync()
     for plan in Plan.objects.prefetch_related("prices"):
         product_id = plan.stripe_product_id or f"mm_plan_{plan.code}"
@@ -101,7 +103,7 @@ def _price_sync(plan: Plan, price: PlanPrice, product_id: str) -> str:
     if (
         current is not None
         and current.get("active")
-        and current["unit_amount_decimal"] == amount
+        and Decimal(str(current["unit_amount_decimal"])) == price.unit_amount_decimal
         and current["recurring"]["meter"] == meter_id
         and current["currency"] == plan.currency
     ):
