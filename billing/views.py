@@ -13,7 +13,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -78,25 +77,6 @@ class UsageView(APIView):
         return Response(summary)
 
 
-class _TextRenderer(BaseRenderer):
-    """Streams are written by the view; errors (dicts) still leave as the JSON envelope."""
-
-    charset = "utf-8"
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        return dumps(data)
-
-
-class CSVRenderer(_TextRenderer):
-    media_type = "text/csv"
-    format = "csv"
-
-
-class JSONLRenderer(_TextRenderer):
-    media_type = "application/x-ndjson"
-    format = "jsonl"
-
-
 def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=selectors.EXPORT_FIELDS)
@@ -117,7 +97,10 @@ def _jsonl_lines(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 class UsageExportView(APIView):
     required_scope = "usage"
-    renderer_classes = [JSONRenderer, CSVRenderer, JSONLRenderer]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
+        # `format` here picks the stream's format, not a DRF renderer; errors stay the JSON envelope.
+        return JSONRenderer(), JSONRenderer.media_type
 
     class InputSerializer(PeriodSerializer):
         format = serializers.ChoiceField(choices=["csv", "jsonl"], default="csv")
