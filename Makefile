@@ -70,3 +70,7 @@ bench: $(STAMP) ## Online inference benchmark (see docs/benchmarks.md)
 
 clean:
 	rm -rf var staticfiles test-artifacts .pytest_cache .mypy_cache .ruff_cache
+
+bench-metering: $(STAMP) ## Metering on vs off on the same gunicorn + PostgreSQL + Redis stack (docs/billing.md)
+	bash .ci/services
+	$(PY) bench/metering.py

@@ -267,8 +267,8 @@ BILLING_PAST_DUE_GRACE_DAYS = env.int("BILLING_PAST_DUE_GRACE_DAYS", default=7)
 BILLING_ENTITLEMENT_CACHE_SECONDS = env.float("BILLING_ENTITLEMENT_CACHE_SECONDS", default=5.0)
 # Counters for rate limits, quotas and idempotency claims; empty = database only (no rate limit).
 BILLING_REDIS_URL = env.str("BILLING_REDIS_URL", default=REDIS_URL)
-BILLING_REDIS_TIMEOUT_SECONDS = env.float("BILLING_REDIS_TIMEOUT_SECONDS", default=0.1)
-BILLING_REDIS_RETRY_SECONDS = env.float("BILLING_REDIS_RETRY_SECONDS", default=2.0)
+BILLING_REDIS_TIMEOUT_SECONDS = env.float("BILLING_REDIS_TIMEOUT_SECONDS", default=0.5)
+BILLING_REDIS_RETRY_SECONDS = env.float("BILLING_REDIS_RETRY_SECONDS", default=5.0)
 BILLING_QUOTA_RESEED_SECONDS = env.int("BILLING_QUOTA_RESEED_SECONDS", default=300)
 IDEMPOTENCY_TTL_HOURS = 24
 # (path regex, meter) of billable POSTs: quota-checked and Idempotency-Key aware before the view runs.

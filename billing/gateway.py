@@ -95,7 +95,11 @@ def _admit_billable(
             idempotency.idempotency_release(context.claim)
             context.claim = None
         return error_response(
-            request, status=429, code=refused.code, message=refused.message, headers={"Retry-After": str(limits.seconds_to_next_month())}
+            request,
+            status=429,
+            code=refused.code,
+            message=refused.message,
+            headers={"Retry-After": str(limits.seconds_to_next_month())},
         )
     return None
 

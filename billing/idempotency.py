@@ -121,7 +121,7 @@ def _begin_redis(request: HttpRequest, client: redis.Redis, claim: Claim) -> Cla
     marker = client.get(claim.redis_key)
     if marker is None:
         return _conflict(request)
-    state, _, fingerprint = marker.decode().partition(":")
+    state, _, fingerprint = bytes(marker).decode().partition(":")  # type: ignore[arg-type]
     if fingerprint != claim.fingerprint:
         return _mismatch(request)
     if state == "P":

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import limits
 import redis
@@ -42,6 +43,7 @@ class _RedisLink:
         self._client: redis.Redis | None = None
         self._storage: RedisStorage | None = None
         self._url = ""
+        self._scripts: dict[str, Any] = {}
         self.down_until = 0.0
 
     def _connect(self) -> None:
@@ -50,6 +52,7 @@ class _RedisLink:
         pool = redis.ConnectionPool.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._client = redis.Redis(connection_pool=pool)
         self._storage = RedisStorage(url, connection_pool=pool, key_prefix="mm:rl")
+        self._scripts = {}
         self._url = url
 
     def client(self) -> redis.Redis | None:
@@ -58,6 +61,13 @@ class _RedisLink:
         if self._client is None or self._url != settings.BILLING_REDIS_URL:
             self._connect()
         return self._client
+
+    def script(self, source: str) -> Any:
+        """A registered Lua script (EVALSHA, reloaded by redis-py if Redis forgot it)."""
+        assert self._client is not None
+        if source not in self._scripts:
+            self._scripts[source] = self._client.register_script(source)
+        return self._scripts[source]
 
     def storage(self) -> RedisStorage | None:
         return self._storage if self.client() is not None else None
@@ -120,9 +130,9 @@ def _blocked(account: BillingAccount | None) -> str:
     if account.status == BillingAccount.Status.CANCELED:
         return "canceled"
     grace = timedelta(days=settings.BILLING_PAST_DUE_GRACE_DAYS)
-    if account.status == BillingAccount.Status.PAST_DUE and account.past_due_since is not None:
-        if account.past_due_since + grace < timezone.now():
-            return "past_due"
+    since = account.past_due_since
+    if account.status == BillingAccount.Status.PAST_DUE and since is not None and since + grace < timezone.now():
+        return "past_due"
     return ""
 
 
@@ -295,13 +305,15 @@ def _reserve_redis(
     keys = [f"mm:q:{org}:{meter}:{tag}", f"mm:b:{key}:{tag}"]
     args = [cap if cap is not None else -1, budget if budget is not None else -1, units]
     for _ in range(3):
-        which, _used = client.eval(_RESERVE, 2, *keys, *args)  # type: ignore[misc]
+        which, _used = link.script(_RESERVE)(keys=keys, args=args)
         if which == 0:
             return Reservation(units=units, keys=[k for k, a in zip(keys, args[:2], strict=True) if a != -1])
         if which > 0:
             raise _refusal(which, meter=meter, cap=int(args[which - 1]))
-        seed = _ledger_units(organisation_id=org, meter=meter) if which == -1 else _ledger_units(
-            organisation_id=org, api_key_id=key
+        seed = (
+            _ledger_units(organisation_id=org, meter=meter)
+            if which == -1
+            else _ledger_units(organisation_id=org, api_key_id=key)
         )
         client.set(keys[-which - 1], seed, ex=settings.BILLING_QUOTA_RESEED_SECONDS, nx=True)
     raise redis.RedisError("quota counters could not be seeded")
@@ -326,6 +338,6 @@ def quota_settle(*, reservation: Reservation, units: int) -> None:
     if client is None:
         return
     try:
-        client.eval(_SETTLE, len(reservation.keys), *reservation.keys, delta)  # type: ignore[misc]
+        link.script(_SETTLE)(keys=reservation.keys, args=[delta])
     except redis.RedisError as exc:
         link.failed(exc)

@@ -14,11 +14,9 @@ class UsageRecord(models.Model):
     """A call. `units` are rows predicted (0 for metadata calls and failures); billable if > 0."""
 
     request_id = models.CharField(max_length=160, unique=True)
-    client_request_id = models.CharField(max_length=128, null=True, blank=True)
+    client_request_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 (NULL = none sent)
     organisation = models.ForeignKey("apiservice.Organisation", on_delete=models.PROTECT, related_name="+")
-    api_key = models.ForeignKey(
-        "apiservice.APIKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    api_key = models.ForeignKey("apiservice.APIKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     face = models.CharField(max_length=32)
     meter = models.CharField(max_length=32, choices=Meter.choices, blank=True, default="")
     model_version = models.ForeignKey(
@@ -41,9 +39,13 @@ class UsageRecord(models.Model):
                 condition=models.Q(report__isnull=True, units__gt=0),
             ),
             models.Index(fields=["organisation", "created_at"], name="usage_org_time"),
+            models.Index(fields=["api_key", "created_at"], name="usage_key_time"),
             models.Index(fields=["created_at"], name="usage_time"),
             models.Index(fields=["model_version", "created_at"], name="usage_version_time"),
         ]
+
+    def __str__(self) -> str:
+        return self.request_id
 
     @property
     def billable(self) -> bool:
@@ -81,12 +83,12 @@ class PlanPrice(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["plan", "meter"], name="uniq_plan_meter")]
 
+    def __str__(self) -> str:
+        return f"{self.plan.code}/{self.meter}"
+
     @property
     def lookup_key(self) -> str:
         return f"mm_{self.plan.code}_{self.meter}"
-
-    def __str__(self) -> str:
-        return f"{self.plan.code}/{self.meter}"
 
 
 class BillingMeter(models.Model):
@@ -152,6 +154,9 @@ class IdempotencyRecord(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organisation", "key"], name="uniq_idempotency_key")]
 
+    def __str__(self) -> str:
+        return f"{self.organisation_id}:{self.key}"
+
 
 class UsageReport(models.Model):
     """Immutable: ledger rows of one (organisation, meter) claimed together, sent as one meter event.
@@ -184,6 +189,9 @@ class UsageReport(models.Model):
     class Meta:
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="report_due")]
 
+    def __str__(self) -> str:
+        return self.id
+
 
 class ReconciliationIssue(models.Model):
     """A (customer, meter, day) where our sent total and Stripe's meter event summary disagree."""
@@ -201,6 +209,9 @@ class ReconciliationIssue(models.Model):
             models.UniqueConstraint(fields=["organisation", "meter", "day"], name="uniq_reconciliation_issue")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.organisation_id}/{self.meter}/{self.day}"
+
 
 class StripeEvent(models.Model):
     """Every webhook event we accepted, once (unique id), with what handling it did."""
@@ -212,3 +223,6 @@ class StripeEvent(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
     outcome = models.CharField(max_length=32, blank=True, default="")
     detail = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.event_id

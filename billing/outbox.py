@@ -48,7 +48,9 @@ def usage_reports_claim(*, now: datetime | None = None, limit: int | None = None
             .filter(report__isnull=True, units__gt=0, status_code__lt=400, organisation_id__in=list(customers))
             .exclude(meter="")
             .order_by("id")
-            .values_list("id", "organisation_id", "meter", "units", "created_at")[: limit or settings.BILLING_USAGE_PUSH_BATCH]
+            .values_list("id", "organisation_id", "meter", "units", "created_at")[
+                : limit or settings.BILLING_USAGE_PUSH_BATCH
+            ]
         )
         groups: dict[tuple[int, str, date], list[tuple[int, int, datetime]]] = defaultdict(list)
         for row_id, org, meter, units, created_at in rows:
@@ -158,18 +160,25 @@ def _reconcile_one(account: BillingAccount, meter: str, meter_id: str, start: da
         ours[item["day"].date()] = int(item["units"])
     theirs: dict[date, int] = defaultdict(int)
     summaries: list[dict[str, Any]] = stripe_client.meter_event_summaries(
-        meter_id=meter_id, customer_id=account.stripe_customer_id, start=int(start.timestamp()), end=int(end.timestamp())
+        meter_id=meter_id,
+        customer_id=account.stripe_customer_id,
+        start=int(start.timestamp()),
+        end=int(end.timestamp()),
     )
     for summary in summaries:
         theirs[datetime.fromtimestamp(summary["start_time"], tz=UTC).date()] += int(summary["aggregated_value"])
     issues = 0
     for day in set(ours) | set(theirs):
-        key = {"organisation_id": account.organisation_id, "meter": meter, "day": day}
         if ours[day] != theirs[day]:
             ReconciliationIssue.objects.update_or_create(
-                **key, defaults={"ours": ours[day], "stripe": theirs[day], "resolved": False}
+                organisation_id=account.organisation_id,
+                meter=meter,
+                day=day,
+                defaults={"ours": ours[day], "stripe": theirs[day], "resolved": False},
             )
             issues += 1
         else:
-            ReconciliationIssue.objects.filter(**key).update(resolved=True)
+            ReconciliationIssue.objects.filter(organisation_id=account.organisation_id, meter=meter, day=day).update(
+                resolved=True
+            )
     return issues

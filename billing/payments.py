@@ -128,7 +128,9 @@ def checkout_start(*, organisation_id: int, plan_code: str, success_url: str, ca
     plan = Plan.objects.filter(code=plan_code, self_serve=True).first()
     price_ids = [p.stripe_price_id for p in plan.prices.all()] if plan else []
     if plan is None or not price_ids or not all(price_ids):
-        raise APIError(f"Plan '{plan_code}' is not available through Checkout.", status_code=409, code="plan_unavailable")
+        raise APIError(
+            f"Plan '{plan_code}' is not available through Checkout.", status_code=409, code="plan_unavailable"
+        )
     customer_id = _stripe_call(customer_ensure, organisation_id=organisation_id)
     session = _stripe_call(
         stripe_client.checkout_session_create,
@@ -168,11 +170,11 @@ def invoices_for(*, organisation_id: int) -> dict[str, Any]:
     _require_stripe()
     account = BillingAccount.objects.filter(organisation_id=organisation_id).first()
     if account is None or not account.stripe_customer_id:
-        return {"data": [], "upcoming": None}
+        return {"invoices": [], "upcoming": None}
     customer_id = account.stripe_customer_id
     past = _stripe_call(stripe_client.invoices_list, customer_id=customer_id)
     upcoming = _stripe_call(stripe_client.invoice_upcoming, customer_id=customer_id)
-    return {"data": [_invoice_out(i) for i in past], "upcoming": _invoice_out(upcoming) if upcoming else None}
+    return {"invoices": [_invoice_out(i) for i in past], "upcoming": _invoice_out(upcoming) if upcoming else None}
 
 
 def _stripe_call(fn: Callable[..., Any], **kwargs: Any) -> Any:

@@ -13,8 +13,17 @@ from .models import UsageRecord
 
 GROUPINGS = ("day", "hour", "meter", "model", "key")
 EXPORT_FIELDS = [
-    "request_id", "created_at", "face", "meter", "units", "status_code", "model", "model_version", "api_key",
-    "report_id", "client_request_id",
+    "request_id",
+    "created_at",
+    "face",
+    "meter",
+    "units",
+    "status_code",
+    "model",
+    "model_version",
+    "api_key",
+    "report_id",
+    "client_request_id",
 ]
 CENT = Decimal(100)
 
@@ -129,11 +138,20 @@ def usage_export_rows(*, organisation_id: int, start: datetime, end: datetime) -
         UsageRecord.objects.filter(organisation_id=organisation_id, created_at__gte=start, created_at__lt=end)
         .order_by("created_at", "id")
         .values_list(
-            "request_id", "created_at", "face", "meter", "units", "status_code", "model_version__model__name",
-            "model_version__number", "api_key__prefix", "report_id", "client_request_id",
+            "request_id",
+            "created_at",
+            "face",
+            "meter",
+            "units",
+            "status_code",
+            "model_version__model__name",
+            "model_version__number",
+            "api_key__prefix",
+            "report_id",
+            "client_request_id",
         )
     )
     for values in rows.iterator(chunk_size=2000):
-        row = dict(zip(EXPORT_FIELDS, values, strict=True))
-        row["created_at"] = row["created_at"].astimezone(UTC).isoformat()
+        row: dict[str, Any] = dict(zip(EXPORT_FIELDS, values, strict=True))
+        row["created_at"] = values[1].astimezone(UTC).isoformat()
         yield row

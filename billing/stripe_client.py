@@ -191,9 +191,7 @@ def meter_event_create(*, event_name: str, customer_id: str, value: int, identif
     return "created"
 
 
-def meter_event_summaries(
-    *, meter_id: str, customer_id: str, start: int, end: int
-) -> list[dict[str, Any]]:
+def meter_event_summaries(*, meter_id: str, customer_id: str, start: int, end: int) -> list[dict[str, Any]]:
     params = {"customer": customer_id, "start_time": start, "end_time": end, "value_grouping_window": "day"}
     return list(_call(_client().v1.billing.meters.event_summaries.list, meter_id, params=params)["data"])
 

@@ -216,7 +216,7 @@ class InvoiceSerializer(serializers.Serializer):
 
 
 class InvoiceListSerializer(serializers.Serializer):
-    data = InvoiceSerializer(many=True)
+    invoices = InvoiceSerializer(many=True)
     upcoming = InvoiceSerializer(allow_null=True)
 
 

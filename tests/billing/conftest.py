@@ -7,24 +7,40 @@ import pytest
 from django.test import override_settings
 
 from apiservice.models import Organisation
-from billing import limits
-from billing.models import BillingAccount, KeyLimit, Plan, PlanPrice
+from billing import catalog, limits
+from billing.models import BillingAccount, BillingMeter, KeyLimit, Plan, PlanPrice
 from tests.billing.stripe_server import StripeServer
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 WEBHOOK_SECRET = "whsec_test_modelmeter"
 
 
+def _forget_billing_counters() -> None:
+    """Flushed test databases reuse ids, so drop billing's Redis keys (only ours: `mm:*`)."""
+    client = limits.link.client()
+    if client is not None:
+        keys = list(client.scan_iter(match="mm:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_billing_caches() -> Iterator[None]:
     limits.entitlement_cache.clear()
     limits.link.reset()
+    _forget_billing_counters()
     yield
     limits.entitlement_cache.clear()
     limits.link.reset()
 
 
+def seed_catalog() -> None:
+    """Transactional tests flush the tables (seeded plans included); put the seed back."""
+    catalog.seed(Plan, PlanPrice, BillingMeter)
+
+
 def account_on(organisation: Organisation, plan_code: str, **fields: Any) -> BillingAccount:
+    seed_catalog()
     account, _ = BillingAccount.objects.update_or_create(
         organisation=organisation, defaults={"plan": Plan.objects.get(code=plan_code), **fields}
     )
@@ -33,6 +49,7 @@ def account_on(organisation: Organisation, plan_code: str, **fields: Any) -> Bil
 
 
 def free_quota(meter: str, units: int) -> None:
+    seed_catalog()
     PlanPrice.objects.filter(plan__code="free", meter=meter).update(included_units=units)
     limits.entitlement_cache.clear()
 

@@ -130,12 +130,23 @@ class StripeServer:
     def invoice_create(self, customer: str, subscription: str, **fields: Any) -> dict[str, Any]:
         invoice_id = self._id("in")
         invoice = {
-            "id": invoice_id, "object": "invoice", "customer": customer, "subscription": subscription,
-            "status": "open", "number": f"MM-{len(self.objects):04d}", "currency": "usd", "amount_due": 0,
-            "amount_paid": 0, "created": int(time.time()), "period_start": int(time.time()) - 30 * DAY,
-            "period_end": int(time.time()), "hosted_invoice_url": f"{self.url}/i/{invoice_id}",
-            "invoice_pdf": f"{self.url}/i/{invoice_id}/pdf", "livemode": False,
-            "parent": {"subscription_details": {"subscription": subscription}}, **fields,
+            "id": invoice_id,
+            "object": "invoice",
+            "customer": customer,
+            "subscription": subscription,
+            "status": "open",
+            "number": f"MM-{len(self.objects):04d}",
+            "currency": "usd",
+            "amount_due": 0,
+            "amount_paid": 0,
+            "created": int(time.time()),
+            "period_start": int(time.time()) - 30 * DAY,
+            "period_end": int(time.time()),
+            "hosted_invoice_url": f"{self.url}/i/{invoice_id}",
+            "invoice_pdf": f"{self.url}/i/{invoice_id}/pdf",
+            "livemode": False,
+            "parent": {"subscription_details": {"subscription": subscription}},
+            **fields,
         }
         with self.lock:
             self.objects[invoice_id] = invoice
@@ -145,9 +156,15 @@ class StripeServer:
 
     def event(self, type_: str, obj: dict[str, Any], *, created: int | None = None) -> dict[str, Any]:
         return {
-            "id": self._id("evt"), "object": "event", "type": type_, "api_version": "2026-10-28.endive",
-            "created": created or int(time.time()), "livemode": False, "data": {"object": obj},
-            "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
+            "id": self._id("evt"),
+            "object": "event",
+            "type": type_,
+            "api_version": "2026-10-28.endive",
+            "created": created or int(time.time()),
+            "livemode": False,
+            "data": {"object": obj},
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
         }
 
     def sign(self, payload: bytes, *, timestamp: int | None = None, secret: str | None = None) -> str:
@@ -159,7 +176,9 @@ class StripeServer:
         """POST the event, signed, to a webhook endpoint (like Stripe does)."""
         payload = json.dumps(event).encode()
         request = urllib.request.Request(
-            url, data=payload, method="POST",
+            url,
+            data=payload,
+            method="POST",
             headers={"Content-Type": "application/json", "Stripe-Signature": self.sign(payload, **sign_options)},
         )
         try:
@@ -187,14 +206,25 @@ class StripeServer:
         now = int(time.time())
         sub_id = self._id("sub")
         data = [
-            {"id": self._id("si"), "object": "subscription_item", "price": self.public(self.get(i["price"], "price")),
-             "current_period_start": now, "current_period_end": now + 30 * DAY}
+            {
+                "id": self._id("si"),
+                "object": "subscription_item",
+                "price": self.public(self.get(i["price"], "price")),
+                "current_period_start": now,
+                "current_period_end": now + 30 * DAY,
+            }
             for i in items
         ]
         subscription = {
-            "id": sub_id, "object": "subscription", "customer": customer, "status": status,
-            "metadata": metadata, "items": _list(data, f"/v1/subscription_items?subscription={sub_id}"),
-            "latest_invoice": None, "cancel_at_period_end": False, "created": now,
+            "id": sub_id,
+            "object": "subscription",
+            "customer": customer,
+            "status": status,
+            "metadata": metadata,
+            "items": _list(data, f"/v1/subscription_items?subscription={sub_id}"),
+            "latest_invoice": None,
+            "cancel_at_period_end": False,
+            "created": now,
         }
         self.objects[sub_id] = subscription
         return subscription
@@ -230,8 +260,15 @@ class StripeServer:
         ]
 
     def customers_create(self, p: dict[str, Any]) -> dict[str, Any]:
-        customer = {"id": self._id("cus"), "object": "customer", "email": p.get("email"), "name": p.get("name"),
-                    "metadata": p.get("metadata", {}), "created": int(time.time()), "livemode": False}
+        customer = {
+            "id": self._id("cus"),
+            "object": "customer",
+            "email": p.get("email"),
+            "name": p.get("name"),
+            "metadata": p.get("metadata", {}),
+            "created": int(time.time()),
+            "livemode": False,
+        }
         self.objects[customer["id"]] = customer
         return customer
 
@@ -239,8 +276,13 @@ class StripeServer:
         product_id = p.get("id") or self._id("prod")
         if product_id in self.objects:
             raise StripeError(400, f"Product already exists: {product_id}", "resource_already_exists", "id")
-        product = {"id": product_id, "object": "product", "name": p["name"], "active": True,
-                   "metadata": p.get("metadata", {})}
+        product = {
+            "id": product_id,
+            "object": "product",
+            "name": p["name"],
+            "active": True,
+            "metadata": p.get("metadata", {}),
+        }
         self.objects[product_id] = product
         return product
 
@@ -269,11 +311,19 @@ class StripeServer:
         if recurring.get("meter"):
             self.get(recurring["meter"], "billing.meter")
         price = {
-            "id": self._id("price"), "object": "price", "product": p["product"], "currency": p["currency"],
-            "unit_amount_decimal": str(Decimal(p["unit_amount_decimal"])), "lookup_key": lookup_key,
-            "active": True, "metadata": p.get("metadata", {}),
-            "recurring": {"interval": recurring.get("interval"), "usage_type": recurring.get("usage_type"),
-                          "meter": recurring.get("meter")},
+            "id": self._id("price"),
+            "object": "price",
+            "product": p["product"],
+            "currency": p["currency"],
+            "unit_amount_decimal": str(Decimal(p["unit_amount_decimal"])),
+            "lookup_key": lookup_key,
+            "active": True,
+            "metadata": p.get("metadata", {}),
+            "recurring": {
+                "interval": recurring.get("interval"),
+                "usage_type": recurring.get("usage_type"),
+                "meter": recurring.get("meter"),
+            },
         }
         self.objects[price["id"]] = price
         return price
@@ -294,10 +344,16 @@ class StripeServer:
     def meters_create(self, p: dict[str, Any]) -> dict[str, Any]:
         if any(m["event_name"] == p["event_name"] for m in self._meters()):
             raise StripeError(400, "A meter with this event_name exists.", "resource_already_exists", "event_name")
-        meter = {"id": self._id("mtr"), "object": "billing.meter", "display_name": p["display_name"],
-                 "event_name": p["event_name"], "status": "active",
-                 "default_aggregation": p.get("default_aggregation", {"formula": "sum"}),
-                 "customer_mapping": p.get("customer_mapping", {}), "value_settings": p.get("value_settings", {})}
+        meter = {
+            "id": self._id("mtr"),
+            "object": "billing.meter",
+            "display_name": p["display_name"],
+            "event_name": p["event_name"],
+            "status": "active",
+            "default_aggregation": p.get("default_aggregation", {"formula": "sum"}),
+            "customer_mapping": p.get("customer_mapping", {}),
+            "value_settings": p.get("value_settings", {}),
+        }
         self.objects[meter["id"]] = meter
         return meter
 
@@ -305,11 +361,13 @@ class StripeServer:
         now = int(time.time())
         timestamp = int(p.get("timestamp") or now)
         if timestamp < now - 35 * DAY:
-            raise StripeError(400, "Timestamp is more than 35 days in the past.", "timestamp_too_far_in_past",
-                              "timestamp")
+            raise StripeError(
+                400, "Timestamp is more than 35 days in the past.", "timestamp_too_far_in_past", "timestamp"
+            )
         if timestamp > now + 300:
-            raise StripeError(400, "Timestamp is more than 5 minutes in the future.", "timestamp_in_future",
-                              "timestamp")
+            raise StripeError(
+                400, "Timestamp is more than 5 minutes in the future.", "timestamp_in_future", "timestamp"
+            )
         if not any(m["event_name"] == p["event_name"] for m in self._meters()):
             raise StripeError(400, f"No meter for event_name {p['event_name']}.", "resource_missing", "event_name")
         payload = p.get("payload", {})
@@ -317,10 +375,18 @@ class StripeServer:
         int(payload["value"])
         identifier = p.get("identifier") or self._id("ident")
         if any(e["identifier"] == identifier for e in self.meter_events):
-            raise StripeError(400, f"An event with identifier {identifier} already exists.",
-                              "resource_already_exists", "identifier")
-        event = {"object": "billing.meter_event", "event_name": p["event_name"], "identifier": identifier,
-                 "payload": payload, "timestamp": timestamp, "created": now, "livemode": False}
+            raise StripeError(
+                400, f"An event with identifier {identifier} already exists.", "resource_already_exists", "identifier"
+            )
+        event = {
+            "object": "billing.meter_event",
+            "event_name": p["event_name"],
+            "identifier": identifier,
+            "payload": payload,
+            "timestamp": timestamp,
+            "created": now,
+            "livemode": False,
+        }
         self.meter_events.append(event)
         return event
 
@@ -331,41 +397,71 @@ class StripeServer:
         data = []
         for bucket in range(start, end, window):
             value = sum(
-                int(e["payload"]["value"]) for e in self.meter_events
-                if e["event_name"] == meter["event_name"] and e["payload"]["stripe_customer_id"] == p["customer"]
+                int(e["payload"]["value"])
+                for e in self.meter_events
+                if e["event_name"] == meter["event_name"]
+                and e["payload"]["stripe_customer_id"] == p["customer"]
                 and bucket <= e["timestamp"] < min(bucket + window, end)
             )
-            data.append({"id": self._id("mtrusg"), "object": "billing.meter_event_summary", "meter": meter_id,
-                         "aggregated_value": value, "start_time": bucket, "end_time": min(bucket + window, end)})
+            data.append(
+                {
+                    "id": self._id("mtrusg"),
+                    "object": "billing.meter_event_summary",
+                    "meter": meter_id,
+                    "aggregated_value": value,
+                    "start_time": bucket,
+                    "end_time": min(bucket + window, end),
+                }
+            )
         return _list(data, f"/v1/billing/meters/{meter_id}/event_summaries")
 
     def checkout_create(self, p: dict[str, Any]) -> dict[str, Any]:
         self.get(p["customer"], "customer")
         session_id = self._id("cs_test")
-        session = {"id": session_id, "object": "checkout.session", "mode": p["mode"], "customer": p["customer"],
-                   "client_reference_id": p.get("client_reference_id"), "status": "open", "subscription": None,
-                   "url": f"{self.url}/c/pay/{session_id}", "success_url": p.get("success_url"),
-                   "metadata": p.get("metadata", {}), "_line_items": p.get("line_items", []),
-                   "_subscription_metadata": p.get("subscription_data", {}).get("metadata", {})}
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "mode": p["mode"],
+            "customer": p["customer"],
+            "client_reference_id": p.get("client_reference_id"),
+            "status": "open",
+            "subscription": None,
+            "url": f"{self.url}/c/pay/{session_id}",
+            "success_url": p.get("success_url"),
+            "metadata": p.get("metadata", {}),
+            "_line_items": p.get("line_items", []),
+            "_subscription_metadata": p.get("subscription_data", {}).get("metadata", {}),
+        }
         self.objects[session_id] = session
         return self.public(session)
 
     def portal_create(self, p: dict[str, Any]) -> dict[str, Any]:
         self.get(p["customer"], "customer")
         session_id = self._id("bps")
-        return {"id": session_id, "object": "billing_portal.session", "customer": p["customer"],
-                "return_url": p.get("return_url"), "url": f"{self.url}/p/session/{session_id}"}
+        return {
+            "id": session_id,
+            "object": "billing_portal.session",
+            "customer": p["customer"],
+            "return_url": p.get("return_url"),
+            "url": f"{self.url}/p/session/{session_id}",
+        }
 
     def invoices_list(self, p: dict[str, Any]) -> dict[str, Any]:
-        data = [self.public(o) for o in self.objects.values()
-                if o["object"] == "invoice" and o["customer"] == p.get("customer")]
+        data = [
+            self.public(o)
+            for o in self.objects.values()
+            if o["object"] == "invoice" and o["customer"] == p.get("customer")
+        ]
         data.sort(key=lambda i: i["created"], reverse=True)
         return _list(data[: int(p.get("limit", 10))], "/v1/invoices")
 
     def invoices_preview(self, p: dict[str, Any]) -> dict[str, Any]:
         customer = self.get(p["customer"], "customer")["id"]
-        subscriptions = [o for o in self.objects.values()
-                         if o["object"] == "subscription" and o["customer"] == customer and o["status"] != "canceled"]
+        subscriptions = [
+            o
+            for o in self.objects.values()
+            if o["object"] == "subscription" and o["customer"] == customer and o["status"] != "canceled"
+        ]
         if not subscriptions:
             raise StripeError(400, "No upcoming invoices for customer.", "invoice_upcoming_none")
         lines, total = [], Decimal(0)
@@ -375,13 +471,32 @@ class StripeServer:
             quantity = self.total(customer, meter["event_name"])
             amount = (Decimal(price["unit_amount_decimal"]) * quantity).quantize(Decimal(1))
             total += amount
-            lines.append({"object": "line_item", "amount": int(amount), "quantity": quantity,
-                          "description": meter["display_name"], "pricing": {"price_details": {"price": price["id"]}}})
+            lines.append(
+                {
+                    "object": "line_item",
+                    "amount": int(amount),
+                    "quantity": quantity,
+                    "description": meter["display_name"],
+                    "pricing": {"price_details": {"price": price["id"]}},
+                }
+            )
         now = int(time.time())
-        return {"id": None, "object": "invoice", "customer": customer, "status": "draft", "currency": "usd",
-                "amount_due": int(total), "amount_paid": 0, "created": now, "period_start": now - 30 * DAY,
-                "period_end": now, "number": None, "hosted_invoice_url": None, "invoice_pdf": None,
-                "lines": _list(lines, "/v1/invoices/upcoming/lines")}
+        return {
+            "id": None,
+            "object": "invoice",
+            "customer": customer,
+            "status": "draft",
+            "currency": "usd",
+            "amount_due": int(total),
+            "amount_paid": 0,
+            "created": now,
+            "period_start": now - 30 * DAY,
+            "period_end": now,
+            "number": None,
+            "hosted_invoice_url": None,
+            "invoice_pdf": None,
+            "lines": _list(lines, "/v1/invoices/upcoming/lines"),
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -415,8 +530,17 @@ class _Handler(BaseHTTPRequestHandler):
                 server.requests.append((method, split.path))
                 status, result = 200, server.route(method, split.path, params)
         except StripeError as exc:
-            status, result = exc.status, {"error": {"type": "invalid_request_error", "message": exc.message,
-                                                    "code": exc.code or None, "param": exc.param or None}}
+            status, result = (
+                exc.status,
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": exc.message,
+                        "code": exc.code or None,
+                        "param": exc.param or None,
+                    }
+                },
+            )
         except (KeyError, ValueError) as exc:
             status, result = 400, {"error": {"type": "invalid_request_error", "message": f"Bad parameter: {exc}"}}
         if method == "POST" and idem and status < 500:

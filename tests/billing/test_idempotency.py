@@ -45,8 +45,9 @@ def test_it_answers_422_for_the_same_key_with_another_body(api, iris):
 
 
 def test_it_answers_409_with_retry_after_while_the_first_is_in_flight(api, org, iris):
-    request = RequestFactory().post(PREDICT, data=json.dumps(BODY), content_type="application/json",
-                                    HTTP_IDEMPOTENCY_KEY="key-1")
+    request = RequestFactory().post(
+        PREDICT, data=json.dumps(BODY), content_type="application/json", HTTP_IDEMPOTENCY_KEY="key-1"
+    )
     claim = idempotency.idempotency_begin(request, organisation_id=org.pk)
     assert isinstance(claim, idempotency.Claim)
     response = send(api)
@@ -103,8 +104,11 @@ def test_it_answers_409_from_the_database_while_in_flight(api, org, iris):
     IdempotencyRecord.objects.create(organisation=org, key="key-1", fingerprint="x" * 64)
     with override_settings(BILLING_REDIS_URL=""):
         assert send(api).status_code == 422  # other body
-        IdempotencyRecord.objects.update(fingerprint=idempotency.fingerprint_of(
-            RequestFactory().post(PREDICT, data=json.dumps(BODY), content_type="application/json")))
+        IdempotencyRecord.objects.update(
+            fingerprint=idempotency.fingerprint_of(
+                RequestFactory().post(PREDICT, data=json.dumps(BODY), content_type="application/json")
+            )
+        )
         assert send(api).status_code == 409
 
 
@@ -126,9 +130,14 @@ def test_it_applies_to_the_v2_face(api, iris):
 def test_it_bills_one_of_20_concurrent_identical_requests(transactional_db, live_gunicorn, api_key, iris):
     def call(_: int) -> tuple[int, dict[str, str]]:
         request = urllib.request.Request(
-            live_gunicorn.url + PREDICT, data=json.dumps(BODY).encode(), method="POST",
-            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
-                     "Idempotency-Key": "concurrent-1"},
+            live_gunicorn.url + PREDICT,
+            data=json.dumps(BODY).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": "concurrent-1",
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:

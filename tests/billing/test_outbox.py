@@ -16,8 +16,15 @@ from tests.live import ROOT, subprocess_env
 def ledger(org, units, meter="online_predictions", at=None, status=200):
     principal = Principal(api_key_id=None, prefix="", organisation_id=org.pk, scopes=frozenset(), expires_at=None)
     request_id = f"req_t{UsageRecord.objects.count()}_{timezone.now().timestamp()}"
-    usage_record(request_id=request_id, principal=principal, face="test", status_code=status, latency_ms=1.0,
-                 units=units, meter=meter)
+    usage_record(
+        request_id=request_id,
+        principal=principal,
+        face="test",
+        status_code=status,
+        latency_ms=1.0,
+        units=units,
+        meter=meter,
+    )
     if at is not None:
         UsageRecord.objects.filter(request_id=request_id).update(created_at=at)
 
@@ -32,7 +39,9 @@ def stripe_total(stripe, customer, meter="online_predictions"):
 
 
 def ledger_total(org, meter="online_predictions"):
-    return sum(UsageRecord.objects.filter(organisation=org, meter=meter, status_code__lt=400).values_list("units", flat=True))
+    return sum(
+        UsageRecord.objects.filter(organisation=org, meter=meter, status_code__lt=400).values_list("units", flat=True)
+    )
 
 
 def test_it_pushes_each_meter_once_with_the_report_id_as_identifier(synced, org, customer):  # noqa: F811
@@ -65,9 +74,13 @@ def test_it_loses_nothing_when_it_crashes_after_claiming(synced, org, customer):
 
 def run_push_until_killed(stripe, mode):
     stripe.hold(mode)
-    process = subprocess.Popen([sys.executable, "manage.py", "push_usage"], cwd=ROOT,
-                               env=subprocess_env(STRIPE_SECRET_KEY="sk_test_local", STRIPE_API_BASE=stripe.url),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "push_usage"],
+        cwd=ROOT,
+        env=subprocess_env(STRIPE_SECRET_KEY="sk_test_local", STRIPE_API_BASE=stripe.url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert stripe.arrived.wait(30), "the push never reached Stripe"
         process.kill()  # SIGKILL: no cleanup, no marking
@@ -124,8 +137,13 @@ def test_it_reconciles_and_catches_a_planted_difference(synced, org, customer): 
     # Plant a difference: a meter event Stripe has and our ledger doesn't.
     from billing import stripe_client
 
-    stripe_client.meter_event_create(event_name="mm_online_predictions", customer_id=customer, value=3,
-                                     identifier="planted", timestamp=int(timezone.now().timestamp()))
+    stripe_client.meter_event_create(
+        event_name="mm_online_predictions",
+        customer_id=customer,
+        value=3,
+        identifier="planted",
+        timestamp=int(timezone.now().timestamp()),
+    )
     assert outbox.usage_reconcile(now=tomorrow) == 1
     issue = ReconciliationIssue.objects.get()
     assert (issue.meter, issue.ours, issue.stripe, issue.resolved) == ("online_predictions", 4, 7, False)

@@ -27,7 +27,9 @@ def wait_port(port: int) -> None:
 
 def predict(url: str, key: str) -> tuple[int, dict[str, str], dict]:
     request = urllib.request.Request(
-        url + "/v1/models/iris:predict", data=json.dumps({"instances": [IRIS_ROW]}).encode(), method="POST",
+        url + "/v1/models/iris:predict",
+        data=json.dumps({"instances": [IRIS_ROW]}).encode(),
+        method="POST",
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
     try:
@@ -40,8 +42,11 @@ def predict(url: str, key: str) -> tuple[int, dict[str, str], dict]:
 def test_it_keeps_serving_and_recording_when_redis_stops(transactional_db, tmp_path, api_key, iris):
     free_quota("online_predictions", 6)
     port = live.free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port)
         with live.gunicorn(tmp_path, REDIS_URL=f"redis://127.0.0.1:{port}/0") as server:
