@@ -1,6 +1,16 @@
 from django.contrib import admin
 
-from .models import UsageRecord
+from .models import (
+    BillingAccount,
+    BillingMeter,
+    KeyLimit,
+    Plan,
+    PlanPrice,
+    ReconciliationIssue,
+    StripeEvent,
+    UsageRecord,
+    UsageReport,
+)
 
 
 @admin.register(UsageRecord)
@@ -20,4 +30,86 @@ class UsageRecordAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
+class PlanPriceInline(admin.TabularInline):
+    model = PlanPrice
+    extra = 0
+    readonly_fields = ["stripe_price_id"]
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    """Staff edit prices and limits here; run `manage.py sync_stripe_catalog` afterwards."""
+
+    list_display = ["code", "name", "rate_limit", "hard_cap", "self_serve", "currency", "stripe_product_id"]
+    search_fields = ["code", "name"]
+    readonly_fields = ["stripe_product_id"]
+    inlines = [PlanPriceInline]
+
+
+@admin.register(BillingMeter)
+class BillingMeterAdmin(admin.ModelAdmin):
+    list_display = ["meter", "event_name", "stripe_meter_id"]
+    readonly_fields = ["stripe_meter_id"]
+
+
+@admin.register(BillingAccount)
+class BillingAccountAdmin(admin.ModelAdmin):
+    """Plan changes for custom (enterprise) deals; Stripe-derived fields are read-only."""
+
+    list_display = ["organisation", "plan", "status", "subscription_status", "past_due_since", "stripe_customer_id"]
+    list_filter = ["status", "plan"]
+    list_select_related = ["organisation", "plan"]
+    search_fields = ["organisation__name", "organisation__slug", "stripe_customer_id", "stripe_subscription_id"]
+    readonly_fields = [
+        "stripe_customer_id",
+        "stripe_subscription_id",
+        "subscription_status",
+        "current_period_start",
+        "current_period_end",
+    ]
+
+
+@admin.register(KeyLimit)
+class KeyLimitAdmin(admin.ModelAdmin):
+    list_display = ["api_key", "rate_limit", "monthly_budget_units"]
+    list_select_related = ["api_key"]
+    search_fields = ["api_key__prefix", "api_key__name"]
+
+
+@admin.register(UsageReport)
+class UsageReportAdmin(admin.ModelAdmin):
+    """The outbox. Reports that are failed or out of Stripe's window need a member of staff."""
+
+    list_display = ["id", "organisation", "meter", "units", "rows", "event_timestamp", "status", "attempts"]
+    list_filter = ["status", "meter"]
+    list_select_related = ["organisation"]
+    search_fields = ["id", "stripe_customer_id", "organisation__name"]
+    readonly_fields = [f.name for f in UsageReport._meta.fields]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_delete_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ReconciliationIssue)
+class ReconciliationIssueAdmin(admin.ModelAdmin):
+    list_display = ["day", "organisation", "meter", "ours", "stripe", "resolved"]
+    list_filter = ["resolved", "meter"]
+    list_select_related = ["organisation"]
+    readonly_fields = ["organisation", "meter", "day", "ours", "stripe", "created_at"]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    list_display = ["event_id", "type", "received_at", "outcome"]
+    list_filter = ["type", "outcome"]
+    search_fields = ["event_id"]
+    readonly_fields = [f.name for f in StripeEvent._meta.fields]
+
+    def has_add_permission(self, request: object) -> bool:
         return False

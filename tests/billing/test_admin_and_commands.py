@@ -1,0 +1,45 @@
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from billing import limits, tasks
+from billing.models import Plan
+
+
+def test_it_refuses_to_sync_the_catalogue_without_stripe_keys(db):
+    with pytest.raises(CommandError, match="not configured"):
+        call_command("sync_stripe_catalog", stdout=io.StringIO())
+
+
+def test_it_does_nothing_in_the_beat_tasks_without_stripe_keys(db):
+    assert tasks.usage_push() == {}
+    assert tasks.usage_reconcile() == 0
+    assert tasks.idempotency_purge() == 0
+
+
+def test_it_seeds_three_plans(db):
+    assert set(Plan.objects.values_list("code", flat=True)) >= {"free", "payg", "enterprise"}
+    free = limits.entitlement_get(organisation_id=0)
+    assert (free.plan_code, free.caps["online_predictions"]) == ("free", 1000)
+
+
+@pytest.mark.parametrize(
+    "page", ["plan", "billingaccount", "keylimit", "usagereport", "reconciliationissue", "stripeevent", "billingmeter"]
+)
+def test_it_shows_billing_to_staff_in_the_admin(staff_user, page):
+    client = Client()
+    client.force_login(staff_user)
+    staff_user.is_superuser = True
+    staff_user.save()
+    assert client.get(f"/admin/billing/{page}/").status_code == 200
+
+
+def test_it_lets_staff_edit_a_plan(staff_user):
+    staff_user.is_superuser = True
+    staff_user.save()
+    client = Client()
+    client.force_login(staff_user)
+    plan = Plan.objects.get(code="free")
+    assert client.get(f"/admin/billing/plan/{plan.pk}/change/").status_code == 200
