@@ -210,6 +210,11 @@ def main() -> None:
         "req_per_s": medians,
         "runs": results,
         "ratio_on_vs_off": medians["on"] / medians["off"],
+        # Paired: each round's on / off (adjacent runs share the machine's mood), then the median.
+        "paired_ratio_on_vs_off": statistics.median(a / b for a, b in zip(results["on"], results["off"], strict=True)),
+        "paired_ratio_on_idem_vs_off": statistics.median(
+            a / b for a, b in zip(results["on+idem"], results["off"], strict=True)
+        ),
         "ratio_on_idem_vs_off": medians["on+idem"] / medians["off"],
         # Worker time added per request (the workers are the bottleneck: each serves req/s / workers).
         "overhead_ms_on": (1 / medians["on"] - 1 / medians["off"]) * 1000 * args.workers,
