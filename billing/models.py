@@ -121,6 +121,9 @@ class BillingAccount(models.Model):
     subscription_status = models.CharField(max_length=32, blank=True, default="")
     current_period_start = models.DateTimeField(null=True, blank=True)
     current_period_end = models.DateTimeField(null=True, blank=True)
+    # Usage from this moment on is pushed to Stripe (the subscription's creation); earlier usage was
+    # on the free plan and is never billed. NULL: never subscribed.
+    metered_since = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

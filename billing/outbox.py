@@ -35,27 +35,33 @@ def _window_start(now: datetime) -> datetime:
 
 
 def usage_reports_claim(*, now: datetime | None = None, limit: int | None = None) -> list[str]:
-    """Claim unreported ledger rows into reports; returns the new report ids."""
+    """Claim unreported ledger rows into reports; returns the new report ids.
+
+    Only rows of organisations with a Stripe customer, made since their subscription began
+    (`metered_since`), are billable; earlier rows were free-plan usage and are never pushed.
+    """
     now = now or timezone.now()
-    customers = dict(
-        BillingAccount.objects.exclude(stripe_customer_id="").values_list("organisation_id", "stripe_customer_id")
-    )
-    if not customers:
-        return []
+    accounts = BillingAccount.objects.exclude(stripe_customer_id="").exclude(metered_since__isnull=True)
+    budget = limit or settings.BILLING_USAGE_PUSH_BATCH
+    report_ids: list[str] = []
     with transaction.atomic():
-        rows = list(
-            UsageRecord.objects.select_for_update(skip_locked=True)
-            .filter(report__isnull=True, units__gt=0, status_code__lt=400, organisation_id__in=list(customers))
-            .exclude(meter="")
-            .order_by("id")
-            .values_list("id", "organisation_id", "meter", "units", "created_at")[
-                : limit or settings.BILLING_USAGE_PUSH_BATCH
-            ]
-        )
-        groups: dict[tuple[int, str, date], list[tuple[int, int, datetime]]] = defaultdict(list)
-        for row_id, org, meter, units, created_at in rows:
-            groups[(org, meter, created_at.astimezone(UTC).date())].append((row_id, units, created_at))
-        return [_report_create(org, meter, customers[org], members, now) for (org, meter, _), members in groups.items()]
+        for org, customer, since in accounts.values_list("organisation_id", "stripe_customer_id", "metered_since"):
+            rows = list(
+                UsageRecord.objects.select_for_update(skip_locked=True)
+                .filter(organisation_id=org, report__isnull=True, units__gt=0, status_code__lt=400)
+                .filter(created_at__gte=since)
+                .exclude(meter="")
+                .order_by("id")
+                .values_list("id", "meter", "units", "created_at")[:budget]
+            )
+            groups: dict[tuple[str, date], list[tuple[int, int, datetime]]] = defaultdict(list)
+            for row_id, meter, units, created_at in rows:
+                groups[(meter, created_at.astimezone(UTC).date())].append((row_id, units, created_at))
+            report_ids += [_report_create(org, meter, customer, members, now) for (meter, _), members in groups.items()]
+            budget -= len(rows)
+            if budget <= 0:
+                break
+    return report_ids
 
 
 def _report_create(org: int, meter: str, customer: str, members: list[tuple[int, int, datetime]], now: datetime) -> str:

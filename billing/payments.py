@@ -224,6 +224,8 @@ def subscription_sync(*, subscription_id: str) -> str:
     plan = _plan_of(subscription)
     if plan is not None:
         fields["plan"] = plan
+    if status in LIVE_STATUSES and account.metered_since is None:
+        fields["metered_since"] = _ts(subscription.get("created")) or timezone.now()
     if status in ("active", "trialing"):
         fields.update(status=BillingAccount.Status.ACTIVE, past_due_since=None)
     elif status in ("past_due", "unpaid"):

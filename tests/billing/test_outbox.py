@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from apiservice.auth import Principal
 from billing import outbox, payments
-from billing.models import ReconciliationIssue, UsageRecord, UsageReport
+from billing.models import BillingAccount, ReconciliationIssue, UsageRecord, UsageReport
 from billing.services import usage_record
 from tests.billing.test_stripe import synced  # noqa: F401  (fixture)
 from tests.live import ROOT, subprocess_env
@@ -31,7 +31,10 @@ def ledger(org, units, meter="online_predictions", at=None, status=200):
 
 @pytest.fixture
 def customer(synced, org):  # noqa: F811
-    return payments.customer_ensure(organisation_id=org.pk)
+    """A subscribed organisation: its usage of the last 60 days is billable."""
+    customer_id = payments.customer_ensure(organisation_id=org.pk)
+    BillingAccount.objects.filter(organisation=org).update(metered_since=timezone.now() - timedelta(days=60))
+    return customer_id
 
 
 def stripe_total(stripe, customer, meter="online_predictions"):
@@ -62,6 +65,15 @@ def test_it_leaves_organisations_without_a_customer_alone(synced, org, other_org
     ledger(other_org, 5)
     outbox.usage_push()
     assert UsageRecord.objects.get(organisation=other_org).report_id is None
+
+
+def test_it_never_bills_usage_from_before_the_subscription(synced, org, customer):  # noqa: F811
+    ledger(org, 5, at=timezone.now() - timedelta(days=2))
+    BillingAccount.objects.filter(organisation=org).update(metered_since=timezone.now() - timedelta(days=1))
+    ledger(org, 1)
+    outbox.usage_push()
+    assert stripe_total(synced, customer) == 1
+    assert UsageRecord.objects.get(units=5).report_id is None
 
 
 def test_it_loses_nothing_when_it_crashes_after_claiming(synced, org, customer):  # noqa: F811

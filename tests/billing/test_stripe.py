@@ -111,6 +111,7 @@ def test_it_applies_a_checkout_through_the_webhook(api, client, synced, org):
     assert response.status_code == 200, response.content
     account = BillingAccount.objects.get(organisation=org)
     assert (account.plan.code, account.status, account.subscription_status) == ("payg", "active", "active")
+    assert account.metered_since is not None
     assert StripeEvent.objects.get().outcome == "subscription active"
 
 
