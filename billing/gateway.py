@@ -50,7 +50,14 @@ def admit(request: HttpRequest) -> HttpResponse | None:
     request.billing = context  # type: ignore[attr-defined]
     entitlement = limits.entitlement_get(organisation_id=principal.organisation_id)
     item = limits.key_terms_get(api_key_id=principal.api_key_id).rate_limit or entitlement.rate_limit
-    context.rate = limits.rate_limit_hit(api_key_id=principal.api_key_id, item=item)
+    meter = meter_of(request)
+    context.rate, quota = limits.admission(
+        api_key_id=principal.api_key_id,
+        item=item,
+        organisation_id=principal.organisation_id,
+        meter=meter if meter is not None and not entitlement.blocked else None,
+        entitlement=entitlement,
+    )
     if context.rate.exceeded:
         return error_response(
             request,
@@ -59,20 +66,8 @@ def admit(request: HttpRequest) -> HttpResponse | None:
             message=f"Rate limit of {item.amount} requests per {context.rate.window} s exceeded.",
             headers={"Retry-After": str(context.rate.reset)},
         )
-    meter = meter_of(request)
     if meter is None:
         return None
-    return _admit_billable(request, context, principal.organisation_id, principal.api_key_id, meter, entitlement)
-
-
-def _admit_billable(
-    request: HttpRequest,
-    context: BillingContext,
-    organisation_id: int,
-    api_key_id: str,
-    meter: str,
-    entitlement: limits.Entitlement,
-) -> HttpResponse | None:
     if entitlement.blocked:
         reason = "is cancelled" if entitlement.blocked == "canceled" else "is past due beyond the grace period"
         return error_response(
@@ -81,27 +76,32 @@ def _admit_billable(
             code="payment_required",
             message=f"Your subscription {reason}; update billing at POST /v1/billing/portal.",
         )
-    begun = idempotency.idempotency_begin(request, organisation_id=organisation_id)
-    if isinstance(begun, HttpResponse):
+    context.reservation = quota if isinstance(quota, limits.Reservation) else None
+    begun = idempotency.idempotency_begin(request, organisation_id=principal.organisation_id)
+    if isinstance(begun, HttpResponse):  # replay / 409 / 422 / 400: the view won't run, give the unit back
         usage_of(request).face = "idempotent-replay" if begun.has_header("Idempotent-Replayed") else "refused"
+        _release(context)
         return begun
     context.claim = begun
-    try:
-        context.reservation = limits.quota_reserve(
-            organisation_id=organisation_id, api_key_id=api_key_id, meter=meter, entitlement=entitlement
-        )
-    except limits.QuotaRefused as refused:
-        if context.claim is not None:
-            idempotency.idempotency_release(context.claim)
-            context.claim = None
+    if isinstance(quota, limits.QuotaRefused):
+        _release(context)
         return error_response(
             request,
             status=429,
-            code=refused.code,
-            message=refused.message,
+            code=quota.code,
+            message=quota.message,
             headers={"Retry-After": str(limits.seconds_to_next_month())},
         )
     return None
+
+
+def _release(context: BillingContext) -> None:
+    if context.reservation is not None:
+        limits.quota_settle(reservation=context.reservation, units=0)
+        context.reservation = None
+    if context.claim is not None:
+        idempotency.idempotency_release(context.claim)
+        context.claim = None
 
 
 def settle(request: HttpRequest, response: HttpResponse) -> HttpResponse:

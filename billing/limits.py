@@ -4,7 +4,8 @@ Everything here runs on the request path, so each check is one Redis round trip 
 come from a process-local cache (`BILLING_ENTITLEMENT_CACHE_SECONDS`).
 
 - Rate limit: per API key, a clock-aligned fixed window counted by the `limits` library's atomic
-  Redis increment (so the reset time is known without a second round trip).
+  Redis increment script (so the reset time is known without a second round trip). It goes to Redis
+  in one pipeline with the quota reservation: one round trip per call (`admission`).
 - Quota / budget: a Lua script reserves one unit against the organisation's monthly counter (per
   meter, only when the plan caps it) and the key's monthly budget counter, refusing if either would
   pass its limit; after the response the reservation is settled to the real unit count. A counter
@@ -195,25 +196,6 @@ class RateState:
         return {"RateLimit-Policy": policy, "RateLimit": f'"default";r={self.remaining};t={self.reset}'}
 
 
-def rate_limit_hit(*, api_key_id: str, item: limits.RateLimitItem) -> RateState:
-    """Count one call against the key's window (clock-aligned, so reset = time to the next boundary)."""
-    window = int(item.get_expiry())
-    now = time.time()
-    reset = max(1, int(window - (now % window)))
-    state = RateState(limit=item.amount, window=window, remaining=None, reset=reset)
-    storage = link.storage()
-    if storage is None:
-        return state
-    try:
-        count = storage.incr(item.key_for(api_key_id, str(int(now // window))), window + 1, amount=1)
-    except redis.RedisError as exc:
-        link.failed(exc)
-        return state
-    state.remaining = max(0, item.amount - count)
-    state.exceeded = count > item.amount
-    return state
-
-
 # --- Quotas and budgets ---------------------------------------------------------------------------
 _RESERVE = """
 local n = tonumber(ARGV[3])
@@ -327,6 +309,75 @@ def _reserve_database(
     if budget is not None and _ledger_units(organisation_id=org, api_key_id=key) + units > budget:
         raise _refusal(2, meter=meter, cap=budget)
     return Reservation(units=0)
+
+
+# --- Admission: the rate-limit hit and the quota reservation in one Redis round trip ------------------
+def admission(
+    *,
+    api_key_id: str,
+    item: limits.RateLimitItem,
+    organisation_id: int,
+    meter: str | None,
+    entitlement: Entitlement,
+) -> tuple[RateState, "Reservation | QuotaRefused | None"]:
+    """Count the call against the key's rate limit and, for a billable call (`meter`), hold one unit of
+    quota and budget. Both go to Redis in one pipeline: the `limits` library's own atomic increment
+    script and our reservation script. A rate-limited call's reservation is given back at once."""
+    now = time.time()
+    window = int(item.get_expiry())
+    state = RateState(limit=item.amount, window=window, remaining=None, reset=max(1, int(window - (now % window))))
+    cap = entitlement.caps.get(meter) if meter else None
+    budget = key_terms_get(api_key_id=api_key_id).monthly_budget_units if meter else None
+    wants_quota = meter is not None and (cap is not None or budget is not None)
+    storage, client = link.storage(), link.client()
+    if storage is None or client is None:
+        return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None
+    tag = _month_tag()
+    keys = [f"mm:q:{organisation_id}:{meter}:{tag}", f"mm:b:{api_key_id}:{tag}"]
+    args = [cap if cap is not None else -1, budget if budget is not None else -1, 1]
+    try:
+        pipe = client.pipeline(transaction=False)
+        rate_key = storage.prefixed_key(item.key_for(api_key_id, str(int(now // window))))
+        storage.lua_incr_expire(keys=[rate_key], args=[window + 1, 1], client=pipe)
+        if wants_quota:
+            link.script(_RESERVE)(keys=keys, args=args, client=pipe)
+        results = pipe.execute()
+        count = int(results[0])
+        state.remaining, state.exceeded = max(0, item.amount - count), count > item.amount
+        outcome = (
+            _quota_outcome(client, results[1], keys, args, organisation_id, api_key_id, meter) if wants_quota else None
+        )
+    except redis.RedisError as exc:
+        link.failed(exc)
+        return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None
+    if state.exceeded and isinstance(outcome, Reservation):
+        quota_settle(reservation=outcome, units=0)
+        outcome = None
+    return state, outcome
+
+
+def _quota_outcome(
+    client: redis.Redis, result: list[int], keys: list[str], args: list[int], org: int, key: str, meter: str | None
+) -> "Reservation | QuotaRefused":
+    which = int(result[0])
+    if which == 0:
+        return Reservation(units=1, keys=[k for k, a in zip(keys, args[:2], strict=True) if a != -1])
+    if which > 0:
+        return _refusal(which, meter=meter or "", cap=int(args[which - 1]))
+    cap, budget = (a if a != -1 else None for a in args[:2])
+    try:  # a counter had to be seeded from the ledger first (new month, restart, expiry)
+        return _reserve_redis(client, org, key, meter or "", 1, cap, budget)
+    except QuotaRefused as refused:
+        return refused
+
+
+def _quota_database(
+    org: int, key: str, meter: str | None, cap: int | None, budget: int | None
+) -> "Reservation | QuotaRefused":
+    try:
+        return _reserve_database(org, key, meter or "", 1, cap, budget)
+    except QuotaRefused as refused:
+        return refused
 
 
 def quota_settle(*, reservation: Reservation, units: int) -> None:
