@@ -335,13 +335,9 @@ def admission(
     tag = _month_tag()
     keys = [f"mm:q:{organisation_id}:{meter}:{tag}", f"mm:b:{api_key_id}:{tag}"]
     args = [cap if cap is not None else -1, budget if budget is not None else -1, 1]
+    rate_key = storage.prefixed_key(item.key_for(api_key_id, str(int(now // window))))
     try:
-        pipe = client.pipeline(transaction=False)
-        rate_key = storage.prefixed_key(item.key_for(api_key_id, str(int(now // window))))
-        storage.lua_incr_expire(keys=[rate_key], args=[window + 1, 1], client=pipe)
-        if wants_quota:
-            link.script(_RESERVE)(keys=keys, args=args, client=pipe)
-        results = pipe.execute()
+        results = _admission_pipeline(client, storage, rate_key, window, keys if wants_quota else None, args)
         count = int(results[0])
         state.remaining, state.exceeded = max(0, item.amount - count), count > item.amount
         outcome = (
@@ -354,6 +350,27 @@ def admission(
         quota_settle(reservation=outcome, units=0)
         outcome = None
     return state, outcome
+
+
+def _admission_pipeline(
+    client: redis.Redis, storage: RedisStorage, rate_key: str, window: int, keys: list[str] | None, args: list[int]
+) -> list[Any]:
+    """EVALSHA both scripts in one pipeline (redis-py's Script objects would add a SCRIPT EXISTS round
+    trip per call); if Redis forgot the scripts (restart), load them and try once more."""
+    reserve = link.script(_RESERVE)
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(storage.lua_incr_expire.sha, 1, rate_key, window + 1, 1)
+        if keys is not None:
+            pipe.evalsha(reserve.sha, 2, *keys, *args)
+        try:
+            return list(pipe.execute())
+        except redis.exceptions.NoScriptError:
+            if attempt:
+                raise
+            client.script_load(storage.lua_incr_expire.script)
+            client.script_load(_RESERVE)
+    raise AssertionError("unreachable")
 
 
 def _quota_outcome(
