@@ -12,13 +12,14 @@ endpoint's answer and may be retried with the same key. Records live `IDEMPOTENC
 """
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -204,8 +205,11 @@ def idempotency_finish(request: HttpRequest, claim: Claim, response: HttpRespons
 
 def _insert_or_take_over(claim: Claim, fields: dict[str, object]) -> bool:
     now = timezone.now()
+    # In autocommit a failed INSERT leaves the connection usable, so skip BEGIN/COMMIT round trips;
+    # inside someone's transaction, a savepoint keeps a conflict from aborting it.
+    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        with transaction.atomic():
+        with guard:
             IdempotencyRecord.objects.create(
                 organisation_id=claim.organisation_id, key=claim.key, created_at=now, **fields
             )
