@@ -1,7 +1,7 @@
 """OpenAPI pieces shared by every app: the bearer scheme and the documented error envelopes."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
 ErrorDetail = inline_serializer(
@@ -56,3 +56,34 @@ class BearerKeyScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: object) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "mm_<prefix>.<secret>"}
+
+
+def paginated(name: str, item: object) -> object:
+    """The cursor-paginated list envelope around `item` (APIView lists are not detected by spectacular)."""
+    return inline_serializer(
+        name,
+        fields={
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializers.ListField(child=item),  # type: ignore[arg-type]
+        },
+    )
+
+
+MODEL_PATH = OpenApiParameter(
+    "model", str, OpenApiParameter.PATH, description="Model name.", examples=[OpenApiExample("iris", value="iris")]
+)
+VERSION_PATH = OpenApiParameter(
+    "version",
+    str,
+    OpenApiParameter.PATH,
+    description="A version number, an alias, or `latest`.",
+    examples=[OpenApiExample("number", value="1"), OpenApiExample("alias", value="production")],
+)
+LABEL_PATH = OpenApiParameter(
+    "label",
+    str,
+    OpenApiParameter.PATH,
+    description="An alias.",
+    examples=[OpenApiExample("production", value="production")],
+)

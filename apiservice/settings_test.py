@@ -13,7 +13,7 @@ if os.environ.get("REDIS_URL"):
     os.environ.pop("CELERY_BROKER_URL", None)
 
 from .settings import *  # noqa: E402, F403
-from .settings import STORAGES
+from .settings import STORAGES  # noqa: E402
 
 DEBUG = False
 SECURE_SSL_REDIRECT = False

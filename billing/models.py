@@ -14,11 +14,9 @@ class UsageRecord(models.Model):
     """A call. `units` are rows predicted (0 for metadata calls and failures); billable if > 0."""
 
     request_id = models.CharField(max_length=160, unique=True)
-    client_request_id = models.CharField(max_length=128, null=True, blank=True)
+    client_request_id = models.CharField(max_length=128, blank=True, default="")
     organisation = models.ForeignKey("apiservice.Organisation", on_delete=models.PROTECT, related_name="+")
-    api_key = models.ForeignKey(
-        "apiservice.APIKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    api_key = models.ForeignKey("apiservice.APIKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     face = models.CharField(max_length=32)
     meter = models.CharField(max_length=32, choices=Meter.choices, blank=True, default="")
     model_version = models.ForeignKey(
@@ -35,6 +33,9 @@ class UsageRecord(models.Model):
             models.Index(fields=["created_at"], name="usage_time"),
             models.Index(fields=["model_version", "created_at"], name="usage_version_time"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.face} {self.units}u {self.status_code}"
 
     @property
     def billable(self) -> bool:

@@ -14,12 +14,13 @@ GROUPINGS = ("day", "model", "key")
 def usage_summary(*, organisation_id: int, start: datetime, end: datetime, group_by: str) -> dict[str, Any]:
     """Calls, billable units and errors in [start, end), grouped by day, model version or key."""
     rows = UsageRecord.objects.filter(organisation_id=organisation_id, created_at__gte=start, created_at__lt=end)
+    grouped: Any
     if group_by == "day":
         grouped = rows.annotate(bucket=TruncDay("created_at")).values("bucket")
     elif group_by == "model":
-        grouped = rows.annotate(
-            model=F("model_version__model__name"), version=F("model_version__number")
-        ).values("model", "version")
+        grouped = rows.annotate(model=F("model_version__model__name"), version=F("model_version__number")).values(
+            "model", "version"
+        )
     else:
         grouped = rows.annotate(key=F("api_key__prefix")).values("key")
     aggregates = grouped.annotate(

@@ -22,7 +22,7 @@ def usage_record(
     """Record one call. Runs in autocommit, so the row is durable when this returns."""
     UsageRecord.objects.create(
         request_id=request_id,
-        client_request_id=client_request_id,
+        client_request_id=client_request_id or "",
         organisation_id=principal.organisation_id,
         api_key_id=principal.api_key_id,
         face=face,

@@ -25,7 +25,9 @@ class LoadedModel:
     size_bytes: int
 
 
-def new_session(path: str | Path, *, intra_op_threads: int = 1, optimized_path: str | None = None) -> ort.InferenceSession:
+def new_session(
+    path: str | Path, *, intra_op_threads: int = 1, optimized_path: str | None = None
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
@@ -42,9 +44,7 @@ def sample_feeds(signature: Mapping[str, list[dict]], rows: int = 1) -> dict[str
     feeds: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(0)
     for spec in signature["inputs"]:
-        shape = [
-            (rows if index == 0 else 1) if dim < 0 else dim for index, dim in enumerate(spec["shape"])
-        ]
+        shape = [(rows if index == 0 else 1) if dim < 0 else dim for index, dim in enumerate(spec["shape"])]
         dtype = OIP_TO_NUMPY[spec["datatype"]]
         if spec["datatype"] == "BYTES":
             feeds[spec["name"]] = np.full(shape, "a", dtype=object)

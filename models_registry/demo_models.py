@@ -1,6 +1,8 @@
 """Demo and test models, built locally (no downloads): scikit-learn's bundled data + skl2onnx,
 or the `onnx` helper API. Used by `seed_demo`, the tests and the benchmarks."""
 
+from itertools import pairwise
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -21,7 +23,9 @@ def iris_classifier() -> bytes:
         options={id(model): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
-    return _renamed(onx, inputs={"X": "input"}, outputs={"output_label": "label", "output_probability": "probabilities"})
+    return _renamed(
+        onx, inputs={"X": "input"}, outputs={"output_label": "label", "output_probability": "probabilities"}
+    )
 
 
 def diabetes_regressor() -> bytes:
@@ -55,7 +59,7 @@ def dense_mlp(sizes: tuple[int, ...] = (256, 1024, 1024, 10), seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     current = "input"
-    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for layer, (fan_in, fan_out) in enumerate(pairwise(sizes)):
         weight = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
         bias = np.zeros(fan_out, dtype=np.float32)
         inits += [numpy_helper.from_array(weight, f"W{layer}"), numpy_helper.from_array(bias, f"B{layer}")]
