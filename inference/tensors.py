@@ -57,7 +57,8 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
             raise InvalidInput(f"Input '{name}' has values out of range for {datatype}.", param=param)
         return raw.astype(target, copy=False)
     if datatype in FLOAT_TYPES:
-        return raw.astype(target, copy=False)
+        with np.errstate(over="ignore"):  # overflow becomes inf, which the NaN policy then judges
+            return raw.astype(target, copy=False)
     raise InvalidInput(f"Input '{name}' has an unsupported datatype {datatype}.", param=param)
 
 

@@ -33,7 +33,9 @@ def test_server_and_model_metadata(api, iris):
 
 
 def test_infer_accepts_flat_and_nested_data_alike(api, iris):
-    flat = _infer(api, "/v2/models/iris/infer", {"inputs": [_tensor(sum(IRIS_ROWS, []))]}).json()
+    flat = _infer(
+        api, "/v2/models/iris/infer", {"inputs": [_tensor([value for row in IRIS_ROWS for value in row])]}
+    ).json()
     nested = _infer(api, "/v2/models/iris/infer", {"inputs": [_tensor(IRIS_ROWS)]}).json()
     assert flat == nested
     outputs = {o["name"]: o for o in flat["outputs"]}

@@ -72,9 +72,9 @@ def test_it_matches_the_predict_face(triton, live_gunicorn, api_key):
 
 def test_errors_reach_the_client_as_exceptions_with_the_servers_message(triton):
     client, headers = triton
+    bad = httpclient.InferInput("nope", [2, 4], "FP32")
+    bad.set_data_from_numpy(ROWS)
     with pytest.raises(InferenceServerException, match="Unknown input"):
-        bad = httpclient.InferInput("nope", [2, 4], "FP32")
-        bad.set_data_from_numpy(ROWS)
         client.infer("iris", [bad], headers=headers)
     with pytest.raises(InferenceServerException, match="not found"):
         client.infer("missing-model", [_input(binary=True)], headers=headers)
