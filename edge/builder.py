@@ -58,8 +58,6 @@ class VariantOutcome:
         out: dict[str, Any] = {"status": self.status, "reason": self.reason}
         if self.parity is not None:
             out["parity"] = self.parity
-        if self.build_seconds is not None:
-            out["build_seconds"] = round(self.build_seconds, 3)
         if self.status == "published":
             out["files"] = sorted(self.files)
         return out
@@ -89,6 +87,9 @@ def build_int8(src: Path, work: Path) -> Built:
 
 def build_ort(src: Path, work: Path) -> Built:
     model, config = runtime.convert_to_ort_format(src, work / "ort")
+    # The converter names the model by its absolute (temporary) path in a comment: no local paths leak.
+    lines = config.read_text().splitlines()
+    config.write_text("".join(("# - models/ort/model.ort" if line.startswith("# - ") else line) + "\n" for line in lines))
     return Built(
         files={"models/ort/model.ort": model, "models/ort/required_operators.config": config}, runnable=model
     )
