@@ -26,7 +26,10 @@ class BundleAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Rebuild selected bundles")
+    def has_rebuild_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("edge.change_bundle")
+
+    @admin.action(description="Rebuild selected bundles", permissions=["rebuild"])
     def rebuild(self, request: HttpRequest, queryset: QuerySet[Bundle]) -> None:
         queued = sum(services.bundle_rebuild(bundle=bundle) for bundle in queryset)
         skipped = queryset.count() - queued
