@@ -10,13 +10,36 @@ from .models import Bundle
 
 @admin.register(Bundle)
 class BundleAdmin(admin.ModelAdmin):
-    list_display = ["public_id", "model_version", "variants_key", "status", "progress", "size_bytes", "key_id", "created_at"]
+    list_display = [
+        "public_id",
+        "model_version",
+        "variants_key",
+        "status",
+        "progress",
+        "size_bytes",
+        "key_id",
+        "created_at",
+    ]
     list_filter = ["status"]
     search_fields = ["public_id", "model_version__model__name", "sha256"]
     list_select_related = ["model_version__model"]
     readonly_fields = [
-        "public_id", "model_version", "variants_key", "status", "progress", "reason", "file", "size_bytes",
-        "sha256", "key_id", "manifest", "build_seconds", "attempts", "created_at", "started_at", "finished_at",
+        "public_id",
+        "model_version",
+        "variants_key",
+        "status",
+        "progress",
+        "reason",
+        "file",
+        "size_bytes",
+        "sha256",
+        "key_id",
+        "manifest",
+        "build_seconds",
+        "attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
     ]
     actions = ["rebuild"]
 

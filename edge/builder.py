@@ -89,10 +89,10 @@ def build_ort(src: Path, work: Path) -> Built:
     model, config = runtime.convert_to_ort_format(src, work / "ort")
     # The converter names the model by its absolute (temporary) path in a comment: no local paths leak.
     lines = config.read_text().splitlines()
-    config.write_text("".join(("# - models/ort/model.ort" if line.startswith("# - ") else line) + "\n" for line in lines))
-    return Built(
-        files={"models/ort/model.ort": model, "models/ort/required_operators.config": config}, runnable=model
+    config.write_text(
+        "".join(("# - models/ort/model.ort" if line.startswith("# - ") else line) + "\n" for line in lines)
     )
+    return Built(files={"models/ort/model.ort": model, "models/ort/required_operators.config": config}, runnable=model)
 
 
 # Tests replace an entry to prove the parity gate refuses a broken variant.
@@ -124,7 +124,11 @@ def _without_golden(src: Path, out: Path) -> Path:
 
 
 def _variant(
-    name: str, src: Path, work: Path, golden_in: dict[str, np.ndarray], golden_out: dict[str, np.ndarray],
+    name: str,
+    src: Path,
+    work: Path,
+    golden_in: dict[str, np.ndarray],
+    golden_out: dict[str, np.ndarray],
     tolerance: parity.Tolerance,
 ) -> VariantOutcome:
     started = time.perf_counter()
@@ -154,7 +158,11 @@ class Assembled:
 
 
 def bundle_assemble(
-    *, version: ModelVersion, variants: list[str], bundle_id: str, built_at: datetime,
+    *,
+    version: ModelVersion,
+    variants: list[str],
+    bundle_id: str,
+    built_at: datetime,
     progress: Callable[[int], None] = lambda percent: None,
 ) -> Assembled:
     src = model_version_local_path(version=version)
@@ -186,9 +194,17 @@ def bundle_assemble(
     members["run.py"] = (TEMPLATES / "run.py").read_bytes()
     members["README.md"] = _readme(version, published)
     manifest = _manifest(
-        version=version, bundle_id=bundle_id, built_at=built_at, variants=variants, outcomes=outcomes,
-        published=published, members=members, golden_source=golden_source, classifier=classifier,
-        tolerances=tolerances, golden_rows=len(next(iter(golden_in.values()))),
+        version=version,
+        bundle_id=bundle_id,
+        built_at=built_at,
+        variants=variants,
+        outcomes=outcomes,
+        published=published,
+        members=members,
+        golden_source=golden_source,
+        classifier=classifier,
+        tolerances=tolerances,
+        golden_rows=len(next(iter(golden_in.values()))),
     )
     manifest_bytes = packaging.canonical_json(manifest)
     signature, key_id = keys.sign(manifest_bytes)
@@ -198,9 +214,18 @@ def bundle_assemble(
 
 
 def _manifest(
-    *, version: ModelVersion, bundle_id: str, built_at: datetime, variants: list[str],
-    outcomes: dict[str, VariantOutcome], published: list[str], members: dict[str, bytes], golden_source: str,
-    classifier: bool, tolerances: dict[str, parity.Tolerance], golden_rows: int,
+    *,
+    version: ModelVersion,
+    bundle_id: str,
+    built_at: datetime,
+    variants: list[str],
+    outcomes: dict[str, VariantOutcome],
+    published: list[str],
+    members: dict[str, bytes],
+    golden_source: str,
+    classifier: bool,
+    tolerances: dict[str, parity.Tolerance],
+    golden_rows: int,
 ) -> dict[str, Any]:
     variant_of = {path: name for name, o in outcomes.items() for path in o.files if name in published}
     return {

@@ -53,7 +53,12 @@ def _slice(handle: IO[bytes], start: int, length: int) -> Iterator[bytes]:
 
 
 def file_response(
-    request: HttpRequest, *, open_file: Callable[[], IO[bytes]], size: int, etag: str, filename: str,
+    request: HttpRequest,
+    *,
+    open_file: Callable[[], IO[bytes]],
+    size: int,
+    etag: str,
+    filename: str,
     content_type: str = "application/zip",
 ) -> HttpResponse | StreamingHttpResponse | FileResponse:
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-transform"}
@@ -68,7 +73,10 @@ def file_response(
         span = parse_range(wanted, size) if wanted and (if_range is None or if_range == etag) else None
     except Unsatisfiable:
         return error_response(
-            request, status=416, code="range_not_satisfiable", message=f"The file has {size} bytes.",
+            request,
+            status=416,
+            code="range_not_satisfiable",
+            message=f"The file has {size} bytes.",
             headers={**headers, "Content-Range": f"bytes */{size}"},
         )
     response: FileResponse | StreamingHttpResponse
@@ -77,7 +85,9 @@ def file_response(
         response["Content-Length"] = str(size)
     else:
         start, end = span
-        response = StreamingHttpResponse(_slice(open_file(), start, end - start + 1), status=206, content_type=content_type)
+        response = StreamingHttpResponse(
+            _slice(open_file(), start, end - start + 1), status=206, content_type=content_type
+        )
         response["Content-Length"] = str(end - start + 1)
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'

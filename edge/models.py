@@ -26,9 +26,7 @@ class Bundle(models.Model):
         FAILED = "failed", "Failed"
 
     public_id = models.CharField(max_length=40, unique=True, default=new_public_id, editable=False)
-    model_version = models.ForeignKey(
-        "models_registry.ModelVersion", on_delete=models.CASCADE, related_name="bundles"
-    )
+    model_version = models.ForeignKey("models_registry.ModelVersion", on_delete=models.CASCADE, related_name="bundles")
     # The requested variants, sorted and comma-joined: the cache key with the version.
     variants_key = models.CharField(max_length=40)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)

@@ -30,7 +30,9 @@ class Tolerance:
         return {"max_relative_error": self.max_relative_error, "min_label_agreement": self.min_label_agreement}
 
 
-def tolerances_for(*, is_classifier: bool, int8_relative_error: float, int8_label_agreement: float) -> dict[str, Tolerance]:
+def tolerances_for(
+    *, is_classifier: bool, int8_relative_error: float, int8_label_agreement: float
+) -> dict[str, Tolerance]:
     exact = Tolerance(max_relative_error=1e-4, min_label_agreement=1.0)
     int8 = Tolerance(
         max_relative_error=None if is_classifier else int8_relative_error, min_label_agreement=int8_label_agreement
@@ -80,9 +82,7 @@ def tensors_json(arrays: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
 
 
 def tensors_from_json(tensors: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    return {
-        t["name"]: np.asarray(t["data"], dtype=OIP_TO_NUMPY[t["datatype"]]).reshape(t["shape"]) for t in tensors
-    }
+    return {t["name"]: np.asarray(t["data"], dtype=OIP_TO_NUMPY[t["datatype"]]).reshape(t["shape"]) for t in tensors}
 
 
 def compare(
@@ -98,7 +98,9 @@ def compare(
             continue
         if want.dtype.kind == "f":
             scale = max(float(np.max(np.abs(want))) if want.size else 0.0, SCALE_FLOOR)
-            error = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) / scale if want.size else 0.0
+            error = (
+                float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) / scale if want.size else 0.0
+            )
             outputs[name] = {"max_relative_error": error}
             limit = tolerance.max_relative_error
             if limit is not None and not error <= limit:
@@ -107,7 +109,5 @@ def compare(
             agreement = float(np.mean(np.asarray(got) == np.asarray(want))) if want.size else 1.0
             outputs[name] = {"label_agreement": agreement}
             if agreement < tolerance.min_label_agreement:
-                failures.append(
-                    f"output '{name}': label agreement {agreement:.4f} < {tolerance.min_label_agreement:g}"
-                )
+                failures.append(f"output '{name}': label agreement {agreement:.4f} < {tolerance.min_label_agreement:g}")
     return {"passed": not failures, "outputs": outputs, "failures": failures}

@@ -9,7 +9,9 @@ from .models import Bundle
 
 
 def bundle_list(*, organisation_id: int | None) -> QuerySet[Bundle]:
-    visible = Q(model_version__model__organisation__isnull=True) | Q(model_version__model__organisation_id=organisation_id)
+    visible = Q(model_version__model__organisation__isnull=True) | Q(
+        model_version__model__organisation_id=organisation_id
+    )
     return Bundle.objects.filter(visible).select_related("model_version__model")
 
 

@@ -31,10 +31,12 @@ DOWNLOAD_FACE = "bundle-download"
 
 def variants_normalise(variants: list[str] | None) -> str:
     """The cache key: requested variants in canonical order (all of them when none are named)."""
-    chosen = list(VARIANTS) if not variants else variants
+    chosen = variants if variants else list(VARIANTS)
     unknown = sorted(set(chosen) - set(VARIANTS))
     if unknown:
-        raise InvalidInput(f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.", param="variants")
+        raise InvalidInput(
+            f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.", param="variants"
+        )
     return ",".join(name for name in VARIANTS if name in chosen)
 
 
@@ -52,7 +54,8 @@ def bundle_request(*, version: ModelVersion, variants: list[str] | None = None) 
     if not version.is_servable:
         raise Conflict(
             f"Version {version.number} of '{version.model.name}' is not ready ({version.status}).",
-            code="version_not_ready", param="version",
+            code="version_not_ready",
+            param="version",
         )
     key = variants_normalise(variants)
     bundle, created = Bundle.objects.get_or_create(model_version=version, variants_key=key)
@@ -103,8 +106,11 @@ def bundle_build(*, bundle_id: int) -> None:
     started = time.perf_counter()
     try:
         assembled = builder.bundle_assemble(
-            version=bundle.model_version, variants=bundle.variants, bundle_id=bundle.public_id,
-            built_at=bundle.created_at, progress=lambda percent: _progress(bundle_id, percent),
+            version=bundle.model_version,
+            variants=bundle.variants,
+            bundle_id=bundle.public_id,
+            built_at=bundle.created_at,
+            progress=lambda percent: _progress(bundle_id, percent),
         )
     except builder.BuildFailed as exc:
         _fail(bundle_id, str(exc))
@@ -134,9 +140,15 @@ def _store(bundle: Bundle, assembled: builder.Assembled, *, seconds: float) -> N
         bundle.file.delete(save=False)
     bundle.file.save(f"{bundle.public_id}.zip", ContentFile(assembled.content), save=False)
     Bundle.objects.filter(pk=bundle.pk, status=Bundle.Status.BUILDING).update(
-        status=Bundle.Status.READY, progress=100, reason="", file=bundle.file.name,
-        size_bytes=len(assembled.content), sha256=packaging.sha256_of(assembled.content),
-        key_id=assembled.key_id, manifest=assembled.manifest, build_seconds=round(seconds, 3),
+        status=Bundle.Status.READY,
+        progress=100,
+        reason="",
+        file=bundle.file.name,
+        size_bytes=len(assembled.content),
+        sha256=packaging.sha256_of(assembled.content),
+        key_id=assembled.key_id,
+        manifest=assembled.manifest,
+        build_seconds=round(seconds, 3),
         finished_at=timezone.now(),
     )
 
@@ -162,8 +174,12 @@ def bundle_download_grant(*, bundle: Bundle, principal: Principal) -> DownloadGr
     """A short-lived token for one download of a ready bundle, bound to the caller's organisation."""
     if bundle.status != Bundle.Status.READY:
         raise Conflict(f"Bundle {bundle.public_id} is not ready ({bundle.status}).", code="bundle_not_ready")
-    payload = {"b": bundle.public_id, "o": principal.organisation_id, "k": str(principal.api_key_id),
-               "n": secrets.token_hex(16)}
+    payload = {
+        "b": bundle.public_id,
+        "o": principal.organisation_id,
+        "k": str(principal.api_key_id),
+        "n": secrets.token_hex(16),
+    }
     token = signing.dumps(payload, salt=DOWNLOAD_SALT, compress=False)
     expires = timezone.now() + timedelta(seconds=settings.EDGE_DOWNLOAD_URL_SECONDS)
     return DownloadGrant(token=token, expires_at=expires)
@@ -173,7 +189,9 @@ def _refused(message: str, code: str) -> APIError:
     return APIError(message, code=code, status_code=403)
 
 
-def bundle_download_authorise(*, public_id: str, token: str, principal: Principal | None) -> tuple[Bundle, DownloadClaims]:
+def bundle_download_authorise(
+    *, public_id: str, token: str, principal: Principal | None
+) -> tuple[Bundle, DownloadClaims]:
     """Check a download URL: signature, expiry, bundle, organisation (and the caller's key, if any)."""
     try:
         payload: dict[str, Any] = signing.loads(token, salt=DOWNLOAD_SALT, max_age=settings.EDGE_DOWNLOAD_URL_SECONDS)
@@ -181,7 +199,9 @@ def bundle_download_authorise(*, public_id: str, token: str, principal: Principa
         raise _refused("This download URL has expired; ask for a new one.", "download_url_expired") from None
     except signing.BadSignature:
         raise _refused("This download URL is not valid.", "download_url_invalid") from None
-    claims = DownloadClaims(bundle_id=payload["b"], organisation_id=payload["o"], api_key_id=payload["k"], nonce=payload["n"])
+    claims = DownloadClaims(
+        bundle_id=payload["b"], organisation_id=payload["o"], api_key_id=payload["k"], nonce=payload["n"]
+    )
     if claims.bundle_id != public_id:
         raise _refused("This download URL is for another bundle.", "download_url_invalid")
     if principal is not None and principal.organisation_id != claims.organisation_id:

@@ -1,5 +1,6 @@
-import inference.urls  # noqa: F401  (registers the `mname` and `ref` path converters)
 from django.urls import path
+
+import inference.urls  # noqa: F401  (registers the `mname` and `ref` path converters)
 
 from . import views
 
@@ -7,7 +8,11 @@ app_name = "edge"
 
 urlpatterns = [
     path("v1/edge/keys", views.KeysView.as_view(), name="keys"),
-    path("v1/models/<mname:model>/versions/<ref:version>/bundles", views.VersionBundlesView.as_view(), name="version-bundles"),
+    path(
+        "v1/models/<mname:model>/versions/<ref:version>/bundles",
+        views.VersionBundlesView.as_view(),
+        name="version-bundles",
+    ),
     path("v1/bundles/<str:bundle_id>", views.BundleDetailView.as_view(), name="bundle"),
     path("v1/bundles/<str:bundle_id>/download", views.BundleDownloadView.as_view(), name="bundle-download"),
     path("v1/bundles/<str:bundle_id>/file", views.BundleFileView.as_view(), name="bundle-file"),

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -74,9 +74,12 @@ class VersionBundlesView(APIView):
 
     required_scope = "bundles"
 
+    @extend_schema_serializer(component_name="BundleRequest")
     class InputSerializer(serializers.Serializer):
         variants = serializers.ListField(
-            child=serializers.ChoiceField(choices=list(VARIANTS)), required=False, allow_empty=False,
+            child=serializers.ChoiceField(choices=list(VARIANTS)),
+            required=False,
+            allow_empty=False,
             help_text="Variants to build (default: all). Each is built when it applies and passes the parity gate.",
         )
 
@@ -124,6 +127,7 @@ class BundleDetailView(APIView):
 class BundleDownloadView(APIView):
     required_scope = "bundles"
 
+    @extend_schema_serializer(component_name="BundleDownloadURL")
     class OutputSerializer(serializers.Serializer):
         url = serializers.URLField(help_text="Fetch with plain GET (no key needed); supports Range.")
         expires_at = serializers.DateTimeField()
@@ -185,8 +189,11 @@ class BundleFileView(APIView):
             public_id=bundle_id, token=request.query_params.get("token", ""), principal=request_principal(request)
         )
         response = file_response(
-            request._request, open_file=lambda: bundle.file.open("rb"), size=bundle.size_bytes,
-            etag=bundle.etag, filename=f"{bundle.model_version.model.name}-v{bundle.model_version.number}-{bundle.public_id}.zip",
+            request._request,
+            open_file=lambda: bundle.file.open("rb"),
+            size=bundle.size_bytes,
+            etag=bundle.etag,
+            filename=f"{bundle.model_version.model.name}-v{bundle.model_version.number}-{bundle.public_id}.zip",
         )
         if request.method == "GET" and response.status_code in (200, 206):
             services.bundle_download_record(bundle=bundle, claims=claims, status_code=response.status_code)
@@ -198,7 +205,9 @@ class KeysView(APIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
 
+    @extend_schema_serializer(component_name="EdgeKeys")
     class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="EdgeKey")
         class KeyOut(serializers.Serializer):
             key_id = serializers.CharField()
             algorithm = serializers.CharField()
@@ -208,7 +217,13 @@ class KeysView(APIView):
 
         keys = KeyOut(many=True)
 
-    @extend_schema(operation_id="edge_keys", summary="Public keys that verify bundle manifests", responses={200: OutputSerializer}, auth=[], tags=TAGS)
+    @extend_schema(
+        operation_id="edge_keys",
+        summary="Public keys that verify bundle manifests",
+        responses={200: OutputSerializer},
+        auth=[],
+        tags=TAGS,
+    )
     def get(self, request: Request) -> Response:
         listed = [
             {"key_id": k.key_id, "algorithm": "Ed25519", "current": k.current, "pem": k.pem, "raw_b64": k.raw_b64}

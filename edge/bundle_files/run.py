@@ -66,7 +66,7 @@ class Bundle:
     def __init__(self, location):
         self.location = Path(location)
         self._zip = zipfile.ZipFile(self.location) if self.location.is_file() else None
-        self.manifest = None
+        self.manifest = {}  # set by verify()
 
     def read(self, path):
         if ".." in path.split("/") or path.startswith("/"):
@@ -133,7 +133,7 @@ class Runner:
         import numpy as np
 
         values = self.session.run(self.output_names, feeds)
-        return {name: np.asarray(value) for name, value in zip(self.output_names, values)}
+        return {name: np.asarray(value) for name, value in zip(self.output_names, values)}  # noqa: B905 (runs on Python < 3.10 too)
 
 
 def _version(text):
@@ -141,9 +141,19 @@ def _version(text):
 
 
 DTYPES = {
-    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
-    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
-    "FP32": "float32", "FP64": "float64", "BYTES": "object",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "object",
 }
 
 
@@ -174,7 +184,9 @@ def compare(expected, actual, tolerance):
             agreement = float(np.mean(got == want)) if want.size else 1.0
             outputs[name] = {"label_agreement": agreement}
             if agreement < tolerance["min_label_agreement"]:
-                failures.append(f"output '{name}': label agreement {agreement:.4f} < {tolerance['min_label_agreement']:g}")
+                failures.append(
+                    f"output '{name}': label agreement {agreement:.4f} < {tolerance['min_label_agreement']:g}"
+                )
     return {"passed": not failures, "outputs": outputs, "failures": failures}
 
 
@@ -195,7 +207,7 @@ def read_input(path, signature):
     if "inputs" in body and isinstance(body["inputs"], dict):
         return {s["name"]: np.asarray(body["inputs"][s["name"]], dtype=DTYPES[s["datatype"]]) for s in specs}
     if len(specs) != 1:
-        raise UsageError("this model has several inputs: send {\"inputs\": {name: tensor}}")
+        raise UsageError('this model has several inputs: send {"inputs": {name: tensor}}')
     return {specs[0]["name"]: np.asarray(body["instances"], dtype=DTYPES[specs[0]["datatype"]])}
 
 
@@ -208,14 +220,20 @@ def _numeric(row):
 
 
 def _jsonable(array):
-    return [v.decode() if isinstance(v, bytes) else v for v in array.reshape(-1).tolist()] if array.dtype == object else array.tolist()
+    return (
+        [v.decode() if isinstance(v, bytes) else v for v in array.reshape(-1).tolist()]
+        if array.dtype == object
+        else array.tolist()
+    )
 
 
 def cmd_verify(bundle, args):
     manifest = bundle.manifest
     published = [n for n, v in manifest["variants"].items() if v["status"] == "published"]
-    print(f"OK: {manifest['model']['name']} v{manifest['model']['version']} signed by {manifest['key_id']}; "
-          f"{len(manifest['files'])} files verified; variants: {', '.join(published)}")
+    print(
+        f"OK: {manifest['model']['name']} v{manifest['model']['version']} signed by {manifest['key_id']}; "
+        f"{len(manifest['files'])} files verified; variants: {', '.join(published)}"
+    )
     return 0
 
 

@@ -78,4 +78,4 @@ def extract(bundle: Bundle, target: Path) -> Path:
 def key_file(tmp_path: Path, public_key_pem: bytes) -> Iterator[Path]:
     path = tmp_path / "modelmeter.pem"
     path.write_bytes(public_key_pem)
-    yield path
+    return path

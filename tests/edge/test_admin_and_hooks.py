@@ -17,7 +17,9 @@ def eager_celery():
     celery_app.conf.task_always_eager = False
 
 
-def test_it_lets_staff_rebuild_a_bundle_from_the_admin(client, staff_user, iris, eager_celery, django_capture_on_commit_callbacks):
+def test_it_lets_staff_rebuild_a_bundle_from_the_admin(
+    client, staff_user, iris, eager_celery, django_capture_on_commit_callbacks
+):
     from django.contrib.auth.models import Permission
 
     bundle = build_now(iris, ["fp32"])
@@ -34,7 +36,9 @@ def test_it_lets_staff_rebuild_a_bundle_from_the_admin(client, staff_user, iris,
     assert client.get(f"/admin/edge/bundle/{bundle.pk}/change/").status_code == 200
 
 
-def test_it_builds_when_an_alias_moves_if_the_setting_is_on(digits, settings, eager_celery, django_capture_on_commit_callbacks):
+def test_it_builds_when_an_alias_moves_if_the_setting_is_on(
+    digits, settings, eager_celery, django_capture_on_commit_callbacks
+):
     settings.EDGE_BUILD_ON_ALIAS_MOVE = True
     second = model_version_register(model=digits.model, content=digits_bytes())
     with django_capture_on_commit_callbacks(execute=True):
@@ -57,7 +61,8 @@ def test_it_generates_a_private_development_key_once_when_none_is_configured(set
     settings.VAR_DIR = tmp_path
     first = keys.current_key_id()
     path = Path(tmp_path) / "edge-signing-key.pem"
-    assert path.exists() and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert path.exists()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert keys.current_key_id() == first
 
 

@@ -34,11 +34,13 @@ def test_it_queues_a_bundle_once_per_version_and_variants(api, iris, django_capt
         other = api.post_json("/v1/models/iris/versions/1/bundles", {})
     assert first.status_code == again.status_code == other.status_code == 202
     body = first.json()
-    assert body["status"] == "queued" and body["progress"] == 0
+    assert body["status"] == "queued"
+    assert body["progress"] == 0
     assert body["variants"] == ["fp32", "ort"]
     assert first["Location"] == f"/v1/bundles/{body['id']}"
     assert again.json()["id"] == body["id"]
-    assert other.json()["id"] != body["id"] and other.json()["variants"] == ["fp32", "int8", "ort"]
+    assert other.json()["id"] != body["id"]
+    assert other.json()["variants"] == ["fp32", "int8", "ort"]
     assert len(queued) == 2
 
 
@@ -48,7 +50,9 @@ def test_it_reports_status_progress_and_the_variant_report(api, iris):
     assert (body["status"], body["progress"], body["model"], body["version"]) == ("ready", 100, "iris", 1)
     assert body["report"]["int8"]["status"] == "skipped"
     assert body["report"]["fp32"]["files"] == ["models/fp32/model.onnx"]
-    assert len(body["sha256"]) == 64 and body["size_bytes"] > 0 and body["key_id"].startswith("ed25519:")
+    assert len(body["sha256"]) == 64
+    assert body["size_bytes"] > 0
+    assert body["key_id"].startswith("ed25519:")
     listed = api.get("/v1/models/iris/versions/1/bundles").json()
     assert [b["id"] for b in listed["results"]] == [bundle_id]
 
@@ -111,7 +115,8 @@ def test_it_serves_byte_ranges(api, iris):
     whole = b"".join(APIClient().get(path).streaming_content)
     part = APIClient().get(path, HTTP_RANGE="bytes=10-19")
     assert part.status_code == 206
-    assert part["Content-Range"] == f"bytes 10-19/{size}" and part["Content-Length"] == "10"
+    assert part["Content-Range"] == f"bytes 10-19/{size}"
+    assert part["Content-Length"] == "10"
     assert b"".join(part.streaming_content) == whole[10:20]
     tail = APIClient().get(path, HTTP_RANGE="bytes=-5")
     assert b"".join(tail.streaming_content) == whole[-5:]
@@ -138,7 +143,12 @@ def test_it_meters_each_download_url_once_however_many_requests_it_takes(api, ir
     rows = list(UsageRecord.objects.filter(face="bundle-download"))
     assert len(rows) == 1
     row = rows[0]
-    assert (row.units, row.meter, row.organisation.slug, row.model_version_id) == (1, "bundle_downloads", "acme", iris.pk)
+    assert (row.units, row.meter, row.organisation.slug, row.model_version_id) == (
+        1,
+        "bundle_downloads",
+        "acme",
+        iris.pk,
+    )
     again = api.get(f"/v1/bundles/{bundle_id}/download").json()
     APIClient().get(_file_path(again["url"]))
     assert UsageRecord.objects.filter(face="bundle-download", units=1).count() == 2

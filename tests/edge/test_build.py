@@ -10,7 +10,12 @@ from .conftest import build_now, zip_members
 
 @pytest.mark.parametrize(
     ("name", "kind", "int8_status"),
-    [("iris", "iris", "skipped"), ("diabetes", "diabetes", "skipped"), ("forest", "forest", "skipped"), ("mlp", "mlp", "skipped")],
+    [
+        ("iris", "iris", "skipped"),
+        ("diabetes", "diabetes", "skipped"),
+        ("forest", "forest", "skipped"),
+        ("mlp", "mlp", "skipped"),
+    ],
 )
 def test_it_builds_a_bundle_for_each_demo_model(db, name, kind, int8_status):
     version = register(name, kind)
@@ -22,12 +27,26 @@ def test_it_builds_a_bundle_for_each_demo_model(db, name, kind, int8_status):
     assert report["int8"]["status"] == int8_status
     assert "dynamic quantisation does not apply" in report["int8"]["reason"]
     members = zip_members(bundle)
-    assert {"manifest.json", "manifest.sig", "run.py", "README.md", "golden/inputs.json", "golden/outputs.json",
-            "models/fp32/model.onnx", "models/ort/model.ort", "models/ort/required_operators.config"} <= set(members)
+    assert {
+        "manifest.json",
+        "manifest.sig",
+        "run.py",
+        "README.md",
+        "golden/inputs.json",
+        "golden/outputs.json",
+        "models/fp32/model.onnx",
+        "models/ort/model.ort",
+        "models/ort/required_operators.config",
+    } <= set(members)
     assert "models/int8/model.onnx" not in members
     manifest = json.loads(members["manifest.json"])
-    assert manifest["model"] == {"name": name, "version": 1, "source_sha256": version.sha256, "opset": version.opset,
-                                 "producer": version.producer}
+    assert manifest["model"] == {
+        "name": name,
+        "version": 1,
+        "source_sha256": version.sha256,
+        "opset": version.opset,
+        "producer": version.producer,
+    }
     assert manifest["signature"] == version.signature
 
 

@@ -27,7 +27,9 @@ def _wait_ready(api: APIClient, bundle_id: str, timeout: float = 180.0) -> dict:
     raise AssertionError(f"bundle {bundle_id} still {body['status']} after {timeout} s")
 
 
-def test_it_builds_on_a_real_celery_worker_and_serves_a_verifiable_zip(transactional_db, celery_worker, api_key, public_key_pem):
+def test_it_builds_on_a_real_celery_worker_and_serves_a_verifiable_zip(
+    transactional_db, celery_worker, api_key, public_key_pem
+):
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     register_digits()
@@ -39,7 +41,9 @@ def test_it_builds_on_a_real_celery_worker_and_serves_a_verifiable_zip(transacti
     assert body["report"]["int8"]["status"] == "published"
     assert Bundle.objects.get(public_id=body["id"]).attempts == 1
     # A second request is served from the cache: same bundle, nothing rebuilt.
-    assert api.post_json("/v1/models/digits/versions/1/bundles", {"variants": ["int8", "fp32"]}).json()["id"] == body["id"]
+    assert (
+        api.post_json("/v1/models/digits/versions/1/bundles", {"variants": ["int8", "fp32"]}).json()["id"] == body["id"]
+    )
 
     grant = api.get(f"/v1/bundles/{body['id']}/download").json()
     path = grant["url"].split("testserver", 1)[1]

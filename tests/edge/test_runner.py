@@ -34,13 +34,26 @@ def test_it_verifies_the_zip_itself(iris, key_file, tmp_path):
     with bundle.file.open("rb") as handle:
         zip_path.write_bytes(handle.read())
     runner = Path(extract(bundle, tmp_path / "x")) / "run.py"
-    result = subprocess.run([sys.executable, str(runner), "--bundle", str(zip_path), "verify", "--public-key", str(key_file)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(runner), "--bundle", str(zip_path), "verify", "--public-key", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("path", ["manifest.json", "manifest.sig", "models/fp32/model.onnx", "models/ort/model.ort",
-                                  "golden/outputs.json", "README.md"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "manifest.json",
+        "manifest.sig",
+        "models/fp32/model.onnx",
+        "models/ort/model.ort",
+        "golden/outputs.json",
+        "README.md",
+    ],
+)
 def test_it_detects_a_one_byte_change_anywhere(iris_folder, key_file, path):
     target = iris_folder / path
     data = bytearray(target.read_bytes())
@@ -56,8 +69,11 @@ def test_it_refuses_another_public_key(iris_folder, tmp_path):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     other = tmp_path / "other.pem"
-    other.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    other.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     result = run(iris_folder, "verify", "--public-key", str(other))
     assert result.returncode == 2
 
@@ -82,7 +98,9 @@ def test_it_predicts_what_the_online_api_predicts_on_the_golden_inputs(iris, api
     local = json.loads(result.stdout)["outputs"]
     online = api.post_json("/v1/models/iris/versions/1:predict", {"inputs": rows}).json()["outputs"]
     assert local["label"] == online["label"]
-    np.testing.assert_allclose(np.asarray(local["probabilities"]), np.asarray(online["probabilities"]), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(local["probabilities"]), np.asarray(online["probabilities"]), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_it_predicts_from_csv(diabetes, api, key_file, tmp_path):
