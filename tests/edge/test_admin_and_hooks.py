@@ -73,3 +73,11 @@ def test_it_refuses_a_configured_key_file_that_is_missing(settings, tmp_path):
     settings.EDGE_SIGNING_KEY_FILE = str(tmp_path / "nope.pem")
     with pytest.raises(ImproperlyConfigured):
         keys.signing_key()
+
+
+def test_it_fails_the_system_check_for_an_unusable_signing_key(settings):
+    from edge.checks import check_signing_key
+
+    assert check_signing_key(None) == []
+    settings.EDGE_SIGNING_KEY = "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
+    assert [e.id for e in check_signing_key(None)] == ["edge.E001"]
