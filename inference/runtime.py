@@ -200,11 +200,13 @@ def convert_to_ort_format(src: str | Path, out_dir: str | Path) -> tuple[Path, P
     """
     import contextlib
     import io
+    import logging
     import shutil
     import tempfile
 
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # one INFO line per conversion
     out = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "in"

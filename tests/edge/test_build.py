@@ -62,3 +62,31 @@ def test_it_builds_and_publishes_int8_for_the_digits_mlp(digits):
     assert manifest["task"] == "classification"
     sizes = {f["variant"]: f["size"] for f in manifest["files"] if f["path"].endswith("model.onnx")}
     assert sizes["int8"] < 0.35 * sizes["fp32"]
+
+
+def test_it_does_nothing_when_a_build_task_is_delivered_twice(iris):
+    from edge.services import bundle_build
+
+    bundle = build_now(iris, ["fp32"])
+    bundle_build(bundle_id=bundle.pk)
+    bundle.refresh_from_db()
+    assert (bundle.status, bundle.attempts) == ("ready", 1)
+
+
+def test_it_takes_over_a_build_whose_worker_died(iris, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from edge.services import bundle_build, bundle_request
+
+    bundle = bundle_request(version=iris, variants=["fp32"])
+    Bundle.objects.filter(pk=bundle.pk).update(status="building", started_at=timezone.now(), attempts=1)
+    bundle_build(bundle_id=bundle.pk)  # a live build: left alone
+    assert Bundle.objects.get(pk=bundle.pk).status == "building"
+    Bundle.objects.filter(pk=bundle.pk).update(
+        started_at=timezone.now() - timedelta(seconds=settings.EDGE_BUILD_STALE_SECONDS + 1)
+    )
+    bundle_build(bundle_id=bundle.pk)
+    bundle.refresh_from_db()
+    assert (bundle.status, bundle.attempts) == ("ready", 2)

@@ -112,3 +112,17 @@ def test_it_predicts_from_csv(diabetes, api, key_file, tmp_path):
     local = np.asarray(json.loads(result.stdout)["outputs"]["variable"])
     online = np.asarray(api.post_json("/v1/models/diabetes:predict", {"instances": rows}).json()["predictions"])
     np.testing.assert_allclose(local, online, rtol=1e-4)
+
+
+def test_it_predicts_the_online_labels_with_the_int8_variant(digits, api, key_file, tmp_path):
+    folder = extract(build_now(digits), tmp_path / "bundle")
+    inputs = json.loads((folder / "golden/inputs.json").read_text())["inputs"][0]
+    rows = np.asarray(inputs["data"], dtype=np.float32).reshape(inputs["shape"]).tolist()
+    (folder / "rows.json").write_text(json.dumps(rows))
+    result = run(folder, "predict", "--public-key", str(key_file), "--input", "rows.json", "--variant", "int8")
+    assert result.returncode == 0, result.stderr
+    local = json.loads(result.stdout)["outputs"]
+    online = api.post_json("/v1/models/digits/versions/1:predict", {"inputs": rows}).json()["outputs"]
+    agreement = np.mean(np.asarray(local["label"]) == np.asarray(online["label"]))
+    assert agreement >= 0.99
+    np.testing.assert_allclose(np.asarray(local["probabilities"]), np.asarray(online["probabilities"]), atol=0.05)
