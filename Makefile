@@ -70,3 +70,6 @@ bench: $(STAMP) ## Online inference benchmark (see docs/benchmarks.md)
 
 clean:
 	rm -rf var staticfiles test-artifacts .pytest_cache .mypy_cache .ruff_cache
+
+bench-edge: $(STAMP) ## Edge bundles: size, build time, run.py latency per variant (see docs/edge.md)
+	$(PY) bench/edge.py

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "models_registry",
     "inference",
     "billing",
+    "edge",
 ]
 
 MIDDLEWARE = [
@@ -253,3 +254,20 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Edge bundles ---------------------------------------------------------------------------------
+# Ed25519 signing key for bundle manifests: a PKCS#8 PEM in EDGE_SIGNING_KEY (from a secret store) or a
+# file. With neither, a development key is generated once at VAR_DIR/edge-signing-key.pem (git-ignored).
+EDGE_SIGNING_KEY = env.str("EDGE_SIGNING_KEY", default="")
+EDGE_SIGNING_KEY_FILE = env.str("EDGE_SIGNING_KEY_FILE", default="")
+# Public keys of retired signing keys (base64 raw 32-byte keys or PEMs), still served at /v1/edge/keys.
+EDGE_EXTRA_PUBLIC_KEYS = env.list("EDGE_EXTRA_PUBLIC_KEYS", default=[])
+# A signed download URL works for this long (and is one billed download however many requests it takes).
+EDGE_DOWNLOAD_URL_SECONDS = env.int("EDGE_DOWNLOAD_URL_SECONDS", default=300)
+EDGE_GOLDEN_ROWS = env.int("EDGE_GOLDEN_ROWS", default=64)
+EDGE_INT8_MIN_LABEL_AGREEMENT = env.float("EDGE_INT8_MIN_LABEL_AGREEMENT", default=0.99)
+EDGE_INT8_MAX_RELATIVE_ERROR = env.float("EDGE_INT8_MAX_RELATIVE_ERROR", default=0.05)
+# A build still "building" after this long is taken over by the next delivery (its worker died).
+EDGE_BUILD_STALE_SECONDS = env.int("EDGE_BUILD_STALE_SECONDS", default=1800)
+# Queue a bundle (all variants) for a version whenever an alias moves to it.
+EDGE_BUILD_ON_ALIAS_MOVE = env.bool("EDGE_BUILD_ON_ALIAS_MOVE", default=False)

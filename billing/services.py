@@ -33,3 +33,37 @@ def usage_record(
         latency_ms=round(latency_ms, 3),
         created_at=timezone.now(),
     )
+
+
+def usage_record_once(
+    *,
+    request_id: str,
+    organisation_id: int,
+    api_key_id: str | None,
+    face: str,
+    meter: str,
+    units: int,
+    status_code: int,
+    model_version_id: int | None = None,
+    latency_ms: float = 0.0,
+) -> bool:
+    """A ledger row not tied to one HTTP request (e.g. a download spanning several ranged requests).
+
+    Written at most once per `request_id` (the ledger's unique key): returns True when this call wrote
+    it, False when it already existed, so retries bill nothing more.
+    """
+    _, created = UsageRecord.objects.get_or_create(
+        request_id=request_id,
+        defaults={
+            "organisation_id": organisation_id,
+            "api_key_id": api_key_id,
+            "face": face,
+            "meter": meter if units else "",
+            "model_version_id": model_version_id,
+            "units": units,
+            "status_code": status_code,
+            "latency_ms": round(latency_ms, 3),
+            "created_at": timezone.now(),
+        },
+    )
+    return created

@@ -90,3 +90,28 @@ def _renamed(model: onnx.ModelProto, *, inputs: dict[str, str], outputs: dict[st
         node.input[:] = [mapping.get(name, name) for name in node.input]
         node.output[:] = [mapping.get(name, name) for name in node.output]
     return model.SerializeToString()
+
+
+def digits_mlp(hidden: tuple[int, ...] = (512, 256), golden_rows: int = 128) -> bytes:
+    """An MLP classifier on scikit-learn's bundled 8x8 digits: input FP32 [N, 64] (pixels 0-16) ->
+    `label` INT64 [N] and `probabilities` FP32 [N, 10]. MatMul-based, so dynamic int8 quantisation
+    applies. `golden_rows` held-out images ride along in the model's metadata
+    (`modelmeter.golden_inputs`), so edge bundles check parity on real digits, not on noise."""
+    import json
+
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    data = load_digits()
+    features = data.data.astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(features))
+    held_out, train = order[:golden_rows], order[golden_rows:]
+    model = MLPClassifier(hidden_layer_sizes=hidden, max_iter=300, random_state=0)
+    model.fit(features[train], data.target[train])
+    onx = to_onnx(
+        model, features[:1], options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3}
+    )
+    golden = {"input": features[held_out].astype(int).tolist()}
+    onnx.helper.set_model_props(onx, {"modelmeter.golden_inputs": json.dumps(golden, separators=(",", ":"))})
+    return _renamed(onx, inputs={"X": "input"}, outputs={"label": "label", "probabilities": "probabilities"})
