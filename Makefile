@@ -49,7 +49,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 typecheck: $(STAMP) ## mypy with the Django and DRF plugins
-	$(VENV)/bin/mypy apiservice billing models_registry inference
+	$(VENV)/bin/mypy apiservice billing models_registry inference edge
 
 schema: $(STAMP) ## Validate the OpenAPI schema (warnings fail)
 	DJANGO_SETTINGS_MODULE=apiservice.settings_test $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null

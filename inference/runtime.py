@@ -180,9 +180,18 @@ def quantize_dynamic_int8(src: str | Path, dst: str | Path) -> None:
 
 
 QUANTIZED_OP_TYPES = frozenset(
-    {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv",
-     "DynamicQuantizeLSTM", "QAttention", "DynamicQuantizeMatMul", "QEmbedLayerNormalization",
-     "QGather"}
+    {
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "QLinearMatMul",
+        "QLinearConv",
+        "DynamicQuantizeLSTM",
+        "QAttention",
+        "DynamicQuantizeMatMul",
+        "QEmbedLayerNormalization",
+        "QGather",
+    }
 )
 
 

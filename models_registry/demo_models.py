@@ -109,9 +109,7 @@ def digits_mlp(hidden: tuple[int, ...] = (512, 256), golden_rows: int = 128) -> 
     held_out, train = order[:golden_rows], order[golden_rows:]
     model = MLPClassifier(hidden_layer_sizes=hidden, max_iter=300, random_state=0)
     model.fit(features[train], data.target[train])
-    onx = to_onnx(
-        model, features[:1], options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3}
-    )
+    onx = to_onnx(model, features[:1], options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
     golden = {"input": features[held_out].astype(int).tolist()}
     onnx.helper.set_model_props(onx, {"modelmeter.golden_inputs": json.dumps(golden, separators=(",", ":"))})
     return _renamed(onx, inputs={"X": "input"}, outputs={"label": "label", "probabilities": "probabilities"})
