@@ -1,0 +1,240 @@
+"""Writes behind the portal: sign-up, invitations, playground keys and the usage rollup."""
+
+import hashlib
+import logging
+import secrets
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from django.utils.text import slugify
+
+from apiservice.models import APIKey, Membership, Organisation, Scope
+from apiservice.services import api_key_create, membership_ensure
+from billing.models import UsageRecord
+
+from . import latency
+from .models import Invitation, UsageRollup, UsageRollupCursor
+
+logger = logging.getLogger(__name__)
+
+INVITATION_DAYS = 7
+PLAYGROUND_KEY_HOURS = 24
+# Rows are rolled up only for days that ended at least this long ago, so in-flight calls land first.
+ROLLUP_GRACE = timedelta(minutes=5)
+
+
+class PortalError(Exception):
+    """A refusal to show the user as a form error."""
+
+
+# --- Sign-up and organisations --------------------------------------------------------------------
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "org"
+    slug = base
+    while Organisation.objects.filter(slug=slug).exists():
+        slug = f"{base}-{secrets.token_hex(3)}"
+    return slug
+
+
+def organisation_signup(*, organisation_name: str, username: str, email: str, password: str) -> tuple[Any, Organisation]:
+    """A new user who owns a new organisation. Then each `PORTAL_SIGNUP_HOOKS` runs (billing: free plan)."""
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(username=username, email=email, password=password)
+        organisation = Organisation.objects.create(name=organisation_name, slug=_unique_slug(organisation_name))
+        membership_ensure(user=user, organisation=organisation, role=Membership.Role.OWNER)
+        # HOOK(billing, issue 5): e.g. PORTAL_SIGNUP_HOOKS=["billing.services.plan_assign_free"]; each is
+        # called as hook(organisation=...) inside the sign-up transaction.
+        for path in settings.PORTAL_SIGNUP_HOOKS:
+            import_string(path)(organisation=organisation)
+    return user, organisation
+
+
+# --- Invitations ----------------------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def invitation_create(
+    *, organisation: Organisation, email: str, role: str, invited_by: Any, accept_url: str
+) -> tuple[Invitation, str]:
+    """Create an invitation and email its link. `accept_url` has a `{token}` placeholder."""
+    email = email.strip().lower()
+    if Membership.objects.filter(organisation=organisation, user__email__iexact=email).exists():
+        raise PortalError(f"{email} is already a member of {organisation.name}.")
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        organisation=organisation,
+        email=email,
+        role=role,
+        token_hash=_token_hash(token),
+        invited_by=invited_by,
+        expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+    )
+    link = accept_url.format(token=token)
+    inviter = getattr(invited_by, "email", "") or getattr(invited_by, "username", "A teammate")
+    send_mail(
+        subject=f"Join {organisation.name} on ModelMeter",
+        message=f"{inviter} invited you to {organisation.name} as {role}.\n\nAccept: {link}\n\n"
+        f"The link works for {INVITATION_DAYS} days.",
+        from_email=None,
+        recipient_list=[email],
+    )
+    return invitation, token
+
+
+def invitation_find(*, token: str) -> Invitation | None:
+    """The pending invitation for a token, or None (unknown, used, revoked or expired)."""
+    invitation = Invitation.objects.select_related("organisation").filter(token_hash=_token_hash(token)).first()
+    if invitation is None or invitation.status != "pending":
+        return None
+    return invitation
+
+
+def invitation_accept(*, invitation: Invitation, user: AbstractBaseUser) -> Membership:
+    with transaction.atomic():
+        claimed = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True).update(
+            accepted_at=timezone.now(), accepted_by=user
+        )
+        if not claimed:
+            raise PortalError("This invitation has already been used.")
+        return membership_ensure(user=user, organisation=invitation.organisation, role=invitation.role)
+
+
+def invitation_revoke(*, invitation: Invitation) -> None:
+    Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def membership_remove(*, membership: Membership) -> None:
+    """Remove a member; an organisation always keeps at least one owner."""
+    with transaction.atomic():
+        owners = Membership.objects.select_for_update().filter(
+            organisation_id=membership.organisation_id, role=Membership.Role.OWNER
+        )
+        if membership.role == Membership.Role.OWNER and owners.count() <= 1:
+            raise PortalError("An organisation needs at least one owner.")
+        membership.delete()
+
+
+# --- API keys from the portal ---------------------------------------------------------------------
+
+
+def playground_key_create(*, organisation: Organisation, user: Any) -> tuple[APIKey, str]:
+    """A predict-only key that expires in a day, for the model playground (shown once, like every key)."""
+    stamp = timezone.now().strftime("%Y-%m-%d %H:%M")
+    return api_key_create(
+        organisation=organisation,
+        name=f"Playground {stamp}",
+        scopes=[Scope.PREDICT.value],
+        expires_at=timezone.now() + timedelta(hours=PLAYGROUND_KEY_HOURS),
+        created_by=user,
+    )
+
+
+# --- Usage rollup ---------------------------------------------------------------------------------
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+    return start, start + timedelta(days=1)
+
+
+def ledger_aggregate(*, start: datetime, end: datetime, **filters: Any) -> list[dict[str, Any]]:
+    """Ledger rows in [start, end) grouped by (day, organisation, version, meter, latency bucket)."""
+    rows = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end, **filters)
+    return list(
+        rows.annotate(day=TruncDate("created_at"), bucket=latency.bucket_expression())
+        .values("day", "organisation_id", "model_version_id", "meter", "bucket")
+        .annotate(
+            calls=Count("id"),
+            units=Sum("units"),
+            errors=Count("id", filter=Q(status_code__gte=400)),
+            latency_sum=Sum("latency_ms"),
+        )
+        .order_by()
+    )
+
+
+def facts_from_aggregate(aggregate: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Fold bucket rows into one fact per (day, organisation, version, meter) with its histogram."""
+    facts: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in aggregate:
+        key = (row["day"], row["organisation_id"], row["model_version_id"], row["meter"])
+        fact = facts.setdefault(
+            key, {"calls": 0, "units": 0, "errors": 0, "latency_sum_ms": 0.0, "latency_hist": {}}
+        )
+        fact["calls"] += row["calls"]
+        fact["units"] += row["units"] or 0
+        fact["errors"] += row["errors"]
+        fact["latency_sum_ms"] += row["latency_sum"] or 0.0
+        bucket = int(row["bucket"])
+        fact["latency_hist"][bucket] = fact["latency_hist"].get(bucket, 0) + row["calls"]
+    return facts
+
+
+def usage_rollup_day(*, day: date) -> int:
+    """Recompute one day of the rollup from the ledger (idempotent). Returns the rows written."""
+    start, end = _day_bounds(day)
+    facts = facts_from_aggregate(ledger_aggregate(start=start, end=end))
+    rows = [
+        UsageRollup(
+            day=key[0],
+            organisation_id=key[1],
+            model_version_id=key[2],
+            meter=key[3],
+            calls=fact["calls"],
+            units=fact["units"],
+            errors=fact["errors"],
+            latency_sum_ms=fact["latency_sum_ms"],
+            latency_hist={str(b): c for b, c in fact["latency_hist"].items()},
+        )
+        for key, fact in facts.items()
+    ]
+    with transaction.atomic():
+        UsageRollup.objects.filter(day=day).delete()
+        UsageRollup.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
+def usage_rollup_refresh(*, now: datetime | None = None, since: date | None = None) -> int:
+    """Roll up every closed day not yet rolled up (and the last one again, for late rows).
+
+    Days before the cursor are served from the rollup, later ones live from the ledger, so the
+    dashboards are always complete. Concurrent runs serialise on the cursor row. Returns days rolled.
+    """
+    now = now or timezone.now()
+    closed_until = timezone.localdate(now - ROLLUP_GRACE)  # this day is still open
+    with transaction.atomic():
+        cursor = UsageRollupCursor.objects.select_for_update().filter(pk=1).first()
+        first = since or (cursor.rolled_through - timedelta(days=1) if cursor else _first_ledger_day())
+        if first is None:
+            return 0
+        day, done = first, 0
+        while day < closed_until:
+            usage_rollup_day(day=day)
+            day, done = day + timedelta(days=1), done + 1
+        if cursor is None:
+            UsageRollupCursor.objects.create(pk=1, rolled_through=max(closed_until, first), updated_at=now)
+        elif since is None or closed_until > cursor.rolled_through:
+            cursor.rolled_through = max(closed_until, cursor.rolled_through)
+            cursor.updated_at = now
+            cursor.save(update_fields=["rolled_through", "updated_at"])
+    logger.info("usage rollup: %s days from %s", done, first)
+    return done
+
+
+def _first_ledger_day() -> date | None:
+    first = UsageRecord.objects.order_by("created_at").values_list("created_at", flat=True).first()
+    return timezone.localdate(first) if first else None
