@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 
 from apiservice.models import Membership
 
@@ -35,6 +36,8 @@ def portal_view(*, owner: bool = False) -> Callable[[View], View]:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             membership = current_membership(request)
+            if membership is None and request.user.is_staff:
+                return redirect("staff:usage")  # staff without an organisation work in /staff/
             if membership is None:
                 raise PermissionDenied("You are not a member of any organisation.")
             if owner and membership.role != Membership.Role.OWNER:

@@ -78,6 +78,12 @@ class DateRangeForm(forms.Form):
     end = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     DEFAULT_DAYS = 30
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        end = timezone.localdate()
+        self.fields["start"].initial = end - timedelta(days=self.DEFAULT_DAYS - 1)
+        self.fields["end"].initial = end
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         end = data.get("end") or timezone.localdate()

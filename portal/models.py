@@ -66,6 +66,24 @@ class UsageRollup(models.Model):
         ]
 
 
+class LatencyRollup(models.Model):
+    """One UTC day's latency histogram of one model version across all organisations (staff views).
+
+    Kept apart from UsageRollup so the all-organisations dashboards merge a few hundred histograms,
+    not one per (organisation, version, meter).
+    """
+
+    day = models.DateField()
+    model_version = models.ForeignKey(
+        "models_registry.ModelVersion", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    calls = models.PositiveIntegerField(default=0)
+    latency_hist = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="latency_rollup_day")]
+
+
 class UsageRollupCursor(models.Model):
     """A single row: every UTC day before `rolled_through` is in `UsageRollup`; later days are read live."""
 

@@ -14,8 +14,8 @@ from billing.models import UsageRecord
 from models_registry.models import ModelVersion
 
 from . import latency
-from .models import Invitation, UsageRollup, UsageRollupCursor
-from .services import facts_from_aggregate, ledger_aggregate
+from .models import Invitation, LatencyRollup, UsageRollup, UsageRollupCursor
+from .services import ledger_counts, ledger_histograms
 
 QUANTILES = (0.5, 0.95, 0.99)
 MAX_RANGE_DAYS = 366
@@ -70,39 +70,50 @@ class Fact:
     units: int
     errors: int
     latency_sum_ms: float
-    latency_hist: dict[Any, int] = field(default_factory=dict)
+
+
+@dataclass
+class UsageData:
+    facts: list[Fact] = field(default_factory=list)  # per (day, organisation, version, meter)
+    hists: list[tuple[date, int | None, dict[Any, int]]] = field(default_factory=list)  # per (day, version)
 
 
 def rollup_cursor() -> date | None:
     return UsageRollupCursor.objects.filter(pk=1).values_list("rolled_through", flat=True).first()
 
 
-def usage_facts(*, flt: UsageFilter) -> list[Fact]:
-    """One fact per (day, organisation, version, meter) in the filter: rolled-up days, then live days."""
+def usage_facts(*, flt: UsageFilter) -> UsageData:
+    """Counts and latency histograms in the filter: rolled-up days from the rollups, later days live."""
     cursor = rollup_cursor()
-    facts: list[Fact] = []
+    data = UsageData()
     live_from = flt.start
     if cursor is not None and cursor > flt.start:
-        rolled_end = min(cursor - timedelta(days=1), flt.end)
-        facts.extend(_rolled_facts(flt, rolled_end))
+        _rolled(flt, min(cursor - timedelta(days=1), flt.end), data)
         live_from = cursor
     if live_from <= flt.end:
-        facts.extend(_live_facts(flt, live_from))
-    return facts
+        _live(flt, live_from, data)
+    return data
 
 
-def _rolled_facts(flt: UsageFilter, rolled_end: date) -> Iterator[Fact]:
+def _rolled(flt: UsageFilter, rolled_end: date, data: UsageData) -> None:
     rows = UsageRollup.objects.filter(day__gte=flt.start, day__lte=rolled_end)
     if flt.organisation_id is not None:
         rows = rows.filter(organisation_id=flt.organisation_id)
     if flt.model_id is not None:
         rows = rows.filter(model_version__model_id=flt.model_id)
-    fields = ("day", "organisation_id", "model_version_id", "meter", "calls", "units", "errors", "latency_sum_ms", "latency_hist")
-    for values in rows.values_list(*fields):
-        yield Fact(*values)
+    fields = ("day", "organisation_id", "model_version_id", "meter", "calls", "units", "errors", "latency_sum_ms")
+    data.facts.extend(Fact(*values) for values in rows.values_list(*fields))
+    if flt.organisation_id is not None:  # one organisation's histograms: few rows
+        hist_rows = rows.exclude(latency_hist={}).values_list("day", "model_version_id", "latency_hist")
+    else:
+        everyone = LatencyRollup.objects.filter(day__gte=flt.start, day__lte=rolled_end)
+        if flt.model_id is not None:
+            everyone = everyone.filter(model_version__model_id=flt.model_id)
+        hist_rows = everyone.values_list("day", "model_version_id", "latency_hist")
+    data.hists.extend(hist_rows)
 
 
-def _live_facts(flt: UsageFilter, live_from: date) -> Iterator[Fact]:
+def _live(flt: UsageFilter, live_from: date, data: UsageData) -> None:
     tz = timezone.get_current_timezone()
     start = datetime.combine(live_from, time.min, tzinfo=tz)
     end = datetime.combine(flt.end + timedelta(days=1), time.min, tzinfo=tz)
@@ -111,8 +122,8 @@ def _live_facts(flt: UsageFilter, live_from: date) -> Iterator[Fact]:
         filters["organisation_id"] = flt.organisation_id
     if flt.model_id is not None:
         filters["model_version__model_id"] = flt.model_id
-    for key, fact in facts_from_aggregate(ledger_aggregate(start=start, end=end, **filters)).items():
-        yield Fact(*key, **fact)
+    data.facts.extend(Fact(*values) for values in ledger_counts(start=start, end=end, **filters))
+    data.hists.extend((day, version, hist) for (day, version), hist in ledger_histograms(start=start, end=end, **filters).items())
 
 
 # --- Shaping facts into charts and tables -----------------------------------------------------------
@@ -155,19 +166,20 @@ def _stats(calls: int, errors: int, latency_sum: float, hist: dict[int, int]) ->
 
 def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
     """Everything the usage pages draw: per-day series, per-version latency table, top customers."""
-    facts = usage_facts(flt=flt)
+    data = usage_facts(flt=flt)
     days = flt.days
-    versions = _version_labels({f.model_version_id for f in facts})
-    by_model: dict[str, dict[date, float]] = defaultdict(lambda: defaultdict(float))
-    by_version_calls: dict[str, dict[date, float]] = defaultdict(lambda: defaultdict(float))
-    by_version_units: dict[str, dict[date, float]] = defaultdict(lambda: defaultdict(float))
-    by_meter: dict[str, dict[date, float]] = defaultdict(lambda: defaultdict(float))
+    versions = _version_labels({f.model_version_id for f in data.facts})
+
+    def grid() -> dict[str, dict[date, float]]:
+        return defaultdict(lambda: defaultdict(float))
+
+    by_model, by_version_calls, by_version_units, by_meter = grid(), grid(), grid(), grid()
     by_org_calls: dict[int, dict[date, float]] = defaultdict(lambda: defaultdict(float))
     by_org_units: dict[int, dict[date, float]] = defaultdict(lambda: defaultdict(float))
-    daily: dict[date, dict[str, Any]] = {d: {"calls": 0, "errors": 0, "sum": 0.0, "hists": []} for d in days}
-    per_version: dict[int | None, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "units": 0, "errors": 0, "sum": 0.0, "hists": []})
-    per_org: dict[int, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "units": 0, "errors": 0})
-    for f in facts:
+    daily = {d: [0, 0] for d in days}  # calls, errors
+    per_version: dict[int | None, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])  # calls, units, errors, sum
+    per_org: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # calls, units, errors
+    for f in data.facts:
         model_name, version_label = versions.get(f.model_version_id, ("?", "?"))
         by_model[model_name][f.day] += f.calls
         by_version_calls[version_label][f.day] += f.calls
@@ -176,37 +188,44 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
             by_meter[f.meter or "(none)"][f.day] += f.units
         by_org_calls[f.organisation_id][f.day] += f.calls
         by_org_units[f.organisation_id][f.day] += f.units
-        day = daily[f.day]
-        day["calls"] += f.calls
-        day["errors"] += f.errors
-        day["sum"] += f.latency_sum_ms
-        day["hists"].append(f.latency_hist)
-        version = per_version[f.model_version_id]
-        for name, value in (("calls", f.calls), ("units", f.units), ("errors", f.errors)):
-            version[name] += value
-            per_org[f.organisation_id][name] += value
-        version["sum"] += f.latency_sum_ms
-        version["hists"].append(f.latency_hist)
+        daily[f.day][0] += f.calls
+        daily[f.day][1] += f.errors
+        v, o = per_version[f.model_version_id], per_org[f.organisation_id]
+        v[0] += f.calls
+        v[1] += f.units
+        v[2] += f.errors
+        v[3] += f.latency_sum_ms
+        o[0] += f.calls
+        o[1] += f.units
+        o[2] += f.errors
+    hists_by_day: dict[date, list[dict[Any, int]]] = defaultdict(list)
+    hists_by_version: dict[int | None, list[dict[Any, int]]] = defaultdict(list)
+    for day, version_id, hist in data.hists:
+        hists_by_day[day].append(hist)
+        hists_by_version[version_id].append(hist)
     org_names = dict(Organisation.objects.filter(pk__in=list(per_org)).values_list("pk", "name"))
 
     def org_series(per_day: dict[int, dict[date, float]]) -> dict[str, Any]:
         return _series(days, {org_names.get(k, str(k)): v for k, v in per_day.items()})
 
-    daily_percentiles = {d: latency.percentiles(latency.merge(v["hists"]), QUANTILES) for d, v in daily.items()}
+    daily_percentiles = {d: latency.percentiles(latency.merge(hists_by_day.get(d, [])), QUANTILES) for d in days}
     version_rows = []
-    for version_id, v in per_version.items():
-        row = _stats(v["calls"], v["errors"], v["sum"], latency.merge(v["hists"]))
-        row.update(label=versions.get(version_id, ("?", "?"))[1], units=v["units"], model_version_id=version_id)
+    for version_id, (calls, units, errors, latency_sum) in per_version.items():
+        row = _stats(int(calls), int(errors), latency_sum, latency.merge(hists_by_version.get(version_id, [])))
+        row.update(label=versions.get(version_id, ("?", "?"))[1], units=int(units), model_version_id=version_id)
         version_rows.append(row)
     version_rows.sort(key=lambda r: -r["calls"])
     top_customers = sorted(
-        ({"organisation_id": k, "name": org_names.get(k, str(k)), **v} for k, v in per_org.items()),
+        (
+            {"organisation_id": k, "name": org_names.get(k, str(k)), "calls": v[0], "units": v[1], "errors": v[2]}
+            for k, v in per_org.items()
+        ),
         key=lambda r: (-r["units"], -r["calls"]),
     )[:top]
     totals = {
-        "calls": sum(d["calls"] for d in daily.values()),
-        "errors": sum(d["errors"] for d in daily.values()),
-        "units": sum(v["units"] for v in per_version.values()),
+        "calls": sum(d[0] for d in daily.values()),
+        "errors": sum(d[1] for d in daily.values()),
+        "units": sum(int(v[1]) for v in per_version.values()),
     }
     labels = [d.isoformat() for d in days]
     return {
@@ -220,8 +239,8 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
         "errors": {
             "labels": labels,
             "datasets": [
-                {"label": "calls", "data": [daily[d]["calls"] for d in days]},
-                {"label": "errors", "data": [daily[d]["errors"] for d in days]},
+                {"label": "calls", "data": [daily[d][0] for d in days]},
+                {"label": "errors", "data": [daily[d][1] for d in days]},
             ],
         },
         "latency": {
@@ -233,22 +252,16 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
         },
         "versions": version_rows,
         "top_customers": top_customers,
-        "facts": facts,
-        "version_labels": versions,
-        "org_names": org_names,
     }
 
 
 def usage_csv_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
     """Daily aggregates, one row per (day, organisation, model version, meter), for CSV export."""
-    facts = sorted(usage_facts(flt=flt), key=lambda f: (f.day, f.organisation_id, f.model_version_id or 0, f.meter))
+    facts = sorted(usage_facts(flt=flt).facts, key=lambda f: (f.day, f.organisation_id, f.model_version_id or 0, f.meter))
     versions = _version_labels({f.model_version_id for f in facts})
-    org_names = dict(
-        Organisation.objects.filter(pk__in={f.organisation_id for f in facts}).values_list("pk", "name")
-    )
-    yield ["day", "organisation", "model_version", "meter", "calls", "units", "errors", "latency_avg_ms", "latency_p95_ms"]
+    org_names = dict(Organisation.objects.filter(pk__in={f.organisation_id for f in facts}).values_list("pk", "name"))
+    yield ["day", "organisation", "model_version", "meter", "calls", "units", "errors", "latency_avg_ms"]
     for f in facts:
-        p95 = latency.percentiles(latency.merge([f.latency_hist]), [0.95])[0]
         yield [
             f.day.isoformat(),
             org_names.get(f.organisation_id, f.organisation_id),
@@ -258,7 +271,6 @@ def usage_csv_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
             f.units,
             f.errors,
             round(f.latency_sum_ms / f.calls, 3) if f.calls else "",
-            p95 if p95 is not None else "",
         ]
 
 

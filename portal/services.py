@@ -11,8 +11,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, FloatField, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.text import slugify
@@ -22,7 +22,7 @@ from apiservice.services import api_key_create, membership_ensure
 from billing.models import UsageRecord
 
 from . import latency
-from .models import Invitation, UsageRollup, UsageRollupCursor
+from .models import Invitation, LatencyRollup, UsageRollup, UsageRollupCursor
 
 logger = logging.getLogger(__name__)
 
@@ -151,60 +151,83 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def ledger_aggregate(*, start: datetime, end: datetime, **filters: Any) -> list[dict[str, Any]]:
-    """Ledger rows in [start, end) grouped by (day, organisation, version, meter, latency bucket)."""
-    rows = UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end, **filters)
-    return list(
-        rows.annotate(day=TruncDate("created_at"), bucket=latency.bucket_expression())
-        .values("day", "organisation_id", "model_version_id", "meter", "bucket")
-        .annotate(
-            calls=Count("id"),
-            units=Sum("units"),
-            errors=Count("id", filter=Q(status_code__gte=400)),
-            latency_sum=Sum("latency_ms"),
-        )
-        .order_by()
+def _ledger_rows(start: datetime, end: datetime, filters: dict[str, Any]) -> QuerySet[UsageRecord]:
+    return UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end, **filters).annotate(
+        day=TruncDate("created_at")
     )
 
 
-def facts_from_aggregate(aggregate: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Fold bucket rows into one fact per (day, organisation, version, meter) with its histogram."""
-    facts: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in aggregate:
-        key = (row["day"], row["organisation_id"], row["model_version_id"], row["meter"])
-        fact = facts.setdefault(
-            key, {"calls": 0, "units": 0, "errors": 0, "latency_sum_ms": 0.0, "latency_hist": {}}
+def ledger_counts(*, start: datetime, end: datetime, **filters: Any) -> list[tuple[Any, ...]]:
+    """(day, organisation, version, meter, calls, units, errors, latency sum) for ledger rows in [start, end)."""
+    return list(
+        _ledger_rows(start, end, filters)
+        .values("day", "organisation_id", "model_version_id", "meter")
+        .annotate(
+            calls=Count("id"),
+            units=Coalesce(Sum("units"), 0),
+            errors=Count("id", filter=Q(status_code__gte=400)),
+            latency_sum=Coalesce(Sum("latency_ms"), 0.0, output_field=FloatField()),
         )
-        fact["calls"] += row["calls"]
-        fact["units"] += row["units"] or 0
-        fact["errors"] += row["errors"]
-        fact["latency_sum_ms"] += row["latency_sum"] or 0.0
-        bucket = int(row["bucket"])
-        fact["latency_hist"][bucket] = fact["latency_hist"].get(bucket, 0) + row["calls"]
-    return facts
+        .order_by()
+        .values_list("day", "organisation_id", "model_version_id", "meter", "calls", "units", "errors", "latency_sum")
+    )
+
+
+def ledger_histograms(
+    *, start: datetime, end: datetime, by_organisation: bool = False, **filters: Any
+) -> dict[tuple[Any, ...], dict[int, int]]:
+    """Latency histograms of ledger rows in [start, end) per (day, version) or (day, organisation, version)."""
+    keys = ["day", "organisation_id", "model_version_id"] if by_organisation else ["day", "model_version_id"]
+    rows = (
+        _ledger_rows(start, end, filters)
+        .annotate(bucket=latency.bucket_expression())
+        .values(*keys, "bucket")
+        .annotate(calls=Count("id"))
+        .order_by()
+        .values_list(*keys, "bucket", "calls")
+    )
+    hists: dict[tuple[Any, ...], dict[int, int]] = {}
+    for *key, bucket, calls in rows:
+        hist = hists.setdefault(tuple(key), {})
+        hist[int(bucket)] = hist.get(int(bucket), 0) + calls
+    return hists
 
 
 def usage_rollup_day(*, day: date) -> int:
-    """Recompute one day of the rollup from the ledger (idempotent). Returns the rows written."""
+    """Recompute one day of both rollups from the ledger (idempotent). Returns the usage rows written."""
     start, end = _day_bounds(day)
-    facts = facts_from_aggregate(ledger_aggregate(start=start, end=end))
-    rows = [
-        UsageRollup(
-            day=key[0],
-            organisation_id=key[1],
-            model_version_id=key[2],
-            meter=key[3],
-            calls=fact["calls"],
-            units=fact["units"],
-            errors=fact["errors"],
-            latency_sum_ms=fact["latency_sum_ms"],
-            latency_hist={str(b): c for b, c in fact["latency_hist"].items()},
+    counts = ledger_counts(start=start, end=end)
+    by_org = ledger_histograms(start=start, end=end, by_organisation=True)
+    rows = []
+    for _, organisation_id, version_id, meter, calls, units, errors, latency_sum in counts:
+        rows.append(
+            UsageRollup(
+                day=day,
+                organisation_id=organisation_id,
+                model_version_id=version_id,
+                meter=meter,
+                calls=calls,
+                units=units,
+                errors=errors,
+                latency_sum_ms=latency_sum,
+            )
         )
-        for key, fact in facts.items()
+    # Histograms are per (organisation, version); the first meter row of the pair carries it.
+    for row in rows:
+        hist = by_org.pop((day, row.organisation_id, row.model_version_id), None)
+        row.latency_hist = {str(b): c for b, c in (hist or {}).items()}
+    per_version = ledger_histograms(start=start, end=end)
+    latency_rows = [
+        LatencyRollup(
+            day=day, model_version_id=key[1], calls=sum(hist.values()), latency_hist={str(b): c for b, c in hist.items()}
+        )
+        for key, hist in per_version.items()
     ]
     with transaction.atomic():
         UsageRollup.objects.filter(day=day).delete()
+        LatencyRollup.objects.filter(day=day).delete()
         UsageRollup.objects.bulk_create(rows, batch_size=2000)
+        LatencyRollup.objects.bulk_create(latency_rows, batch_size=2000)
     return len(rows)
 
 

@@ -59,7 +59,7 @@ def home(request: HttpRequest) -> HttpResponse:
     organisation = request.membership.organisation  # type: ignore[attr-defined]
     today = timezone.localdate()
     flt = selectors.UsageFilter(start=today.replace(day=1), end=today, organisation_id=organisation.pk)
-    facts = selectors.usage_facts(flt=flt)
+    facts = selectors.usage_facts(flt=flt).facts
     context = {
         "active_keys": selectors.api_key_list(organisation=organisation).filter(revoked=False).count(),
         "month_calls": sum(f.calls for f in facts),

@@ -48,9 +48,7 @@ def history(org: Organisation, other_org: Organisation, iris: ModelVersion, diab
 def _dashboard(**filters: Any) -> dict[str, Any]:
     today = timezone.localdate()
     flt = selectors.UsageFilter(start=today - timedelta(days=9), end=today, **filters)
-    d = selectors.usage_dashboard(flt=flt)
-    d.pop("facts")
-    return d
+    return selectors.usage_dashboard(flt=flt)
 
 
 @pytest.mark.parametrize("filters", [{}, {"organisation_id": "org"}, {"model_id": "iris"}])
