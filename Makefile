@@ -10,7 +10,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_WORKERS ?= 2
 
-.PHONY: help venv run seed worker beat test test-fast lint format typecheck schema migrations-check check-deploy ci bench bench-batch bench-edge clean
+.PHONY: help venv run seed worker beat test test-fast lint format typecheck schema migrations-check check-deploy ci bench bench-batch bench-edge clean bench-dashboard test-browser
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -70,3 +70,12 @@ bench: $(STAMP) ## Online inference benchmark (see docs/benchmarks.md)
 
 clean:
 	rm -rf var staticfiles test-artifacts .pytest_cache .mypy_cache .ruff_cache
+
+bench-dashboard: $(STAMP) ## Staff dashboard with 1M ledger rows in PostgreSQL (see docs/portal.md)
+	bash .ci/services
+	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/mm_portal_bench} $(PY) bench/dashboard.py
+
+test-browser: $(STAMP) ## Only the Playwright + Chromium portal tests (needs /usr/bin/chromium)
+	bash .ci/services
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(VENV)/bin/pytest -m browser -q $(PYTEST_ARGS)

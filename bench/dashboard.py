@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--organisations", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--reuse", action="store_true", help="Keep the rows of an earlier run (same --rows).")
     args = parser.parse_args()
     ensure_database(os.environ["DATABASE_URL"])
 
@@ -52,7 +53,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     results = {"rows": args.rows, "days": args.days, "organisations": args.organisations}
     cast = seed(args)
-    results["load_s"] = load(args, cast)
+    results["load_s"] = 0.0 if cast["reused"] else load(args, cast)
     results["pages_live_ledger"] = measure(args, cast, label="no rollup (all days live from the ledger)")
     from portal.services import usage_rollup_refresh
 
@@ -77,8 +78,10 @@ def seed(args: argparse.Namespace) -> dict:
 
     UsageRollup.objects.all().delete()
     UsageRollupCursor.objects.all().delete()
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {UsageRecord._meta.db_table}")
+    reused = args.reuse and UsageRecord.objects.count() == args.rows
+    if not reused:
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {UsageRecord._meta.db_table}")
     orgs = [
         Organisation.objects.get_or_create(slug=f"bench-{i}", defaults={"name": f"Bench customer {i:03d}"})[0]
         for i in range(args.organisations)
@@ -99,8 +102,13 @@ def seed(args: argparse.Namespace) -> dict:
         "bench-customer", "customer@example.com", "bench-pw"
     )
     Membership.objects.get_or_create(user=customer, organisation=orgs[0], defaults={"role": "owner"})
-    return {"orgs": [o.pk for o in orgs], "versions": [v.pk for v in versions], "staff": staff, "customer": customer,
-            "model_id": versions[0].model_id}
+    return {
+        "orgs": [o.pk for o in orgs],
+        "versions": [v.pk for v in versions],
+        "staff": staff,
+        "customer": customer,
+        "model_id": versions[0].model_id,
+    }
 
 
 def load(args: argparse.Namespace, cast: dict) -> float:
@@ -173,7 +181,10 @@ def measure(args: argparse.Namespace, cast: dict, *, label: str) -> dict:
                 b"".join(response.streaming_content)
             timings.append(time.perf_counter() - started)
             assert response.status_code == 200, (url, response.status_code)
-        report[name] = {"median_ms": round(statistics.median(timings) * 1000, 1), "max_ms": round(max(timings) * 1000, 1)}
+        report[name] = {
+            "median_ms": round(statistics.median(timings) * 1000, 1),
+            "max_ms": round(max(timings) * 1000, 1),
+        }
         print(f"  {name:45s} median {report[name]['median_ms']:8.1f} ms   max {report[name]['max_ms']:8.1f} ms")
     return report
 

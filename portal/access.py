@@ -11,17 +11,18 @@ from typing import Any, TypeVar
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 
 from apiservice.models import Membership
 
 SESSION_ORG = "portal_organisation_id"
-View = TypeVar("View", bound=Callable[..., HttpResponse])
+View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 
 def current_membership(request: HttpRequest) -> Membership | None:
-    memberships = Membership.objects.filter(user=request.user).select_related("organisation")
+    memberships = Membership.objects.filter(user_id=int(request.user.pk or 0)).select_related("organisation")
     wanted = request.session.get(SESSION_ORG)
     membership = memberships.filter(organisation_id=wanted).first() if wanted else None
     return membership or memberships.order_by("created_at", "id").first()
@@ -32,7 +33,7 @@ def portal_view(*, owner: bool = False) -> Callable[[View], View]:
 
     def decorate(view: View) -> View:
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             membership = current_membership(request)
@@ -54,7 +55,7 @@ def staff_view(view: View) -> View:
     """Staff only: anonymous users go to the login page, signed-in non-staff get 403."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         if not request.user.is_staff:

@@ -103,7 +103,9 @@ class DateRangeForm(forms.Form):
 
 
 class UsageFilterForm(DateRangeForm):
-    model = forms.ModelChoiceField(label="Model", required=False, queryset=MLModel.objects.none(), empty_label="All models")
+    model = forms.ModelChoiceField(
+        label="Model", required=False, queryset=MLModel.objects.none(), empty_label="All models"
+    )
 
     def __init__(self, *args: Any, models: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,7 +114,10 @@ class UsageFilterForm(DateRangeForm):
 
 class StaffUsageFilterForm(UsageFilterForm):
     organisation = forms.ModelChoiceField(
-        label="Organisation", required=False, queryset=Organisation.objects.order_by("name"), empty_label="All organisations"
+        label="Organisation",
+        required=False,
+        queryset=Organisation.objects.order_by("name"),
+        empty_label="All organisations",
     )
 
 
@@ -129,7 +134,9 @@ class VersionUploadForm(forms.Form):
         queryset=Organisation.objects.order_by("name"),
         empty_label="Public catalogue",
     )
-    description = forms.CharField(label="Description (new models only)", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    description = forms.CharField(
+        label="Description (new models only)", required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )
     file = forms.FileField(label="ONNX file", widget=forms.ClearableFileInput(attrs={"accept": ".onnx"}))
     aliases = forms.CharField(
         label="Aliases to point at it if valid (optional)",
@@ -148,7 +155,9 @@ class VersionUploadForm(forms.Form):
 
 class AliasMoveForm(forms.Form):
     alias = forms.CharField(label="Alias", max_length=40, validators=[ALIAS_VALIDATOR])
-    version = forms.ModelChoiceField(label="Point it at version", queryset=ModelVersion.objects.none(), to_field_name="number")
+    version = forms.ModelChoiceField(
+        label="Point it at version", queryset=ModelVersion.objects.none(), to_field_name="number"
+    )
     confirm = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, model: MLModel, **kwargs: Any) -> None:

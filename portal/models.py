@@ -29,6 +29,9 @@ class Invitation(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["organisation", "-created_at"], name="invitation_org_created")]
 
+    def __str__(self) -> str:
+        return f"{self.email} to {self.organisation_id} ({self.role})"
+
     @property
     def status(self) -> str:
         if self.accepted_at:
@@ -65,6 +68,9 @@ class UsageRollup(models.Model):
             models.Index(fields=["organisation", "day"], name="rollup_org_day"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.day} org {self.organisation_id} version {self.model_version_id} {self.meter}"
+
 
 class LatencyRollup(models.Model):
     """One UTC day's latency histogram of one model version across all organisations (staff views).
@@ -83,9 +89,15 @@ class LatencyRollup(models.Model):
     class Meta:
         indexes = [models.Index(fields=["day"], name="latency_rollup_day")]
 
+    def __str__(self) -> str:
+        return f"{self.day} version {self.model_version_id}"
+
 
 class UsageRollupCursor(models.Model):
     """A single row: every UTC day before `rolled_through` is in `UsageRollup`; later days are read live."""
 
     rolled_through = models.DateField()
     updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"rolled up through {self.rolled_through}"

@@ -30,5 +30,7 @@ def example_body(signature: dict[str, Any]) -> str:
         spec = inputs[0]
         rows.append(_tensor(list(spec.get("shape") or [])[1:], _value(spec.get("datatype", "FP32"))))
     elif inputs:
-        rows.append({s["name"]: _tensor(list(s.get("shape") or [])[1:], _value(s.get("datatype", "FP32"))) for s in inputs})
+        rows.append(
+            {s["name"]: _tensor(list(s.get("shape") or [])[1:], _value(s.get("datatype", "FP32"))) for s in inputs}
+        )
     return json.dumps({"instances": rows})

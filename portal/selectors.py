@@ -103,6 +103,7 @@ def _rolled(flt: UsageFilter, rolled_end: date, data: UsageData) -> None:
         rows = rows.filter(model_version__model_id=flt.model_id)
     fields = ("day", "organisation_id", "model_version_id", "meter", "calls", "units", "errors", "latency_sum_ms")
     data.facts.extend(Fact(*values) for values in rows.values_list(*fields))
+    hist_rows: Any
     if flt.organisation_id is not None:  # one organisation's histograms: few rows
         hist_rows = rows.exclude(latency_hist={}).values_list("day", "model_version_id", "latency_hist")
     else:
@@ -123,7 +124,9 @@ def _live(flt: UsageFilter, live_from: date, data: UsageData) -> None:
     if flt.model_id is not None:
         filters["model_version__model_id"] = flt.model_id
     data.facts.extend(Fact(*values) for values in ledger_counts(start=start, end=end, **filters))
-    data.hists.extend((day, version, hist) for (day, version), hist in ledger_histograms(start=start, end=end, **filters).items())
+    data.hists.extend(
+        (day, version, hist) for (day, version), hist in ledger_histograms(start=start, end=end, **filters).items()
+    )
 
 
 # --- Shaping facts into charts and tables -----------------------------------------------------------
@@ -215,13 +218,11 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
         row.update(label=versions.get(version_id, ("?", "?"))[1], units=int(units), model_version_id=version_id)
         version_rows.append(row)
     version_rows.sort(key=lambda r: -r["calls"])
-    top_customers = sorted(
-        (
-            {"organisation_id": k, "name": org_names.get(k, str(k)), "calls": v[0], "units": v[1], "errors": v[2]}
-            for k, v in per_org.items()
-        ),
-        key=lambda r: (-r["units"], -r["calls"]),
-    )[:top]
+    customers: list[dict[str, Any]] = [
+        {"organisation_id": k, "name": org_names.get(k, str(k)), "calls": v[0], "units": v[1], "errors": v[2]}
+        for k, v in per_org.items()
+    ]
+    top_customers = sorted(customers, key=lambda r: (-r["units"], -r["calls"]))[:top]
     totals = {
         "calls": sum(d[0] for d in daily.values()),
         "errors": sum(d[1] for d in daily.values()),
@@ -257,7 +258,9 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
 
 def usage_csv_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
     """Daily aggregates, one row per (day, organisation, model version, meter), for CSV export."""
-    facts = sorted(usage_facts(flt=flt).facts, key=lambda f: (f.day, f.organisation_id, f.model_version_id or 0, f.meter))
+    facts = sorted(
+        usage_facts(flt=flt).facts, key=lambda f: (f.day, f.organisation_id, f.model_version_id or 0, f.meter)
+    )
     versions = _version_labels({f.model_version_id for f in facts})
     org_names = dict(Organisation.objects.filter(pk__in={f.organisation_id for f in facts}).values_list("pk", "name"))
     yield ["day", "organisation", "model_version", "meter", "calls", "units", "errors", "latency_avg_ms"]
@@ -276,13 +279,34 @@ def usage_csv_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
 
 def usage_call_rows(*, organisation_id: int, start: datetime, end: datetime) -> Iterator[list[Any]]:
     """Every call of one organisation in [start, end), oldest first, for the customer's CSV export."""
-    yield ["created_at", "request_id", "client_request_id", "api_key", "face", "model", "version", "meter", "units", "status_code", "latency_ms"]
+    yield [
+        "created_at",
+        "request_id",
+        "client_request_id",
+        "api_key",
+        "face",
+        "model",
+        "version",
+        "meter",
+        "units",
+        "status_code",
+        "latency_ms",
+    ]
     rows = (
         UsageRecord.objects.filter(organisation_id=organisation_id, created_at__gte=start, created_at__lt=end)
         .order_by("created_at", "id")
         .values_list(
-            "created_at", "request_id", "client_request_id", "api_key__prefix", "face",
-            "model_version__model__name", "model_version__number", "meter", "units", "status_code", "latency_ms",
+            "created_at",
+            "request_id",
+            "client_request_id",
+            "api_key__prefix",
+            "face",
+            "model_version__model__name",
+            "model_version__number",
+            "meter",
+            "units",
+            "status_code",
+            "latency_ms",
         )
     )
     for row in rows.iterator(chunk_size=2000):

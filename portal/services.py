@@ -47,7 +47,9 @@ def _unique_slug(name: str) -> str:
     return slug
 
 
-def organisation_signup(*, organisation_name: str, username: str, email: str, password: str) -> tuple[Any, Organisation]:
+def organisation_signup(
+    *, organisation_name: str, username: str, email: str, password: str
+) -> tuple[Any, Organisation]:
     """A new user who owns a new organisation. Then each `PORTAL_SIGNUP_HOOKS` runs (billing: free plan)."""
     with transaction.atomic():
         user = get_user_model().objects.create_user(username=username, email=email, password=password)
@@ -151,7 +153,7 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _ledger_rows(start: datetime, end: datetime, filters: dict[str, Any]) -> QuerySet[UsageRecord]:
+def _ledger_rows(start: datetime, end: datetime, filters: dict[str, Any]) -> QuerySet[Any]:
     return UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end, **filters).annotate(
         day=TruncDate("created_at")
     )
@@ -219,7 +221,10 @@ def usage_rollup_day(*, day: date) -> int:
     per_version = ledger_histograms(start=start, end=end)
     latency_rows = [
         LatencyRollup(
-            day=day, model_version_id=key[1], calls=sum(hist.values()), latency_hist={str(b): c for b, c in hist.items()}
+            day=day,
+            model_version_id=key[1],
+            calls=sum(hist.values()),
+            latency_hist={str(b): c for b, c in hist.items()},
         )
         for key, hist in per_version.items()
     ]

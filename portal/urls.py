@@ -34,7 +34,8 @@ portal_patterns = [
     path(
         "password-reset/<uidb64>/<token>/",
         auth_views.PasswordResetConfirmView.as_view(
-            template_name=AUTH + "password_reset_confirm.html", success_url=reverse_lazy("portal:password_reset_complete")
+            template_name=AUTH + "password_reset_confirm.html",
+            success_url=reverse_lazy("portal:password_reset_complete"),
         ),
         name="password_reset_confirm",
     ),

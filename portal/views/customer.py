@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Prefetch
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -127,7 +127,9 @@ def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
 @portal_view(owner=True)
 def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
     organisation = request.membership.organisation  # type: ignore[attr-defined]
-    membership = get_object_or_404(Membership.objects.select_related("user"), organisation=organisation, pk=membership_id)
+    membership = get_object_or_404(
+        Membership.objects.select_related("user"), organisation=organisation, pk=membership_id
+    )
     try:
         services.membership_remove(membership=membership)
     except services.PortalError as exc:
@@ -218,7 +220,9 @@ def _usage_filter(request: HttpRequest) -> tuple[UsageFilterForm, selectors.Usag
     form = UsageFilterForm(request.GET or None, models=registry.model_list(organisation_id=organisation.pk))
     start, end = form.range()
     model = form.cleaned_data.get("model") if form.is_bound and form.is_valid() else None
-    flt = selectors.UsageFilter(start=start, end=end, organisation_id=organisation.pk, model_id=getattr(model, "pk", None))
+    flt = selectors.UsageFilter(
+        start=start, end=end, organisation_id=organisation.pk, model_id=getattr(model, "pk", None)
+    )
     return form, flt
 
 
@@ -241,7 +245,7 @@ def usage_calls(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @portal_view()
-def usage_csv(request: HttpRequest) -> HttpResponse:
+def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
     _, flt = _usage_filter(request)
     tz = timezone.get_current_timezone()
     start = datetime.combine(flt.start, time.min, tzinfo=tz)

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.db.models import Count, Prefetch
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -41,7 +41,7 @@ def usage(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @staff_view
-def usage_csv(request: HttpRequest) -> HttpResponse:
+def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
     _, flt = _usage_filter(request)
     return csv_response(selectors.usage_csv_rows(flt=flt), f"usage-all-{flt.start}-{flt.end}.csv")
 
@@ -102,13 +102,17 @@ def _model_context(model: MLModel, form: AliasMoveForm) -> dict[str, Any]:
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     model = get_object_or_404(MLModel.objects.select_related("organisation"), name=name)
     alias = request.GET.get("alias", "")
-    return render(request, "staff/model_detail.html", _model_context(model, AliasMoveForm(model=model, initial={"alias": alias})))
+    return render(
+        request, "staff/model_detail.html", _model_context(model, AliasMoveForm(model=model, initial={"alias": alias}))
+    )
 
 
 @require_GET
 @staff_view
 def version_report(request: HttpRequest, name: str, number: int) -> HttpResponse:
-    version = get_object_or_404(ModelVersion.objects.select_related("model", "created_by"), model__name=name, number=number)
+    version = get_object_or_404(
+        ModelVersion.objects.select_related("model", "created_by"), model__name=name, number=number
+    )
     return render(request, "staff/version.html", {"version": version, "model": version.model})
 
 

@@ -10,7 +10,9 @@ from apiservice.models import Membership, Organisation
 from apiservice.services import membership_ensure
 
 
-def make_user(username: str, organisation: Organisation | None, role: str = Membership.Role.MEMBER, **extra: Any) -> Any:
+def make_user(
+    username: str, organisation: Organisation | None, role: str = Membership.Role.MEMBER, **extra: Any
+) -> Any:
     user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw-Secret-123", **extra)
     if organisation is not None:
         membership_ensure(user=user, organisation=organisation, role=role)

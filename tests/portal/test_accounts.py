@@ -87,14 +87,18 @@ def test_it_invites_a_teammate_who_signs_up_from_the_link(owner_client: Client, 
     path = re.search(r"http://testserver(/portal/invitations/\S+/)", mail.outbox[0].body).group(1)  # type: ignore[union-attr]
     visitor = Client()
     assert visitor.get(path).status_code == 200
-    accepted = visitor.post(path, {"username": "newbie", "password1": "Welcome-aboard-7", "password2": "Welcome-aboard-7"})
+    accepted = visitor.post(
+        path, {"username": "newbie", "password1": "Welcome-aboard-7", "password2": "Welcome-aboard-7"}
+    )
     assert accepted.status_code == 302
     membership = Membership.objects.get(user__username="newbie")
     assert (membership.organisation, membership.role, membership.user.email) == (org, "member", "newbie@example.com")
     assert Client().get(path).status_code == 404  # used once
 
 
-def test_it_lets_a_signed_in_user_accept_an_invitation(owner_client: Client, other_owner: Any, org: Organisation) -> None:
+def test_it_lets_a_signed_in_user_accept_an_invitation(
+    owner_client: Client, other_owner: Any, org: Organisation
+) -> None:
     owner_client.post("/portal/team/", {"email": other_owner.email, "role": "owner"})
     path = re.search(r"http://testserver(/portal/invitations/\S+/)", mail.outbox[0].body).group(1)  # type: ignore[union-attr]
     gary = Client()

@@ -123,8 +123,14 @@ def test_it_signs_up_creates_a_key_calls_the_api_and_sees_the_call(
 
 
 def test_it_lets_staff_upload_a_version_and_move_an_alias(
-    transactional_db: Any, live_gunicorn: Any, iris: Any, staff_user: Any, page: Page, console: list[str],
-    artifacts_dir: Path, tmp_path: Path,
+    transactional_db: Any,
+    live_gunicorn: Any,
+    iris: Any,
+    staff_user: Any,
+    page: Page,
+    console: list[str],
+    artifacts_dir: Path,
+    tmp_path: Path,
 ) -> None:
     base = live_gunicorn.url
     page.goto(base + "/portal/login/")

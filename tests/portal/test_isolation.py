@@ -21,7 +21,9 @@ def test_it_counts_only_the_organisations_calls(owner_client: Client, api_key: s
     assert response.context["d"]["totals"]["calls"] == 2
 
 
-def test_it_lists_only_the_organisations_latest_calls(owner_client: Client, api_key: str, other_key: str, iris: Any) -> None:
+def test_it_lists_only_the_organisations_latest_calls(
+    owner_client: Client, api_key: str, other_key: str, iris: Any
+) -> None:
     _call(api_key)
     _call(other_key)
     response = owner_client.get("/portal/usage/calls/", HTTP_HX_REQUEST="true")

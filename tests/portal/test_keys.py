@@ -13,7 +13,9 @@ from tests.conftest import APIClient
 def test_it_creates_a_key_and_shows_its_secret_once(owner_client: Client, org: Organisation, iris: Any) -> None:
     expiry = (timezone.localdate() + timedelta(days=10)).isoformat()
     response = owner_client.post(
-        "/portal/keys/", {"name": "backend", "scopes": ["predict", "usage"], "expires_on": expiry}, HTTP_HX_REQUEST="true"
+        "/portal/keys/",
+        {"name": "backend", "scopes": ["predict", "usage"], "expires_on": expiry},
+        HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 200
     assert response["Cache-Control"] == "no-store"
@@ -23,7 +25,9 @@ def test_it_creates_a_key_and_shows_its_secret_once(owner_client: Client, org: O
     assert key.expiry_date is not None
     assert secret.encode() in response.content
     assert secret not in key.hashed_key
-    assert APIClient(secret).post_json("/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
+    assert (
+        APIClient(secret).post_json("/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
+    )
     listing = owner_client.get("/portal/keys/")
     assert key.prefix.encode() in listing.content
     assert secret.encode() not in listing.content
@@ -44,7 +48,9 @@ def test_it_revokes_a_key_which_then_stops_working(owner_client: Client, org: Or
     owner_client.post(f"/portal/keys/{key.pk}/revoke/")
     key.refresh_from_db()
     assert key.status == "revoked"
-    assert APIClient(secret).post_json("/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 401
+    assert (
+        APIClient(secret).post_json("/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 401
+    )
 
 
 def test_it_creates_a_short_lived_predict_only_playground_key(member_client: Client, org: Organisation) -> None:

@@ -117,7 +117,10 @@ def test_it_answers_404_for_another_organisations_invitation_and_member(
     from django.utils import timezone
 
     invitation = Invitation.objects.create(
-        organisation=other_org, email="z@example.com", token_hash="x" * 64, expires_at=timezone.now() + timedelta(days=1)
+        organisation=other_org,
+        email="z@example.com",
+        token_hash="x" * 64,
+        expires_at=timezone.now() + timedelta(days=1),
     )
     assert owner_client.post(f"/portal/team/invitations/{invitation.pk}/revoke/").status_code == 404
     membership = other_owner.memberships.get()

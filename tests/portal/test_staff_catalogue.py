@@ -46,7 +46,9 @@ def test_it_moves_an_alias_only_after_confirmation(staff_client: Client, staff_u
     assert review.status_code == 200
     assert b"moves from version" in review.content
     assert ModelAlias.objects.get(model__name="iris", name="production").version == iris
-    done = staff_client.post("/staff/models/iris/aliases/move/", {"alias": "production", "version": "2", "confirm": "True"})
+    done = staff_client.post(
+        "/staff/models/iris/aliases/move/", {"alias": "production", "version": "2", "confirm": "True"}
+    )
     assert done.status_code == 302
     assert ModelAlias.objects.get(model__name="iris", name="production").version == second
     move = AliasMove.objects.filter(alias__name="production").first()
@@ -57,7 +59,9 @@ def test_it_moves_an_alias_only_after_confirmation(staff_client: Client, staff_u
 
 def test_it_refuses_to_point_an_alias_at_a_failed_version(staff_client: Client, iris: ModelVersion) -> None:
     staff_client.post("/staff/models/upload/", {"model_name": "iris", "file": SimpleUploadedFile("x.onnx", b"junk")})
-    response = staff_client.post("/staff/models/iris/aliases/move/", {"alias": "production", "version": "2", "confirm": "True"})
+    response = staff_client.post(
+        "/staff/models/iris/aliases/move/", {"alias": "production", "version": "2", "confirm": "True"}
+    )
     assert response.status_code == 400
     assert "version" in response.context["form"].errors
     assert ModelAlias.objects.get(model__name="iris", name="production").version == iris

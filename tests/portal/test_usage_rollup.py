@@ -18,7 +18,9 @@ from portal import latency, selectors, services
 from portal.models import UsageRollup, UsageRollupCursor
 
 
-def _ledger(org: Organisation, version: ModelVersion | None, when: datetime, latency_ms: float, status: int = 200) -> None:
+def _ledger(
+    org: Organisation, version: ModelVersion | None, when: datetime, latency_ms: float, status: int = 200
+) -> None:
     UsageRecord.objects.create(
         request_id="req_" + uuid.uuid4().hex,
         organisation=org,
@@ -67,11 +69,17 @@ def test_it_gives_the_same_dashboard_from_the_rollup_as_from_the_ledger(
 
 def test_it_rolls_up_idempotently(history: Any) -> None:
     services.usage_rollup_refresh()
-    first = list(UsageRollup.objects.order_by("day", "organisation_id", "model_version_id").values("calls", "units", "errors"))
+    first = list(
+        UsageRollup.objects.order_by("day", "organisation_id", "model_version_id").values("calls", "units", "errors")
+    )
     call_command("usage_rollup", "--since", (timezone.localdate() - timedelta(days=30)).isoformat())
-    again = list(UsageRollup.objects.order_by("day", "organisation_id", "model_version_id").values("calls", "units", "errors"))
+    again = list(
+        UsageRollup.objects.order_by("day", "organisation_id", "model_version_id").values("calls", "units", "errors")
+    )
     assert first == again
-    assert sum(r["calls"] for r in again) == UsageRecord.objects.filter(created_at__date__lt=timezone.localdate()).count()
+    assert (
+        sum(r["calls"] for r in again) == UsageRecord.objects.filter(created_at__date__lt=timezone.localdate()).count()
+    )
 
 
 def test_it_reads_percentiles_within_five_percent(history: list[float]) -> None:
@@ -97,3 +105,10 @@ def test_it_exports_daily_aggregates_for_staff(staff_client: Any, history: Any) 
     lines = b"".join(response.streaming_content).decode().strip().splitlines()
     assert lines[0].startswith("day,organisation,model_version,meter,calls")
     assert sum(int(line.split(",")[4]) for line in lines[1:]) == 300
+
+
+def test_it_rolls_up_from_the_celery_task(history: Any) -> None:
+    from portal.tasks import usage_rollup_refresh
+
+    assert usage_rollup_refresh.run() >= 5
+    assert usage_rollup_refresh.run() == 1  # only the last closed day again, for late rows
