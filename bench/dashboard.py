@@ -103,6 +103,7 @@ def seed(args: argparse.Namespace) -> dict:
     )
     Membership.objects.get_or_create(user=customer, organisation=orgs[0], defaults={"role": "owner"})
     return {
+        "reused": reused,
         "orgs": [o.pk for o in orgs],
         "versions": [v.pk for v in versions],
         "staff": staff,
