@@ -4,6 +4,7 @@ Screenshots land in test-artifacts/portal-*.png; every page is checked for conso
 """
 
 import json
+import re
 import shutil
 import urllib.request
 from collections.abc import Iterator
@@ -115,6 +116,22 @@ def test_it_signs_up_creates_a_key_calls_the_api_and_sees_the_call(
     page.get_by_label("Email address").fill("teammate@example.com")
     page.get_by_role("button", name="Send invitation").click()
     expect(page.locator(".messages")).to_contain_text("Invitation sent to teammate@example.com")
+
+    # The console email backend printed the invitation into gunicorn's log: accept it as a new user.
+    link = re.findall(r"/portal/invitations/[A-Za-z0-9_-]+/", live_gunicorn.log.read_text())[-1]
+    page.get_by_role("button", name="Log out").click()
+    page.goto(base + link)
+    shot(page, artifacts_dir, "invitation")
+    page.get_by_label("Username").fill("teddy")
+    page.get_by_label("Password", exact=True).fill("Teammate-pw-77")
+    page.get_by_label("Password confirmation").fill("Teammate-pw-77")
+    page.get_by_role("button", name="Accept the invitation").click()
+    expect(page.locator(".messages")).to_contain_text("You joined Browser Labs")
+    expect(page.locator("main")).to_contain_text("Your role here: Member")
+    page.goto(base + "/portal/password-reset/")
+    page.get_by_label("Email").fill("teammate@example.com")
+    page.get_by_role("button", name="Send the link").click()
+    expect(page.locator("main")).to_contain_text("Check your email")
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(base + "/portal/usage/")
