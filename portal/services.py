@@ -106,6 +106,10 @@ def invitation_find(*, token: str) -> Invitation | None:
 
 
 def invitation_accept(*, invitation: Invitation, user: AbstractBaseUser) -> Membership:
+    """Join the organisation. The signed-in account must have the invited address."""
+    email = str(getattr(user, "email", "") or "")
+    if email.lower() != invitation.email.lower():
+        raise PortalError(f"This invitation is for {invitation.email}; log in with that address to accept it.")
     with transaction.atomic():
         claimed = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True).update(
             accepted_at=timezone.now(), accepted_by=user

@@ -128,3 +128,14 @@ def test_it_revokes_a_pending_invitation(owner_client: Client, role: str) -> Non
     owner_client.post(f"/portal/team/invitations/{invitation.pk}/revoke/")
     invitation.refresh_from_db()
     assert invitation.status == "revoked"
+
+
+def test_it_refuses_an_invitation_to_an_account_with_another_address(owner_client: Client, other_owner: Any) -> None:
+    owner_client.post("/portal/team/", {"email": "someone-else@example.com", "role": "owner"})
+    path = re.search(r"http://testserver(/portal/invitations/\S+/)", mail.outbox[0].body).group(1)  # type: ignore[union-attr]
+    gary = Client()
+    gary.force_login(other_owner)
+    response = gary.post(path, follow=True)
+    assert "log in with that address" in response.content.decode()
+    assert other_owner.memberships.count() == 1
+    assert Invitation.objects.get().status == "pending"

@@ -65,3 +65,13 @@ def test_it_refuses_to_point_an_alias_at_a_failed_version(staff_client: Client, 
     assert response.status_code == 400
     assert "version" in response.context["form"].errors
     assert ModelAlias.objects.get(model__name="iris", name="production").version == iris
+
+
+def test_it_explains_a_name_owned_by_another_organisation(staff_client: Client, private_model: Any, org: Any) -> None:
+    upload = SimpleUploadedFile("iris.onnx", model_bytes("iris"))
+    response = staff_client.post(
+        "/staff/models/upload/", {"model_name": "secret-iris", "organisation": org.pk, "file": upload}
+    )
+    assert response.status_code == 400
+    assert "already exists with another owner" in str(response.context["form"].non_field_errors())
+    assert ModelVersion.objects.filter(model__name="secret-iris").count() == 1
