@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "inference",
     "billing",
     "edge",
+    "portal",
 ]
 
 MIDDLEWARE = [
@@ -271,3 +272,21 @@ EDGE_INT8_MAX_RELATIVE_ERROR = env.float("EDGE_INT8_MAX_RELATIVE_ERROR", default
 EDGE_BUILD_STALE_SECONDS = env.int("EDGE_BUILD_STALE_SECONDS", default=1800)
 # Queue a bundle (all variants) for a version whenever an alias moves to it.
 EDGE_BUILD_ON_ALIAS_MOVE = env.bool("EDGE_BUILD_ON_ALIAS_MOVE", default=False)
+# --- Portal and staff dashboards --------------------------------------------------------------------
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("portal.context_processors.features")  # type: ignore[index]
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:home"
+LOGOUT_REDIRECT_URL = "portal:login"
+# Password resets and invitations. The embedded default prints mail to the console; production sets
+# e.g. EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend with EMAIL_HOST/EMAIL_PORT/....
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ModelMeter <no-reply@localhost>")
+# Dotted paths called as hook(organisation=...) when someone signs up (billing: put them on the free plan).
+PORTAL_SIGNUP_HOOKS: list[str] = env.list("PORTAL_SIGNUP_HOOKS", default=[])
+# The dashboards read closed days from portal.UsageRollup; this keeps it fresh (idempotent, cheap).
+CELERY_BEAT_SCHEDULE["portal-usage-rollup"] = {"task": "portal.usage_rollup_refresh", "schedule": 600.0}

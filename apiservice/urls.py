@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("models_registry.urls")),
     path("", include("billing.urls")),
     path("", include("edge.urls")),
+    path("", include("portal.urls")),
     path("metrics", views.metrics, name="metrics"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
