@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from apiservice.auth import APIKeyAuthentication, Principal, request_principal
 from apiservice.middleware import usage_of
 from apiservice.pagination import CursorPagination
-from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES, ErrorEnvelope
+from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES, ErrorEnvelope, paginated
 from models_registry.selectors import model_get, model_version_resolve
 
 from . import keys, selectors, services
@@ -102,7 +102,7 @@ class VersionBundlesView(APIView):
     @extend_schema(
         operation_id="bundles_list_for_version",
         summary="List a version's bundles",
-        responses={200: BundleOut(many=True), **READ_ERROR_RESPONSES},
+        responses={200: paginated("PaginatedBundleList", BundleOut()), **READ_ERROR_RESPONSES},
         tags=TAGS,
     )
     def get(self, request: Request, model: str, version: str) -> Response:
