@@ -226,7 +226,7 @@ def start_gunicorn(args: argparse.Namespace, app: str, env: dict[str, str], log:
     port = free_port()
     command = [
         "taskset", "-c", args.server_cpu, str(BIN / "gunicorn"), "-c", str(ROOT / "apiservice" / "gunicorn.conf.py"),
-        "--bind", f"127.0.0.1:{port}", "--workers", "1", app,
+        "--bind", f"127.0.0.1:{port}", "--workers", "1", *args.gunicorn_args.split(), app,
     ]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
@@ -349,7 +349,7 @@ def report(args: argparse.Namespace, scenarios: list[Scenario], bare: dict[str, 
         f"# Online inference benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
         "",
         f"Command: `{' '.join(['.venv/bin/python', 'bench/online.py', *sys.argv[1:]])}`  ",
-        f"Server: gunicorn, 1 sync worker, `taskset -c {args.server_cpu}`, ORT_INTRA_OP_THREADS=1, PostgreSQL + Redis. "
+        f"Server: gunicorn, 1 worker ({args.gunicorn_args or 'sync, from apiservice/gunicorn.conf.py'}), `taskset -c {args.server_cpu}`, ORT_INTRA_OP_THREADS=1, PostgreSQL + Redis. "
         f"Load: wrk 1 thread, `taskset -c {args.client_cpu}`, {args.duration:g} s at 8 connections (req/s), "
         f"{args.latency_duration:g} s at 1 connection (p50/p99). Host: {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f} at the end.",
@@ -399,6 +399,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--client-cpu", default="1")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--gunicorn-args", default="", help="extra gunicorn flags, e.g. '--worker-class gthread --threads 4'")
     parser.add_argument("--keep-server", action="store_true", help="leave gunicorn up at the end (for profiling)")
     parser.add_argument("--raw-ort", help=argparse.SUPPRESS)
     parser.add_argument("--raw-model", help=argparse.SUPPRESS)
