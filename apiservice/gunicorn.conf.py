@@ -9,6 +9,10 @@ import os
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
 worker_class = "sync"  # ONNX Runtime releases the GIL, but one request per process keeps latency flat
+# gthread overlaps one request's ledger commit (a WAL fsync) with the next one's work and keeps
+# connections alive; bench/online.py measured it at ~4x the req/s of sync on one core (docs/benchmarks.md).
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", worker_class)
+threads = int(os.environ.get("GUNICORN_THREADS", 1))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 60))
 graceful_timeout = 30
 keepalive = 5
