@@ -26,7 +26,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -153,22 +152,47 @@ def build_scenarios(state: dict[str, Any], models: tuple[str, ...]) -> list[Scen
         input_name, datatype = info["input"]["name"], info["input"]["datatype"]
         predict = json.dumps({"instances": rows_list}).encode()
         infer = json.dumps(
-            {"inputs": [{"name": input_name, "datatype": datatype, "shape": [rows, array.shape[1]],
-                         "data": [v for row in rows_list for v in row]}]}
+            {
+                "inputs": [
+                    {
+                        "name": input_name,
+                        "datatype": datatype,
+                        "shape": [rows, array.shape[1]],
+                        "data": [v for row in rows_list for v in row],
+                    }
+                ]
+            }
         ).encode()
         label = f"{model}-{rows}"
-        scenarios.append(Scenario(f"{label} :predict", model, rows, ":predict", f"/v1/models/{name}:predict", predict, auth))
+        scenarios.append(
+            Scenario(f"{label} :predict", model, rows, ":predict", f"/v1/models/{name}:predict", predict, auth)
+        )
         scenarios.append(Scenario(f"{label} v2 JSON", model, rows, "v2 JSON", f"/v2/models/{name}/infer", infer, auth))
         if model == "mlp":
             raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
             head = json.dumps(
-                {"inputs": [{"name": input_name, "datatype": datatype, "shape": [rows, array.shape[1]],
-                             "parameters": {"binary_data_size": len(raw)}}],
-                 "outputs": [{"name": info["output"], "parameters": {"binary_data": True}}]}
+                {
+                    "inputs": [
+                        {
+                            "name": input_name,
+                            "datatype": datatype,
+                            "shape": [rows, array.shape[1]],
+                            "parameters": {"binary_data_size": len(raw)},
+                        }
+                    ],
+                    "outputs": [{"name": info["output"], "parameters": {"binary_data": True}}],
+                }
             ).encode()
-            headers = {"Authorization": auth["Authorization"], "Content-Type": "application/octet-stream",
-                       "Inference-Header-Content-Length": str(len(head))}
-            scenarios.append(Scenario(f"{label} v2 binary", model, rows, "v2 binary", f"/v2/models/{name}/infer", head + raw, headers))
+            headers = {
+                "Authorization": auth["Authorization"],
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(head)),
+            }
+            scenarios.append(
+                Scenario(
+                    f"{label} v2 binary", model, rows, "v2 binary", f"/v2/models/{name}/infer", head + raw, headers
+                )
+            )
     return scenarios
 
 
@@ -196,19 +220,40 @@ def raw_ort_main(path: str, model: str, rows: int, seconds: float) -> None:
             timings.append(clock() - started)
     timings_us = np.array(timings) / 1000.0
     total_s = float(timings_us.sum()) / 1e6
-    print(json.dumps({
-        "p50_ms": float(np.percentile(timings_us, 50)) / 1000.0,
-        "p99_ms": float(np.percentile(timings_us, 99)) / 1000.0,
-        "rps": len(timings) / total_s,
-        "calls": len(timings),
-    }))
+    print(
+        json.dumps(
+            {
+                "p50_ms": float(np.percentile(timings_us, 50)) / 1000.0,
+                "p99_ms": float(np.percentile(timings_us, 99)) / 1000.0,
+                "rps": len(timings) / total_s,
+                "calls": len(timings),
+            }
+        )
+    )
 
 
 def raw_ort(args: argparse.Namespace, info: dict[str, Any], model: str, rows: int) -> dict[str, Any]:
     out = subprocess.run(
-        ["taskset", "-c", args.server_cpu, sys.executable, __file__, "--raw-ort", info["path"],
-         "--raw-model", model, "--raw-rows", str(rows), "--raw-seconds", str(args.raw_seconds)],
-        cwd=ROOT, env=os.environ.copy(), check=True, capture_output=True, text=True,
+        [
+            "taskset",
+            "-c",
+            args.server_cpu,
+            sys.executable,
+            __file__,
+            "--raw-ort",
+            info["path"],
+            "--raw-model",
+            model,
+            "--raw-rows",
+            str(rows),
+            "--raw-seconds",
+            str(args.raw_seconds),
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -222,11 +267,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gunicorn(args: argparse.Namespace, app: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_gunicorn(
+    args: argparse.Namespace, app: str, env: dict[str, str], log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [
-        "taskset", "-c", args.server_cpu, str(BIN / "gunicorn"), "-c", str(ROOT / "apiservice" / "gunicorn.conf.py"),
-        "--bind", f"127.0.0.1:{port}", "--workers", "1", *args.gunicorn_args.split(), app,
+        "taskset",
+        "-c",
+        args.server_cpu,
+        str(BIN / "gunicorn"),
+        "-c",
+        str(ROOT / "apiservice" / "gunicorn.conf.py"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        *args.gunicorn_args.split(),
+        app,
     ]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
@@ -303,9 +360,22 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * UNITS[match.group(2)]
 
 
-def wrk(args: argparse.Namespace, url: str, script: Path, *, connections: int, seconds: float, latency: bool) -> dict[str, Any]:
-    command = ["taskset", "-c", args.client_cpu, args.wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-               "--timeout", "10s", "-s", str(script)]
+def wrk(
+    args: argparse.Namespace, url: str, script: Path, *, connections: int, seconds: float, latency: bool
+) -> dict[str, Any]:
+    command = [
+        "taskset",
+        "-c",
+        args.client_cpu,
+        args.wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+    ]
     if latency:
         command.append("--latency")
     out = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
@@ -343,20 +413,29 @@ def fmt(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def report(args: argparse.Namespace, scenarios: list[Scenario], bare: dict[str, Any], raws: dict[str, dict[str, Any]],
-           ledger: tuple[int, int]) -> str:
+def report(
+    args: argparse.Namespace,
+    scenarios: list[Scenario],
+    bare: dict[str, Any],
+    raws: dict[str, dict[str, Any]],
+    ledger: tuple[int, int],
+) -> str:
     lines = [
         f"# Online inference benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
         "",
         f"Command: `{' '.join(['.venv/bin/python', 'bench/online.py', *sys.argv[1:]])}`  ",
-        f"Server: gunicorn, 1 worker ({args.gunicorn_args or 'sync, from apiservice/gunicorn.conf.py'}), `taskset -c {args.server_cpu}`, ORT_INTRA_OP_THREADS=1, PostgreSQL + Redis. "
+        f"Server: gunicorn, 1 worker ({args.gunicorn_args or 'config from apiservice/gunicorn.conf.py'}"
+        f"{'; env ' + ' '.join(args.server_env) if args.server_env else ''}), `taskset -c {args.server_cpu}`, "
+        "ORT_INTRA_OP_THREADS=1, PostgreSQL + Redis. "
         f"Load: wrk 1 thread, `taskset -c {args.client_cpu}`, {args.duration:g} s at 8 connections (req/s), "
         f"{args.latency_duration:g} s at 1 connection (p50/p99). Host: {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f} at the end.",
         "",
-        "| Scenario | req/s (8 conn) | p50 ms (1 conn) | p99 ms | vs bare gunicorn req/s | p50 − raw ORT p50 (ms) | raw ORT p50 ms | raw ORT calls/s | req/s ÷ raw ORT calls/s | non-2xx |",
+        "| Scenario | req/s (8 conn) | p50 ms (1 conn) | p99 ms | vs bare gunicorn req/s | p50 - raw ORT p50 (ms) "
+        "| raw ORT p50 ms | raw ORT calls/s | req/s / raw ORT calls/s | non-2xx |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {BARE} | {fmt(bare['rps'], 0)} | {fmt(bare['p50_ms'], 3)} | {fmt(bare['p99_ms'], 3)} | 1.00 | | | | | {bare['non2xx']} |",
+        f"| {BARE} | {fmt(bare['rps'], 0)} | {fmt(bare['p50_ms'], 3)} | {fmt(bare['p99_ms'], 3)} | 1.00 "
+        f"| | | | | {bare['non2xx']} |",
     ]
     for s in scenarios:
         r, raw = s.results, raws[f"{s.model}-{s.rows}"]
@@ -371,13 +450,19 @@ def report(args: argparse.Namespace, scenarios: list[Scenario], bare: dict[str, 
         if s.model == "forest" and s.rows == 1:
             over = s.results["p50_ms"] - raw["p50_ms"]
             ok = s.results["rps"] >= 2000 and over <= 0.5
-            lines.append(f"- {s.name}: {fmt(s.results['rps'], 0)} req/s (bar ≥ 2,000), p50 {over:+.3f} ms over raw ORT "
-                         f"(bar ≤ 0.5): **{'PASS' if ok else 'FAIL'}**")
+            lines.append(
+                f"- {s.name}: {fmt(s.results['rps'], 0)} req/s (bar ≥ 2,000), p50 {over:+.3f} ms over raw ORT "
+                f"(bar ≤ 0.5): **{'PASS' if ok else 'FAIL'}**"
+            )
         if s.face == "v2 binary":
             ratio = s.results["rps"] / raw["rps"]
-            lines.append(f"- {s.name}: {ratio:.2f}× raw ORT throughput (bar ≥ 0.8): **{'PASS' if ratio >= 0.8 else 'FAIL'}**")
-    lines.append(f"- Ledger: {ledger[0]:,} rows written for {ledger[1]:,} responses counted by wrk and the checks "
-                 "(wrk stops counting at the deadline; the server still records the requests in flight).")
+            lines.append(
+                f"- {s.name}: {ratio:.2f}x raw ORT throughput (bar ≥ 0.8): **{'PASS' if ratio >= 0.8 else 'FAIL'}**"
+            )
+    lines.append(
+        f"- Ledger: {ledger[0]:,} rows written for {ledger[1]:,} responses counted by wrk and the checks "
+        "(wrk stops counting at the deadline; the server still records the requests in flight)."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -399,7 +484,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--client-cpu", default="1")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--gunicorn-args", default="", help="extra gunicorn flags, e.g. '--worker-class gthread --threads 4'")
+    parser.add_argument(
+        "--gunicorn-args", default="", help="extra gunicorn flags, e.g. '--worker-class gthread --threads 4'"
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the product server, e.g. GUNICORN_WORKER_CLASS=gthread",
+    )
     parser.add_argument("--keep-server", action="store_true", help="leave gunicorn up at the end (for profiling)")
     parser.add_argument("--raw-ort", help=argparse.SUPPRESS)
     parser.add_argument("--raw-model", help=argparse.SUPPRESS)
@@ -442,7 +536,8 @@ def main() -> None:
 
         before = ledger_count()
         counted = 0
-        process, url = start_gunicorn(args, "apiservice.wsgi", env, workdir / "server.log")
+        server_env = {**env, **dict(item.split("=", 1) for item in args.server_env)}
+        process, url = start_gunicorn(args, "apiservice.wsgi", server_env, workdir / "server.log")
         try:
             for scenario in scenarios:
                 check(url, scenario)

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import online  # noqa: E402
+import online
 
 
 def environ_for(scenario: online.Scenario) -> dict[str, object]:
@@ -49,7 +49,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
-    ns = argparse.Namespace(pg="postgres://postgres@127.0.0.1:5432", db="mm_bench_profile", redis="redis://127.0.0.1:6379/15")
+    ns = argparse.Namespace(
+        pg="postgres://postgres@127.0.0.1:5432", db="mm_bench_profile", redis="redis://127.0.0.1:6379/15"
+    )
     online.configure_env(ns)
     online.recreate_database(ns)
     state = online.seed()

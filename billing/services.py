@@ -1,6 +1,7 @@
 """Writes to the usage ledger."""
 
 from functools import cache
+from typing import Any
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connection
 from django.utils import timezone
@@ -29,9 +30,10 @@ def _ledger_insert_sql() -> str:
     """One INSERT statement, built once from the model's metadata (table and column names)."""
     meta = UsageRecord._meta
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(meta.get_field(name).column) for name in _LEDGER_FIELDS)  # type: ignore[union-attr]
+    columns = ", ".join(quote(str(meta.get_field(name).column)) for name in _LEDGER_FIELDS)  # type: ignore[union-attr]
     placeholders = ", ".join(["%s"] * len(_LEDGER_FIELDS))
-    return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
+    # Only identifiers from the model's metadata are interpolated; every value is a parameter.
+    return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
 
 
 def usage_record(
@@ -69,7 +71,7 @@ def usage_record(
     _ledger_insert(request_id, values)
 
 
-def _ledger_insert(request_id: str, values: tuple[object, ...]) -> None:
+def _ledger_insert(request_id: str, values: tuple[Any, ...]) -> None:
     """Run the INSERT; when it is the request's first query, without the health-check round trip.
 
     With CONN_HEALTH_CHECKS Django sends `SELECT 1` before a request's first query. On the hot path
@@ -80,11 +82,11 @@ def _ledger_insert(request_id: str, values: tuple[object, ...]) -> None:
     request id, which means the row is there.
     """
     sql = _ledger_insert_sql()
-    if connection.connection is None or connection.in_atomic_block or connection.health_check_done:
+    if connection.connection is None or connection.in_atomic_block or connection.health_check_done:  # type: ignore[attr-defined]
         with connection.cursor() as cursor:
             cursor.execute(sql, values)
         return
-    connection.health_check_done = True
+    connection.health_check_done = True  # type: ignore[attr-defined]
     try:
         with connection.cursor() as cursor:
             cursor.execute(sql, values)
