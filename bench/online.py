@@ -233,6 +233,12 @@ def raw_ort_main(path: str, model: str, rows: int, seconds: float) -> None:
 
 
 def raw_ort(args: argparse.Namespace, info: dict[str, Any], model: str, rows: int) -> dict[str, Any]:
+    runs = [_raw_ort_once(args, info, model, rows) for _ in range(args.repeat)]
+    best = max(runs, key=lambda r: r["rps"])
+    return {**best, "p50_ms": min(r["p50_ms"] for r in runs)}
+
+
+def _raw_ort_once(args: argparse.Namespace, info: dict[str, Any], model: str, rows: int) -> dict[str, Any]:
     out = subprocess.run(
         [
             "taskset",
@@ -394,15 +400,21 @@ def wrk(
 def drive(args: argparse.Namespace, base: str, scenario: Scenario, workdir: Path) -> dict[str, Any]:
     url, script = base + scenario.path, lua_script(workdir, scenario)
     warm = wrk(args, url, script, connections=8, seconds=args.warmup, latency=False)
-    throughput = wrk(args, url, script, connections=8, seconds=args.duration, latency=False)
-    latency = wrk(args, url, script, connections=1, seconds=args.latency_duration, latency=True)
+    # On a shared host other processes steal the pinned cores now and then: with --repeat N each run is
+    # done N times and the least disturbed one is kept (highest req/s; lowest p50, with its own p99).
+    runs = [wrk(args, url, script, connections=8, seconds=args.duration, latency=False) for _ in range(args.repeat)]
+    lats = [
+        wrk(args, url, script, connections=1, seconds=args.latency_duration, latency=True) for _ in range(args.repeat)
+    ]
+    throughput, latency = max(runs, key=lambda r: r["rps"]), min(lats, key=lambda r: r["p50_ms"])
+    everything = [warm, *runs, *lats]
     return {
         "rps": throughput["rps"],
         "p50_ms": latency["p50_ms"],
         "p99_ms": latency["p99_ms"],
-        "requests": warm["requests"] + throughput["requests"] + latency["requests"],
-        "non2xx": throughput["non2xx"] + latency["non2xx"],
-        "socket_errors": throughput["socket_errors"] + latency["socket_errors"],
+        "requests": sum(r["requests"] for r in everything),
+        "non2xx": sum(r["non2xx"] for r in everything),
+        "socket_errors": sum(r["socket_errors"] for r in everything),
     }
 
 
@@ -428,8 +440,8 @@ def report(
         f"{'; env ' + ' '.join(args.server_env) if args.server_env else ''}), `taskset -c {args.server_cpu}`, "
         "ORT_INTRA_OP_THREADS=1, PostgreSQL + Redis. "
         f"Load: wrk 1 thread, `taskset -c {args.client_cpu}`, {args.duration:g} s at 8 connections (req/s), "
-        f"{args.latency_duration:g} s at 1 connection (p50/p99). Host: {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f} at the end.",
+        f"{args.latency_duration:g} s at 1 connection (p50/p99), best of {args.repeat}. Host: {os.cpu_count()} CPUs, "
+        f"load average {args.load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.",
         "",
         "| Scenario | req/s (8 conn) | p50 ms (1 conn) | p99 ms | vs bare gunicorn req/s | p50 - raw ORT p50 (ms) "
         "| raw ORT p50 ms | raw ORT calls/s | req/s / raw ORT calls/s | non-2xx |",
@@ -474,6 +486,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per throughput run (8 connections)")
     parser.add_argument("--latency-duration", type=float, default=5.0, help="seconds per latency run (1 connection)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per scenario")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the least disturbed is kept")
     parser.add_argument("--raw-seconds", type=float, default=3.0, help="seconds per raw ONNX Runtime baseline")
     parser.add_argument("--only", default="", help="comma-separated scenario substrings, e.g. 'forest-1 ,binary'")
     parser.add_argument("--models", default="forest,mlp")
@@ -508,6 +521,7 @@ def main() -> None:
         return
     if not shutil.which(args.wrk):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
+    args.load_before = os.getloadavg()[0]
     env = configure_env(args)
     recreate_database(args)
     state = seed()
