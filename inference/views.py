@@ -53,6 +53,25 @@ def _note_version(request: Request, servable: services.Servable) -> None:
     request._request.model_version_number = servable.number  # type: ignore[attr-defined]
 
 
+_ANY_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
+
+
+class _HotPathNegotiation:
+    """Skip DRF's Accept parsing on the inference hot path when its answer is already known.
+
+    Our one renderer is JSON: with no Accept header, `*/*` or `application/json`, and no
+    `?format=` override, DRF's negotiation picks it with its own media type. Anything else goes
+    through DRF unchanged (so an unacceptable Accept is still a 406).
+    """
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
+        raw = request._request
+        if raw.META.get("HTTP_ACCEPT", "") in _ANY_JSON_ACCEPT and not raw.META.get("QUERY_STRING"):
+            renderer = self.get_renderers()[0]  # type: ignore[attr-defined]
+            return renderer, renderer.media_type
+        return super().perform_content_negotiation(request, force)  # type: ignore[misc]
+
+
 PREDICT_REQUEST = inline_serializer(
     "PredictRequest",
     fields={
@@ -74,7 +93,7 @@ PREDICT_RESPONSE = inline_serializer(
 )
 
 
-class PredictView(APIView):
+class PredictView(_HotPathNegotiation, APIView):
     """`POST /v1/models/{m}[:predict | /versions/{v}:predict | /labels/{alias}:predict]`."""
 
     required_scope = "predict"
@@ -249,7 +268,7 @@ class ModelReadyView(APIView):
         )
 
 
-class InferView(APIView):
+class InferView(_HotPathNegotiation, APIView):
     """OIP v2 infer, JSON or with the binary tensor extension (tritonclient's default)."""
 
     required_scope = "predict"
