@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("inference.urls")),
     path("", include("models_registry.urls")),
     path("", include("billing.urls")),
+    path("", include("batches.urls")),
     path("metrics", views.metrics, name="metrics"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
