@@ -222,7 +222,7 @@ def _duplicates(batch: Batch, state: _Validation) -> list[dict[str, Any]]:
 
 def _start(batch: Batch, state: _Validation, rejected_name: str) -> None:
     with transaction.atomic():
-        BatchChunk.objects.filter(batch=batch).delete()  # a re-run validation starts over
+        # Conditional on `validating`: of two validations of one batch (a redelivered message), one wins.
         started = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING).update(
             status=Batch.Status.IN_PROGRESS,
             in_progress_at=timezone.now(),
@@ -233,11 +233,12 @@ def _start(batch: Batch, state: _Validation, rejected_name: str) -> None:
             errors=state.errors,
             validation_errors_name=rejected_name,
         )
-        if not started:  # cancelled while validating
-            Batch.objects.filter(pk=batch.pk).update(
-                validation_errors_name=rejected_name, total=state.lines, failed=state.invalid
-            )
-            _queue_finalize(batch.pk)
+        if not started:
+            stopped = Batch.objects.filter(
+                pk=batch.pk, status__in=[Batch.Status.CANCELLING, Batch.Status.EXPIRED], finalized_at__isnull=True
+            ).update(validation_errors_name=rejected_name, total=state.lines, failed=state.invalid)
+            if stopped:  # cancelled or expired while validating
+                _queue_finalize(batch.pk)
             return
         BatchChunk.objects.bulk_create(state.chunks)
         chunk_ids = list(BatchChunk.objects.filter(batch=batch).order_by("index").values_list("pk", flat=True))
