@@ -19,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.services import usage_record_batch_chunk
@@ -100,11 +100,24 @@ def _custom_id_hash(custom_id: str) -> int:
 
 def batch_validate(*, batch_id: int) -> None:
     """Stream the input once: check every line, cut chunks, then start them (or fail the batch)."""
-    batch = Batch.objects.select_related("input_file", "model_version").get(pk=batch_id)
-    if batch.status != Batch.Status.VALIDATING:
+    batch = Batch.objects.select_related("input_file", "model_version").filter(pk=batch_id).first()
+    if batch is None or batch.status != Batch.Status.VALIDATING or batch.failed_at:
         return
     if batch_expire_if_due(batch=batch):
         return
+    try:
+        _validate(batch)
+    except Exception:
+        logger.exception("batch validation crashed", extra={"batch": batch.uid})
+        error = {
+            "code": "validation_error",
+            "message": "The file could not be validated; it has been logged.",
+            "line": None,
+        }
+        batch_fail(batch=batch, errors=[error])
+
+
+def _validate(batch: Batch) -> None:
     if batch.input_file is None:
         batch_fail(
             batch=batch, errors=[{"code": "file_deleted", "message": "The input file was deleted.", "line": None}]
@@ -172,7 +185,7 @@ def _validate_lines(batch: Batch, state: _Validation, rejected: IO[bytes]) -> No
             current.lines += 1
             current.rows += item.rows
         end = batch.input_file.bytes
-    for chunk, following in zip(state.chunks, [*state.chunks[1:], None], strict=True):
+    for chunk, following in zip(state.chunks, [*state.chunks[1:], None][: len(state.chunks)], strict=True):
         chunk.byte_length = (following.byte_offset if following else end) - chunk.byte_offset
 
 
@@ -223,7 +236,7 @@ def _duplicates(batch: Batch, state: _Validation) -> list[dict[str, Any]]:
 def _start(batch: Batch, state: _Validation, rejected_name: str) -> None:
     with transaction.atomic():
         # Conditional on `validating`: of two validations of one batch (a redelivered message), one wins.
-        started = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING).update(
+        started = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING, expired_at__isnull=True).update(
             status=Batch.Status.IN_PROGRESS,
             in_progress_at=timezone.now(),
             total=state.lines,
@@ -234,9 +247,11 @@ def _start(batch: Batch, state: _Validation, rejected_name: str) -> None:
             validation_errors_name=rejected_name,
         )
         if not started:
-            stopped = Batch.objects.filter(
-                pk=batch.pk, status__in=[Batch.Status.CANCELLING, Batch.Status.EXPIRED], finalized_at__isnull=True
-            ).update(validation_errors_name=rejected_name, total=state.lines, failed=state.invalid)
+            stopped = (
+                Batch.objects.filter(pk=batch.pk, finalized_at__isnull=True, failed_at__isnull=True)
+                .filter(Q(status=Batch.Status.CANCELLING) | Q(expired_at__isnull=False))
+                .update(validation_errors_name=rejected_name, total=state.lines, failed=state.invalid)
+            )
             if stopped:  # cancelled or expired while validating
                 _queue_finalize(batch.pk)
             return
@@ -264,8 +279,8 @@ def batch_fail(
     *, batch: Batch, errors: list[dict[str, Any]], rejected_name: str = "", counts: _Validation | None = None
 ) -> None:
     with transaction.atomic():
-        failed = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING).update(
-            status=Batch.Status.FAILED,
+        # The status turns `failed` when finalisation has written the error file.
+        failed = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING, failed_at__isnull=True).update(
             failed_at=timezone.now(),
             errors=errors[: settings.BATCH_MAX_REPORTED_ERRORS],
             validation_errors_name=rejected_name,
@@ -280,13 +295,22 @@ def batch_fail(
 
 
 def batch_expire_if_due(*, batch: Batch) -> bool:
-    """Expire a batch past its completion window: pending chunks are skipped, running ones finish."""
+    """Expire a batch past its completion window: pending chunks are skipped, running ones finish.
+
+    `expired_at` stops the work at once; the status turns `expired` when finalisation has written the
+    partial output, so a client never sees a terminal status without its files.
+    """
+    if batch.expired_at is not None:
+        return True
     if batch.status not in (Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS) or batch.expires_at > timezone.now():
-        return batch.status == Batch.Status.EXPIRED
+        return False
     with transaction.atomic():
         expired = Batch.objects.filter(
-            pk=batch.pk, status__in=[Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS], expires_at__lte=timezone.now()
-        ).update(status=Batch.Status.EXPIRED, expired_at=timezone.now())
+            pk=batch.pk,
+            status__in=[Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS],
+            expires_at__lte=timezone.now(),
+            expired_at__isnull=True,
+        ).update(expired_at=timezone.now())
         if expired:
             chunks_skip_pending(batch_id=batch.pk)
     return True
@@ -320,7 +344,13 @@ def chunk_run(*, chunk_id: int) -> None:
     ).update(status=BatchChunk.Status.RUNNING, attempts=F("attempts") + 1, claim=claim, started_at=timezone.now())
     if not claimed:
         return
-    chunk = BatchChunk.objects.select_related("batch__input_file", "batch__model_version__model").get(pk=chunk_id)
+    chunk = (
+        BatchChunk.objects.select_related("batch__input_file", "batch__model_version__model")
+        .filter(pk=chunk_id)
+        .first()
+    )
+    if chunk is None:
+        return
     batch = chunk.batch
     if batch_expire_if_due(batch=batch) or batch.status != Batch.Status.IN_PROGRESS or batch.input_file is None:
         _chunk_finish(chunk, claim, BatchChunk.Status.SKIPPED, _ChunkResult(), "", "")
@@ -487,12 +517,18 @@ def _chunk_finish(
 
 # --- Finalisation ---------------------------------------------------------------------------------
 
-FINAL_STATUS = {
-    Batch.Status.FINALIZING: (Batch.Status.COMPLETED, "completed_at"),
-    Batch.Status.CANCELLING: (Batch.Status.CANCELLED, "cancelled_at"),
-    Batch.Status.EXPIRED: (Batch.Status.EXPIRED, None),
-    Batch.Status.FAILED: (Batch.Status.FAILED, None),
-}
+
+def _final_status(batch: Batch) -> tuple[str, str | None] | None:
+    """The status finalisation ends in (and the timestamp it sets), or None if it is not time yet."""
+    if batch.status == Batch.Status.CANCELLING:
+        return Batch.Status.CANCELLED, "cancelled_at"
+    if batch.failed_at:
+        return Batch.Status.FAILED, None
+    if batch.expired_at:
+        return Batch.Status.EXPIRED, None
+    if batch.status == Batch.Status.FINALIZING:
+        return Batch.Status.COMPLETED, "completed_at"
+    return None
 
 
 def batch_finalize(*, batch_id: int) -> None:
@@ -506,15 +542,16 @@ def batch_finalize(*, batch_id: int) -> None:
         status=Batch.Status.FINALIZING, finalizing_at=timezone.now()
     )
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().select_related("model_version").get(pk=batch_id)
-        if batch.finalized_at is not None or batch.status not in FINAL_STATUS:
+        batch = Batch.objects.select_for_update().select_related("model_version").filter(pk=batch_id).first()
+        final = _final_status(batch) if batch is not None else None
+        if batch is None or final is None or batch.finalized_at is not None:
             return
         chunks = list(BatchChunk.objects.filter(batch=batch).order_by("index").values_list("output_name", "error_name"))
         batch.output_file = _join(batch, "output", [o for o, _ in chunks if o], header=_output_header(batch))
         batch.error_file = _join(
             batch, "errors", [n for n in [batch.validation_errors_name, *(e for _, e in chunks)] if n]
         )
-        status, stamp = FINAL_STATUS[Batch.Status(batch.status)]
+        status, stamp = final
         batch.status = status
         now = timezone.now()
         if stamp:
@@ -580,7 +617,10 @@ def batches_sweep() -> None:
         ]
     )
     _queue_chunks(chunk_ids)
-    for batch_id in Batch.objects.filter(status__in=[*FINAL_STATUS], finalized_at__isnull=True).values_list(
-        "pk", flat=True
-    )[:100]:
+    unfinalised = Batch.objects.filter(finalized_at__isnull=True).filter(
+        Q(status__in=[Batch.Status.FINALIZING, Batch.Status.CANCELLING])
+        | Q(failed_at__isnull=False)
+        | Q(expired_at__isnull=False)
+    )
+    for batch_id in unfinalised.values_list("pk", flat=True)[:100]:
         _queue_finalize(batch_id)

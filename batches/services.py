@@ -195,7 +195,10 @@ def batch_cancel(*, organisation_id: int, uid: str) -> Batch:
         return batch
     with transaction.atomic():
         cancelled = Batch.objects.filter(
-            pk=batch.pk, status__in=[Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS]
+            pk=batch.pk,
+            status__in=[Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS],
+            failed_at__isnull=True,
+            expired_at__isnull=True,
         ).update(status=Batch.Status.CANCELLING, cancelling_at=timezone.now())
         if not cancelled:
             raise Conflict(f"A batch that is {batch.status} cannot be cancelled.", code="batch_not_cancellable")

@@ -33,7 +33,7 @@ BATCH_TAGS = ["batches"]
 def _principal(request: Request) -> Principal:
     principal = request_principal(request)
     assert principal is not None  # HasAPIKey ran first
-    usage_of(request).face = "batch"
+    usage_of(request).face = "batches"  # API calls; billed chunks are face "batch"
     return principal
 
 

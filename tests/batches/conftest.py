@@ -29,11 +29,18 @@ TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
 @pytest.fixture(scope="session")
-def batch_worker(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def batch_worker(
+    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """A real Celery worker (prefork, 2 processes) on the test database, with WORKER_ENV."""
     from tests import live
 
-    with django_db_blocker.unblock(), live.celery_worker(tmp_path_factory.mktemp("batch-celery"), concurrency=2, name="batch", **WORKER_ENV) as worker:
+    with (
+        django_db_blocker.unblock(),
+        live.celery_worker(
+            tmp_path_factory.mktemp("batch-celery"), concurrency=2, name="batch", **WORKER_ENV
+        ) as worker,
+    ):
         yield worker
 
 
@@ -50,7 +57,8 @@ def rows(count: int, seed: int = 0) -> list[list[float]]:
 
 def jsonl(count: int, *, seed: int = 0, prefix: str = "req") -> bytes:
     return b"".join(
-        json.dumps({"custom_id": f"{prefix}-{i}", "instances": [row]}).encode() + b"\n" for i, row in enumerate(rows(count, seed))
+        json.dumps({"custom_id": f"{prefix}-{i}", "instances": [row]}).encode() + b"\n"
+        for i, row in enumerate(rows(count, seed))
     )
 
 
@@ -116,7 +124,9 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            state.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "path": self.path})
+            state.requests.append(
+                {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "path": self.path}
+            )
             self.send_response(state.statuses.pop(0) if state.statuses else 200)
             self.end_headers()
 
@@ -131,3 +141,12 @@ def receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def no_queue(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """In-process API tests with no worker: record the validations that would be queued."""
+    queued: list[int] = []
+    monkeypatch.setattr("batches.tasks.batch_validate.delay", queued.append)
+    monkeypatch.setattr("batches.tasks.webhook_deliver.delay", lambda *_: None)
+    return queued
