@@ -70,3 +70,7 @@ bench: $(STAMP) ## Online inference benchmark (see docs/benchmarks.md)
 
 clean:
 	rm -rf var staticfiles test-artifacts .pytest_cache .mypy_cache .ruff_cache
+
+bench-batch: $(STAMP) ## Batch benchmark: 1M rows through API + Celery vs the single-process loop (BENCH_ROWS=...)
+	bash .ci/services
+	$(PY) bench/batch.py --rows $${BENCH_ROWS:-1000000} --workers 1 2 --rss-rows $${BENCH_RSS_ROWS:-100000}
