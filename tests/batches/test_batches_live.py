@@ -40,7 +40,7 @@ def test_it_predicts_what_the_online_api_predicts(transactional_db, batch_worker
     ]
     online = api.post_json(
         "/v1/models/diabetes:predict",
-        {"instances": [json.loads(l)["instances"][0] for l in jsonl(3, seed=7).splitlines()]},
+        {"instances": [json.loads(raw)["instances"][0] for raw in jsonl(3, seed=7).splitlines()]},
     )
     assert batch_predictions == online.json()["predictions"]
 
@@ -55,7 +55,8 @@ def test_it_accepts_columnar_inputs_lines_and_several_rows_per_line(transactiona
     done = wait(api, create(api, upload(api, data)["id"])["id"])
     assert done["status"] == "completed"
     out = {line["custom_id"]: line["response"] for line in json_lines(content(api, done["output_file_id"]))}
-    assert len(out["a"]["outputs"]) == 3 and len(out["b"]["predictions"]) == 2
+    assert len(out["a"]["outputs"]) == 3
+    assert len(out["b"]["predictions"]) == 2
     assert sum(UsageRecord.objects.filter(face="batch").values_list("units", flat=True)) == 5
 
 
@@ -123,17 +124,21 @@ def test_it_reports_bad_files(transactional_db, batch_worker, api, diabetes, nam
     assert done["request_counts"] == {"total": 40, "completed": 39, "failed": 1}
     assert done["errors"]["data"] == [{"code": code, "message": done["errors"]["data"][0]["message"], "line": line}]
     (error,) = json_lines(content(api, done["error_file_id"]))
-    assert error["line"] == line and error["error"]["code"] == code and error["response"] is None
+    assert error["line"] == line
+    assert error["error"]["code"] == code
+    assert error["response"] is None
     assert len(json_lines(content(api, done["output_file_id"]))) == 39
     assert sum(UsageRecord.objects.filter(face="batch").values_list("units", flat=True)) == 39
 
 
 def test_it_refuses_empty_and_oversized_uploads(transactional_db, api, settings):
     empty = api.post("/v1/files", {"file": SimpleUploadedFile("e.jsonl", b""), "purpose": "batch"})
-    assert empty.status_code == 400 and empty.json()["error"]["code"] == "empty_file"
+    assert empty.status_code == 400
+    assert empty.json()["error"]["code"] == "empty_file"
     settings.FILE_MAX_BYTES = 1000
     big = api.post("/v1/files", {"file": SimpleUploadedFile("big.jsonl", jsonl(100)), "purpose": "batch"})
-    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
+    assert big.status_code == 413
+    assert big.json()["error"]["code"] == "payload_too_large"
 
 
 def test_it_cancels_a_running_batch_and_keeps_partial_output(transactional_db, batch_worker, api, diabetes):
@@ -142,21 +147,26 @@ def test_it_cancels_a_running_batch_and_keeps_partial_output(transactional_db, b
     while running["status"] == "in_progress" and running["request_counts"]["completed"] == 0:
         running = api.get(f"/v1/batches/{batch['id']}").json()
     cancel = api.post(f"/v1/batches/{batch['id']}/cancel")
-    assert cancel.status_code == 200 and cancel.json()["status"] in ("cancelling", "cancelled")
+    assert cancel.status_code == 200
+    assert cancel.json()["status"] in ("cancelling", "cancelled")
     done = wait(api, batch["id"], timeout=30)
-    assert done["status"] == "cancelled" and done["cancelled_at"] and done["cancelling_at"]
+    assert done["status"] == "cancelled"
+    assert done["cancelled_at"]
+    assert done["cancelling_at"]
     counts = done["request_counts"]
     assert 0 < counts["completed"] < 10_000
     assert len(json_lines(content(api, done["output_file_id"]))) == counts["completed"]
     assert sum(UsageRecord.objects.filter(face="batch").values_list("units", flat=True)) == counts["completed"]
     again = api.post(f"/v1/batches/{batch['id']}/cancel")
-    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    assert again.status_code == 200
+    assert again.json()["status"] == "cancelled"
 
 
 def test_it_expires_a_batch_past_its_completion_window(transactional_db, batch_worker, api, diabetes):
     batch = create(api, upload(api, jsonl(10_000))["id"], completion_window="3s")
     done = wait(api, batch["id"], timeout=60)
-    assert done["status"] == "expired" and done["expired_at"]
+    assert done["status"] == "expired"
+    assert done["expired_at"]
     assert done["request_counts"]["completed"] < 10_000
     if done["request_counts"]["completed"]:
         assert len(json_lines(content(api, done["output_file_id"]))) == done["request_counts"]["completed"]
@@ -176,12 +186,15 @@ def test_it_replays_the_same_idempotent_create_and_refuses_another_body(transact
         {"input_file_id": file["id"], "model": "diabetes", "metadata": {"a": "b"}},
         HTTP_IDEMPOTENCY_KEY="k-1",
     )
-    assert first.status_code == 201 and second.status_code == 200
+    assert first.status_code == 201
+    assert second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
-    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
     assert len(queued) == 1
     fresh = api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes"}, HTTP_IDEMPOTENCY_KEY="k-2")
-    assert fresh.status_code == 201 and fresh.json()["id"] != first.json()["id"]
+    assert fresh.status_code == 201
+    assert fresh.json()["id"] != first.json()["id"]
 
 
 def test_it_keeps_the_version_resolved_at_creation_when_the_alias_moves(transactional_db, batch_worker, api, diabetes):

@@ -2,6 +2,7 @@
 retries with a delivery log, and the SSRF guard at creation and at send time."""
 
 import json
+import time
 
 import pytest
 from standardwebhooks import Webhook
@@ -78,7 +79,9 @@ def test_it_rechecks_the_target_at_send_time(api, diabetes, settings, receiver, 
 
 
 @pytest.mark.live
-def test_it_delivers_a_signed_event_and_retries_after_a_failure(transactional_db, batch_worker, api, diabetes, org, receiver):
+def test_it_delivers_a_signed_event_and_retries_after_a_failure(
+    transactional_db, batch_worker, api, diabetes, org, receiver
+):
     receiver.statuses = [500]
     batch = create(api, upload(api, jsonl(20))["id"], webhook_url=receiver.url)
     done = wait(api, batch["id"])
@@ -88,12 +91,12 @@ def test_it_delivers_a_signed_event_and_retries_after_a_failure(transactional_db
         delivery.refresh_from_db()
         if delivery.status != "pending":
             break
-        import time
-
         time.sleep(0.1)
     assert delivery.status == "delivered"
     assert delivery.attempts == 2
-    assert list(WebhookAttempt.objects.filter(delivery=delivery).order_by("number").values_list("status_code", flat=True)) == [500, 200]
+    assert list(
+        WebhookAttempt.objects.filter(delivery=delivery).order_by("number").values_list("status_code", flat=True)
+    ) == [500, 200]
     assert len(receiver.requests) == 2
     first, second = receiver.requests
     assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"] == delivery.message_id

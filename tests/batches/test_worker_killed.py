@@ -1,5 +1,6 @@
 """A worker SIGKILLed in the middle of a job: another worker finishes it, exactly once."""
 
+import contextlib
 import os
 import signal
 import time
@@ -23,10 +24,8 @@ def _kill_hard(pid: int) -> None:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     os.kill(pid, signal.SIGKILL)
     for child in children:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(int(child), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_it_completes_a_job_whose_worker_was_killed_mid_job(transactional_db, api, diabetes, monkeypatch, tmp_path):
@@ -52,4 +51,6 @@ def test_it_completes_a_job_whose_worker_was_killed_mid_job(transactional_db, ap
     assert len(custom_ids) == len(set(custom_ids)) == total
     billed = UsageRecord.objects.filter(face="batch")
     assert sum(billed.values_list("units", flat=True)) == total
-    assert billed.count() == BatchChunk.objects.filter(batch__uid=batch["id"]).count() == done["progress"]["chunks_total"]
+    assert (
+        billed.count() == BatchChunk.objects.filter(batch__uid=batch["id"]).count() == done["progress"]["chunks_total"]
+    )
