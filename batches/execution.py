@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import IO, Any
 
 import numpy as np
+import orjson
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -88,10 +89,34 @@ class _Validation:
     errors: list[dict[str, Any]] = field(default_factory=list)
     chunks: list[BatchChunk] = field(default_factory=list)
     hashes: array = field(default_factory=lambda: array("q"))
+    buffer: "_TensorBuffer | None" = None
 
     def report(self, code: str, message: str, line: int | None) -> None:
         if len(self.errors) < settings.BATCH_MAX_REPORTED_ERRORS:
             self.errors.append({"code": code, "message": message, "line": line})
+
+
+@dataclass
+class _TensorBuffer:
+    """One chunk's parsed requests, kept until the chunk is cut and stored as tensors."""
+
+    chunk: BatchChunk
+    meta: dict[str, list[Any]] = field(
+        default_factory=lambda: {"numbers": [], "custom_ids": [], "forms": [], "rows": [], "csv_values": []}
+    )
+    feeds: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def add(self, request: Request) -> None:
+        for key, value in (
+            ("numbers", request.number),
+            ("custom_ids", request.custom_id),
+            ("forms", request.form),
+            ("rows", request.rows),
+            ("csv_values", request.csv_values),
+        ):
+            self.meta[key].append(value)
+        for name, array_ in request.feeds.items():
+            self.feeds.setdefault(name, []).append(array_)
 
 
 def _custom_id_hash(custom_id: str) -> int:
@@ -172,6 +197,7 @@ def _validate_lines(batch: Batch, state: _Validation, rejected: IO[bytes]) -> No
             state.hashes.append(_custom_id_hash(item.custom_id))
             state.rows += item.rows
             if current is None or current.rows >= chunk_rows:
+                _tensors_flush(batch, state)
                 current = BatchChunk(
                     batch=batch,
                     index=len(state.chunks),
@@ -182,11 +208,39 @@ def _validate_lines(batch: Batch, state: _Validation, rejected: IO[bytes]) -> No
                     rows=0,
                 )
                 state.chunks.append(current)
+                state.buffer = _TensorBuffer(chunk=current)
+            assert state.buffer is not None
+            state.buffer.add(item)
             current.lines += 1
             current.rows += item.rows
         end = batch.input_file.bytes
+    _tensors_flush(batch, state)
     for chunk, following in zip(state.chunks, [*state.chunks[1:], None][: len(state.chunks)], strict=True):
         chunk.byte_length = (following.byte_offset if following else end) - chunk.byte_offset
+
+
+def _tensors_flush(batch: Batch, state: _Validation) -> None:
+    """Store the parsed chunk as tensors (.npz), so running it needs no second parse of the text.
+
+    Validation already paid for parsing every line; keeping its result makes the chunks pure model
+    work. A chunk whose feeds do not stack (different trailing shapes, strings) re-parses its lines.
+    """
+    buffer, state.buffer = state.buffer, None
+    if buffer is None:
+        return
+    try:
+        arrays = {f"feed:{name}": np.concatenate(parts) for name, parts in buffer.feeds.items()}
+    except ValueError:
+        return
+    if any(array_.dtype == object for array_ in arrays.values()):
+        return
+    arrays["meta"] = np.frombuffer(orjson.dumps(buffer.meta), dtype=np.uint8)
+    prefix = storage.batch_prefix(organisation_id=batch.organisation_id, batch_uid=batch.uid)
+    with storage.spool() as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
+        buffer.chunk.tensors_name = storage.store(
+            f"{prefix}/parts/{buffer.chunk.index:06d}-{uuid.uuid4().hex}.npz", handle
+        )
 
 
 def _verdict(batch: Batch, state: _Validation) -> list[dict[str, Any]]:
@@ -382,6 +436,23 @@ def _chunk_work(chunk: BatchChunk, claim: str, *, poison: bool) -> None:
         storage.delete_quietly([out_name, err_name])  # another attempt owns this chunk now
 
 
+def _chunk_requests(chunk: BatchChunk) -> Iterator[Request]:
+    """The chunk's valid requests: from the tensors validation stored, else by parsing its lines."""
+    if not chunk.tensors_name:
+        yield from _chunk_lines(chunk, _parser(chunk.batch))
+        return
+    with storage.open_read(chunk.tensors_name) as handle, np.load(handle, allow_pickle=False) as data:
+        meta = orjson.loads(data["meta"].tobytes())
+        feeds = {key.removeprefix("feed:"): data[key] for key in data.files if key.startswith("feed:")}
+    start = 0
+    for number, custom_id, form, rows, csv_values in zip(
+        meta["numbers"], meta["custom_ids"], meta["forms"], meta["rows"], meta["csv_values"], strict=True
+    ):
+        sliced = {name: value[start : start + rows] for name, value in feeds.items()}
+        yield Request(number=number, custom_id=custom_id, form=form, feeds=sliced, rows=rows, csv_values=csv_values)
+        start += rows
+
+
 def _chunk_lines(chunk: BatchChunk, parser: Parser) -> Iterator[Request]:
     """The chunk's valid requests (bad lines were reported by validation and are skipped here)."""
     batch = chunk.batch
@@ -397,7 +468,7 @@ def _chunk_lines(chunk: BatchChunk, parser: Parser) -> Iterator[Request]:
 
 def _chunk_poison(chunk: BatchChunk, err: IO[bytes], result: _ChunkResult) -> None:
     message = f"This chunk failed {chunk.attempts - 1} times; its lines were not run again."
-    for request in _chunk_lines(chunk, _parser(chunk.batch)):
+    for request in _chunk_requests(chunk):
         err.write(
             error_line(
                 batch_uid=chunk.batch.uid,
@@ -416,7 +487,7 @@ def _chunk_predict(chunk: BatchChunk, out: IO[bytes], err: IO[bytes], result: _C
     writer = _Writer(batch, out, err, result)
     group: list[Request] = []
     rows = 0
-    for request in _chunk_lines(chunk, _parser(batch)):
+    for request in _chunk_requests(chunk):
         group.append(request)
         rows += request.rows
         if rows >= settings.BATCH_SUB_BATCH_ROWS:
