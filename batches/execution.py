@@ -441,16 +441,24 @@ def _chunk_requests(chunk: BatchChunk) -> Iterator[Request]:
     if not chunk.tensors_name:
         yield from _chunk_lines(chunk, _parser(chunk.batch))
         return
+    yield from _chunk_tensors(chunk)[0]
+
+
+def _chunk_tensors(chunk: BatchChunk) -> tuple[list[Request], dict[str, np.ndarray]]:
+    """The requests validation stored for the chunk (feeds are views into the stacked arrays)."""
     with storage.open_read(chunk.tensors_name) as handle, np.load(handle, allow_pickle=False) as data:
         meta = orjson.loads(data["meta"].tobytes())
         feeds = {key.removeprefix("feed:"): data[key] for key in data.files if key.startswith("feed:")}
-    start = 0
+    requests, start = [], 0
     for number, custom_id, form, rows, csv_values in zip(
         meta["numbers"], meta["custom_ids"], meta["forms"], meta["rows"], meta["csv_values"], strict=True
     ):
         sliced = {name: value[start : start + rows] for name, value in feeds.items()}
-        yield Request(number=number, custom_id=custom_id, form=form, feeds=sliced, rows=rows, csv_values=csv_values)
+        requests.append(
+            Request(number=number, custom_id=custom_id, form=form, feeds=sliced, rows=rows, csv_values=csv_values)
+        )
         start += rows
+    return requests, feeds
 
 
 def _chunk_lines(chunk: BatchChunk, parser: Parser) -> Iterator[Request]:
@@ -485,16 +493,26 @@ def _chunk_predict(chunk: BatchChunk, out: IO[bytes], err: IO[bytes], result: _C
     batch = chunk.batch
     servable = servable_from_version(batch.model_version)
     writer = _Writer(batch, out, err, result)
+    stacked: dict[str, np.ndarray] | None = None
+    if chunk.tensors_name:
+        requests, stacked = _chunk_tensors(chunk)
     group: list[Request] = []
-    rows = 0
-    for request in _chunk_requests(chunk):
+    rows = start = 0
+    for request in requests if stacked is not None else _chunk_requests(chunk):
         group.append(request)
         rows += request.rows
         if rows >= settings.BATCH_SUB_BATCH_ROWS:
-            _run_group(servable, group, writer)
-            group, rows = [], 0
+            _run_group(servable, group, writer, _rows_of(stacked, start, rows))
+            group, start, rows = [], start + rows, 0
     if group:
-        _run_group(servable, group, writer)
+        _run_group(servable, group, writer, _rows_of(stacked, start, rows))
+
+
+def _rows_of(stacked: dict[str, np.ndarray] | None, start: int, rows: int) -> dict[str, np.ndarray] | None:
+    """A sub-batch's feeds as contiguous views of the chunk's stacked arrays (no copy, no concatenate)."""
+    if stacked is None:
+        return None
+    return {name: value[start : start + rows] for name, value in stacked.items()}
 
 
 class _Writer:
@@ -519,10 +537,13 @@ class _Writer:
         self.result.failed_lines += 1
 
 
-def _run_group(servable: Servable, group: list[Request], writer: _Writer) -> None:
+def _run_group(
+    servable: Servable, group: list[Request], writer: _Writer, feeds: dict[str, np.ndarray] | None = None
+) -> None:
     """One vectorised ONNX Runtime call for the group; on failure, one call per line to isolate it."""
     try:
-        feeds = {name: np.concatenate([r.feeds[name] for r in group]) for name in group[0].feeds}
+        if feeds is None:
+            feeds = {name: np.concatenate([r.feeds[name] for r in group]) for name in group[0].feeds}
         outputs = predict(servable=servable, feeds=feeds)
     except Exception as exc:
         if len(group) > 1:
