@@ -107,14 +107,12 @@ class _TensorBuffer:
     feeds: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     def add(self, request: Request) -> None:
-        for key, value in (
-            ("numbers", request.number),
-            ("custom_ids", request.custom_id),
-            ("forms", request.form),
-            ("rows", request.rows),
-            ("csv_values", request.csv_values),
-        ):
-            self.meta[key].append(value)
+        meta = self.meta
+        meta["numbers"].append(request.number)
+        meta["custom_ids"].append(request.custom_id)
+        meta["forms"].append(request.form)
+        meta["rows"].append(request.rows)
+        meta["csv_values"].append(request.csv_values)
         for name, array_ in request.feeds.items():
             self.feeds.setdefault(name, []).append(array_)
 
