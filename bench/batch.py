@@ -81,9 +81,9 @@ def make_file(path: Path, rows: int) -> None:
             )
 
 
-def single_process(path: Path, out_path: Path, version: Any, sub_batch: int) -> float:
+def single_process(path: Path, out_path: Path, version: Any, sub_batch: int) -> tuple[float, float]:
     """The limit: read, parse, run ORT in sub-batches, write the same output lines, in one loop."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     session = runtime.new_session(runtime_path(version), intra_op_threads=settings.ORT_INTRA_OP_THREADS)
     names = [o.name for o in session.get_outputs()]
     parser = parser_for("jsonl", version.signature, max_rows=settings.INFERENCE_MAX_ROWS, nan_policy="reject")
@@ -96,7 +96,7 @@ def single_process(path: Path, out_path: Path, version: Any, sub_batch: int) -> 
                 group = []
         if group:
             _run(session, names, group, out)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu_started
 
 
 def _run(session: Any, names: list[str], group: list[Request], out: Any) -> None:
@@ -124,6 +124,15 @@ def _vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (this machine is shared: wall time is noisy)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
     with _workers(workers) as procs:
@@ -137,6 +146,8 @@ def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, An
                 timeout=600,
             ).json()
         uploaded = time.perf_counter()
+        pids = [pid for proc in procs for pid in [proc.process.pid, *_pool_pids(proc.process.pid)]]
+        cpu_before = _cpu_seconds(pids)
         batch = requests.post(
             server.url + "/v1/batches", headers=headers, json={"input_file_id": file["id"], "model": MODEL}, timeout=60
         ).json()
@@ -144,6 +155,7 @@ def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, An
             time.sleep(0.25)
             batch = requests.get(server.url + f"/v1/batches/{batch['id']}", headers=headers, timeout=60).json()
         finished = time.perf_counter()
+        cpu = _cpu_seconds(pids) - cpu_before
         size = 0
         with requests.get(
             server.url + f"/v1/files/{batch['output_file_id']}/content", headers=headers, stream=True, timeout=600
@@ -161,6 +173,7 @@ def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, An
         "end_to_end_s": downloaded - started,
         "output_bytes": size,
         "peak_rss_mb": peak,
+        "worker_cpu_s": cpu,
     }
 
 
@@ -210,14 +223,20 @@ def main() -> None:
     data = WORK / "rows.jsonl"
     make_file(data, args.rows)
     results["file_mb"] = round(data.stat().st_size / 1e6, 1)
-    baseline = single_process(data, WORK / "baseline.jsonl", version, settings.BATCH_SUB_BATCH_ROWS)
-    results["single_process"] = {"seconds": round(baseline, 2), "rows_per_s": round(args.rows / baseline)}
+    baseline, baseline_cpu = single_process(data, WORK / "baseline.jsonl", version, settings.BATCH_SUB_BATCH_ROWS)
+    results["single_process"] = {
+        "seconds": round(baseline, 2),
+        "rows_per_s": round(args.rows / baseline),
+        "cpu_s": round(baseline_cpu, 2),
+        "rows_per_cpu_s": round(args.rows / baseline_cpu),
+    }
     print(json.dumps(results["single_process"]), flush=True)
     with live.gunicorn(WORK, workers=2) as server:
         for count in args.workers:
             run = through_api(data, key, count, server)
             run["rows_per_s_job"] = round(args.rows / run["job_s"])
             run["rows_per_s_end_to_end"] = round(args.rows / run["end_to_end_s"])
+            run["rows_per_worker_cpu_s"] = round(args.rows / run["worker_cpu_s"])
             results[f"workers_{count}"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}
             print(json.dumps({f"workers_{count}": results[f"workers_{count}"]}), flush=True)
         if args.rss_rows:
@@ -232,6 +251,10 @@ def main() -> None:
         )
         results["bar_one_worker_vs_limit_end_to_end"] = round(
             one["rows_per_s_end_to_end"] / results["single_process"]["rows_per_s"], 2
+        )
+    if one:
+        results["cpu_efficiency_one_worker_vs_limit"] = round(
+            one["rows_per_worker_cpu_s"] / results["single_process"]["rows_per_cpu_s"], 2
         )
     if one and results.get("workers_2"):
         results["bar_two_vs_one_workers_job"] = round(results["workers_2"]["rows_per_s_job"] / one["rows_per_s_job"], 2)
