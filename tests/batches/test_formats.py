@@ -32,6 +32,7 @@ def _outcome(parser, body):
     return request.form, request.feeds["input"]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e39 as FP32, line e
 @pytest.mark.parametrize("body", LINES, ids=[b["custom_id"] for b in LINES])
 def test_it_decides_like_the_full_rules(body):
     fast = JSONLParser(SIGNATURE, max_rows=4, nan_policy="reject")
