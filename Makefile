@@ -10,7 +10,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_WORKERS ?= 2
 
-.PHONY: help venv run seed worker beat test test-fast lint format typecheck schema migrations-check check-deploy ci bench bench-batch bench-edge clean
+.PHONY: help venv run seed worker beat test test-fast lint format typecheck schema migrations-check check-deploy ci bench bench-batch bench-edge clean bench-dashboard test-browser
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,7 +49,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 typecheck: $(STAMP) ## mypy with the Django and DRF plugins
-	$(VENV)/bin/mypy apiservice billing models_registry inference
+	$(VENV)/bin/mypy apiservice billing models_registry inference edge portal batches
 
 schema: $(STAMP) ## Validate the OpenAPI schema (warnings fail)
 	DJANGO_SETTINGS_MODULE=apiservice.settings_test $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
@@ -74,3 +74,19 @@ clean:
 bench-metering: $(STAMP) ## Metering on vs off on the same gunicorn + PostgreSQL + Redis stack (docs/billing.md)
 	bash .ci/services
 	$(PY) bench/metering.py
+
+bench-edge: $(STAMP) ## Edge bundles: size, build time, run.py latency per variant (see docs/edge.md)
+	$(PY) bench/edge.py
+
+bench-dashboard: $(STAMP) ## Staff dashboard with 1M ledger rows in PostgreSQL (see docs/portal.md)
+	bash .ci/services
+	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/mm_portal_bench} $(PY) bench/dashboard.py
+
+test-browser: $(STAMP) ## Only the Playwright + Chromium portal tests (needs /usr/bin/chromium)
+	bash .ci/services
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(VENV)/bin/pytest -m browser -q $(PYTEST_ARGS)
+
+bench-batch: $(STAMP) ## Batch benchmark: 1M rows through API + Celery vs the single-process loop (BENCH_ROWS=...)
+	bash .ci/services
+	$(PY) bench/batch.py --rows $${BENCH_ROWS:-1000000} --workers 1 2 --rss-rows $${BENCH_RSS_ROWS:-100000}

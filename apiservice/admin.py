@@ -22,8 +22,8 @@ class OrganisationAdmin(admin.ModelAdmin):
 class OrgAPIKeyAdmin(APIKeyModelAdmin):
     """The secret is shown once, on creation; only the prefix and hash are ever stored."""
 
-    list_display = [*APIKeyModelAdmin.list_display, "organisation", "last_used_at"]
-    list_filter = [*APIKeyModelAdmin.list_filter, "organisation"]
-    list_select_related = ["organisation"]
-    search_fields = ["prefix", "name", "organisation__name"]
-    readonly_fields = [*APIKeyModelAdmin.readonly_fields, "hashed_key", "last_used_at", "revoked_at"]
+    list_display = (*APIKeyModelAdmin.list_display, "organisation", "last_used_at")  # type: ignore[assignment]
+    list_filter = (*APIKeyModelAdmin.list_filter, "organisation")  # type: ignore[assignment]
+    list_select_related = ("organisation",)
+    search_fields = ("prefix", "name", "organisation__name")  # type: ignore[assignment]
+    readonly_fields = (*APIKeyModelAdmin.readonly_fields, "hashed_key", "last_used_at", "revoked_at")  # type: ignore[assignment]

@@ -164,7 +164,7 @@ def _translate(exc: Exception) -> tuple[int, str, str, str | None, dict[str, str
     if isinstance(exc, drf.NotAcceptable):
         return 406, "not_acceptable", str(exc.detail), None, {}
     if isinstance(exc, drf.Throttled):
-        wait = int(exc.wait or 1)
+        wait = int(getattr(exc, "wait", None) or 1)
         return 429, "rate_limited", "Too many requests.", None, {"Retry-After": str(wait)}
     if isinstance(exc, drf.APIException):
         return exc.status_code, str(exc.default_code), str(exc.detail), None, {}

@@ -1,6 +1,7 @@
 """Tenants, their members and their API keys."""
 
 import secrets
+from datetime import datetime
 from typing import ClassVar
 
 from django.conf import settings
@@ -55,6 +56,9 @@ class Membership(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "organisation"], name="uniq_membership")]
 
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organisation} ({self.role})"
+
 
 class PrefixedKeyGenerator(KeyGenerator):
     """Keys look like `mm_<8 chars>.<32 chars>`: scannable prefix, ~190 random bits of secret."""
@@ -87,7 +91,7 @@ class APIKey(AbstractAPIKey):
         indexes = [models.Index(fields=["organisation", "-created"], name="apikey_org_created")]
 
     @property
-    def expires_at(self) -> "timezone.datetime | None":
+    def expires_at(self) -> datetime | None:
         return self.expiry_date
 
     @property

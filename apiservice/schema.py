@@ -1,7 +1,7 @@
 """OpenAPI pieces shared by every app: the bearer scheme and the documented error envelopes."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
 ErrorDetail = inline_serializer(
@@ -27,6 +27,7 @@ ERROR_RESPONSES = _errors(
     {
         400: "Invalid request or input (names the offending `param`).",
         401: "Missing, malformed, unknown, revoked or expired API key.",
+        402: "Payment required: subscription cancelled or past due beyond the grace period.",
         403: "The key lacks the scope this endpoint needs.",
         404: "No such object visible to your organisation.",
         409: "Conflict (e.g. the version is not servable).",
@@ -42,8 +43,11 @@ OIP_ERROR_RESPONSES = _errors(
         400: "Invalid inference request.",
         401: "Missing or invalid API key.",
         403: "The key lacks the `predict` scope.",
+        402: "Payment required: subscription cancelled or past due beyond the grace period.",
         404: "Unknown model or version.",
+        409: "A request with this Idempotency-Key is still in flight (Retry-After).",
         413: "Request body over the size cap.",
+        422: "Idempotency-Key reused with another body.",
         429: "Rate limit or quota exceeded.",
         503: "The model version is not ready.",
     },
@@ -56,3 +60,34 @@ class BearerKeyScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema: object) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "mm_<prefix>.<secret>"}
+
+
+def paginated(name: str, item: object) -> object:
+    """The cursor-paginated list envelope around `item` (APIView lists are not detected by spectacular)."""
+    return inline_serializer(
+        name,
+        fields={
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializers.ListField(child=item),  # type: ignore[arg-type]
+        },
+    )
+
+
+MODEL_PATH = OpenApiParameter(
+    "model", str, OpenApiParameter.PATH, description="Model name.", examples=[OpenApiExample("iris", value="iris")]
+)
+VERSION_PATH = OpenApiParameter(
+    "version",
+    str,
+    OpenApiParameter.PATH,
+    description="A version number, an alias, or `latest`.",
+    examples=[OpenApiExample("number", value="1"), OpenApiExample("alias", value="production")],
+)
+LABEL_PATH = OpenApiParameter(
+    "label",
+    str,
+    OpenApiParameter.PATH,
+    description="An alias.",
+    examples=[OpenApiExample("production", value="production")],
+)

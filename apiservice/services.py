@@ -36,7 +36,7 @@ def api_key_create(
     unknown = sorted(set(scopes) - set(ALL_SCOPES))
     if unknown:
         raise InvalidInput(f"Unknown scopes: {', '.join(unknown)}.", param="scopes")
-    return APIKey.objects.create_key(
+    api_key, secret = APIKey.objects.create_key(
         organisation=organisation,
         name=name[:50],
         scopes=scopes,
@@ -44,6 +44,8 @@ def api_key_create(
         created_by=created_by if getattr(created_by, "pk", None) else None,
         **extra,
     )
+    assert isinstance(api_key, APIKey)
+    return api_key, secret
 
 
 def api_key_revoke(*, api_key: APIKey) -> APIKey:

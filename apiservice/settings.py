@@ -48,6 +48,9 @@ INSTALLED_APPS = [
     "models_registry",
     "inference",
     "billing",
+    "edge",
+    "portal",
+    "batches",
 ]
 
 MIDDLEWARE = [
@@ -155,9 +158,7 @@ if env.str("STORAGE_BACKEND", default="local") == "s3":
 STORAGES = {
     "default": _default_storage,
     "staticfiles": {
-        "BACKEND": env.str(
-            "STATICFILES_BACKEND", default="whitenoise.storage.CompressedManifestStaticFilesStorage"
-        )
+        "BACKEND": env.str("STATICFILES_BACKEND", default="whitenoise.storage.CompressedManifestStaticFilesStorage")
     },
 }
 # Request bodies above this are refused with 413 before they are parsed.
@@ -251,9 +252,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "apiservice.logging.RequestIdFilter"}},
     "formatters": {"json": {"()": "apiservice.logging.JSONFormatter"}},
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}
-    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
@@ -291,3 +290,68 @@ CELERY_BEAT_SCHEDULE.update(
         "billing-idempotency-purge": {"task": "billing.tasks.idempotency_purge", "schedule": 3600.0},
     }
 )
+# --- Edge bundles ---------------------------------------------------------------------------------
+# Ed25519 signing key for bundle manifests: a PKCS#8 PEM in EDGE_SIGNING_KEY (from a secret store) or a
+# file. With neither, a development key is generated once at VAR_DIR/edge-signing-key.pem (git-ignored).
+EDGE_SIGNING_KEY = env.str("EDGE_SIGNING_KEY", default="")
+EDGE_SIGNING_KEY_FILE = env.str("EDGE_SIGNING_KEY_FILE", default="")
+# Public keys of retired signing keys (base64 raw 32-byte keys or PEMs), still served at /v1/edge/keys.
+EDGE_EXTRA_PUBLIC_KEYS = env.list("EDGE_EXTRA_PUBLIC_KEYS", default=[])
+# A signed download URL works for this long (and is one billed download however many requests it takes).
+EDGE_DOWNLOAD_URL_SECONDS = env.int("EDGE_DOWNLOAD_URL_SECONDS", default=300)
+EDGE_GOLDEN_ROWS = env.int("EDGE_GOLDEN_ROWS", default=64)
+EDGE_INT8_MIN_LABEL_AGREEMENT = env.float("EDGE_INT8_MIN_LABEL_AGREEMENT", default=0.99)
+EDGE_INT8_MAX_RELATIVE_ERROR = env.float("EDGE_INT8_MAX_RELATIVE_ERROR", default=0.05)
+# A build still "building" after this long is taken over by the next delivery (its worker died).
+EDGE_BUILD_STALE_SECONDS = env.int("EDGE_BUILD_STALE_SECONDS", default=1800)
+# Queue a bundle (all variants) for a version whenever an alias moves to it.
+EDGE_BUILD_ON_ALIAS_MOVE = env.bool("EDGE_BUILD_ON_ALIAS_MOVE", default=False)
+# --- Portal and staff dashboards --------------------------------------------------------------------
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("portal.context_processors.features")  # type: ignore[index]
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:home"
+LOGOUT_REDIRECT_URL = "portal:login"
+# Password resets and invitations. The embedded default prints mail to the console; production sets
+# e.g. EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend with EMAIL_HOST/EMAIL_PORT/....
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ModelMeter <no-reply@localhost>")
+# Dotted paths called as hook(organisation=...) when someone signs up (billing: put them on the free plan).
+PORTAL_SIGNUP_HOOKS: list[str] = env.list("PORTAL_SIGNUP_HOOKS", default=[])
+# The dashboards read closed days from portal.UsageRollup; this keeps it fresh (idempotent, cheap).
+CELERY_BEAT_SCHEDULE["portal-usage-rollup"] = {"task": "portal.usage_rollup_refresh", "schedule": 600.0}
+# --- Batch inference ------------------------------------------------------------------------------
+# Upload cap for /v1/files (multipart bodies above it are refused with 413 by APIGatewayMiddleware).
+FILE_MAX_BYTES = env.int("FILE_MAX_BYTES", default=512 * 1024 * 1024)
+# Rows per chunk (one Celery task each) and per vectorised ONNX Runtime call inside a chunk.
+BATCH_CHUNK_ROWS = env.int("BATCH_CHUNK_ROWS", default=10_000)
+BATCH_SUB_BATCH_ROWS = env.int("BATCH_SUB_BATCH_ROWS", default=1024)
+# A batch fails validation when more than this fraction of its lines is bad (and at least one line is).
+BATCH_MAX_ERROR_RATE = env.float("BATCH_MAX_ERROR_RATE", default=0.1)
+BATCH_MAX_REPORTED_ERRORS = env.int("BATCH_MAX_REPORTED_ERRORS", default=100)
+# A chunk tried this many times (worker deaths included) is poison: its lines fail, the job goes on.
+BATCH_CHUNK_MAX_ATTEMPTS = env.int("BATCH_CHUNK_MAX_ATTEMPTS", default=3)
+BATCH_MIN_COMPLETION_WINDOW_SECONDS = env.int("BATCH_MIN_COMPLETION_WINDOW_SECONDS", default=60)
+BATCH_MAX_COMPLETION_WINDOW_SECONDS = env.int("BATCH_MAX_COMPLETION_WINDOW_SECONDS", default=7 * 24 * 3600)
+# Chunks still pending/running this long after their batch started are queued again by the sweep.
+BATCH_STALE_CHUNK_SECONDS = env.int("BATCH_STALE_CHUNK_SECONDS", default=15 * 60)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+WEBHOOK_BACKOFF_SECONDS = env.float("WEBHOOK_BACKOFF_SECONDS", default=10.0)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# Addresses or networks webhooks may reach although not public (tests: 127.0.0.1). Empty in production.
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+CELERY_BEAT_SCHEDULE["batches-sweep"] = {"task": "batches.tasks.batches_sweep", "schedule": 30.0}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # With acks_late, a message whose worker died is redelivered once it has been unacknowledged this
+    # long: keep it above the longest chunk (chunk claims make an early redelivery harmless).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+        "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+    }
+# The queue producers send to and workers consume (tests give a worker its own to isolate it).
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")

@@ -14,7 +14,7 @@ class UsageRecord(models.Model):
     """A call. `units` are rows predicted (0 for metadata calls and failures); billable if > 0."""
 
     request_id = models.CharField(max_length=160, unique=True)
-    client_request_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 (NULL = none sent)
+    client_request_id = models.CharField(max_length=128, blank=True, default="")
     organisation = models.ForeignKey("apiservice.Organisation", on_delete=models.PROTECT, related_name="+")
     api_key = models.ForeignKey("apiservice.APIKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     face = models.CharField(max_length=32)
@@ -45,7 +45,7 @@ class UsageRecord(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.request_id
+        return f"{self.request_id} {self.face} {self.units}u {self.status_code}"
 
     @property
     def billable(self) -> bool:

@@ -25,7 +25,9 @@ class LoadedModel:
     size_bytes: int
 
 
-def new_session(path: str | Path, *, intra_op_threads: int = 1, optimized_path: str | None = None) -> ort.InferenceSession:
+def new_session(
+    path: str | Path, *, intra_op_threads: int = 1, optimized_path: str | None = None
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
@@ -42,9 +44,7 @@ def sample_feeds(signature: Mapping[str, list[dict]], rows: int = 1) -> dict[str
     feeds: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(0)
     for spec in signature["inputs"]:
-        shape = [
-            (rows if index == 0 else 1) if dim < 0 else dim for index, dim in enumerate(spec["shape"])
-        ]
+        shape = [(rows if index == 0 else 1) if dim < 0 else dim for index, dim in enumerate(spec["shape"])]
         dtype = OIP_TO_NUMPY[spec["datatype"]]
         if spec["datatype"] == "BYTES":
             feeds[spec["name"]] = np.full(shape, "a", dtype=object)
@@ -132,3 +132,101 @@ def smoke_test(path: str | Path, signature: Mapping[str, list[dict]]) -> None:
     output_names = [o.name for o in session.get_outputs()]
     for rows in (1, 2):
         run_session(session, sample_feeds(signature, rows=rows), output_names)
+
+
+# --- Edge bundles: offline tools --------------------------------------------------------------------
+# `edge/` builds bundle variants through these functions so that onnxruntime stays behind this seam.
+
+_OFFLINE_LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    # "extended" is the highest level whose output is portable across CPUs: "all" adds layout
+    # transformations (NCHWc) tied to the building machine's instruction set.
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+}
+
+
+def optimize_offline(src: str | Path, dst: str | Path, *, level: str = "extended") -> None:
+    """Apply ONNX Runtime's graph optimisations to `src` and save the result as `dst` (ONNX)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = _OFFLINE_LEVELS[level]
+    options.optimized_model_filepath = str(dst)
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    ort.InferenceSession(str(src), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def quantize_dynamic_int8(src: str | Path, dst: str | Path) -> None:
+    """Dynamic (weight-only int8, activations at run time) quantisation of `src` into `dst`.
+
+    Pre-processing (shape inference + basic optimisation) runs first, without symbolic shape
+    inference (that needs sympy, which only transformer-style models benefit from).
+    """
+    import logging
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.ERROR)  # the quantiser warns on the root logger about pre-processing
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            prepared = Path(tmp) / "prepared.onnx"
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            quantize_dynamic(prepared, str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(previous)
+
+
+QUANTIZED_OP_TYPES = frozenset(
+    {
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "QLinearMatMul",
+        "QLinearConv",
+        "DynamicQuantizeLSTM",
+        "QAttention",
+        "DynamicQuantizeMatMul",
+        "QEmbedLayerNormalization",
+        "QGather",
+    }
+)
+
+
+def dynamic_quantization_op_types() -> frozenset[str]:
+    """The op types dynamic quantisation rewrites (so a model without any has no int8 variant)."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    return frozenset(IntegerOpsRegistry)
+
+
+def convert_to_ort_format(src: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
+    """Convert `src` to ORT format (fixed optimisations, for ORT mobile/minimal builds).
+
+    Returns the `.ort` file and its `required_operators.config` (the op list for a reduced build).
+    """
+    import contextlib
+    import io
+    import logging
+    import shutil
+    import tempfile
+
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # one INFO line per conversion
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "in"
+        staged.mkdir()
+        shutil.copyfile(src, staged / "model.onnx")
+        with contextlib.redirect_stdout(io.StringIO()):
+            convert_onnx_models_to_ort(staged, output_dir=out, optimization_styles=[OptimizationStyle.Fixed])
+    return out / "model.ort", out / "required_operators.config"
+
+
+def run_model_file(path: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Load any model file (.onnx or .ort) in a fresh single-threaded session and run every output."""
+    session = new_session(path, intra_op_threads=1)
+    return run_session(session, feeds, [o.name for o in session.get_outputs()])

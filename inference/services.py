@@ -87,7 +87,9 @@ def feeds_check(*, servable: Servable, feeds: Mapping[str, np.ndarray], param_pr
     )
 
 
-def predict(*, servable: Servable, feeds: Mapping[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
+def predict(
+    *, servable: Servable, feeds: Mapping[str, np.ndarray], output_names: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """Run checked feeds through the version's cached ONNX Runtime session."""
     loaded = runtime.loaded_model(key=servable.version_id, path=servable.path, signature=servable.signature)
     return runtime.run_session(loaded.session, feeds, output_names or loaded.output_names)

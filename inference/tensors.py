@@ -27,7 +27,9 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
     try:
         raw = np.asarray(data)
     except (ValueError, TypeError):
-        raise InvalidInput(f"Input '{name}' is a ragged list: every row must have the same length.", param=param) from None
+        raise InvalidInput(
+            f"Input '{name}' is a ragged list: every row must have the same length.", param=param
+        ) from None
     kind = raw.dtype.kind
     if kind == "O":
         if _is_ragged(data):
@@ -47,14 +49,16 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
     if kind == "b":
         raise InvalidInput(f"Input '{name}' expects numbers ({datatype}), got booleans.", param=param)
     if datatype in INT_TYPES:
-        if kind == "f":
+        # Integral decimals (3.0) are accepted, as most JSON encoders write them; fractions are not.
+        if kind == "f" and not (np.isfinite(raw).all() and (raw == np.floor(raw)).all()):
             raise InvalidInput(f"Input '{name}' expects integers ({datatype}), got decimals.", param=param)
         info = np.iinfo(target)
         if raw.size and (raw.min() < info.min or raw.max() > info.max):
             raise InvalidInput(f"Input '{name}' has values out of range for {datatype}.", param=param)
         return raw.astype(target, copy=False)
     if datatype in FLOAT_TYPES:
-        return raw.astype(target, copy=False)
+        with np.errstate(over="ignore"):  # overflow becomes inf, which the NaN policy then judges
+            return raw.astype(target, copy=False)
     raise InvalidInput(f"Input '{name}' has an unsupported datatype {datatype}.", param=param)
 
 
@@ -76,7 +80,7 @@ def check_feeds(
                 f"Unknown input '{name}'; this model's inputs are: {', '.join(specs)}.",
                 param=f"{param_prefix}.{name}",
             )
-    rows = 1
+    rows: int | None = None
     for name, spec in specs.items():
         param = f"{param_prefix}.{name}"
         if name not in feeds:
@@ -98,7 +102,13 @@ def check_feeds(
         if array.ndim and array.shape[0] == 0:
             raise InvalidInput(f"Input '{name}' is empty.", param=param)
         if array.ndim and expected[0] < 0:
-            rows = max(rows, int(array.shape[0]))
+            if rows is not None and array.shape[0] != rows:
+                raise InvalidInput(
+                    f"Input '{name}' has {array.shape[0]} rows but another input has {rows}; "
+                    "every input needs the same number of rows.",
+                    param=param,
+                )
+            rows = int(array.shape[0])
             if array.shape[0] > max_rows:
                 raise InvalidInput(
                     f"Input '{name}' has {array.shape[0]} rows; at most {max_rows} per request "
@@ -108,7 +118,7 @@ def check_feeds(
                 )
         if nan_policy == "reject" and array.dtype.kind == "f" and not np.isfinite(array).all():
             raise InvalidInput(f"Input '{name}' contains NaN or infinity.", code="non_finite_input", param=param)
-    return rows
+    return rows or 1
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -170,7 +180,9 @@ def _columnar_feeds(inputs: Any, specs: dict[str, dict[str, Any]]) -> dict[str, 
     names = list(specs)
     if isinstance(inputs, dict):
         return {
-            name: to_array(value, datatype=specs[name]["datatype"] if name in specs else "FP32", name=name, param=f"inputs.{name}")
+            name: to_array(
+                value, datatype=specs[name]["datatype"] if name in specs else "FP32", name=name, param=f"inputs.{name}"
+            )
             for name, value in inputs.items()
         }
     if len(names) > 1:
@@ -300,7 +312,9 @@ def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[
     return result
 
 
-def oip_outputs(outputs: Mapping[str, np.ndarray], wanted: list[tuple[str, bool]]) -> tuple[list[dict[str, Any]], bytes]:
+def oip_outputs(
+    outputs: Mapping[str, np.ndarray], wanted: list[tuple[str, bool]]
+) -> tuple[list[dict[str, Any]], bytes]:
     """Output tensors as OIP JSON (flat data) and, for binary ones, the concatenated raw bytes."""
     tensors, blobs = [], []
     for name, as_binary in wanted:

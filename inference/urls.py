@@ -27,16 +27,28 @@ register_converter(NameConverter, "mname")
 register_converter(RefConverter, "ref")
 
 urlpatterns = [
-    path("v1/models/<mname:model>:predict", views.PredictView.as_view(), name="predict"),
-    path("v1/models/<mname:model>/versions/<ref:version>:predict", views.PredictView.as_view(), name="predict-version"),
-    path("v1/models/<mname:model>/labels/<ref:label>:predict", views.PredictView.as_view(), name="predict-label"),
+    path("v1/models/<mname:model>:predict", views.PredictDefaultView.as_view(), name="predict"),
+    path(
+        "v1/models/<mname:model>/versions/<ref:version>:predict",
+        views.PredictVersionView.as_view(),
+        name="predict-version",
+    ),
+    path("v1/models/<mname:model>/labels/<ref:label>:predict", views.PredictLabelView.as_view(), name="predict-label"),
     path("v2/health/live", views.LiveView.as_view(), name="v2-live"),
     path("v2/health/ready", views.ReadyView.as_view(), name="v2-ready"),
     path("v2", views.ServerMetadataView.as_view(), name="v2-server"),
-    path("v2/models/<mname:model>", views.ModelMetadataView.as_view(), name="v2-model"),
-    path("v2/models/<mname:model>/ready", views.ModelReadyView.as_view(), name="v2-model-ready"),
-    path("v2/models/<mname:model>/infer", views.InferView.as_view(), name="v2-infer"),
-    path("v2/models/<mname:model>/versions/<ref:version>", views.ModelMetadataView.as_view(), name="v2-version"),
-    path("v2/models/<mname:model>/versions/<ref:version>/ready", views.ModelReadyView.as_view(), name="v2-version-ready"),
-    path("v2/models/<mname:model>/versions/<ref:version>/infer", views.InferView.as_view(), name="v2-version-infer"),
+    path("v2/models/<mname:model>", views.ModelMetadataDefaultView.as_view(), name="v2-model"),
+    path("v2/models/<mname:model>/ready", views.ModelReadyDefaultView.as_view(), name="v2-model-ready"),
+    path("v2/models/<mname:model>/infer", views.InferDefaultView.as_view(), name="v2-infer"),
+    path("v2/models/<mname:model>/versions/<ref:version>", views.ModelVersionMetadataView.as_view(), name="v2-version"),
+    path(
+        "v2/models/<mname:model>/versions/<ref:version>/ready",
+        views.ModelVersionReadyView.as_view(),
+        name="v2-version-ready",
+    ),
+    path(
+        "v2/models/<mname:model>/versions/<ref:version>/infer",
+        views.InferVersionView.as_view(),
+        name="v2-version-infer",
+    ),
 ]

@@ -9,8 +9,7 @@ from typing import Any
 import orjson
 from django.db import connection
 from django.http import HttpResponse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -21,7 +20,7 @@ from apiservice.auth import request_principal
 from apiservice.errors import InvalidInput, Unavailable
 from apiservice.middleware import usage_of
 from apiservice.renderers import dumps
-from apiservice.schema import ERROR_RESPONSES, OIP_ERROR_RESPONSES
+from apiservice.schema import ERROR_RESPONSES, LABEL_PATH, MODEL_PATH, OIP_ERROR_RESPONSES, VERSION_PATH
 from billing.models import Meter
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get
@@ -54,11 +53,32 @@ def _note_version(request: Request, servable: services.Servable) -> None:
     request._request.model_version_number = servable.number  # type: ignore[attr-defined]
 
 
+_ANY_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
+
+
+class _HotPathNegotiation:
+    """Skip DRF's Accept parsing on the inference hot path when its answer is already known.
+
+    Our one renderer is JSON: with no Accept header, `*/*` or `application/json`, and no
+    `?format=` override, DRF's negotiation picks it with its own media type. Anything else goes
+    through DRF unchanged (so an unacceptable Accept is still a 406).
+    """
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
+        raw = request._request
+        if raw.META.get("HTTP_ACCEPT", "") in _ANY_JSON_ACCEPT and not raw.META.get("QUERY_STRING"):
+            renderer = self.get_renderers()[0]  # type: ignore[attr-defined]
+            return renderer, renderer.media_type
+        return super().perform_content_negotiation(request, force)  # type: ignore[misc]
+
+
 PREDICT_REQUEST = inline_serializer(
     "PredictRequest",
     fields={
         "instances": serializers.ListField(
-            child=serializers.JSONField(), required=False, help_text="Rows; objects keyed by input name for several inputs."
+            child=serializers.JSONField(),
+            required=False,
+            help_text="Rows; objects keyed by input name for several inputs.",
         ),
         "inputs": serializers.JSONField(required=False, help_text="Columnar tensors, or {input name: tensor}."),
     },
@@ -73,13 +93,12 @@ PREDICT_RESPONSE = inline_serializer(
 )
 
 
-class PredictView(APIView):
+class PredictView(_HotPathNegotiation, APIView):
     """`POST /v1/models/{m}[:predict | /versions/{v}:predict | /labels/{alias}:predict]`."""
 
     required_scope = "predict"
 
     @extend_schema(
-        operation_id="predict",
         summary="Predict (TF-Serving / Vertex AI style)",
         request=PREDICT_REQUEST,
         responses={200: PREDICT_RESPONSE, **ERROR_RESPONSES},
@@ -108,7 +127,7 @@ class PredictView(APIView):
 
 # --- Open Inference Protocol v2 ------------------------------------------------------------------
 
-OIP_TENSOR = {
+OIP_TENSOR: dict[str, serializers.Field] = {
     "name": serializers.CharField(),
     "datatype": serializers.CharField(),
     "shape": serializers.ListField(child=serializers.IntegerField()),
@@ -121,7 +140,11 @@ OIP_INFER_REQUEST = inline_serializer(
         "inputs": serializers.ListField(
             child=inline_serializer(
                 "InferInputTensor",
-                fields={**OIP_TENSOR, "data": serializers.JSONField(required=False), "parameters": serializers.DictField(required=False)},
+                fields={
+                    **OIP_TENSOR,
+                    "data": serializers.JSONField(required=False),
+                    "parameters": serializers.DictField(required=False),
+                },
             )
         ),
         "outputs": serializers.ListField(
@@ -142,7 +165,11 @@ OIP_INFER_RESPONSE = inline_serializer(
         "outputs": serializers.ListField(
             child=inline_serializer(
                 "InferOutputTensor",
-                fields={**OIP_TENSOR, "data": serializers.JSONField(required=False), "parameters": serializers.DictField(required=False)},
+                fields={
+                    **OIP_TENSOR,
+                    "data": serializers.JSONField(required=False),
+                    "parameters": serializers.DictField(required=False),
+                },
             )
         ),
     },
@@ -176,7 +203,9 @@ class ReadyView(APIView):
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
 
-    @extend_schema(operation_id="v2_health_ready", responses={200: READY, 503: READY}, auth=[], tags=["open inference protocol"])
+    @extend_schema(
+        operation_id="v2_health_ready", responses={200: READY, 503: READY}, auth=[], tags=["open inference protocol"]
+    )
     def get(self, request: Request) -> Response:
         try:
             with connection.cursor() as cursor:
@@ -207,7 +236,7 @@ class ServerMetadataView(APIView):
 
 
 class ModelMetadataView(APIView):
-    @extend_schema(operation_id="v2_model_metadata", responses={200: OIP_METADATA, **OIP_ERROR_RESPONSES}, tags=["open inference protocol"])
+    @extend_schema(responses={200: OIP_METADATA, **OIP_ERROR_RESPONSES}, tags=["open inference protocol"])
     def get(self, request: Request, model: str, version: str | None = None) -> Response:
         organisation_id = _organisation_id(request)
         servable = services.servable_resolve(organisation_id=organisation_id, model_name=model, ref=version)
@@ -229,21 +258,22 @@ class ModelMetadataView(APIView):
 
 
 class ModelReadyView(APIView):
-    @extend_schema(operation_id="v2_model_ready", responses={200: READY, 503: READY, **OIP_ERROR_RESPONSES}, tags=["open inference protocol"])
+    @extend_schema(responses={200: READY, 503: READY, **OIP_ERROR_RESPONSES}, tags=["open inference protocol"])
     def get(self, request: Request, model: str, version: str | None = None) -> Response:
         servable = services.servable_resolve(organisation_id=_organisation_id(request), model_name=model, ref=version)
         _note_version(request, servable)
         ready = servable.status == ModelVersion.Status.READY
-        return Response({"ready": ready}, status=200 if ready else 503, headers={"X-Model-Version": str(servable.number)})
+        return Response(
+            {"ready": ready}, status=200 if ready else 503, headers={"X-Model-Version": str(servable.number)}
+        )
 
 
-class InferView(APIView):
+class InferView(_HotPathNegotiation, APIView):
     """OIP v2 infer, JSON or with the binary tensor extension (tritonclient's default)."""
 
     required_scope = "predict"
 
     @extend_schema(
-        operation_id="v2_infer",
         request=OIP_INFER_REQUEST,
         responses={200: OIP_INFER_RESPONSE, **OIP_ERROR_RESPONSES},
         parameters=[
@@ -285,3 +315,49 @@ class InferView(APIView):
             response = HttpResponse(head, content_type="application/json")
         response["X-Model-Version"] = str(servable.number)
         return response
+
+
+# One class per path, so every operation has its own stable operation id in the schema.
+@extend_schema_view(post=extend_schema(operation_id="predict", parameters=[MODEL_PATH]))
+class PredictDefaultView(PredictView):
+    pass
+
+
+@extend_schema_view(post=extend_schema(operation_id="predict_version", parameters=[MODEL_PATH, VERSION_PATH]))
+class PredictVersionView(PredictView):
+    pass
+
+
+@extend_schema_view(post=extend_schema(operation_id="predict_label", parameters=[MODEL_PATH, LABEL_PATH]))
+class PredictLabelView(PredictView):
+    pass
+
+
+@extend_schema_view(get=extend_schema(operation_id="v2_model_metadata", parameters=[MODEL_PATH]))
+class ModelMetadataDefaultView(ModelMetadataView):
+    pass
+
+
+@extend_schema_view(get=extend_schema(operation_id="v2_model_version_metadata", parameters=[MODEL_PATH, VERSION_PATH]))
+class ModelVersionMetadataView(ModelMetadataView):
+    pass
+
+
+@extend_schema_view(get=extend_schema(operation_id="v2_model_ready", parameters=[MODEL_PATH]))
+class ModelReadyDefaultView(ModelReadyView):
+    pass
+
+
+@extend_schema_view(get=extend_schema(operation_id="v2_model_version_ready", parameters=[MODEL_PATH, VERSION_PATH]))
+class ModelVersionReadyView(ModelReadyView):
+    pass
+
+
+@extend_schema_view(post=extend_schema(operation_id="v2_infer", parameters=[MODEL_PATH]))
+class InferDefaultView(InferView):
+    pass
+
+
+@extend_schema_view(post=extend_schema(operation_id="v2_infer_version", parameters=[MODEL_PATH, VERSION_PATH]))
+class InferVersionView(InferView):
+    pass

@@ -11,8 +11,8 @@ from .models import AliasMove, MLModel, ModelAlias, ModelVersion
 class VersionInline(admin.TabularInline):
     model = ModelVersion
     extra = 0
-    fields = ["number", "status", "sha256", "size_bytes", "opset", "created_at"]
-    readonly_fields = fields
+    fields = ("number", "status", "sha256", "size_bytes", "opset", "created_at")
+    readonly_fields = ("number", "status", "sha256", "size_bytes", "opset", "created_at")
     can_delete = False
     show_change_link = True
 
@@ -44,8 +44,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ["model__name", "sha256"]
     list_select_related = ["model"]
     readonly_fields = [
-        "model", "number", "file", "sha256", "size_bytes", "opset", "producer", "signature", "labels",
-        "status", "failure_reason", "created_at", "created_by",
+        "model",
+        "number",
+        "file",
+        "sha256",
+        "size_bytes",
+        "opset",
+        "producer",
+        "signature",
+        "labels",
+        "status",
+        "failure_reason",
+        "created_at",
+        "created_by",
     ]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
@@ -64,8 +75,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return  # versions are immutable
         aliases = [a.strip() for a in form.cleaned_data.get("aliases", "").split(",") if a.strip()]
         version = services.model_version_register(
-            model=form.cleaned_data["model"], content=form.cleaned_data["upload"].read(),
-            created_by=request.user, aliases=aliases,
+            model=form.cleaned_data["model"],
+            content=form.cleaned_data["upload"].read(),
+            created_by=request.user,
+            aliases=aliases,
         )
         obj.pk = version.pk
         if version.status == ModelVersion.Status.FAILED:

@@ -1,6 +1,8 @@
 """Demo and test models, built locally (no downloads): scikit-learn's bundled data + skl2onnx,
 or the `onnx` helper API. Used by `seed_demo`, the tests and the benchmarks."""
 
+from itertools import pairwise
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -21,7 +23,9 @@ def iris_classifier() -> bytes:
         options={id(model): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
-    return _renamed(onx, inputs={"X": "input"}, outputs={"output_label": "label", "output_probability": "probabilities"})
+    return _renamed(
+        onx, inputs={"X": "input"}, outputs={"output_label": "label", "output_probability": "probabilities"}
+    )
 
 
 def diabetes_regressor() -> bytes:
@@ -55,7 +59,7 @@ def dense_mlp(sizes: tuple[int, ...] = (256, 1024, 1024, 10), seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     current = "input"
-    for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for layer, (fan_in, fan_out) in enumerate(pairwise(sizes)):
         weight = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
         bias = np.zeros(fan_out, dtype=np.float32)
         inits += [numpy_helper.from_array(weight, f"W{layer}"), numpy_helper.from_array(bias, f"B{layer}")]
@@ -86,3 +90,26 @@ def _renamed(model: onnx.ModelProto, *, inputs: dict[str, str], outputs: dict[st
         node.input[:] = [mapping.get(name, name) for name in node.input]
         node.output[:] = [mapping.get(name, name) for name in node.output]
     return model.SerializeToString()
+
+
+def digits_mlp(hidden: tuple[int, ...] = (512, 256), golden_rows: int = 128) -> bytes:
+    """An MLP classifier on scikit-learn's bundled 8x8 digits: input FP32 [N, 64] (pixels 0-16) ->
+    `label` INT64 [N] and `probabilities` FP32 [N, 10]. MatMul-based, so dynamic int8 quantisation
+    applies. `golden_rows` held-out images ride along in the model's metadata
+    (`modelmeter.golden_inputs`), so edge bundles check parity on real digits, not on noise."""
+    import json
+
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    data = load_digits()
+    features = data.data.astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(features))
+    held_out, train = order[:golden_rows], order[golden_rows:]
+    model = MLPClassifier(hidden_layer_sizes=hidden, max_iter=300, random_state=0)
+    model.fit(features[train], data.target[train])
+    onx = to_onnx(model, features[:1], options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+    golden = {"input": features[held_out].astype(int).tolist()}
+    onnx.helper.set_model_props(onx, {"modelmeter.golden_inputs": json.dumps(golden, separators=(",", ":"))})
+    return _renamed(onx, inputs={"X": "input"}, outputs={"label": "label", "probabilities": "probabilities"})

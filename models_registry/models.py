@@ -94,9 +94,7 @@ class AliasMove(models.Model):
     """History: who pointed which alias from which version to which, and when."""
 
     alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="moves")
-    from_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+    from_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     moved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -105,3 +103,6 @@ class AliasMove(models.Model):
 
     class Meta:
         ordering = ["-moved_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.alias}: {self.from_version_id} -> {self.to_version_id}"

@@ -77,9 +77,7 @@ def refuse_external_data(model: ModelProto) -> None:
     for graph in _graphs(model.graph):
         for tensor in _tensors(graph):
             if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data) > 0:
-                raise ModelRejected(
-                    f"Tensor '{tensor.name}' refers to external data; upload a self-contained model."
-                )
+                raise ModelRejected(f"Tensor '{tensor.name}' refers to external data; upload a self-contained model.")
 
 
 def refuse_foreign_domains(model: ModelProto, allowed_extra: list[str]) -> None:

@@ -52,14 +52,15 @@ def _latest(model: MLModel) -> ModelVersion:
 
 def model_version_local_path(*, version: ModelVersion) -> Path:
     """A local filesystem path to the version's ONNX file, copied out of remote storage if needed."""
+    name = str(version.file.name)
     try:
-        return Path(default_storage.path(version.file.name))
+        return Path(default_storage.path(name))
     except NotImplementedError:
         target = settings.MODEL_CACHE_DIR / f"{version.sha256}.onnx"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".part")
-            with default_storage.open(version.file.name, "rb") as src, open(partial, "wb") as dst:
+            with default_storage.open(name, "rb") as src, open(partial, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             partial.replace(target)
         return target

@@ -129,4 +129,10 @@ def alias_move(*, model: MLModel, alias: str, version: ModelVersion, moved_by: A
             current.version = version
             current.updated_at = timezone.now()
             current.save(update_fields=["version", "updated_at"])
+        else:
+            return current
+        if settings.EDGE_BUILD_ON_ALIAS_MOVE:
+            from edge.services import bundle_request_for_alias_move
+
+            transaction.on_commit(lambda: bundle_request_for_alias_move(version_id=version.pk))
     return current

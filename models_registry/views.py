@@ -1,9 +1,7 @@
 """Catalogue (any key) and the staff-only registration API."""
 
-from typing import Any
-
 from django.db.models import Prefetch, QuerySet
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.parsers import MultiPartParser
@@ -15,7 +13,7 @@ from rest_framework.views import APIView
 from apiservice.auth import request_principal
 from apiservice.errors import InvalidInput
 from apiservice.pagination import CursorPagination
-from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES
+from apiservice.schema import ERROR_RESPONSES, MODEL_PATH, READ_ERROR_RESPONSES, VERSION_PATH, paginated
 
 from . import selectors, services
 from .models import MLModel, ModelAlias, ModelVersion
@@ -40,10 +38,14 @@ class VersionOut(serializers.Serializer):
     size_bytes = serializers.IntegerField()
     opset = serializers.IntegerField(allow_null=True)
     producer = serializers.CharField()
-    signature = SignatureOut(allow_null=True, required=False)
+    signature = serializers.SerializerMethodField()
     labels = serializers.ListField(child=serializers.JSONField(), allow_null=True)
     aliases = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
+
+    @extend_schema_field(SignatureOut(allow_null=True))
+    def get_signature(self, obj: ModelVersion) -> dict | None:
+        return obj.signature or None  # a failed version may have no signature
 
     def get_aliases(self, obj: ModelVersion) -> list[str]:
         return sorted(a.name for a in obj.aliases.all())
@@ -88,22 +90,38 @@ def _with_relations(queryset: QuerySet[MLModel]) -> QuerySet[MLModel]:
 
 
 class ModelListView(APIView):
-    @extend_schema(operation_id="models_list", responses={200: ModelOut(many=True), **READ_ERROR_RESPONSES}, tags=["catalogue"])
+    @extend_schema(
+        operation_id="models_list",
+        responses={200: paginated("PaginatedModelList", ModelOut()), **READ_ERROR_RESPONSES},
+        tags=["catalogue"],
+    )
     def get(self, request: Request) -> Response:
         paginator = ModelNamePagination()
-        page = paginator.paginate_queryset(_with_relations(selectors.model_list(organisation_id=_org(request))), request, view=self)
+        page = paginator.paginate_queryset(
+            _with_relations(selectors.model_list(organisation_id=_org(request))), request, view=self
+        )
         return paginator.get_paginated_response(ModelOut(page, many=True).data)
 
 
 class ModelDetailView(APIView):
-    @extend_schema(operation_id="models_retrieve", responses={200: ModelOut, **READ_ERROR_RESPONSES}, tags=["catalogue"])
+    @extend_schema(
+        operation_id="models_retrieve",
+        parameters=[MODEL_PATH],
+        responses={200: ModelOut, **READ_ERROR_RESPONSES},
+        tags=["catalogue"],
+    )
     def get(self, request: Request, model: str) -> Response:
         found = selectors.model_get(name=model, organisation_id=_org(request))
         return Response(ModelOut(_with_relations(MLModel.objects.filter(pk=found.pk)).get()).data)
 
 
 class VersionListView(APIView):
-    @extend_schema(operation_id="model_versions_list", responses={200: VersionOut(many=True), **READ_ERROR_RESPONSES}, tags=["catalogue"])
+    @extend_schema(
+        operation_id="model_versions_list",
+        parameters=[MODEL_PATH],
+        responses={200: paginated("PaginatedVersionList", VersionOut()), **READ_ERROR_RESPONSES},
+        tags=["catalogue"],
+    )
     def get(self, request: Request, model: str) -> Response:
         found = selectors.model_get(name=model, organisation_id=_org(request))
         paginator = VersionPagination()
@@ -113,11 +131,27 @@ class VersionListView(APIView):
 
 
 class VersionDetailView(APIView):
-    @extend_schema(operation_id="model_versions_retrieve", responses={200: VersionOut, **READ_ERROR_RESPONSES}, tags=["catalogue"])
+    @extend_schema(
+        operation_id="model_versions_retrieve",
+        parameters=[MODEL_PATH, VERSION_PATH],
+        responses={200: VersionOut, **READ_ERROR_RESPONSES},
+        tags=["catalogue"],
+    )
     def get(self, request: Request, model: str, version: str) -> Response:
         found = selectors.model_get(name=model, organisation_id=_org(request))
         resolved = selectors.model_version_resolve(model=found, ref=version)
         return Response(VersionOut(resolved).data, headers={"X-Model-Version": str(resolved.number)})
+
+
+class VersionUploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    aliases = serializers.CharField(required=False, allow_blank=True, help_text="Comma-separated aliases.")
+    description = serializers.CharField(required=False, allow_blank=True)
+    organisation = serializers.SlugField(required=False, allow_blank=True, help_text="Private to this organisation.")
+
+
+class AliasMoveSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1)
 
 
 class StaffVersionCreateView(APIView):
@@ -127,11 +161,7 @@ class StaffVersionCreateView(APIView):
     permission_classes = [IsAdminUser]
     parser_classes = [MultiPartParser]
 
-    class InputSerializer(serializers.Serializer):
-        file = serializers.FileField()
-        aliases = serializers.CharField(required=False, allow_blank=True, help_text="Comma-separated aliases.")
-        description = serializers.CharField(required=False, allow_blank=True)
-        organisation = serializers.SlugField(required=False, allow_blank=True, help_text="Private to this organisation.")
+    InputSerializer = VersionUploadSerializer
 
     @extend_schema(
         operation_id="staff_model_versions_create",
@@ -168,14 +198,15 @@ class StaffAliasView(APIView):
     authentication_classes = [SessionAuthentication, BasicAuthentication]
     permission_classes = [IsAdminUser]
 
-    class InputSerializer(serializers.Serializer):
-        version = serializers.IntegerField(min_value=1)
+    InputSerializer = AliasMoveSerializer
 
     @extend_schema(
         operation_id="staff_model_alias_move",
         request=InputSerializer,
         responses={
-            200: inline_serializer("AliasOut", fields={"alias": serializers.CharField(), "version": serializers.IntegerField()}),
+            200: inline_serializer(
+                "AliasOut", fields={"alias": serializers.CharField(), "version": serializers.IntegerField()}
+            ),
             **ERROR_RESPONSES,
         },
         tags=["staff"],
@@ -191,5 +222,3 @@ class StaffAliasView(APIView):
         version = selectors.model_version_resolve(model=found, ref=str(data.validated_data["version"]))
         moved = services.alias_move(model=found, alias=alias, version=version, moved_by=request.user)
         return Response({"alias": moved.name, "version": version.number})
-
-

@@ -79,7 +79,9 @@ def staff_user(db: Any) -> Any:
     return get_user_model().objects.create_user("staff", "staff@example.com", "pw-staff-123", is_staff=True)
 
 
-def register(name: str, kind: str | None = None, *, organisation: Organisation | None = None, aliases: list[str] | None = None) -> ModelVersion:
+def register(
+    name: str, kind: str | None = None, *, organisation: Organisation | None = None, aliases: list[str] | None = None
+) -> ModelVersion:
     model = model_get_or_create(name=name, organisation_id=organisation.pk if organisation else None)
     return model_version_register(model=model, content=model_bytes(kind or name), aliases=aliases or ["production"])
 
@@ -139,7 +141,9 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def live_gunicorn(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def live_gunicorn(
+    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """A real gunicorn (2 sync workers) on the test database. Use with `transactional_db`."""
     from tests import live
 
@@ -148,7 +152,9 @@ def live_gunicorn(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def celery_worker(
+    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """A real Celery worker process on the test database and this xdist worker's Redis broker."""
     from tests import live
 

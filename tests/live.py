@@ -82,9 +82,20 @@ def gunicorn(log_dir: Path, *, workers: int = 2, **env: str) -> Iterator[Server]
     log = log_dir / f"gunicorn-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", str(ROOT / "apiservice" / "gunicorn.conf.py"),
-             "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "apiservice.wsgi"],
-            cwd=ROOT, env=subprocess_env(**env), stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(BIN / "gunicorn"),
+                "-c",
+                str(ROOT / "apiservice" / "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "apiservice.wsgi",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -99,10 +110,23 @@ def celery_worker(log_dir: Path, *, concurrency: int = 1, name: str = "w1", **en
     log = log_dir / f"celery-{name}-{os.getpid()}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "apiservice", "worker", "--loglevel=INFO", "--pool=prefork",
-             f"--concurrency={concurrency}", f"--hostname={name}-{os.getpid()}@%h", "--without-heartbeat",
-             "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=subprocess_env(**env), stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "apiservice",
+                "worker",
+                "--loglevel=INFO",
+                "--pool=prefork",
+                f"--concurrency={concurrency}",
+                f"--hostname={name}-{os.getpid()}@%h",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 60

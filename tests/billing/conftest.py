@@ -62,6 +62,13 @@ def key_limit(api_key: str, **fields: Any) -> KeyLimit:
     return row
 
 
+@pytest.fixture
+def default_free_plan(settings: Any) -> None:
+    """Organisations without a billing account are on `free` (the product default; tests use enterprise)."""
+    settings.BILLING_DEFAULT_PLAN = "free"
+    limits.entitlement_cache.clear()
+
+
 @pytest.fixture(scope="session")
 def stripe_server() -> Iterator[StripeServer]:
     server = StripeServer(webhook_secret=WEBHOOK_SECRET)

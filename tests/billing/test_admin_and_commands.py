@@ -6,6 +6,9 @@ from django.test import Client
 
 from billing import limits, tasks
 from billing.models import Plan
+from tests.billing.conftest import seed_catalog
+
+pytestmark = pytest.mark.usefixtures("default_free_plan")
 
 
 def test_it_refuses_to_sync_the_catalogue_without_stripe_keys(db):
@@ -19,9 +22,9 @@ def test_it_does_nothing_in_the_beat_tasks_without_stripe_keys(db):
     assert tasks.idempotency_purge() == 0
 
 
-def test_it_seeds_three_plans(db):
+def test_it_seeds_three_plans_and_restores_them_if_wiped(db):
+    free = limits.entitlement_get(organisation_id=0)  # re-seeds after a flushed (transactional) test
     assert set(Plan.objects.values_list("code", flat=True)) >= {"free", "payg", "enterprise"}
-    free = limits.entitlement_get(organisation_id=0)
     assert (free.plan_code, free.caps["online_predictions"]) == ("free", 1000)
 
 
@@ -29,6 +32,7 @@ def test_it_seeds_three_plans(db):
     "page", ["plan", "billingaccount", "keylimit", "usagereport", "reconciliationissue", "stripeevent", "billingmeter"]
 )
 def test_it_shows_billing_to_staff_in_the_admin(staff_user, page):
+    seed_catalog()
     client = Client()
     client.force_login(staff_user)
     staff_user.is_superuser = True
@@ -37,6 +41,7 @@ def test_it_shows_billing_to_staff_in_the_admin(staff_user, page):
 
 
 def test_it_lets_staff_edit_a_plan(staff_user):
+    seed_catalog()
     staff_user.is_superuser = True
     staff_user.save()
     client = Client()

@@ -4,6 +4,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
@@ -11,6 +12,8 @@ from billing import idempotency
 from billing.models import IdempotencyRecord, UsageRecord
 from tests.billing.conftest import IRIS_ROW
 from tests.live import free_port
+
+pytestmark = pytest.mark.usefixtures("default_free_plan")
 
 PREDICT = "/v1/models/iris:predict"
 BODY = {"instances": [IRIS_ROW, IRIS_ROW]}

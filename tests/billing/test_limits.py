@@ -8,6 +8,8 @@ from billing.models import UsageRecord
 from tests.billing.conftest import IRIS_ROW, account_on, free_quota, key_limit
 from tests.live import free_port
 
+pytestmark = pytest.mark.usefixtures("default_free_plan")
+
 PREDICT = "/v1/models/iris:predict"
 
 

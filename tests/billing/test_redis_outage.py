@@ -11,7 +11,7 @@ from billing.models import UsageRecord
 from tests import live
 from tests.billing.conftest import IRIS_ROW, free_quota
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.usefixtures("default_free_plan")]
 
 
 def wait_port(port: int) -> None:
@@ -49,7 +49,7 @@ def test_it_keeps_serving_and_recording_when_redis_stops(transactional_db, tmp_p
     )
     try:
         wait_port(port)
-        with live.gunicorn(tmp_path, REDIS_URL=f"redis://127.0.0.1:{port}/0") as server:
+        with live.gunicorn(tmp_path, REDIS_URL=f"redis://127.0.0.1:{port}/0", BILLING_DEFAULT_PLAN="free") as server:
             before = [predict(server.url, api_key) for _ in range(3)]
             assert [s for s, _, _ in before] == [200, 200, 200]
             assert all("RateLimit" in h for _, h, _ in before)

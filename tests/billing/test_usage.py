@@ -2,8 +2,12 @@ import csv
 import io
 import json
 
+import pytest
+
 from billing.models import UsageRecord
 from tests.billing.conftest import IRIS_ROW, account_on
+
+pytestmark = pytest.mark.usefixtures("default_free_plan")
 
 
 def predict(api, rows):

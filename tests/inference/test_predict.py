@@ -1,10 +1,16 @@
+import pytest
+
 from billing.models import UsageRecord
+from models_registry.services import alias_move, model_get_or_create, model_version_register
+from tests import onnx_factories
+from tests.conftest import register
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
+VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 
 
 def test_it_predicts_iris_rows_with_labels_and_probabilities(api, iris):
-    response = api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW, [6.7, 3.0, 5.2, 2.3]]})
+    response = api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW, VIRGINICA]})
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["model_version"] == "1"
@@ -13,8 +19,88 @@ def test_it_predicts_iris_rows_with_labels_and_probabilities(api, iris):
     assert response["X-Model-Version"] == "1"
 
 
+def test_instances_and_inputs_give_the_same_numbers(api, iris):
+    rows = api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW, VIRGINICA]}).json()
+    columns = api.post_json("/v1/models/iris:predict", {"inputs": [IRIS_ROW, VIRGINICA]}).json()
+    keyed = api.post_json("/v1/models/iris:predict", {"inputs": {"input": [IRIS_ROW, VIRGINICA]}}).json()
+    assert columns == keyed
+    assert columns["outputs"]["label"] == [p["label"] for p in rows["predictions"]]
+    assert columns["outputs"]["probabilities"] == [p["probabilities"] for p in rows["predictions"]]
+
+
+def test_a_single_output_model_answers_plain_values(api, diabetes):
+    body = api.post_json("/v1/models/diabetes:predict", {"instances": [[0.0] * 10]}).json()
+    assert len(body["predictions"]) == 1 and len(body["predictions"][0]) == 1
+    assert isinstance(body["predictions"][0][0], float)
+
+
+def test_keyed_instances_feed_several_inputs(api, db):
+    model_version_register(
+        model=model_get_or_create(name="pair"), content=onnx_factories.two_inputs(), aliases=["production"]
+    )
+    body = api.post_json(
+        "/v1/models/pair:predict",
+        {
+            "instances": [
+                {"a": [1.0, 2.0], "b": [10.0, 20.0], "count": [7]},
+                {"a": [0.5, 0.5], "b": [0.5, 0.5], "count": [3]},
+            ]
+        },
+    ).json()
+    assert body["predictions"] == [{"sum": [11.0, 22.0], "count_out": [7]}, {"sum": [1.0, 1.0], "count_out": [3]}]
+
+
+def test_it_routes_by_version_number_alias_and_default(api, db):
+    first = register("iris")
+    second = register("iris", aliases=["staging"])
+    assert second.number == 2
+    by = {
+        "/v1/models/iris:predict": "1",  # `production` is moved back to v1 below
+        "/v1/models/iris/versions/2:predict": "2",
+        "/v1/models/iris/versions/latest:predict": "2",
+        "/v1/models/iris/versions/staging:predict": "2",
+        "/v1/models/iris/labels/staging:predict": "2",
+    }
+    alias_move(model=first.model, alias="production", version=first)
+    for path, version in by.items():
+        response = api.post_json(path, {"instances": [IRIS_ROW]})
+        assert response.status_code == 200, (path, response.content)
+        assert response.json()["model_version"] == version, path
+        assert response["X-Model-Version"] == version
+
+
+def test_without_a_production_alias_the_default_is_the_latest_ready_version(api, db):
+    register("iris", aliases=["candidate"])
+    register("iris", aliases=["candidate"])
+    assert api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]}).json()["model_version"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/v1/models/nope:predict", "model_not_found"),
+        ("/v1/models/iris/versions/9:predict", "version_not_found"),
+        ("/v1/models/iris/labels/ghost:predict", "version_not_found"),
+    ],
+)
+def test_unknown_models_and_versions_are_404(api, iris, path, code):
+    response = api.post_json(path, {"instances": [IRIS_ROW]})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == code
+
+
+def test_a_failed_version_is_not_served(api, iris):
+    model_version_register(model=iris.model, content=b"garbage")
+    response = api.post_json("/v1/models/iris/versions/2:predict", {"instances": [IRIS_ROW]})
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "version_not_ready"
+
+
 def test_it_records_one_ledger_row_per_call(api, iris):
     api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW] * 3})
-    row = UsageRecord.objects.get()
-    assert (row.face, row.units, row.status_code, row.meter) == ("v1-predict", 3, 200, "online_predictions")
-    assert row.model_version_id == iris.pk
+    api.get("/v1/models")
+    rows = {row.face: row for row in UsageRecord.objects.all()}
+    predict = rows["v1-predict"]
+    assert (predict.units, predict.status_code, predict.meter) == (3, 200, "online_predictions")
+    assert predict.model_version_id == iris.pk and predict.billable
+    assert (rows["metadata"].units, rows["metadata"].billable) == (0, False)

@@ -27,10 +27,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, quiet_key: bool = False, **options: Any) -> None:
         organisation = services.organisation_get_or_create(name="Demo Org", slug="demo")
-        user = self._staff_user()
+        user = self._staff_user(announce=not quiet_key)
         services.membership_ensure(user=user, organisation=organisation, role=Membership.Role.OWNER)
         for name, (build, description) in DEMO_MODELS.items():
-            self._ensure_model(name, build, description)
+            self._ensure_model(name, build, description, announce=not quiet_key)
         _, key = services.api_key_create(organisation=organisation, name="demo key")
         if quiet_key:
             self.stdout.write(key)
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             "-d '{\"instances\": [[5.1, 3.5, 1.4, 0.2]]}' http://127.0.0.1:8000/v1/models/iris:predict\n"
         )
 
-    def _staff_user(self) -> Any:
+    def _staff_user(self, *, announce: bool) -> Any:
         User = get_user_model()
         user, created = User.objects.get_or_create(
             username="admin", defaults={"is_staff": True, "is_superuser": True, "email": "admin@example.com"}
@@ -52,12 +52,14 @@ class Command(BaseCommand):
             password = os.environ.get("DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
             user.set_password(password)
             user.save()
-            self.stdout.write(f"Staff user 'admin' created with password: {password}")
+            if announce:
+                self.stdout.write(f"Staff user 'admin' created with password: {password}")
         return user
 
-    def _ensure_model(self, name: str, build: Any, description: str) -> None:
+    def _ensure_model(self, name: str, build: Any, description: str, *, announce: bool) -> None:
         model = model_get_or_create(name=name, description=description)
         if model.versions.filter(status=ModelVersion.Status.READY).exists():
             return
         version = model_version_register(model=model, content=build(), aliases=["production"])
-        self.stdout.write(f"Registered {name} v{version.number}: {version.status} {version.failure_reason}")
+        if announce:
+            self.stdout.write(f"Registered {name} v{version.number}: {version.status} {version.failure_reason}")

@@ -21,7 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("--organisation", default="", help="Slug of the owning organisation (private model).")
         parser.add_argument("--description", default="")
 
-    def handle(self, *args: Any, name: str, path: Path, alias: list[str], organisation: str, description: str, **options: Any) -> None:
+    def handle(
+        self, *args: Any, name: str, path: Path, alias: list[str], organisation: str, description: str, **options: Any
+    ) -> None:
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
         organisation_id = None

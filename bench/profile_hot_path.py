@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Profile the online hot path in-process: the real WSGI app (all middleware, DRF, ORT, ledger insert
+on PostgreSQL) called directly, no network, so the profile shows only our code.
+
+    .venv/bin/python bench/profile_hot_path.py --only "forest-1 :predict" -n 3000 [--cprofile]
+
+Without --cprofile it prints the mean µs per request (the number each optimisation commit quotes).
+"""
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import online
+
+
+def environ_for(scenario: online.Scenario) -> dict[str, object]:
+    environ: dict[str, object] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": scenario.path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "CONTENT_LENGTH": str(len(scenario.body)),
+        "HTTP_HOST": "127.0.0.1",
+    }
+    for key, value in scenario.headers.items():
+        name = key.upper().replace("-", "_")
+        environ[name if name == "CONTENT_TYPE" else f"HTTP_{name}"] = value
+    return environ
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="forest-1 :predict")
+    parser.add_argument("-n", type=int, default=3000)
+    parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--top", type=int, default=40)
+    args = parser.parse_args()
+    ns = argparse.Namespace(
+        pg="postgres://postgres@127.0.0.1:5432", db="mm_bench_profile", redis="redis://127.0.0.1:6379/15"
+    )
+    online.configure_env(ns)
+    online.recreate_database(ns)
+    state = online.seed()
+    scenario = next(s for s in online.build_scenarios(state, ("forest", "mlp")) if s.name == args.only)
+    from django.core.wsgi import get_wsgi_application
+
+    app = get_wsgi_application()
+    base = environ_for(scenario)
+
+    def one() -> None:
+        environ = dict(base)
+        environ["wsgi.input"] = io.BytesIO(scenario.body)
+        statuses: list[str] = []
+        body = b"".join(app(environ, lambda status, headers, exc=None: statuses.append(status)))
+        if not statuses[0].startswith("200"):
+            raise SystemExit(f"{statuses[0]}: {body[:300]!r}")
+
+    for _ in range(300):
+        one()
+    if args.cprofile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(args.n):
+            one()
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("cumulative").print_stats(args.top)
+        stats.sort_stats("tottime").print_stats(args.top)
+        return
+    import psycopg
+
+    round_trips = [0]
+    wait = psycopg.Connection.wait
+
+    def counted_wait(self: psycopg.Connection, *a: object, **k: object) -> object:  # type: ignore[type-arg]
+        round_trips[0] += 1
+        return wait(self, *a, **k)  # type: ignore[arg-type]
+
+    psycopg.Connection.wait = counted_wait  # type: ignore[assignment,method-assign]
+    walls, cpus = [], []
+    for _ in range(args.rounds):
+        started, cpu = time.perf_counter(), time.process_time()
+        for _ in range(args.n):
+            one()
+        walls.append((time.perf_counter() - started) / args.n * 1e6)
+        cpus.append((time.process_time() - cpu) / args.n * 1e6)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(200):
+        one()
+    profiler.disable()
+    calls = pstats.Stats(profiler).total_calls / 200  # type: ignore[attr-defined]
+    print(
+        f"{scenario.name}: min {min(walls):.0f} µs wall, min {min(cpus):.0f} µs CPU per request (in-process, "
+        f"best of {args.rounds} x {args.n}); {round_trips[0] / (args.rounds * args.n + 200):.2f} DB round trips "
+        f"and {calls:.0f} Python function calls per request"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""ModelMeter edge bundle runner: verify, check against golden outputs, predict. Offline.
+
+Needs only the standard library, onnxruntime (with its numpy) and cryptography.
+
+    python run.py verify  --public-key modelmeter.pem
+    python run.py golden  --public-key modelmeter.pem [--variant int8]
+    python run.py predict --public-key modelmeter.pem --input rows.csv [--variant fp32]
+
+`--bundle` is the bundle's zip or its extracted folder (default: the folder holding this file).
+`--public-key` is a PEM file, or the base64 raw key from `GET /v1/edge/keys`. Every command verifies
+the manifest's Ed25519 signature and every file's size and SHA-256 before anything runs.
+Exit status: 0 ok, 1 golden outputs out of tolerance, 2 verification failed, 3 bad usage or input.
+"""
+
+import argparse
+import base64
+import csv
+import hashlib
+import io
+import json
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+SIGNED = ("manifest.json", "manifest.sig")
+
+
+class VerificationError(Exception):
+    pass
+
+
+class UsageError(Exception):
+    pass
+
+
+def load_public_key(value):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    path = Path(value)
+    text = path.read_bytes() if path.is_file() else value.encode()
+    if text.lstrip().startswith(b"-----BEGIN"):
+        key = serialization.load_pem_public_key(text)
+        if not isinstance(key, Ed25519PublicKey):
+            raise UsageError("the public key is not an Ed25519 key")
+        return key
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the public key: {exc}") from None
+
+
+def key_id_of(public_key):
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+class Bundle:
+    """The bundle's files, read from the zip or the extracted folder, verified before use."""
+
+    def __init__(self, location):
+        self.location = Path(location)
+        self._zip = zipfile.ZipFile(self.location) if self.location.is_file() else None
+        self.manifest = {}  # set by verify()
+
+    def read(self, path):
+        if ".." in path.split("/") or path.startswith("/"):
+            raise VerificationError(f"unsafe path in manifest: {path!r}")
+        try:
+            if self._zip is not None:
+                return self._zip.read(path)
+            return (self.location / path).read_bytes()
+        except (KeyError, FileNotFoundError):
+            raise VerificationError(f"missing file: {path}") from None
+        except (zipfile.BadZipFile, zlib.error) as exc:
+            raise VerificationError(f"corrupt member {path}: {exc}") from None
+
+    def verify(self, public_key):
+        from cryptography.exceptions import InvalidSignature
+
+        manifest_bytes, signature = self.read("manifest.json"), self.read("manifest.sig")
+        try:
+            public_key.verify(signature, manifest_bytes)
+        except InvalidSignature:
+            raise VerificationError("manifest signature is NOT valid for this public key") from None
+        manifest = json.loads(manifest_bytes)
+        if manifest.get("key_id") != key_id_of(public_key):
+            raise VerificationError(f"manifest names key {manifest.get('key_id')}, not {key_id_of(public_key)}")
+        listed = {entry["path"] for entry in manifest["files"]}
+        for entry in manifest["files"]:
+            data = self.read(entry["path"])
+            if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise VerificationError(f"file changed: {entry['path']}")
+        if self._zip is not None:
+            extra = set(self._zip.namelist()) - listed - set(SIGNED)
+            if extra:
+                raise VerificationError(f"files not in the manifest: {sorted(extra)}")
+        self.manifest = manifest
+        return manifest
+
+    def variant_file(self, variant):
+        info = self.manifest["variants"].get(variant)
+        if info is None or info["status"] != "published":
+            reason = info["reason"] if info else "unknown variant"
+            raise UsageError(f"variant {variant!r} is not in this bundle ({reason})")
+        return next(p for p in info["files"] if p.endswith((".onnx", ".ort")))
+
+
+class Runner:
+    """An ONNX Runtime session on one verified variant."""
+
+    def __init__(self, bundle, variant=None):
+        import onnxruntime as ort
+
+        self.manifest = bundle.manifest
+        self.variant = variant or self.manifest["default_variant"]
+        path = bundle.variant_file(self.variant)
+        options = ort.SessionOptions()
+        if path.endswith(".ort"):
+            options.add_session_config_entry("session.load_model_format", "ORT")
+        minimum = self.manifest["onnxruntime"]["minimum_version"]
+        if _version(ort.__version__) < _version(minimum):
+            print(f"warning: onnxruntime {ort.__version__} is older than {minimum}", file=sys.stderr)
+        self.session = ort.InferenceSession(bundle.read(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds):
+        import numpy as np
+
+        values = self.session.run(self.output_names, feeds)
+        return {name: np.asarray(value) for name, value in zip(self.output_names, values)}  # noqa: B905 (runs on Python < 3.10 too)
+
+
+def _version(text):
+    return tuple(int(part) for part in text.split("+")[0].split(".")[:3] if part.isdigit())
+
+
+DTYPES = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "object",
+}
+
+
+def tensors(items):
+    import numpy as np
+
+    return {t["name"]: np.asarray(t["data"], dtype=DTYPES[t["datatype"]]).reshape(t["shape"]) for t in items}
+
+
+def compare(expected, actual, tolerance):
+    """The server's parity rule (see the manifest's `golden.tolerances`)."""
+    import numpy as np
+
+    failures, outputs = [], {}
+    for name, want in expected.items():
+        got = actual.get(name)
+        if got is None or got.shape != want.shape:
+            failures.append(f"output '{name}' is missing or has another shape")
+            continue
+        if want.dtype.kind == "f":
+            scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-6)
+            error = float(np.max(np.abs(got.astype("float64") - want.astype("float64")))) / scale if want.size else 0.0
+            outputs[name] = {"max_relative_error": error}
+            limit = tolerance["max_relative_error"]
+            if limit is not None and not error <= limit:
+                failures.append(f"output '{name}': relative error {error:.3g} > {limit:g}")
+        else:
+            agreement = float(np.mean(got == want)) if want.size else 1.0
+            outputs[name] = {"label_agreement": agreement}
+            if agreement < tolerance["min_label_agreement"]:
+                failures.append(
+                    f"output '{name}': label agreement {agreement:.4f} < {tolerance['min_label_agreement']:g}"
+                )
+    return {"passed": not failures, "outputs": outputs, "failures": failures}
+
+
+def read_input(path, signature):
+    """JSON (`{"instances": rows}`, `{"inputs": {name: tensor}}` or a bare list of rows) or CSV rows."""
+    import numpy as np
+
+    specs = signature["inputs"]
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    if str(path).endswith(".csv"):
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+        if rows and not _numeric(rows[0]):
+            rows = rows[1:]  # a header line
+        body = {"instances": [[float(v) for v in row] for row in rows]}
+    else:
+        body = json.loads(text)
+        body = {"instances": body} if isinstance(body, list) else body
+    if "inputs" in body and isinstance(body["inputs"], dict):
+        return {s["name"]: np.asarray(body["inputs"][s["name"]], dtype=DTYPES[s["datatype"]]) for s in specs}
+    if len(specs) != 1:
+        raise UsageError('this model has several inputs: send {"inputs": {name: tensor}}')
+    return {specs[0]["name"]: np.asarray(body["instances"], dtype=DTYPES[specs[0]["datatype"]])}
+
+
+def _numeric(row):
+    try:
+        [float(v) for v in row]
+    except ValueError:
+        return False
+    return True
+
+
+def _jsonable(array):
+    return (
+        [v.decode() if isinstance(v, bytes) else v for v in array.reshape(-1).tolist()]
+        if array.dtype == object
+        else array.tolist()
+    )
+
+
+def cmd_verify(bundle, args):
+    manifest = bundle.manifest
+    published = [n for n, v in manifest["variants"].items() if v["status"] == "published"]
+    print(
+        f"OK: {manifest['model']['name']} v{manifest['model']['version']} signed by {manifest['key_id']}; "
+        f"{len(manifest['files'])} files verified; variants: {', '.join(published)}"
+    )
+    return 0
+
+
+def cmd_golden(bundle, args):
+    manifest = bundle.manifest
+    golden = manifest["golden"]
+    inputs = tensors(json.loads(bundle.read(golden["inputs"]))["inputs"])
+    expected = tensors(json.loads(bundle.read(golden["outputs"]))["outputs"])
+    names = [n for n, v in manifest["variants"].items() if v["status"] == "published"]
+    if args.variant:
+        names = [args.variant]
+    report = {}
+    for name in names:
+        runner = Runner(bundle, name)
+        report[name] = compare(expected, runner.run(inputs), golden["tolerances"][name])
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0 if all(r["passed"] for r in report.values()) else 1
+
+
+def cmd_predict(bundle, args):
+    runner = Runner(bundle, args.variant)
+    outputs = runner.run(read_input(args.input, bundle.manifest["signature"]))
+    print(json.dumps({"variant": runner.variant, "outputs": {n: _jsonable(v) for n, v in outputs.items()}}))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Verify and run a ModelMeter edge bundle offline.")
+    parser.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="zip or extracted folder")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("verify", "golden", "predict"):
+        command = sub.add_parser(name)
+        command.add_argument("--public-key", required=True, help="PEM file or base64 raw Ed25519 key")
+        if name != "verify":
+            command.add_argument("--variant", choices=["fp32", "int8", "ort"])
+        if name == "predict":
+            command.add_argument("--input", required=True, help="a .json or .csv file, or - for JSON on stdin")
+    args = parser.parse_args(argv)
+    try:
+        bundle = Bundle(args.bundle)
+        bundle.verify(load_public_key(args.public_key))
+        return {"verify": cmd_verify, "golden": cmd_golden, "predict": cmd_predict}[args.command](bundle, args)
+    except VerificationError as exc:
+        print(f"VERIFICATION FAILED: {exc}", file=sys.stderr)
+        return 2
+    except (UsageError, ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Writes for edge bundles: request (cached per version and variants), build, rebuild, downloads."""
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.core.files.base import ContentFile
+from django.db import OperationalError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from apiservice.auth import Principal
+from apiservice.errors import APIError, Conflict, InvalidInput
+from billing.models import Meter
+from billing.services import usage_record_once
+from models_registry.models import ModelVersion
+
+from . import builder, packaging, selectors
+from .models import VARIANTS, Bundle
+
+logger = logging.getLogger(__name__)
+
+DOWNLOAD_SALT = "edge.bundle-download"
+DOWNLOAD_FACE = "bundle-download"
+
+
+def variants_normalise(variants: list[str] | None) -> str:
+    """The cache key: requested variants in canonical order (all of them when none are named)."""
+    chosen = variants if variants else list(VARIANTS)
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        raise InvalidInput(
+            f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.", param="variants"
+        )
+    return ",".join(name for name in VARIANTS if name in chosen)
+
+
+def _queue(bundle_id: int) -> None:
+    from .tasks import bundle_build
+
+    transaction.on_commit(lambda: bundle_build.delay(bundle_id))
+
+
+def bundle_request(*, version: ModelVersion, variants: list[str] | None = None) -> Bundle:
+    """The bundle for (version, variants): queued on first request, then served from the cache.
+
+    A failed bundle is queued again on the next request (its failure may have been transient).
+    """
+    if not version.is_servable:
+        raise Conflict(
+            f"Version {version.number} of '{version.model.name}' is not ready ({version.status}).",
+            code="version_not_ready",
+            param="version",
+        )
+    key = variants_normalise(variants)
+    bundle, created = Bundle.objects.get_or_create(model_version=version, variants_key=key)
+    if created:
+        _queue(bundle.pk)
+    elif bundle.status == Bundle.Status.FAILED and _requeue(bundle):
+        bundle.refresh_from_db()
+    return bundle
+
+
+def _requeue(bundle: Bundle, *, from_statuses: tuple[str, ...] = (Bundle.Status.FAILED,)) -> bool:
+    claimed = Bundle.objects.filter(pk=bundle.pk, status__in=from_statuses).update(
+        status=Bundle.Status.QUEUED, progress=0, reason=""
+    )
+    if claimed:
+        _queue(bundle.pk)
+    return bool(claimed)
+
+
+def bundle_rebuild(*, bundle: Bundle) -> bool:
+    """Staff: build a ready or failed bundle again (a bundle being built is left alone)."""
+    return _requeue(bundle, from_statuses=(Bundle.Status.READY, Bundle.Status.FAILED))
+
+
+def bundle_request_for_alias_move(*, version_id: int) -> None:
+    """Build the default bundle of a version an alias now points at (EDGE_BUILD_ON_ALIAS_MOVE)."""
+    version = ModelVersion.objects.select_related("model").get(pk=version_id)
+    bundle_request(version=version, variants=None)
+
+
+def _claim(bundle_id: int) -> bool:
+    """Queued -> building; or take over a build whose worker died (started too long ago)."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.EDGE_BUILD_STALE_SECONDS)
+    claimable = Q(status=Bundle.Status.QUEUED) | Q(status=Bundle.Status.BUILDING, started_at__lt=stale)
+    return bool(
+        Bundle.objects.filter(claimable, pk=bundle_id).update(
+            status=Bundle.Status.BUILDING, started_at=now, progress=1, attempts=F("attempts") + 1
+        )
+    )
+
+
+def bundle_build(*, bundle_id: int) -> None:
+    """Build, sign and store a claimed bundle; a failure is recorded on the row with its reason."""
+    if not _claim(bundle_id):
+        return  # built, being built, or gone: a duplicate delivery does nothing
+    bundle = Bundle.objects.select_related("model_version__model").get(pk=bundle_id)
+    started = time.perf_counter()
+    try:
+        assembled = builder.bundle_assemble(
+            version=bundle.model_version,
+            variants=bundle.variants,
+            bundle_id=bundle.public_id,
+            built_at=bundle.created_at,
+            progress=lambda percent: _progress(bundle_id, percent),
+        )
+    except builder.BuildFailed as exc:
+        _fail(bundle_id, str(exc))
+        return
+    except OperationalError:
+        Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.BUILDING).update(status=Bundle.Status.QUEUED)
+        raise  # transient database trouble: the task retries with backoff
+    except Exception:
+        logger.exception("bundle %s failed to build", bundle.public_id)
+        _fail(bundle_id, "The bundle could not be built because of an internal error; it has been logged.")
+        return
+    _store(bundle, assembled, seconds=time.perf_counter() - started)
+
+
+def _progress(bundle_id: int, percent: int) -> None:
+    Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.BUILDING).update(progress=min(percent, 99))
+
+
+def _fail(bundle_id: int, reason: str) -> None:
+    Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.BUILDING).update(
+        status=Bundle.Status.FAILED, reason=reason[:2000], finished_at=timezone.now()
+    )
+
+
+def _store(bundle: Bundle, assembled: builder.Assembled, *, seconds: float) -> None:
+    if bundle.file:
+        bundle.file.delete(save=False)
+    bundle.file.save(f"{bundle.public_id}.zip", ContentFile(assembled.content), save=False)
+    Bundle.objects.filter(pk=bundle.pk, status=Bundle.Status.BUILDING).update(
+        status=Bundle.Status.READY,
+        progress=100,
+        reason="",
+        file=bundle.file.name,
+        size_bytes=len(assembled.content),
+        sha256=packaging.sha256_of(assembled.content),
+        key_id=assembled.key_id,
+        manifest=assembled.manifest,
+        build_seconds=round(seconds, 3),
+        finished_at=timezone.now(),
+    )
+
+
+# --- Downloads ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownloadGrant:
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class DownloadClaims:
+    bundle_id: str
+    organisation_id: int
+    api_key_id: str
+    nonce: str
+
+
+def bundle_download_grant(*, bundle: Bundle, principal: Principal) -> DownloadGrant:
+    """A short-lived token for one download of a ready bundle, bound to the caller's organisation."""
+    if bundle.status != Bundle.Status.READY:
+        raise Conflict(f"Bundle {bundle.public_id} is not ready ({bundle.status}).", code="bundle_not_ready")
+    payload = {
+        "b": bundle.public_id,
+        "o": principal.organisation_id,
+        "k": str(principal.api_key_id),
+        "n": secrets.token_hex(16),
+    }
+    token = signing.dumps(payload, salt=DOWNLOAD_SALT, compress=False)
+    expires = timezone.now() + timedelta(seconds=settings.EDGE_DOWNLOAD_URL_SECONDS)
+    return DownloadGrant(token=token, expires_at=expires)
+
+
+def _refused(message: str, code: str) -> APIError:
+    return APIError(message, code=code, status_code=403)
+
+
+def bundle_download_authorise(
+    *, public_id: str, token: str, principal: Principal | None
+) -> tuple[Bundle, DownloadClaims]:
+    """Check a download URL: signature, expiry, bundle, organisation (and the caller's key, if any)."""
+    try:
+        payload: dict[str, Any] = signing.loads(token, salt=DOWNLOAD_SALT, max_age=settings.EDGE_DOWNLOAD_URL_SECONDS)
+    except signing.SignatureExpired:
+        raise _refused("This download URL has expired; ask for a new one.", "download_url_expired") from None
+    except signing.BadSignature:
+        raise _refused("This download URL is not valid.", "download_url_invalid") from None
+    claims = DownloadClaims(
+        bundle_id=payload["b"], organisation_id=payload["o"], api_key_id=payload["k"], nonce=payload["n"]
+    )
+    if claims.bundle_id != public_id:
+        raise _refused("This download URL is for another bundle.", "download_url_invalid")
+    if principal is not None and principal.organisation_id != claims.organisation_id:
+        raise _refused("This download URL belongs to another organisation.", "download_url_wrong_organisation")
+    # The bundle must still be visible to the organisation the URL was issued to, and still ready.
+    bundle = selectors.bundle_get(public_id=public_id, organisation_id=claims.organisation_id)
+    if bundle.status != Bundle.Status.READY or not bundle.file:
+        raise Conflict(f"Bundle {bundle.public_id} is not ready ({bundle.status}).", code="bundle_not_ready")
+    return bundle, claims
+
+
+def bundle_download_record(*, bundle: Bundle, claims: DownloadClaims, status_code: int) -> bool:
+    """Bill one download per URL: the first request of a URL that serves bytes writes the row;
+    retries and further ranges of the same URL find it and add nothing. Returns whether it billed."""
+    return usage_record_once(
+        request_id=f"dl_{claims.nonce}",
+        organisation_id=claims.organisation_id,
+        api_key_id=claims.api_key_id,
+        face=DOWNLOAD_FACE,
+        meter=Meter.BUNDLE_DOWNLOADS,
+        units=1,
+        model_version_id=bundle.model_version_id,
+        status_code=status_code,
+    )

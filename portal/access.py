@@ -1,0 +1,65 @@
+"""Who may see what: the current organisation of a portal session, roles, and staff-only pages.
+
+Every portal view goes through `portal_view`, which resolves the membership from the session; every
+object is then fetched through the membership's organisation, so another organisation's object is a
+404, never a 403 that would confirm it exists.
+"""
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect
+
+from apiservice.models import Membership
+
+SESSION_ORG = "portal_organisation_id"
+View = TypeVar("View", bound=Callable[..., HttpResponseBase])
+
+
+def current_membership(request: HttpRequest) -> Membership | None:
+    memberships = Membership.objects.filter(user_id=int(request.user.pk or 0)).select_related("organisation")
+    wanted = request.session.get(SESSION_ORG)
+    membership = memberships.filter(organisation_id=wanted).first() if wanted else None
+    return membership or memberships.order_by("created_at", "id").first()
+
+
+def portal_view(*, owner: bool = False) -> Callable[[View], View]:
+    """Login required; `request.membership` set (no organisation yet: 403); `owner=True` for owners only."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            membership = current_membership(request)
+            if membership is None and request.user.is_staff:
+                return redirect("staff:usage")  # staff without an organisation work in /staff/
+            if membership is None:
+                raise PermissionDenied("You are not a member of any organisation.")
+            if owner and membership.role != Membership.Role.OWNER:
+                raise PermissionDenied("Only owners of this organisation can do that.")
+            request.membership = membership  # type: ignore[attr-defined]
+            return view(request, *args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def staff_view(view: View) -> View:
+    """Staff only: anonymous users go to the login page, signed-in non-staff get 403."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not request.user.is_staff:
+            raise PermissionDenied("Staff only.")
+        return view(request, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,173 @@
+"""Server-side validation for every portal and staff form."""
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UserCreationForm
+from django.utils import timezone
+
+from apiservice.models import APIKey, Membership, Organisation, Scope
+from models_registry.models import ALIAS_VALIDATOR, NAME_VALIDATOR, RESERVED_ALIASES, MLModel, ModelVersion
+
+from .selectors import MAX_RANGE_DAYS
+
+
+class SignupForm(UserCreationForm):
+    organisation_name = forms.CharField(label="Organisation name", max_length=200)
+    email = forms.EmailField(label="Email", help_text="Used for password resets and invitations.")
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("organisation_name", "username", "email")
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"].strip().lower()
+        if get_user_model().objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError("An account with this email already exists; log in instead.")
+        return email
+
+
+class InvitationSignupForm(UserCreationForm):
+    """Create an account to accept an invitation; the email is the invited one."""
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username",)
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(label="Email address")
+    role = forms.ChoiceField(label="Role", choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class APIKeyCreateForm(forms.Form):
+    name = forms.CharField(label="Name", max_length=50, help_text="What the key is for, e.g. 'production backend'.")
+    scopes = forms.MultipleChoiceField(
+        label="Scopes", choices=Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[Scope.PREDICT.value]
+    )
+    expires_on = forms.DateField(
+        label="Expires on (optional)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="The key stops working at the start of this day (UTC).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # HOOK(billing, issue 5): a per-key monthly budget appears once APIKey has the field.
+        if any(f.name == "monthly_budget_units" for f in APIKey._meta.get_fields()):
+            self.fields["monthly_budget_units"] = forms.IntegerField(
+                label="Monthly budget in units (optional)", required=False, min_value=1
+            )
+
+    def clean_expires_on(self) -> date | None:
+        expires_on: date | None = self.cleaned_data.get("expires_on")
+        if expires_on is not None and expires_on <= timezone.localdate():
+            raise forms.ValidationError("Choose a day after today.")
+        return expires_on
+
+    def expires_at(self) -> datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone()) if day else None
+
+
+class DateRangeForm(forms.Form):
+    start = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    DEFAULT_DAYS = 30
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        end = timezone.localdate()
+        self.fields["start"].initial = end - timedelta(days=self.DEFAULT_DAYS - 1)
+        self.fields["end"].initial = end
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        end = data.get("end") or timezone.localdate()
+        start = data.get("start") or end - timedelta(days=self.DEFAULT_DAYS - 1)
+        if start > end:
+            raise forms.ValidationError("'From' must be on or before 'To'.")
+        if (end - start).days >= MAX_RANGE_DAYS:
+            raise forms.ValidationError(f"Choose at most {MAX_RANGE_DAYS} days.")
+        data.update(start=start, end=end)
+        return data
+
+    def range(self) -> tuple[date, date]:
+        if self.is_valid():
+            return self.cleaned_data["start"], self.cleaned_data["end"]
+        end = timezone.localdate()
+        return end - timedelta(days=self.DEFAULT_DAYS - 1), end
+
+
+class UsageFilterForm(DateRangeForm):
+    model = forms.ModelChoiceField(
+        label="Model", required=False, queryset=MLModel.objects.none(), empty_label="All models"
+    )
+
+    def __init__(self, *args: Any, models: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model"].queryset = models  # type: ignore[attr-defined]
+
+
+class StaffUsageFilterForm(UsageFilterForm):
+    organisation = forms.ModelChoiceField(
+        label="Organisation",
+        required=False,
+        queryset=Organisation.objects.order_by("name"),
+        empty_label="All organisations",
+    )
+
+
+class VersionUploadForm(forms.Form):
+    model_name = forms.CharField(
+        label="Model name",
+        max_length=63,
+        validators=[NAME_VALIDATOR],
+        help_text="An existing model gets a new version; a new name creates the model.",
+    )
+    organisation = forms.ModelChoiceField(
+        label="Owner (new models only)",
+        required=False,
+        queryset=Organisation.objects.order_by("name"),
+        empty_label="Public catalogue",
+    )
+    description = forms.CharField(
+        label="Description (new models only)", required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )
+    file = forms.FileField(label="ONNX file", widget=forms.ClearableFileInput(attrs={"accept": ".onnx"}))
+    aliases = forms.CharField(
+        label="Aliases to point at it if valid (optional)",
+        required=False,
+        help_text="Comma-separated, e.g. 'staging' or 'production'.",
+    )
+
+    def clean_aliases(self) -> list[str]:
+        aliases = [a.strip() for a in self.cleaned_data.get("aliases", "").split(",") if a.strip()]
+        for alias in aliases:
+            ALIAS_VALIDATOR(alias)
+            if alias in RESERVED_ALIASES:
+                raise forms.ValidationError(f"'{alias}' is reserved.")
+        return aliases
+
+
+class AliasMoveForm(forms.Form):
+    alias = forms.CharField(label="Alias", max_length=40, validators=[ALIAS_VALIDATOR])
+    version = forms.ModelChoiceField(
+        label="Point it at version", queryset=ModelVersion.objects.none(), to_field_name="number"
+    )
+    confirm = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, model: MLModel, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["version"]
+        field.queryset = model.versions.filter(status=ModelVersion.Status.READY).order_by("-number")  # type: ignore[attr-defined]
+        field.label_from_instance = lambda v: f"{v.number} ({v.created_at:%Y-%m-%d})"  # type: ignore[attr-defined]
+
+    def clean_alias(self) -> str:
+        alias: str = self.cleaned_data["alias"].strip()
+        if alias in RESERVED_ALIASES:
+            raise forms.ValidationError(f"'{alias}' is reserved.")
+        return alias

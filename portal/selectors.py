@@ -1,0 +1,313 @@
+"""Reads behind the portal and staff pages: memberships, keys, and usage from rollup + ledger."""
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from apiservice.models import APIKey, Membership, Organisation
+from billing.models import UsageRecord
+from models_registry.models import ModelVersion
+
+from . import latency
+from .models import Invitation, LatencyRollup, UsageRollup, UsageRollupCursor
+from .services import ledger_counts, ledger_histograms
+
+QUANTILES = (0.5, 0.95, 0.99)
+MAX_RANGE_DAYS = 366
+
+
+def membership_list(*, user: Any) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("organisation").order_by("organisation__name")
+
+
+def member_list(*, organisation: Organisation) -> QuerySet[Membership]:
+    return Membership.objects.filter(organisation=organisation).select_related("user").order_by("user__username")
+
+
+def invitation_list(*, organisation: Organisation) -> QuerySet[Invitation]:
+    return Invitation.objects.filter(organisation=organisation).select_related("invited_by")[:50]
+
+
+def api_key_list(*, organisation: Organisation) -> QuerySet[APIKey]:
+    return APIKey.objects.filter(organisation=organisation).select_related("created_by").order_by("-created")
+
+
+def latest_calls(*, organisation_id: int, limit: int = 25) -> QuerySet[UsageRecord]:
+    return (
+        UsageRecord.objects.filter(organisation_id=organisation_id)
+        .select_related("api_key", "model_version__model")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+# --- Usage facts ----------------------------------------------------------------------------------
+
+
+@dataclass
+class UsageFilter:
+    start: date  # inclusive, UTC days
+    end: date  # inclusive
+    organisation_id: int | None = None
+    model_id: int | None = None
+
+    @property
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+
+
+@dataclass
+class Fact:
+    day: date
+    organisation_id: int
+    model_version_id: int | None
+    meter: str
+    calls: int
+    units: int
+    errors: int
+    latency_sum_ms: float
+
+
+@dataclass
+class UsageData:
+    facts: list[Fact] = field(default_factory=list)  # per (day, organisation, version, meter)
+    hists: list[tuple[date, int | None, dict[Any, int]]] = field(default_factory=list)  # per (day, version)
+
+
+def rollup_cursor() -> date | None:
+    return UsageRollupCursor.objects.filter(pk=1).values_list("rolled_through", flat=True).first()
+
+
+def usage_facts(*, flt: UsageFilter) -> UsageData:
+    """Counts and latency histograms in the filter: rolled-up days from the rollups, later days live."""
+    cursor = rollup_cursor()
+    data = UsageData()
+    live_from = flt.start
+    if cursor is not None and cursor > flt.start:
+        _rolled(flt, min(cursor - timedelta(days=1), flt.end), data)
+        live_from = cursor
+    if live_from <= flt.end:
+        _live(flt, live_from, data)
+    return data
+
+
+def _rolled(flt: UsageFilter, rolled_end: date, data: UsageData) -> None:
+    rows = UsageRollup.objects.filter(day__gte=flt.start, day__lte=rolled_end)
+    if flt.organisation_id is not None:
+        rows = rows.filter(organisation_id=flt.organisation_id)
+    if flt.model_id is not None:
+        rows = rows.filter(model_version__model_id=flt.model_id)
+    fields = ("day", "organisation_id", "model_version_id", "meter", "calls", "units", "errors", "latency_sum_ms")
+    data.facts.extend(Fact(*values) for values in rows.values_list(*fields))
+    hist_rows: Any
+    if flt.organisation_id is not None:  # one organisation's histograms: few rows
+        hist_rows = rows.exclude(latency_hist={}).values_list("day", "model_version_id", "latency_hist")
+    else:
+        everyone = LatencyRollup.objects.filter(day__gte=flt.start, day__lte=rolled_end)
+        if flt.model_id is not None:
+            everyone = everyone.filter(model_version__model_id=flt.model_id)
+        hist_rows = everyone.values_list("day", "model_version_id", "latency_hist")
+    data.hists.extend(hist_rows)
+
+
+def _live(flt: UsageFilter, live_from: date, data: UsageData) -> None:
+    tz = timezone.get_current_timezone()
+    start = datetime.combine(live_from, time.min, tzinfo=tz)
+    end = datetime.combine(flt.end + timedelta(days=1), time.min, tzinfo=tz)
+    filters: dict[str, Any] = {}
+    if flt.organisation_id is not None:
+        filters["organisation_id"] = flt.organisation_id
+    if flt.model_id is not None:
+        filters["model_version__model_id"] = flt.model_id
+    data.facts.extend(Fact(*values) for values in ledger_counts(start=start, end=end, **filters))
+    data.hists.extend(
+        (day, version, hist) for (day, version), hist in ledger_histograms(start=start, end=end, **filters).items()
+    )
+
+
+# --- Shaping facts into charts and tables -----------------------------------------------------------
+
+
+def _version_labels(ids: set[int | None]) -> dict[int | None, tuple[str, str]]:
+    """version id -> (model name, "name:number"); None is a call that named no model (metadata)."""
+    labels: dict[int | None, tuple[str, str]] = {None: ("(no model)", "(no model)")}
+    for pk, name, number in ModelVersion.objects.filter(pk__in=[i for i in ids if i]).values_list(
+        "pk", "model__name", "number"
+    ):
+        labels[pk] = (name, f"{name}:{number}")
+    return labels
+
+
+def _series(days: list[date], per_day: dict[str, dict[date, float]], limit: int = 8) -> dict[str, Any]:
+    """Chart.js data: one dataset per key (largest first; the tail folded into 'others')."""
+    totals = sorted(per_day, key=lambda k: -sum(per_day[k].values()))
+    head, tail = totals[:limit], totals[limit:]
+    datasets = [{"label": k, "data": [per_day[k].get(d, 0) for d in days]} for k in head]
+    if tail:
+        datasets.append(
+            {"label": f"{len(tail)} others", "data": [sum(per_day[k].get(d, 0) for k in tail) for d in days]}
+        )
+    return {"labels": [d.isoformat() for d in days], "datasets": datasets}
+
+
+def _stats(calls: int, errors: int, latency_sum: float, hist: dict[int, int]) -> dict[str, Any]:
+    p50, p95, p99 = latency.percentiles(hist, QUANTILES)
+    return {
+        "calls": calls,
+        "errors": errors,
+        "error_rate": round(100.0 * errors / calls, 2) if calls else 0.0,
+        "latency_avg": round(latency_sum / calls, 2) if calls else None,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+    }
+
+
+def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
+    """Everything the usage pages draw: per-day series, per-version latency table, top customers."""
+    data = usage_facts(flt=flt)
+    days = flt.days
+    versions = _version_labels({f.model_version_id for f in data.facts})
+
+    def grid() -> dict[str, dict[date, float]]:
+        return defaultdict(lambda: defaultdict(float))
+
+    by_model, by_version_calls, by_version_units, by_meter = grid(), grid(), grid(), grid()
+    by_org_calls: dict[int, dict[date, float]] = defaultdict(lambda: defaultdict(float))
+    by_org_units: dict[int, dict[date, float]] = defaultdict(lambda: defaultdict(float))
+    daily = {d: [0, 0] for d in days}  # calls, errors
+    per_version: dict[int | None, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])  # calls, units, errors, sum
+    per_org: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # calls, units, errors
+    for f in data.facts:
+        model_name, version_label = versions.get(f.model_version_id, ("?", "?"))
+        by_model[model_name][f.day] += f.calls
+        by_version_calls[version_label][f.day] += f.calls
+        by_version_units[version_label][f.day] += f.units
+        if f.units:
+            by_meter[f.meter or "(none)"][f.day] += f.units
+        by_org_calls[f.organisation_id][f.day] += f.calls
+        by_org_units[f.organisation_id][f.day] += f.units
+        daily[f.day][0] += f.calls
+        daily[f.day][1] += f.errors
+        v, o = per_version[f.model_version_id], per_org[f.organisation_id]
+        v[0] += f.calls
+        v[1] += f.units
+        v[2] += f.errors
+        v[3] += f.latency_sum_ms
+        o[0] += f.calls
+        o[1] += f.units
+        o[2] += f.errors
+    hists_by_day: dict[date, list[dict[Any, int]]] = defaultdict(list)
+    hists_by_version: dict[int | None, list[dict[Any, int]]] = defaultdict(list)
+    for day, version_id, hist in data.hists:
+        hists_by_day[day].append(hist)
+        hists_by_version[version_id].append(hist)
+    org_names = dict(Organisation.objects.filter(pk__in=list(per_org)).values_list("pk", "name"))
+
+    def org_series(per_day: dict[int, dict[date, float]]) -> dict[str, Any]:
+        return _series(days, {org_names.get(k, str(k)): v for k, v in per_day.items()})
+
+    daily_percentiles = {d: latency.percentiles(latency.merge(hists_by_day.get(d, [])), QUANTILES) for d in days}
+    version_rows = []
+    for version_id, (calls, units, errors, latency_sum) in per_version.items():
+        row = _stats(int(calls), int(errors), latency_sum, latency.merge(hists_by_version.get(version_id, [])))
+        row.update(label=versions.get(version_id, ("?", "?"))[1], units=int(units), model_version_id=version_id)
+        version_rows.append(row)
+    version_rows.sort(key=lambda r: -r["calls"])
+    customers: list[dict[str, Any]] = [
+        {"organisation_id": k, "name": org_names.get(k, str(k)), "calls": v[0], "units": v[1], "errors": v[2]}
+        for k, v in per_org.items()
+    ]
+    top_customers = sorted(customers, key=lambda r: (-r["units"], -r["calls"]))[:top]
+    totals = {
+        "calls": sum(d[0] for d in daily.values()),
+        "errors": sum(d[1] for d in daily.values()),
+        "units": sum(int(v[1]) for v in per_version.values()),
+    }
+    labels = [d.isoformat() for d in days]
+    return {
+        "totals": totals,
+        "calls_by_model": _series(days, by_model),
+        "calls_by_version": _series(days, by_version_calls),
+        "units_by_version": _series(days, by_version_units),
+        "units_by_meter": _series(days, by_meter),
+        "calls_by_org": org_series(by_org_calls),
+        "units_by_org": org_series(by_org_units),
+        "errors": {
+            "labels": labels,
+            "datasets": [
+                {"label": "calls", "data": [daily[d][0] for d in days]},
+                {"label": "errors", "data": [daily[d][1] for d in days]},
+            ],
+        },
+        "latency": {
+            "labels": labels,
+            "datasets": [
+                {"label": f"p{int(q * 100)} (ms)", "data": [daily_percentiles[d][i] for d in days]}
+                for i, q in enumerate(QUANTILES)
+            ],
+        },
+        "versions": version_rows,
+        "top_customers": top_customers,
+    }
+
+
+def usage_csv_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
+    """Daily aggregates, one row per (day, organisation, model version, meter), for CSV export."""
+    facts = sorted(
+        usage_facts(flt=flt).facts, key=lambda f: (f.day, f.organisation_id, f.model_version_id or 0, f.meter)
+    )
+    versions = _version_labels({f.model_version_id for f in facts})
+    org_names = dict(Organisation.objects.filter(pk__in={f.organisation_id for f in facts}).values_list("pk", "name"))
+    yield ["day", "organisation", "model_version", "meter", "calls", "units", "errors", "latency_avg_ms"]
+    for f in facts:
+        yield [
+            f.day.isoformat(),
+            org_names.get(f.organisation_id, f.organisation_id),
+            versions.get(f.model_version_id, ("?", "?"))[1],
+            f.meter,
+            f.calls,
+            f.units,
+            f.errors,
+            round(f.latency_sum_ms / f.calls, 3) if f.calls else "",
+        ]
+
+
+def usage_call_rows(*, organisation_id: int, start: datetime, end: datetime) -> Iterator[list[Any]]:
+    """Every call of one organisation in [start, end), oldest first, for the customer's CSV export."""
+    yield [
+        "created_at",
+        "request_id",
+        "client_request_id",
+        "api_key",
+        "face",
+        "model",
+        "version",
+        "meter",
+        "units",
+        "status_code",
+        "latency_ms",
+    ]
+    rows = (
+        UsageRecord.objects.filter(organisation_id=organisation_id, created_at__gte=start, created_at__lt=end)
+        .order_by("created_at", "id")
+        .values_list(
+            "created_at",
+            "request_id",
+            "client_request_id",
+            "api_key__prefix",
+            "face",
+            "model_version__model__name",
+            "model_version__number",
+            "meter",
+            "units",
+            "status_code",
+            "latency_ms",
+        )
+    )
+    for row in rows.iterator(chunk_size=2000):
+        yield [row[0].isoformat(), *("" if v is None else v for v in row[1:])]

@@ -1,0 +1,78 @@
+"""/portal/ (customers, session login) and /staff/ (is_staff only)."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, reverse_lazy
+
+from .views import customer, staff
+
+AUTH = "portal/auth/"
+
+portal_patterns = [
+    path("", customer.home, name="home"),
+    path("signup/", customer.signup, name="signup"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name=AUTH + "login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(next_page=reverse_lazy("portal:login")), name="logout"),
+    path(
+        "password-reset/",
+        auth_views.PasswordResetView.as_view(
+            template_name=AUTH + "password_reset_form.html",
+            email_template_name=AUTH + "password_reset_email.txt",
+            subject_template_name=AUTH + "password_reset_subject.txt",
+            success_url=reverse_lazy("portal:password_reset_done"),
+        ),
+        name="password_reset",
+    ),
+    path(
+        "password-reset/sent/",
+        auth_views.PasswordResetDoneView.as_view(template_name=AUTH + "password_reset_done.html"),
+        name="password_reset_done",
+    ),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(
+            template_name=AUTH + "password_reset_confirm.html",
+            success_url=reverse_lazy("portal:password_reset_complete"),
+        ),
+        name="password_reset_confirm",
+    ),
+    path(
+        "password-reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(template_name=AUTH + "password_reset_complete.html"),
+        name="password_reset_complete",
+    ),
+    path("organisation/switch/", customer.organisation_switch, name="organisation-switch"),
+    path("team/", customer.team, name="team"),
+    path("team/invitations/<int:invitation_id>/revoke/", customer.invitation_revoke, name="invitation-revoke"),
+    path("team/members/<int:membership_id>/remove/", customer.member_remove, name="member-remove"),
+    path("invitations/<str:token>/", customer.invitation_accept, name="invitation-accept"),
+    path("keys/", customer.keys, name="keys"),
+    path("keys/<str:key_id>/revoke/", customer.key_revoke, name="key-revoke"),
+    path("usage/", customer.usage, name="usage"),
+    path("usage/calls/", customer.usage_calls, name="usage-calls"),
+    path("usage/export.csv", customer.usage_csv, name="usage-csv"),
+    path("models/", customer.models, name="models"),
+    path("models/<str:name>/", customer.model_detail, name="model"),
+    path("playground/key/", customer.playground_key, name="playground-key"),
+    # HOOK(batch jobs, issue 3 / edge bundles, issue 4 / billing, issue 5): add their portal pages here
+    # named "portal-batches", "portal-bundles", "portal-billing" (un-namespaced, see context_processors).
+]
+
+staff_patterns = [
+    path("", staff.usage, name="usage"),
+    path("usage/export.csv", staff.usage_csv, name="usage-csv"),
+    path("models/", staff.models, name="models"),
+    path("models/upload/", staff.version_upload, name="version-upload"),
+    path("models/<str:name>/", staff.model_detail, name="model"),
+    path("models/<str:name>/versions/<int:number>/", staff.version_report, name="version"),
+    path("models/<str:name>/aliases/move/", staff.alias_move_view, name="alias-move"),
+    # HOOK(staff bundles, issue 4 / billing health, issue 5): "staff-bundles", "staff-billing-health".
+]
+
+urlpatterns = [
+    path("portal/", include((portal_patterns, "portal"))),
+    path("staff/", include((staff_patterns, "staff"))),
+]

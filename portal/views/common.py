@@ -1,0 +1,25 @@
+"""Small helpers shared by the portal and staff views."""
+
+import csv
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.http import StreamingHttpResponse
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_response(rows: Iterable[list[Any]], filename: str) -> StreamingHttpResponse:
+    """Stream rows as CSV (one line at a time, so big exports never sit in memory)."""
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        for row in rows:
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

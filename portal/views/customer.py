@@ -1,0 +1,304 @@
+"""The customer portal: sign-up, team, API keys, usage, models and the playground."""
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Prefetch
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from apiservice.errors import NotFound
+from apiservice.models import APIKey, Membership
+from apiservice.services import api_key_create, api_key_revoke
+from models_registry import selectors as registry
+from models_registry.models import ModelAlias, ModelVersion
+
+from .. import selectors, services
+from ..access import SESSION_ORG, portal_view
+from ..forms import APIKeyCreateForm, InvitationSignupForm, InviteForm, SignupForm, UsageFilterForm
+from ..playground import example_body
+from .common import csv_response
+
+
+def _is_owner(request: HttpRequest) -> bool:
+    return bool(request.membership.role == Membership.Role.OWNER)  # type: ignore[attr-defined]
+
+
+# --- Sign-up and organisations --------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("portal:home")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        user, organisation = services.organisation_signup(
+            organisation_name=data["organisation_name"],
+            username=data["username"],
+            email=data["email"],
+            password=data["password1"],
+        )
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        request.session[SESSION_ORG] = organisation.pk
+        messages.success(request, f"Welcome! {organisation.name} is ready. Create an API key to start.")
+        return redirect("portal:keys")
+    return render(request, "portal/signup.html", {"form": form})
+
+
+@require_GET
+@portal_view()
+def home(request: HttpRequest) -> HttpResponse:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    today = timezone.localdate()
+    flt = selectors.UsageFilter(start=today.replace(day=1), end=today, organisation_id=organisation.pk)
+    facts = selectors.usage_facts(flt=flt).facts
+    context = {
+        "active_keys": selectors.api_key_list(organisation=organisation).filter(revoked=False).count(),
+        "month_calls": sum(f.calls for f in facts),
+        "month_units": sum(f.units for f in facts),
+        "models": registry.model_list(organisation_id=organisation.pk).count(),
+        "memberships": selectors.membership_list(user=request.user),
+    }
+    return render(request, "portal/home.html", context)
+
+
+@require_POST
+@portal_view()
+def organisation_switch(request: HttpRequest) -> HttpResponse:
+    membership = get_object_or_404(Membership, user=request.user, organisation_id=request.POST.get("organisation"))
+    request.session[SESSION_ORG] = membership.organisation_id
+    return redirect("portal:home")
+
+
+# --- Team -----------------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@portal_view()
+def team(request: HttpRequest) -> HttpResponse:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    form = InviteForm(request.POST or None)
+    if request.method == "POST":
+        if not _is_owner(request):
+            raise PermissionDenied("Only owners can invite teammates.")
+        if form.is_valid():
+            accept_url = request.build_absolute_uri(reverse("portal:invitation-accept", args=["TOKEN"]))
+            try:
+                services.invitation_create(
+                    organisation=organisation,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                    invited_by=request.user,
+                    accept_url=accept_url.replace("TOKEN", "{token}"),
+                )
+            except services.PortalError as exc:
+                form.add_error("email", str(exc))
+            else:
+                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                return redirect("portal:team")
+    context = {
+        "form": form,
+        "members": selectors.member_list(organisation=organisation),
+        "invitations": selectors.invitation_list(organisation=organisation),
+        "is_owner": _is_owner(request),
+    }
+    return render(request, "portal/team.html", context)
+
+
+@require_POST
+@portal_view(owner=True)
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    invitation = get_object_or_404(organisation.invitations, pk=invitation_id)
+    services.invitation_revoke(invitation=invitation)
+    messages.success(request, f"Invitation to {invitation.email} revoked.")
+    return redirect("portal:team")
+
+
+@require_POST
+@portal_view(owner=True)
+def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    membership = get_object_or_404(
+        Membership.objects.select_related("user"), organisation=organisation, pk=membership_id
+    )
+    try:
+        services.membership_remove(membership=membership)
+    except services.PortalError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{membership.user.get_username()} removed.")
+    return redirect("portal:team")
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    invitation = services.invitation_find(token=token)
+    if invitation is None:
+        raise Http404("This invitation link is unknown, used, revoked or expired.")
+    form = InvitationSignupForm(request.POST or None) if not request.user.is_authenticated else None
+    if request.method == "POST":
+        user: Any = request.user
+        if form is not None:
+            if not form.is_valid():
+                return render(request, "portal/invitation.html", {"invitation": invitation, "form": form})
+            user = form.save(commit=False)
+            user.email = invitation.email
+            user.save()
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        try:
+            services.invitation_accept(invitation=invitation, user=user)
+        except services.PortalError as exc:
+            messages.error(request, str(exc))
+            return redirect("portal:home")
+        request.session[SESSION_ORG] = invitation.organisation_id
+        messages.success(request, f"You joined {invitation.organisation.name}.")
+        return redirect("portal:home")
+    return render(request, "portal/invitation.html", {"invitation": invitation, "form": form})
+
+
+# --- API keys -------------------------------------------------------------------------------------
+
+
+def _keys_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    return {"keys": selectors.api_key_list(organisation=organisation), "is_owner": _is_owner(request), **extra}
+
+
+@require_http_methods(["GET", "POST"])
+@portal_view()
+def keys(request: HttpRequest) -> HttpResponse:
+    """List and create. The new key's secret is rendered once in the response, never stored or redirected."""
+    form = APIKeyCreateForm(request.POST or None)
+    context = _keys_context(request, form=form)
+    if request.method == "POST" and form.is_valid():
+        extra = {}
+        if form.cleaned_data.get("monthly_budget_units"):
+            extra["monthly_budget_units"] = form.cleaned_data["monthly_budget_units"]
+        api_key, secret = api_key_create(
+            organisation=request.membership.organisation,  # type: ignore[attr-defined]
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+            expires_at=form.expires_at(),
+            created_by=request.user,
+            **extra,
+        )
+        context = _keys_context(request, form=APIKeyCreateForm(), created=api_key, secret=secret)
+    template = "portal/partials/keys_panel.html" if request.htmx else "portal/keys.html"  # type: ignore[attr-defined]
+    response = render(request, template, context)
+    response["Cache-Control"] = "no-store"  # the page may hold a secret
+    return response
+
+
+@require_POST
+@portal_view()
+def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    api_key = get_object_or_404(APIKey, organisation=organisation, pk=key_id)
+    if not _is_owner(request) and api_key.created_by_id != request.user.pk:
+        raise PermissionDenied("Members can revoke only the keys they created.")
+    api_key_revoke(api_key=api_key)
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "portal/partials/key_row.html", {"key": api_key, "is_owner": _is_owner(request)})
+    messages.success(request, f"Key {api_key.prefix} revoked.")
+    return redirect("portal:keys")
+
+
+# --- Usage ----------------------------------------------------------------------------------------
+
+
+def _usage_filter(request: HttpRequest) -> tuple[UsageFilterForm, selectors.UsageFilter]:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    form = UsageFilterForm(request.GET or None, models=registry.model_list(organisation_id=organisation.pk))
+    start, end = form.range()
+    model = form.cleaned_data.get("model") if form.is_bound and form.is_valid() else None
+    flt = selectors.UsageFilter(
+        start=start, end=end, organisation_id=organisation.pk, model_id=getattr(model, "pk", None)
+    )
+    return form, flt
+
+
+@require_GET
+@portal_view()
+def usage(request: HttpRequest) -> HttpResponse:
+    form, flt = _usage_filter(request)
+    dashboard = selectors.usage_dashboard(flt=flt)
+    calls = selectors.latest_calls(organisation_id=flt.organisation_id or 0)
+    return render(request, "portal/usage.html", {"form": form, "flt": flt, "d": dashboard, "calls": calls})
+
+
+@require_GET
+@portal_view()
+def usage_calls(request: HttpRequest) -> HttpResponse:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    calls = selectors.latest_calls(organisation_id=organisation.pk)
+    return render(request, "portal/partials/calls_table.html", {"calls": calls})
+
+
+@require_GET
+@portal_view()
+def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
+    _, flt = _usage_filter(request)
+    tz = timezone.get_current_timezone()
+    start = datetime.combine(flt.start, time.min, tzinfo=tz)
+    end = datetime.combine(flt.end + timedelta(days=1), time.min, tzinfo=tz)
+    rows = selectors.usage_call_rows(organisation_id=flt.organisation_id or 0, start=start, end=end)
+    return csv_response(rows, f"usage-{flt.start}-{flt.end}.csv")
+
+
+# --- Models and playground ------------------------------------------------------------------------
+
+
+@require_GET
+@portal_view()
+def models(request: HttpRequest) -> HttpResponse:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    catalogue = (
+        registry.model_list(organisation_id=organisation.pk)
+        .annotate(version_count=Count("versions"))
+        .prefetch_related(Prefetch("aliases", queryset=ModelAlias.objects.select_related("version")))
+    )
+    return render(request, "portal/models.html", {"models": catalogue})
+
+
+@require_GET
+@portal_view()
+def model_detail(request: HttpRequest, name: str) -> HttpResponse:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    try:
+        model = registry.model_get(name=name, organisation_id=organisation.pk)
+    except NotFound:
+        raise Http404(f"Model '{name}' not found.") from None
+    versions = model.versions.prefetch_related("aliases").order_by("-number")
+    ready = [v for v in versions if v.status == ModelVersion.Status.READY]
+    try:
+        default = registry.model_version_resolve(model=model, ref=None)
+    except NotFound:
+        default = None
+    context = {
+        "model": model,
+        "versions": versions,
+        "ready": ready,
+        "default": default,
+        "examples": {v.number: example_body(v.signature) for v in ready},
+        "api_base": request.build_absolute_uri("/").rstrip("/"),
+    }
+    return render(request, "portal/model_detail.html", context)
+
+
+@require_POST
+@portal_view()
+def playground_key(request: HttpRequest) -> HttpResponse:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    api_key, secret = services.playground_key_create(organisation=organisation, user=request.user)
+    response = render(request, "portal/partials/playground_key.html", {"created": api_key, "secret": secret})
+    response["Cache-Control"] = "no-store"
+    return response

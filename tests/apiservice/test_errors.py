@@ -1,0 +1,60 @@
+import pytest
+from django.core.checks import run_checks
+
+from billing.models import UsageRecord
+
+
+def test_an_unknown_v1_route_is_a_json_404(api):
+    response = api.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_wrong_method_is_a_json_405(api, iris):
+    response = api.get("/v1/models/iris:predict")
+    assert response.status_code == 405
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_body_over_the_cap_is_413_and_still_recorded(api, iris, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api.post_json("/v1/models/iris:predict", {"instances": [[1.0, 2.0, 3.0, 4.0]] * 200})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert UsageRecord.objects.get().status_code == 413
+
+
+def test_every_response_carries_a_request_id_and_accepts_the_clients(api, iris):
+    generated = api.get("/v1/models")
+    assert generated["X-Request-Id"].startswith("req_")
+    mine = api.get("/v1/models", HTTP_X_REQUEST_ID="client-123")
+    assert mine["X-Request-Id"] == "client-123"
+    again = api.get("/v1/models", HTTP_X_REQUEST_ID="client-123")
+    assert again.status_code == 200  # a reused client id never collides in the ledger
+    rows = UsageRecord.objects.filter(client_request_id="client-123")
+    assert rows.count() == 2 and len({r.request_id for r in rows}) == 2
+
+
+def test_errors_carry_the_request_id_of_the_response(api, iris):
+    response = api.post_json("/v1/models/iris:predict", {"instances": "nope"})
+    assert response.json()["error"]["request_id"] == response["X-Request-Id"]
+
+
+def test_metrics_are_not_public(client, settings):
+    settings.METRICS_TOKEN = ""
+    assert client.get("/metrics").status_code == 404
+    settings.METRICS_TOKEN = "s3cret-token"
+    assert client.get("/metrics").status_code == 401
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert response.status_code == 200
+    assert b"modelmeter_api_calls_total" in response.content
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "check_id"),
+    [("API_KEY_CACHE_SECONDS", 5.0, "apiservice.E001"), ("INFERENCE_NAN_POLICY", "maybe", "apiservice.E002")],
+)
+def test_system_checks_catch_bad_configuration(settings, setting, value, check_id):
+    setattr(settings, setting, value)
+    assert check_id in [message.id for message in run_checks()]

@@ -1,0 +1,60 @@
+"""The JSONL fast path accepts exactly what the full `:predict` rules accept, with the same arrays."""
+
+import json
+
+import numpy as np
+import pytest
+
+from batches.formats import JSONLParser, LineError, RawLine, iter_lines
+
+SIGNATURE = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3]}], "outputs": []}
+LINES = [
+    {"custom_id": "a", "instances": [[1.5, 2, -3.25]]},
+    {"custom_id": "b", "instances": [[1, 2, 3], [4.0, 5.0, 6.0]]},
+    {"custom_id": "c", "instances": [[1, 2]]},
+    {"custom_id": "d", "instances": [[True, False, True]]},
+    {"custom_id": "e", "instances": [[1e39, 0, 0]]},
+    {"custom_id": "f", "instances": [[2**70, 0, 0]]},
+    {"custom_id": "g", "instances": [["1", 2, 3]]},
+    {"custom_id": "h", "instances": []},
+    {"custom_id": "i", "instances": [[1, 2, 3]] * 5},
+    {"custom_id": "j", "inputs": [[1, 2, 3]]},
+    {"custom_id": "k", "instances": [[1, 2, 3]], "extra": 1},
+    {"custom_id": "l", "instances": [[None, 2, 3]]},
+]
+
+
+def _outcome(parser, body):
+    try:
+        request = parser.parse(RawLine(1, 0, json.dumps(body).encode()))
+    except LineError as exc:
+        return exc.code, None
+    return request.form, request.feeds["input"]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e39 as FP32, line e
+@pytest.mark.parametrize("body", LINES, ids=[b["custom_id"] for b in LINES])
+def test_it_decides_like_the_full_rules(body):
+    fast = JSONLParser(SIGNATURE, max_rows=4, nan_policy="reject")
+    full = JSONLParser(SIGNATURE, max_rows=4, nan_policy="reject")
+    full.fast = False
+    (fast_kind, fast_array), (full_kind, full_array) = _outcome(fast, body), _outcome(full, body)
+    assert fast_kind == full_kind
+    if full_array is not None:
+        assert fast_array.dtype == full_array.dtype
+        np.testing.assert_array_equal(fast_array, full_array)
+
+
+def test_it_reads_lines_and_byte_ranges():
+    import io
+
+    data = b'{"a": 1}\r\n\n{"b": 2}\nlast'
+    lines = list(iter_lines(io.BytesIO(data)))
+    assert [(line.number, line.offset, line.data) for line in lines] == [
+        (1, 0, b'{"a": 1}'),
+        (2, 10, b""),
+        (3, 11, b'{"b": 2}'),
+        (4, 20, b"last"),
+    ]
+    middle = list(iter_lines(io.BytesIO(data), offset=11, length=9, first_number=3))
+    assert [(line.number, line.data) for line in middle] == [(3, b'{"b": 2}')]

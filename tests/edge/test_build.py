@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from edge.models import Bundle
+from tests.conftest import register
+
+from .conftest import build_now, zip_members
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "int8_status"),
+    [
+        ("iris", "iris", "skipped"),
+        ("diabetes", "diabetes", "skipped"),
+        ("forest", "forest", "skipped"),
+        ("mlp", "mlp", "skipped"),
+    ],
+)
+def test_it_builds_a_bundle_for_each_demo_model(db, name, kind, int8_status):
+    version = register(name, kind)
+    bundle = build_now(version)
+    assert bundle.status == Bundle.Status.READY, bundle.reason
+    report = bundle.report
+    assert report["fp32"]["status"] == "published"
+    assert report["ort"]["status"] == "published"
+    assert report["int8"]["status"] == int8_status
+    assert "dynamic quantisation does not apply" in report["int8"]["reason"]
+    members = zip_members(bundle)
+    assert {
+        "manifest.json",
+        "manifest.sig",
+        "run.py",
+        "README.md",
+        "golden/inputs.json",
+        "golden/outputs.json",
+        "models/fp32/model.onnx",
+        "models/ort/model.ort",
+        "models/ort/required_operators.config",
+    } <= set(members)
+    assert "models/int8/model.onnx" not in members
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["model"] == {
+        "name": name,
+        "version": 1,
+        "source_sha256": version.sha256,
+        "opset": version.opset,
+        "producer": version.producer,
+    }
+    assert manifest["signature"] == version.signature
+
+
+def test_it_builds_and_publishes_int8_for_the_digits_mlp(digits):
+    bundle = build_now(digits)
+    assert bundle.status == Bundle.Status.READY, bundle.reason
+    int8 = bundle.report["int8"]
+    assert int8["status"] == "published", int8
+    assert int8["parity"]["outputs"]["label"]["label_agreement"] >= 0.99
+    manifest = bundle.manifest
+    assert manifest["golden"]["rows"] == 128
+    assert manifest["golden"]["source"] == "model metadata"
+    assert manifest["task"] == "classification"
+    sizes = {f["variant"]: f["size"] for f in manifest["files"] if f["path"].endswith("model.onnx")}
+    assert sizes["int8"] < 0.35 * sizes["fp32"]
+
+
+def test_it_does_nothing_when_a_build_task_is_delivered_twice(iris):
+    from edge.services import bundle_build
+
+    bundle = build_now(iris, ["fp32"])
+    bundle_build(bundle_id=bundle.pk)
+    bundle.refresh_from_db()
+    assert (bundle.status, bundle.attempts) == ("ready", 1)
+
+
+def test_it_takes_over_a_build_whose_worker_died(iris, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from edge.services import bundle_build, bundle_request
+
+    bundle = bundle_request(version=iris, variants=["fp32"])
+    Bundle.objects.filter(pk=bundle.pk).update(status="building", started_at=timezone.now(), attempts=1)
+    bundle_build(bundle_id=bundle.pk)  # a live build: left alone
+    assert Bundle.objects.get(pk=bundle.pk).status == "building"
+    Bundle.objects.filter(pk=bundle.pk).update(
+        started_at=timezone.now() - timedelta(seconds=settings.EDGE_BUILD_STALE_SECONDS + 1)
+    )
+    bundle_build(bundle_id=bundle.pk)
+    bundle.refresh_from_db()
+    assert (bundle.status, bundle.attempts) == ("ready", 2)

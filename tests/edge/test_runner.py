@@ -1,0 +1,128 @@
+"""run.py, executed as a subprocess on the bundle as a customer would run it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import build_now, extract
+
+RUN = [sys.executable, "run.py"]
+
+
+def run(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUN, *args], cwd=folder, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def iris_folder(iris, tmp_path):
+    return extract(build_now(iris), tmp_path / "bundle")
+
+
+def test_it_verifies_an_untouched_bundle(iris_folder, key_file):
+    result = run(iris_folder, "verify", "--public-key", str(key_file))
+    assert result.returncode == 0, result.stderr
+    assert "OK: iris v1" in result.stdout
+
+
+def test_it_verifies_the_zip_itself(iris, key_file, tmp_path):
+    bundle = build_now(iris)
+    zip_path = tmp_path / "bundle.zip"
+    with bundle.file.open("rb") as handle:
+        zip_path.write_bytes(handle.read())
+    runner = Path(extract(bundle, tmp_path / "x")) / "run.py"
+    result = subprocess.run(
+        [sys.executable, str(runner), "--bundle", str(zip_path), "verify", "--public-key", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "manifest.json",
+        "manifest.sig",
+        "models/fp32/model.onnx",
+        "models/ort/model.ort",
+        "golden/outputs.json",
+        "README.md",
+    ],
+)
+def test_it_detects_a_one_byte_change_anywhere(iris_folder, key_file, path):
+    target = iris_folder / path
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    result = run(iris_folder, "verify", "--public-key", str(key_file))
+    assert result.returncode == 2
+    assert "VERIFICATION FAILED" in result.stderr
+
+
+def test_it_refuses_another_public_key(iris_folder, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    other = tmp_path / "other.pem"
+    other.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    result = run(iris_folder, "verify", "--public-key", str(other))
+    assert result.returncode == 2
+
+
+def test_it_passes_its_own_golden_check_for_every_variant(digits, key_file, tmp_path):
+    folder = extract(build_now(digits), tmp_path / "bundle")
+    result = run(folder, "golden", "--public-key", str(key_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"fp32", "int8", "ort"}
+    assert report["int8"]["outputs"]["label"]["label_agreement"] >= 0.99
+
+
+@pytest.mark.parametrize("variant", ["fp32", "ort"])
+def test_it_predicts_what_the_online_api_predicts_on_the_golden_inputs(iris, api, key_file, tmp_path, variant):
+    folder = extract(build_now(iris), tmp_path / "bundle")
+    inputs = json.loads((folder / "golden/inputs.json").read_text())["inputs"][0]
+    rows = np.asarray(inputs["data"], dtype=np.float32).reshape(inputs["shape"]).tolist()
+    (folder / "rows.json").write_text(json.dumps({"instances": rows}))
+    result = run(folder, "predict", "--public-key", str(key_file), "--input", "rows.json", "--variant", variant)
+    assert result.returncode == 0, result.stderr
+    local = json.loads(result.stdout)["outputs"]
+    online = api.post_json("/v1/models/iris/versions/1:predict", {"inputs": rows}).json()["outputs"]
+    assert local["label"] == online["label"]
+    np.testing.assert_allclose(
+        np.asarray(local["probabilities"]), np.asarray(online["probabilities"]), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_it_predicts_from_csv(diabetes, api, key_file, tmp_path):
+    folder = extract(build_now(diabetes), tmp_path / "bundle")
+    rows = [[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, -0.002, 0.02, -0.01], [0.0] * 10]
+    (folder / "rows.csv").write_text("a,b,c,d,e,f,g,h,i,j\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    result = run(folder, "predict", "--public-key", str(key_file), "--input", "rows.csv")
+    assert result.returncode == 0, result.stderr
+    local = np.asarray(json.loads(result.stdout)["outputs"]["variable"])
+    online = np.asarray(api.post_json("/v1/models/diabetes:predict", {"instances": rows}).json()["predictions"])
+    np.testing.assert_allclose(local, online, rtol=1e-4)
+
+
+def test_it_predicts_the_online_labels_with_the_int8_variant(digits, api, key_file, tmp_path):
+    folder = extract(build_now(digits), tmp_path / "bundle")
+    inputs = json.loads((folder / "golden/inputs.json").read_text())["inputs"][0]
+    rows = np.asarray(inputs["data"], dtype=np.float32).reshape(inputs["shape"]).tolist()
+    (folder / "rows.json").write_text(json.dumps(rows))
+    result = run(folder, "predict", "--public-key", str(key_file), "--input", "rows.json", "--variant", "int8")
+    assert result.returncode == 0, result.stderr
+    local = json.loads(result.stdout)["outputs"]
+    online = api.post_json("/v1/models/digits/versions/1:predict", {"inputs": rows}).json()["outputs"]
+    agreement = np.mean(np.asarray(local["label"]) == np.asarray(online["label"]))
+    assert agreement >= 0.99
+    np.testing.assert_allclose(np.asarray(local["probabilities"]), np.asarray(online["probabilities"]), atol=0.05)

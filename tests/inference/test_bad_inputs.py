@@ -1,0 +1,112 @@
+"""Every input rule gives a clear 4xx naming the input, before ONNX Runtime runs; never a 500."""
+
+import pytest
+
+from billing.models import UsageRecord
+from models_registry.services import model_get_or_create, model_version_register
+from tests import onnx_factories
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "param"),
+    [
+        ({"instances": [ROW], "inputs": [ROW]}, 400, "ambiguous_body", None),
+        ({}, 400, "invalid_input", "instances"),
+        ({"instances": []}, 400, "invalid_input", "instances"),
+        ({"instances": "abc"}, 400, "invalid_input", "instances"),
+        ({"instances": [[1.0, 2.0, 3.0]]}, 400, "invalid_input", "instances.input"),
+        ({"instances": [ROW, [1.0, 2.0]]}, 400, "invalid_input", "instances.input"),
+        ({"instances": [["a", "b", "c", "d"]]}, 400, "invalid_input", "instances.input"),
+        ({"instances": [[True, False, True, False]]}, 400, "invalid_input", "instances.input"),
+        ({"instances": [[1.0, None, 2.0, 3.0]]}, 400, "invalid_input", "instances.input"),
+        ({"instances": [{"nope": ROW}]}, 400, "invalid_input", "instances.0.nope"),
+        ({"inputs": {"input": [ROW], "extra": [1]}}, 400, "invalid_input", "inputs.extra"),
+        ({"inputs": [[ROW]]}, 400, "invalid_input", "inputs.input"),
+        ({"instances": [[1e39, 1.0, 1.0, 1.0]]}, 400, "non_finite_input", "instances.input"),
+        ([ROW], 400, "invalid_input", None),
+    ],
+    ids=[
+        "both-forms",
+        "empty-object",
+        "empty-instances",
+        "instances-not-list",
+        "too-few-features",
+        "ragged",
+        "strings",
+        "booleans",
+        "null",
+        "unknown-input-name",
+        "extra-input",
+        "wrong-rank",
+        "overflow-to-infinity",
+        "body-not-object",
+    ],
+)
+def test_it_refuses_bad_predict_bodies(api, iris, body, status, code, param):
+    response = api.post_json("/v1/models/iris:predict", body)
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["param"] == param
+    assert error["message"]
+
+
+def test_it_refuses_a_nan_token_which_is_not_json(api, iris):
+    body = b'{"instances": [[NaN, 1.0, 1.0, 1.0]]}'
+    response = api.post("/v1/models/iris:predict", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+def test_it_passes_non_finite_values_when_the_policy_allows(api, iris, settings):
+    settings.INFERENCE_NAN_POLICY = "allow"
+    response = api.post_json("/v1/models/iris:predict", {"instances": [[1e39, 1.0, 1.0, 1.0]]})
+    assert response.status_code == 200
+
+
+def test_it_refuses_too_many_rows(api, iris, settings):
+    settings.INFERENCE_MAX_ROWS = 5
+    response = api.post_json("/v1/models/iris:predict", {"instances": [ROW] * 6})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "too_many_rows"
+    assert "at most 5" in response.json()["error"]["message"]
+
+
+def test_it_refuses_broken_json_and_empty_bodies(api, iris):
+    broken = api.post("/v1/models/iris:predict", data=b'{"instances": [', content_type="application/json")
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
+    empty = api.post("/v1/models/iris:predict", data=b"", content_type="application/json")
+    assert empty.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"instances": [{"a": [1.0, 2.0], "b": [1.0, 2.0]}]}, "lacks input 'count'"),
+        ({"instances": [[1.0, 2.0]]}, "several inputs"),
+        ({"instances": [{"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [1.5]}]}, "expects integers"),
+        ({"inputs": {"a": [[1.0, 2.0]], "b": [[1.0, 2.0], [3.0, 4.0]], "count": [[1]]}}, "same number of rows"),
+        ({"instances": [{"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [2**70]}]}, "out of range"),
+        ({"instances": [{"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [2**40]}], "x": 1}, None),
+    ],
+    ids=["missing-input", "rows-for-several-inputs", "decimal-for-int64", "mismatched-rows", "int64-overflow", "ok"],
+)
+def test_it_checks_every_input_of_a_multi_input_model(api, db, body, message):
+    model_version_register(
+        model=model_get_or_create(name="pair"), content=onnx_factories.two_inputs(), aliases=["production"]
+    )
+    response = api.post_json("/v1/models/pair:predict", body)
+    if message is None:  # the control: a well-formed body (extra top-level keys are ignored) passes
+        assert response.status_code == 200, response.content
+        assert response.json()["predictions"] == [{"sum": [2.0, 4.0], "count_out": [2**40]}]
+        return
+    assert response.status_code == 400, response.content
+    assert message in response.json()["error"]["message"]
+
+
+def test_bad_inputs_are_recorded_in_the_ledger_as_unbilled(api, iris):
+    api.post_json("/v1/models/iris:predict", {"instances": [[1.0]]})
+    row = UsageRecord.objects.get()
+    assert (row.status_code, row.units, row.meter) == (400, 0, "")

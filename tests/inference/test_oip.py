@@ -1,0 +1,129 @@
+"""Open Inference Protocol v2 over plain HTTP: JSON, binary tensors and the spec's error shape."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+
+
+def _infer(api, path, body, **extra):
+    return api.post(path, data=json.dumps(body), content_type="application/json", **extra)
+
+
+def _tensor(data, shape=(2, 4)):
+    return {"name": "input", "datatype": "FP32", "shape": list(shape), "data": data}
+
+
+def test_health_is_public(client, db):
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_server_and_model_metadata(api, iris):
+    assert api.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    metadata = api.get("/v2/models/iris").json()
+    assert metadata["name"] == "iris" and metadata["versions"] == ["1"]
+    assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    assert api.get("/v2/models/iris/versions/production").json()["name"] == "iris"
+    assert api.get("/v2/models/iris/ready").json() == {"ready": True}
+    assert api.get("/v2/models/iris/versions/1/ready").status_code == 200
+
+
+def test_infer_accepts_flat_and_nested_data_alike(api, iris):
+    flat = _infer(
+        api, "/v2/models/iris/infer", {"inputs": [_tensor([value for row in IRIS_ROWS for value in row])]}
+    ).json()
+    nested = _infer(api, "/v2/models/iris/infer", {"inputs": [_tensor(IRIS_ROWS)]}).json()
+    assert flat == nested
+    outputs = {o["name"]: o for o in flat["outputs"]}
+    assert outputs["label"] == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["setosa", "virginica"]}
+    assert outputs["probabilities"]["shape"] == [2, 3] and len(outputs["probabilities"]["data"]) == 6
+    assert flat["model_version"] == "1" and flat["model_name"] == "iris"
+
+
+def test_infer_echoes_the_id_filters_outputs_and_names_the_concrete_version(api, iris):
+    body = {"id": "abc-1", "inputs": [_tensor(IRIS_ROWS)], "outputs": [{"name": "label"}]}
+    response = _infer(api, "/v2/models/iris/versions/production/infer", body)
+    assert response.json()["id"] == "abc-1"
+    assert [o["name"] for o in response.json()["outputs"]] == ["label"]
+    assert response.json()["model_version"] == "1"
+    assert response["X-Model-Version"] == "1"
+
+
+def test_infer_works_without_a_content_type(api, iris):
+    response = api.generic(
+        "POST", "/v2/models/iris/infer", json.dumps({"inputs": [_tensor(IRIS_ROWS)]}).encode(), content_type=""
+    )
+    assert response.status_code == 200, response.content
+
+
+def test_binary_tensors_in_and_out(api, iris):
+    raw = np.array(IRIS_ROWS, dtype=np.float32).tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [2, 4], "parameters": {"binary_data_size": len(raw)}}
+            ],
+            "outputs": [
+                {"name": "probabilities", "parameters": {"binary_data": True}},
+                {"name": "label", "parameters": {"binary_data": True}},
+            ],
+        }
+    ).encode()
+    response = api.generic(
+        "POST",
+        "/v2/models/iris/infer",
+        header + raw,
+        content_type="application/octet-stream",
+        HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)),
+    )
+    assert response.status_code == 200, response.content
+    head_length = int(response["Inference-Header-Content-Length"])
+    head = json.loads(response.content[:head_length])
+    blob = response.content[head_length:]
+    probs_meta, label_meta = head["outputs"]
+    probs = np.frombuffer(blob[: probs_meta["parameters"]["binary_data_size"]], dtype=np.float32).reshape(2, 3)
+    assert probs.argmax(axis=1).tolist() == [0, 2]
+    labels_blob = blob[probs_meta["parameters"]["binary_data_size"] :]
+    assert len(labels_blob) == label_meta["parameters"]["binary_data_size"]
+    (first_len,) = struct.unpack_from("<I", labels_blob, 0)
+    assert labels_blob[4 : 4 + first_len] == b"setosa"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"inputs": []}, 400, "non-empty 'inputs'"),
+        ({"inputs": [_tensor(IRIS_ROWS, (2, 3))]}, 400, "8 elements"),
+        ({"inputs": [{**_tensor(IRIS_ROWS), "datatype": "INT64"}]}, 400, "model expects FP32"),
+        ({"inputs": [{**_tensor(IRIS_ROWS), "name": "x"}]}, 400, "Unknown input 'x'"),
+        ({"inputs": [_tensor(IRIS_ROWS)], "outputs": [{"name": "nope"}]}, 400, "Unknown output"),
+        ({"inputs": [{**_tensor(IRIS_ROWS), "parameters": {"binary_data_size": 32}}]}, 400, "binary_data_size"),
+        ({"inputs": [_tensor([[1, 2, 3, 4], [1, 2]])]}, 400, "ragged"),
+    ],
+    ids=["no-inputs", "count-mismatch", "datatype", "unknown-input", "unknown-output", "binary-missing", "ragged"],
+)
+def test_infer_errors_use_the_spec_shape(api, iris, body, status, fragment):
+    response = _infer(api, "/v2/models/iris/infer", body)
+    assert response.status_code == status, response.content
+    assert set(response.json()) == {"error"}
+    assert fragment in response.json()["error"]
+
+
+def test_v2_not_found_and_not_ready(api, iris):
+    from models_registry.services import model_version_register
+
+    assert _infer(api, "/v2/models/nope/infer", {"inputs": [_tensor(IRIS_ROWS)]}).status_code == 404
+    model_version_register(model=iris.model, content=b"garbage")
+    not_ready = _infer(api, "/v2/models/iris/versions/2/infer", {"inputs": [_tensor(IRIS_ROWS)]})
+    assert not_ready.status_code == 503 and "not ready" in not_ready.json()["error"]
+    assert api.get("/v2/models/iris/versions/2/ready").status_code == 503
+
+
+def test_v2_auth_errors_use_the_spec_shape(client, iris):
+    response = client.post("/v2/models/iris/infer", data="{}", content_type="application/json")
+    assert response.status_code == 401
+    assert set(response.json()) == {"error"}

@@ -1,0 +1,117 @@
+import hashlib
+from io import StringIO
+
+import onnx
+import pytest
+from django.core.management import CommandError, call_command
+
+from models_registry.models import AliasMove, ModelVersion
+from models_registry.selectors import model_version_resolve
+from models_registry.services import alias_move, model_get_or_create, model_version_register
+from tests import onnx_factories
+from tests.conftest import model_bytes, register
+
+
+def _register(name: str, content: bytes) -> ModelVersion:
+    return model_version_register(model=model_get_or_create(name=name), content=content)
+
+
+def test_it_registers_a_ready_version_with_signature_and_metadata(db):
+    version = register("iris")
+    assert version.status == ModelVersion.Status.READY
+    assert version.number == 1
+    assert version.signature["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    assert {o["name"]: o["datatype"] for o in version.signature["outputs"]} == {
+        "label": "BYTES",
+        "probabilities": "FP32",
+    }
+    assert version.opset == 17
+    assert version.producer.startswith("skl2onnx")
+    assert version.labels == ["setosa", "versicolor", "virginica"]
+    stored = version.file.read()
+    assert hashlib.sha256(stored).hexdigest() == version.sha256
+    assert version.size_bytes == len(stored)
+
+
+def test_it_normalises_the_duplicate_default_opset_that_skl2onnx_writes(db):
+    raw = onnx.load_from_string(model_bytes("iris"))
+    raw.opset_import.append(onnx.helper.make_opsetid("", 15))
+    version = _register("dup-opset", raw.SerializeToString())
+    assert version.status == ModelVersion.Status.READY
+    stored = onnx.load_from_string(version.file.read())
+    domains = [o.domain for o in stored.opset_import]
+    assert len(domains) == len(set(domains))
+
+
+def test_it_numbers_versions_and_records_alias_moves(db, staff_user):
+    first = register("iris")
+    second = register("iris", aliases=["staging"])
+    assert (first.number, second.number) == (1, 2)
+    alias_move(model=second.model, alias="production", version=second, moved_by=staff_user)
+    moves = AliasMove.objects.filter(alias__name="production").order_by("moved_at", "id")
+    assert [(m.from_version_id, m.to_version_id) for m in moves] == [(None, first.pk), (first.pk, second.pk)]
+    assert moves.last().moved_by == staff_user
+    assert model_version_resolve(model=second.model, ref="production") == second
+
+
+def test_it_resolves_latest_to_the_highest_ready_version(db):
+    good = register("iris")
+    _register("iris", b"not a model")
+    assert model_version_resolve(model=good.model, ref="latest") == good
+    assert model_version_resolve(model=good.model, ref=None) == good
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"definitely not protobuf", "Not an ONNX model"),
+        (onnx_factories.external_data(), "external data"),
+        (onnx_factories.foreign_domain(), "com.example.custom"),
+        (onnx_factories.checker_failure(), "onnx.checker refused"),
+        (onnx_factories.fails_at_run_time(), "could not run the model"),
+        (onnx_factories.sequence_output(), "is not a tensor"),
+    ],
+    ids=["garbage", "external-data", "foreign-domain", "checker", "runtime", "sequence-output"],
+)
+def test_it_keeps_a_failed_version_with_a_readable_reason(db, content, reason):
+    version = _register("broken", content)
+    assert version.status == ModelVersion.Status.FAILED
+    assert reason in version.failure_reason
+
+
+def test_it_refuses_a_model_over_the_size_cap(db, settings):
+    settings.MODEL_MAX_BYTES = 100
+    version = _register("big", model_bytes("iris"))
+    assert version.status == ModelVersion.Status.FAILED
+    assert "over the 100-byte cap" in version.failure_reason
+
+
+def test_it_allows_a_foreign_domain_listed_in_settings_past_the_static_checks(db, settings):
+    settings.MODEL_ALLOWED_EXTRA_DOMAINS = ["com.example.custom"]
+    version = _register("custom", onnx_factories.foreign_domain())
+    # Static checks pass; ONNX Runtime has no such op, so the sandbox run refuses it instead.
+    assert "could not run the model" in version.failure_reason
+
+
+def test_it_fails_a_model_that_exceeds_the_sandbox_memory_limit(db, settings):
+    settings.MODEL_VALIDATION_MEMORY_BYTES = 64 * 1024 * 1024
+    version = _register("hungry", model_bytes("iris"))
+    assert version.status == ModelVersion.Status.FAILED
+    assert "could not run the model" in version.failure_reason
+
+
+def test_the_register_model_command_registers_and_aliases(db, tmp_path):
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(model_bytes("iris"))
+    out = StringIO()
+    call_command("register_model", "cmd-iris", str(path), "--alias", "production", stdout=out)
+    assert "cmd-iris v1 is ready" in out.getvalue()
+    version = ModelVersion.objects.get(model__name="cmd-iris")
+    assert [a.name for a in version.aliases.all()] == ["production"]
+
+
+def test_the_register_model_command_fails_loudly_on_a_bad_file(db, tmp_path):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"nope")
+    with pytest.raises(CommandError, match="failed validation"):
+        call_command("register_model", "bad", str(path))

@@ -1,0 +1,58 @@
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from models_registry.models import AliasMove, ModelVersion
+from tests.conftest import model_bytes, register
+
+
+def _upload(client: Client, name: str, content: bytes, **fields):
+    return client.post(
+        f"/v1/staff/models/{name}/versions",
+        {"file": SimpleUploadedFile("m.onnx", content), **fields},
+    )
+
+
+def test_it_lets_staff_upload_a_version_and_move_an_alias(staff_user):
+    client = Client()
+    client.force_login(staff_user)
+    response = _upload(client, "uploaded", model_bytes("diabetes"), aliases="production")
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "ready"
+    register("uploaded", "diabetes", aliases=["candidate"])
+    moved = client.put(
+        "/v1/staff/models/uploaded/aliases/production", data={"version": 2}, content_type="application/json"
+    )
+    assert moved.status_code == 200, moved.content
+    assert moved.json() == {"alias": "production", "version": 2}
+    assert AliasMove.objects.filter(alias__name="production", moved_by=staff_user).count() == 2
+
+
+def test_it_reports_a_failed_validation_to_staff(staff_user):
+    client = Client()
+    client.force_login(staff_user)
+    response = _upload(client, "broken", b"garbage")
+    assert response.status_code == 201
+    assert response.json()["status"] == "failed"
+    assert "Not an ONNX model" in response.json()["failure_reason"]
+
+
+def test_it_refuses_non_staff_and_api_keys(db, django_user_model, api_key):
+    user = django_user_model.objects.create_user("someone", password="pw-123456")
+    client = Client()
+    client.force_login(user)
+    assert _upload(client, "x", model_bytes("diabetes")).status_code == 403
+    keyed = Client(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    assert _upload(keyed, "x", model_bytes("diabetes")).status_code in (401, 403)
+    assert not ModelVersion.objects.filter(model__name="x").exists()
+
+
+def test_it_refuses_moving_an_alias_to_a_failed_version(staff_user):
+    client = Client()
+    client.force_login(staff_user)
+    register("iris")
+    _upload(client, "iris", b"garbage")
+    response = client.put(
+        "/v1/staff/models/iris/aliases/production", data={"version": 2}, content_type="application/json"
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "version"

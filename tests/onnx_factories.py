@@ -1,0 +1,106 @@
+"""Small hand-built ONNX models for edge cases (onnx helper API; nothing downloaded)."""
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _model(graph, opset: int = 17, domains: dict[str, int] | None = None) -> bytes:
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (domains or {}).items()]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="tests")
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def two_inputs() -> bytes:
+    """sum = a (FP32 [N, 2]) + b (FP32 [N, 2]); also `count` (INT64 [N, 1]) passes through."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Identity", ["count"], ["count_out"])],
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("count", TensorProto.INT64, ["N", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("count_out", TensorProto.INT64, ["N", 1]),
+        ],
+    )
+    return _model(graph)
+
+
+def foreign_domain() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Mystery", ["x"], ["y"], domain="com.example.custom")],
+        "foreign",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    return _model(graph, domains={"com.example.custom": 1})
+
+
+def external_data() -> bytes:
+    weight = numpy_helper.from_array(np.ones((2, 2), dtype=np.float32), "W")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    entry = weight.external_data.add()
+    entry.key, entry.value = "location", "../../etc/passwd"
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "external",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [weight],
+    )
+    return _model(graph)
+
+
+def checker_failure() -> bytes:
+    """A node reading a tensor nobody produces: onnx.checker refuses it."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "ghost"], ["y"])],
+        "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    return _model(graph)
+
+
+def fails_at_run_time() -> bytes:
+    """Passes onnx.checker, but Reshape to [3] cannot hold a [N, 2] input: ORT fails on a sample."""
+    shape = numpy_helper.from_array(np.array([3], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "runtime_failure",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [shape],
+    )
+    return _model(graph)
+
+
+def sequence_output() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("SequenceConstruct", ["x"], ["seq"])],
+        "seq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, None)],
+    )
+    return _model(graph)
+
+
+def bool_and_int8() -> bytes:
+    """flag (BOOL [N, 1]) and small (INT8 [N, 1]) pass straight through."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["flag"], ["flag_out"]), helper.make_node("Identity", ["small"], ["small_out"])],
+        "types",
+        [
+            helper.make_tensor_value_info("flag", TensorProto.BOOL, ["N", 1]),
+            helper.make_tensor_value_info("small", TensorProto.INT8, ["N", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("flag_out", TensorProto.BOOL, ["N", 1]),
+            helper.make_tensor_value_info("small_out", TensorProto.INT8, ["N", 1]),
+        ],
+    )
+    return _model(graph)

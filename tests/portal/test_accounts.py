@@ -1,0 +1,141 @@
+"""Sign-up, log-in, password reset and invitations."""
+
+import re
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core import mail
+from django.test import Client, override_settings
+
+from apiservice.models import Membership, Organisation
+from portal.models import Invitation
+
+SIGNUP = {
+    "organisation_name": "Initech",
+    "username": "peter",
+    "email": "peter@initech.example",
+    "password1": "tps-Reports-42",
+    "password2": "tps-Reports-42",
+}
+HOOKED: list[Organisation] = []
+
+
+def record_signup(*, organisation: Organisation) -> None:
+    HOOKED.append(organisation)
+
+
+def test_it_signs_up_an_owner_of_a_new_organisation(client: Client, db: Any) -> None:
+    response = client.post("/portal/signup/", SIGNUP)
+    assert response.status_code == 302
+    membership = Membership.objects.select_related("organisation", "user").get(user__username="peter")
+    assert membership.role == Membership.Role.OWNER
+    assert membership.organisation.name == "Initech"
+    assert client.get("/portal/").status_code == 200  # logged in
+
+
+def test_it_never_joins_an_existing_organisation_with_the_same_name(client: Client, org: Organisation) -> None:
+    client.post("/portal/signup/", {**SIGNUP, "organisation_name": org.name})
+    assert Organisation.objects.filter(name=org.name).count() == 2
+    assert not Membership.objects.filter(organisation=org, user__username="peter").exists()
+
+
+def test_it_explains_invalid_sign_ups(client: Client, db: Any) -> None:
+    get_user_model().objects.create_user("taken", "peter@initech.example", "x")
+    response = client.post("/portal/signup/", {**SIGNUP, "password2": "different-42"})
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert "email" in errors
+    assert "password2" in errors
+    assert not Organisation.objects.filter(name="Initech").exists()
+
+
+@override_settings(PORTAL_SIGNUP_HOOKS=["tests.portal.test_accounts.record_signup"])
+def test_it_runs_the_signup_hooks(client: Client, db: Any) -> None:
+    HOOKED.clear()
+    client.post("/portal/signup/", SIGNUP)
+    assert [o.name for o in HOOKED] == ["Initech"]
+
+
+def test_it_logs_in_and_out(client: Client, owner: Any) -> None:
+    response = client.post("/portal/login/", {"username": "olivia", "password": "pw-Secret-123"})
+    assert response.status_code == 302
+    assert client.get("/portal/").status_code == 200
+    client.post("/portal/logout/")
+    assert client.get("/portal/").status_code == 302
+
+
+def test_it_emails_a_password_reset_link_that_works(client: Client, owner: Any) -> None:
+    response = client.post("/portal/password-reset/", {"email": owner.email})
+    assert response.status_code == 302
+    assert len(mail.outbox) == 1
+    link = re.search(r"http://testserver(/portal/password-reset/\S+/)", mail.outbox[0].body)
+    assert link is not None
+    form_page = client.get(link.group(1), follow=True)
+    assert form_page.context["validlink"]
+    done = client.post(
+        form_page.redirect_chain[-1][0], {"new_password1": "brand-New-pw-9", "new_password2": "brand-New-pw-9"}
+    )
+    assert done.status_code == 302
+    assert client.login(username="olivia", password="brand-New-pw-9")
+
+
+def test_it_invites_a_teammate_who_signs_up_from_the_link(owner_client: Client, org: Organisation) -> None:
+    response = owner_client.post("/portal/team/", {"email": "Newbie@Example.com", "role": "member"})
+    assert response.status_code == 302
+    assert mail.outbox[0].to == ["newbie@example.com"]
+    path = re.search(r"http://testserver(/portal/invitations/\S+/)", mail.outbox[0].body).group(1)  # type: ignore[union-attr]
+    visitor = Client()
+    assert visitor.get(path).status_code == 200
+    accepted = visitor.post(
+        path, {"username": "newbie", "password1": "Welcome-aboard-7", "password2": "Welcome-aboard-7"}
+    )
+    assert accepted.status_code == 302
+    membership = Membership.objects.get(user__username="newbie")
+    assert (membership.organisation, membership.role, membership.user.email) == (org, "member", "newbie@example.com")
+    assert Client().get(path).status_code == 404  # used once
+
+
+def test_it_lets_a_signed_in_user_accept_an_invitation(
+    owner_client: Client, other_owner: Any, org: Organisation
+) -> None:
+    owner_client.post("/portal/team/", {"email": other_owner.email, "role": "owner"})
+    path = re.search(r"http://testserver(/portal/invitations/\S+/)", mail.outbox[0].body).group(1)  # type: ignore[union-attr]
+    gary = Client()
+    gary.force_login(other_owner)
+    assert gary.post(path).status_code == 302
+    assert Membership.objects.get(user=other_owner, organisation=org).role == "owner"
+    gary.post("/portal/organisation/switch/", {"organisation": org.pk})
+    assert gary.get("/portal/").context["request"].membership.organisation == org
+
+
+def test_it_refuses_to_invite_an_existing_member(owner_client: Client, member: Any) -> None:
+    response = owner_client.post("/portal/team/", {"email": member.email, "role": "member"})
+    assert response.status_code == 200
+    assert "already a member" in str(response.context["form"].errors)
+    assert not Invitation.objects.exists()
+
+
+def test_it_keeps_the_last_owner(owner_client: Client, owner: Any) -> None:
+    owner_client.post(f"/portal/team/members/{owner.memberships.get().pk}/remove/")
+    assert owner.memberships.exists()
+
+
+@pytest.mark.parametrize("role", ["member", "owner"])
+def test_it_revokes_a_pending_invitation(owner_client: Client, role: str) -> None:
+    owner_client.post("/portal/team/", {"email": "later@example.com", "role": role})
+    invitation = Invitation.objects.get()
+    owner_client.post(f"/portal/team/invitations/{invitation.pk}/revoke/")
+    invitation.refresh_from_db()
+    assert invitation.status == "revoked"
+
+
+def test_it_refuses_an_invitation_to_an_account_with_another_address(owner_client: Client, other_owner: Any) -> None:
+    owner_client.post("/portal/team/", {"email": "someone-else@example.com", "role": "owner"})
+    path = re.search(r"http://testserver(/portal/invitations/\S+/)", mail.outbox[0].body).group(1)  # type: ignore[union-attr]
+    gary = Client()
+    gary.force_login(other_owner)
+    response = gary.post(path, follow=True)
+    assert "log in with that address" in response.content.decode()
+    assert other_owner.memberships.count() == 1
+    assert Invitation.objects.get().status == "pending"

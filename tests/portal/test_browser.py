@@ -1,0 +1,183 @@
+"""Real Chromium against a real gunicorn: the customer's first steps and the staff catalogue.
+
+Screenshots land in test-artifacts/portal-*.png; every page is checked for console errors.
+"""
+
+import json
+import re
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import ConsoleMessage, Error, Page, expect
+
+from tests.conftest import model_bytes
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, Any]:
+    return {"executable_path": shutil.which("chromium") or "/usr/bin/chromium", "args": CHROMIUM_ARGS, "headless": True}
+
+
+@pytest.fixture
+def console(page: Page) -> Iterator[list[str]]:
+    """Collects console errors and uncaught exceptions; the test fails if any appeared."""
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            problems.append(f"console: {message.text} ({message.location.get('url')})")
+
+    def on_error(error: Error) -> None:
+        problems.append(f"pageerror: {error}")
+
+    page.on("console", on_console)
+    page.on("pageerror", on_error)
+    yield problems
+    assert problems == []
+
+
+def shot(page: Page, artifacts_dir: Path, name: str) -> None:
+    page.screenshot(path=str(artifacts_dir / f"portal-{name}.png"), full_page=True)
+
+
+def chart_total(page: Page, chart_id: str, label: str) -> float:
+    """The sum of one dataset of a rendered Chart.js chart, read from the live Chart object."""
+    return float(
+        page.evaluate(
+            """([id, label]) => {
+                const chart = Chart.getChart(document.querySelector(`canvas[data-chart="${id}"]`));
+                const ds = chart.data.datasets.find(d => d.label === label);
+                return ds ? ds.data.reduce((a, b) => a + (b || 0), 0) : -1;
+            }""",
+            [chart_id, label],
+        )
+    )
+
+
+def test_it_signs_up_creates_a_key_calls_the_api_and_sees_the_call(
+    transactional_db: Any, live_gunicorn: Any, iris: Any, page: Page, console: list[str], artifacts_dir: Path
+) -> None:
+    base = live_gunicorn.url
+    page.goto(base + "/portal/signup/")
+    shot(page, artifacts_dir, "signup")
+    page.get_by_label("Organisation name").fill("Browser Labs")
+    page.get_by_label("Username").fill("bella")
+    page.get_by_label("Email").fill("bella@example.com")
+    page.get_by_label("Password", exact=True).fill("Chromium-rocks-42")
+    page.get_by_label("Password confirmation").fill("Chromium-rocks-42")
+    page.get_by_role("button", name="Sign up").click()
+    expect(page).to_have_url(base + "/portal/keys/")
+
+    page.get_by_label("Name").fill("browser key")
+    page.get_by_role("button", name="Create key").click()  # htmx swap, no page load
+    secret = page.get_by_test_id("new-key").input_value()
+    assert secret.startswith("mm_")
+    page.get_by_role("button", name="Copy", exact=True).click()
+    shot(page, artifacts_dir, "keys")
+
+    request = urllib.request.Request(
+        base + "/v1/models/iris:predict",
+        data=json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode(),
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        assert json.loads(response.read())["predictions"][0]["label"] == "setosa"
+
+    page.goto(base + "/portal/usage/")
+    expect(page.get_by_test_id("total-calls")).to_have_text("1")
+    assert chart_total(page, "chart-calls-by-model", "iris") == 1
+    expect(page.locator("#latest-calls")).to_contain_text(secret.split(".")[0])
+    shot(page, artifacts_dir, "usage")
+
+    page.goto(base + "/portal/models/iris/")
+    page.get_by_role("button", name="Create a playground key").click()
+    expect(page.get_by_label("API key")).not_to_have_value("")
+    page.get_by_role("button", name="Send prediction").click()
+    expect(page.get_by_test_id("playground-response")).to_contain_text("predictions")
+    expect(page.locator("#pg-curl")).to_contain_text("/v1/models/iris/versions/1:predict")
+    expect(page.locator("#pg-python")).to_contain_text("requests.post(")
+    shot(page, artifacts_dir, "playground")
+
+    page.goto(base + "/portal/usage/")
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.get_by_test_id("total-calls")).to_have_text("2")
+    assert chart_total(page, "chart-calls-by-model", "iris") == 2
+
+    for name, path in [("home", "/portal/"), ("models", "/portal/models/"), ("team", "/portal/team/")]:
+        page.goto(base + path)
+        shot(page, artifacts_dir, name)
+    page.get_by_label("Email address").fill("teammate@example.com")
+    page.get_by_role("button", name="Send invitation").click()
+    expect(page.locator(".messages")).to_contain_text("Invitation sent to teammate@example.com")
+
+    # The console email backend printed the invitation into gunicorn's log: accept it as a new user.
+    link = re.findall(r"/portal/invitations/[A-Za-z0-9_-]+/", live_gunicorn.log.read_text())[-1]
+    page.get_by_role("button", name="Log out").click()
+    page.goto(base + link)
+    shot(page, artifacts_dir, "invitation")
+    page.get_by_label("Username").fill("teddy")
+    page.get_by_label("Password", exact=True).fill("Teammate-pw-77")
+    page.get_by_label("Password confirmation").fill("Teammate-pw-77")
+    page.get_by_role("button", name="Accept the invitation").click()
+    expect(page.locator(".messages")).to_contain_text("You joined Browser Labs")
+    expect(page.locator("main")).to_contain_text("Your role here: Member")
+    page.goto(base + "/portal/password-reset/")
+    page.get_by_label("Email").fill("teammate@example.com")
+    page.get_by_role("button", name="Send the link").click()
+    expect(page.locator("main")).to_contain_text("Check your email")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(base + "/portal/usage/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling on a phone
+    shot(page, artifacts_dir, "usage-phone")
+
+
+def test_it_lets_staff_upload_a_version_and_move_an_alias(
+    transactional_db: Any,
+    live_gunicorn: Any,
+    iris: Any,
+    staff_user: Any,
+    page: Page,
+    console: list[str],
+    artifacts_dir: Path,
+    tmp_path: Path,
+) -> None:
+    base = live_gunicorn.url
+    page.goto(base + "/portal/login/")
+    shot(page, artifacts_dir, "login")
+    page.get_by_label("Username").fill("staff")
+    page.get_by_label("Password").fill("pw-staff-123")
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(base + "/staff/")
+    shot(page, artifacts_dir, "staff-usage")
+
+    page.goto(base + "/staff/models/")
+    model_file = tmp_path / "iris-v2.onnx"
+    model_file.write_bytes(model_bytes("iris"))
+    page.get_by_label("Model name").fill("iris")
+    page.get_by_label("ONNX file").set_input_files(str(model_file))
+    page.get_by_label("Aliases to point at it if valid (optional)").fill("staging")
+    shot(page, artifacts_dir, "staff-models")
+    page.get_by_role("button", name="Upload and validate").click()
+    expect(page).to_have_url(base + "/staff/models/iris/versions/2/")
+    expect(page.get_by_test_id("version-status")).to_have_text("ready")
+    shot(page, artifacts_dir, "staff-version-report")
+
+    page.get_by_role("link", name="← iris").click()
+    expect(page.get_by_test_id("alias-production")).to_have_text("1")
+    page.get_by_label("Alias").fill("production")
+    page.get_by_label("Point it at version").select_option("2")
+    page.get_by_role("button", name="Review the move").click()
+    expect(page.locator("main")).to_contain_text("moves from version 1 to version 2")
+    shot(page, artifacts_dir, "staff-alias-confirm")
+    page.get_by_role("button", name="Confirm the move").click()
+    expect(page.get_by_test_id("alias-production")).to_have_text("2")
+    expect(page.locator("main")).to_contain_text("iris@production now points at version 2")
+    shot(page, artifacts_dir, "staff-model")

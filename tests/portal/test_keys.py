@@ -1,0 +1,69 @@
+"""API keys from the portal: created with a name, scopes and expiry, shown once, listed, revoked."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.test import Client
+from django.utils import timezone
+
+from apiservice.models import APIKey, Organisation
+from tests.conftest import APIClient
+
+
+def test_it_creates_a_key_and_shows_its_secret_once(owner_client: Client, org: Organisation, iris: Any) -> None:
+    expiry = (timezone.localdate() + timedelta(days=10)).isoformat()
+    response = owner_client.post(
+        "/portal/keys/",
+        {"name": "backend", "scopes": ["predict", "usage"], "expires_on": expiry},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    secret = response.context["secret"]
+    key = APIKey.objects.get(organisation=org, name="backend")
+    assert key.scopes == ["predict", "usage"]
+    assert key.expiry_date is not None
+    assert secret.encode() in response.content
+    assert secret not in key.hashed_key
+    assert (
+        APIClient(secret).post_json("/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
+    )
+    listing = owner_client.get("/portal/keys/")
+    assert key.prefix.encode() in listing.content
+    assert secret.encode() not in listing.content
+
+
+def test_it_explains_invalid_keys(owner_client: Client, org: Organisation) -> None:
+    yesterday = (timezone.localdate() - timedelta(days=1)).isoformat()
+    response = owner_client.post("/portal/keys/", {"name": "", "scopes": ["root"], "expires_on": yesterday})
+    errors = response.context["form"].errors
+    assert set(errors) == {"name", "scopes", "expires_on"}
+    assert not APIKey.objects.filter(organisation=org).exists()
+
+
+def test_it_revokes_a_key_which_then_stops_working(owner_client: Client, org: Organisation, iris: Any) -> None:
+    response = owner_client.post("/portal/keys/", {"name": "tmp", "scopes": ["predict"]})
+    secret = response.context["secret"]
+    key = APIKey.objects.get(organisation=org, name="tmp")
+    owner_client.post(f"/portal/keys/{key.pk}/revoke/")
+    key.refresh_from_db()
+    assert key.status == "revoked"
+    assert (
+        APIClient(secret).post_json("/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 401
+    )
+
+
+def test_it_creates_a_short_lived_predict_only_playground_key(member_client: Client, org: Organisation) -> None:
+    response = member_client.post("/portal/playground/key/", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    key = APIKey.objects.get(organisation=org)
+    assert key.scopes == ["predict"]
+    assert key.expiry_date is not None
+    assert key.expiry_date <= timezone.now() + timedelta(hours=24)
+    assert response.context["secret"].encode() in response.content
+
+
+def test_it_shows_the_playground_with_an_example_body(owner_client: Client, iris: Any) -> None:
+    response = owner_client.get("/portal/models/iris/")
+    assert response.context["examples"] == {1: '{"instances": [[1.0, 1.0, 1.0, 1.0]]}'}
+    assert b"playground-form" in response.content
