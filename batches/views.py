@@ -21,7 +21,7 @@ from apiservice.auth import Principal, request_principal
 from apiservice.errors import InvalidInput
 from apiservice.middleware import usage_of
 from apiservice.pagination import CursorPagination
-from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES
+from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES, paginated
 
 from . import selectors, services, storage
 from .models import File
@@ -86,7 +86,7 @@ class FileListView(APIView):
     @extend_schema(
         operation_id="files_list",
         summary="List files",
-        responses={200: FileOut(many=True), **READ_ERROR_RESPONSES},
+        responses={200: paginated("PaginatedFileList", FileOut()), **READ_ERROR_RESPONSES},
         tags=FILE_TAGS,
     )
     def get(self, request: Request) -> Response:
@@ -258,7 +258,7 @@ class BatchListView(APIView):
     @extend_schema(
         operation_id="batches_list",
         summary="List batches, newest first",
-        responses={200: BatchOut(many=True), **READ_ERROR_RESPONSES},
+        responses={200: paginated("PaginatedBatchList", BatchOut()), **READ_ERROR_RESPONSES},
         tags=BATCH_TAGS,
     )
     def get(self, request: Request) -> Response:
