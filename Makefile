@@ -82,3 +82,7 @@ test-browser: $(STAMP) ## Only the Playwright + Chromium portal tests (needs /us
 	bash .ci/services
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(VENV)/bin/pytest -m browser -q $(PYTEST_ARGS)
+
+bench-batch: $(STAMP) ## Batch benchmark: 1M rows through API + Celery vs the single-process loop (BENCH_ROWS=...)
+	bash .ci/services
+	$(PY) bench/batch.py --rows $${BENCH_ROWS:-1000000} --workers 1 2 --rss-rows $${BENCH_RSS_ROWS:-100000}

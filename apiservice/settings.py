@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "billing",
     "edge",
     "portal",
+    "batches",
 ]
 
 MIDDLEWARE = [
@@ -290,3 +291,34 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ModelMeter <no-reply
 PORTAL_SIGNUP_HOOKS: list[str] = env.list("PORTAL_SIGNUP_HOOKS", default=[])
 # The dashboards read closed days from portal.UsageRollup; this keeps it fresh (idempotent, cheap).
 CELERY_BEAT_SCHEDULE["portal-usage-rollup"] = {"task": "portal.usage_rollup_refresh", "schedule": 600.0}
+# --- Batch inference ------------------------------------------------------------------------------
+# Upload cap for /v1/files (multipart bodies above it are refused with 413 by APIGatewayMiddleware).
+FILE_MAX_BYTES = env.int("FILE_MAX_BYTES", default=512 * 1024 * 1024)
+# Rows per chunk (one Celery task each) and per vectorised ONNX Runtime call inside a chunk.
+BATCH_CHUNK_ROWS = env.int("BATCH_CHUNK_ROWS", default=10_000)
+BATCH_SUB_BATCH_ROWS = env.int("BATCH_SUB_BATCH_ROWS", default=1024)
+# A batch fails validation when more than this fraction of its lines is bad (and at least one line is).
+BATCH_MAX_ERROR_RATE = env.float("BATCH_MAX_ERROR_RATE", default=0.1)
+BATCH_MAX_REPORTED_ERRORS = env.int("BATCH_MAX_REPORTED_ERRORS", default=100)
+# A chunk tried this many times (worker deaths included) is poison: its lines fail, the job goes on.
+BATCH_CHUNK_MAX_ATTEMPTS = env.int("BATCH_CHUNK_MAX_ATTEMPTS", default=3)
+BATCH_MIN_COMPLETION_WINDOW_SECONDS = env.int("BATCH_MIN_COMPLETION_WINDOW_SECONDS", default=60)
+BATCH_MAX_COMPLETION_WINDOW_SECONDS = env.int("BATCH_MAX_COMPLETION_WINDOW_SECONDS", default=7 * 24 * 3600)
+# Chunks still pending/running this long after their batch started are queued again by the sweep.
+BATCH_STALE_CHUNK_SECONDS = env.int("BATCH_STALE_CHUNK_SECONDS", default=15 * 60)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+WEBHOOK_BACKOFF_SECONDS = env.float("WEBHOOK_BACKOFF_SECONDS", default=10.0)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# Addresses or networks webhooks may reach although not public (tests: 127.0.0.1). Empty in production.
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+CELERY_BEAT_SCHEDULE["batches-sweep"] = {"task": "batches.tasks.batches_sweep", "schedule": 30.0}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # With acks_late, a message whose worker died is redelivered once it has been unacknowledged this
+    # long: keep it above the longest chunk (chunk claims make an early redelivery harmless).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+        "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+    }
+# The queue producers send to and workers consume (tests give a worker its own to isolate it).
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")

@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("billing.urls")),
     path("", include("edge.urls")),
     path("", include("portal.urls")),
+    path("", include("batches.urls")),
     path("metrics", views.metrics, name="metrics"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),

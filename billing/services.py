@@ -67,3 +67,34 @@ def usage_record_once(
         },
     )
     return created
+
+
+def usage_record_batch_chunk(
+    *,
+    batch_id: str,
+    chunk_index: int,
+    organisation_id: int,
+    api_key_id: str | None,
+    model_version_id: int,
+    units: int,
+) -> bool:
+    """Bill one finished batch chunk (units = its succeeded rows); True if this call wrote the row.
+
+    The request id is derived from the batch and chunk, so a chunk run again never bills twice.
+    """
+    from .models import Meter
+
+    _, created = UsageRecord.objects.get_or_create(
+        request_id=f"batch_{batch_id}_chunk_{chunk_index}",
+        defaults={
+            "organisation_id": organisation_id,
+            "api_key_id": api_key_id,
+            "face": "batch",
+            "meter": Meter.BATCH_ROWS if units else "",
+            "model_version_id": model_version_id,
+            "units": units,
+            "status_code": 200,
+            "created_at": timezone.now(),
+        },
+    )
+    return created

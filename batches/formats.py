@@ -1,0 +1,325 @@
+"""Input lines and output lines: streaming line reader, JSONL and CSV parsers, output writers.
+
+Everything here is pure (files in, numpy feeds and bytes out) and streams: a line at a time, never
+the whole file. Parsing reuses the `:predict` body rules of `inference.tensors`, so a batch line is
+accepted exactly when the same body would be accepted online.
+"""
+
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from apiservice.errors import APIError
+from inference.datatypes import FLOAT_TYPES, INT_TYPES, OIP_TO_NUMPY
+from inference.tensors import check_feeds, predict_feeds, to_array
+
+Signature = Mapping[str, list[dict[str, Any]]]
+READ_BLOCK = 1024 * 1024
+
+
+class LineError(Exception):
+    """A bad input line: reported with its number, the rest of the file goes on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class FileError(Exception):
+    """A defect that makes the whole file unusable (empty, bad CSV header)."""
+
+    def __init__(self, code: str, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.line = line
+
+
+@dataclass(frozen=True)
+class RawLine:
+    number: int  # 1-based physical line number in the file
+    offset: int  # byte offset of the line's first byte
+    data: bytes  # without the line ending
+
+
+def iter_lines(
+    stream: IO[bytes], *, offset: int = 0, length: int | None = None, first_number: int = 1
+) -> Iterator[RawLine]:
+    """The lines of a binary stream (or of `length` bytes of it from `offset`), read in 1 MiB blocks."""
+    stream.seek(offset)
+    remaining = length
+    pending, pending_offset, number, position = b"", offset, first_number, offset
+    while remaining is None or remaining > 0:
+        block = stream.read(READ_BLOCK if remaining is None else min(READ_BLOCK, remaining))
+        if not block:
+            break
+        if remaining is not None:
+            remaining -= len(block)
+        position += len(block)
+        parts = (pending + block).split(b"\n")
+        pending = parts.pop()
+        for part in parts:
+            yield RawLine(number, pending_offset, part.rstrip(b"\r"))
+            pending_offset += len(part) + 1
+            number += 1
+    if pending:
+        yield RawLine(number, pending_offset, pending.rstrip(b"\r"))
+
+
+@dataclass
+class Request:
+    """One parsed input line: its feeds, and what its output line needs."""
+
+    number: int
+    custom_id: str
+    form: str  # "instances" or "inputs"
+    feeds: dict[str, np.ndarray]
+    rows: int
+    csv_values: list[str] = field(default_factory=list)
+    offset: int = 0
+
+
+def _check(feeds: dict[str, np.ndarray], signature: Signature, *, max_rows: int, nan_policy: str, prefix: str) -> int:
+    try:
+        return check_feeds(feeds, signature=signature, max_rows=max_rows, nan_policy=nan_policy, param_prefix=prefix)
+    except APIError as exc:
+        raise LineError(exc.code, exc.message) from None
+
+
+class JSONLParser:
+    """`{"custom_id": "...", "instances": [...]}` or `{"custom_id": "...", "inputs": {...}}` per line."""
+
+    format = "jsonl"
+
+    def __init__(self, signature: Signature, *, max_rows: int, nan_policy: str) -> None:
+        self.signature, self.max_rows, self.nan_policy = signature, max_rows, nan_policy
+
+    def header(self, line: RawLine) -> bool:
+        """JSONL has no header: the first line is a request."""
+        return False
+
+    def parse(self, line: RawLine) -> Request:
+        try:
+            body = orjson.loads(line.data)
+        except orjson.JSONDecodeError as exc:
+            raise LineError("invalid_json", f"Line is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise LineError("invalid_json", "Line must be a JSON object.")
+        custom_id = body.pop("custom_id", None)
+        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512:
+            raise LineError(
+                "invalid_custom_id", "Line needs a 'custom_id': a non-empty string of at most 512 characters."
+            )
+        try:
+            feeds, form = predict_feeds(body, signature=self.signature)
+        except APIError as exc:
+            raise LineError(exc.code, exc.message) from None
+        rows = _check(feeds, self.signature, max_rows=self.max_rows, nan_policy=self.nan_policy, prefix=form)
+        return Request(number=line.number, custom_id=custom_id, form=form, feeds=feeds, rows=rows, offset=line.offset)
+
+
+def csv_input_columns(signature: Signature) -> list[tuple[str, str, int | None]]:
+    """(column, input name, feature index or None) for each CSV column a model's inputs need.
+
+    An input of shape [N] or [N, 1] is one column named after it; [N, F] gives F columns `name_0` … .
+    """
+    columns: list[tuple[str, str, int | None]] = []
+    for spec in signature["inputs"]:
+        shape = spec["shape"]
+        if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+            columns.append((spec["name"], spec["name"], None))
+        elif len(shape) == 2 and shape[1] > 0:
+            columns.extend((f"{spec['name']}_{i}", spec["name"], i) for i in range(shape[1]))
+        else:
+            raise FileError("csv_unsupported", f"Input '{spec['name']}' has shape {shape}: CSV needs [N] or [N, F].")
+    return columns
+
+
+def csv_output_columns(signature: Signature) -> list[tuple[str, str, int | None]]:
+    """(column, output name, index or None) for CSV output; None when an output does not fit in columns."""
+    columns: list[tuple[str, str, int | None]] = []
+    for spec in signature["outputs"]:
+        shape = spec["shape"]
+        if len(shape) == 1:
+            columns.append((spec["name"], spec["name"], None))
+        elif len(shape) == 2 and shape[1] > 0:
+            if shape[1] == 1:
+                columns.append((spec["name"], spec["name"], 0))
+            else:
+                columns.extend((f"{spec['name']}_{i}", spec["name"], i) for i in range(shape[1]))
+        else:
+            raise FileError(
+                "csv_unsupported", f"Output '{spec['name']}' has shape {shape}: it does not fit CSV columns."
+            )
+    return columns
+
+
+def _cell(value: str, datatype: str) -> Any:
+    if datatype in FLOAT_TYPES:
+        return float(value)
+    if datatype in INT_TYPES:
+        return int(value)
+    if datatype == "BOOL":
+        lowered = value.strip().lower()
+        if lowered not in ("true", "false", "1", "0"):
+            raise ValueError(value)
+        return lowered in ("true", "1")
+    return value
+
+
+class CSVParser:
+    """A header naming the model's input columns (and optionally `custom_id`), then one row per line.
+
+    A record is one physical line: quoted fields may hold commas, not line breaks.
+    """
+
+    format = "csv"
+
+    def __init__(self, signature: Signature, *, max_rows: int, nan_policy: str) -> None:
+        self.signature, self.max_rows, self.nan_policy = signature, max_rows, nan_policy
+        self.specs = {spec["name"]: spec for spec in signature["inputs"]}
+        self.columns = csv_input_columns(signature)
+        self.positions: list[int] = []
+        self.custom_id_position: int | None = None
+        self.width = 0
+
+    def header(self, line: RawLine) -> bool:
+        names = [name.strip() for name in next(csv.reader([line.data.decode("utf-8")]))]
+        if len(set(names)) != len(names):
+            raise FileError("invalid_header", "The CSV header names a column twice.", line.number)
+        known = {column for column, _, _ in self.columns} | {"custom_id"}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise FileError(
+                "unknown_column",
+                f"Unknown CSV column '{unknown[0]}'; expected: {', '.join(sorted(known))}.",
+                line.number,
+            )
+        missing = [column for column, _, _ in self.columns if column not in names]
+        if missing:
+            raise FileError("missing_column", f"The CSV header lacks column '{missing[0]}'.", line.number)
+        self.positions = [names.index(column) for column, _, _ in self.columns]
+        self.custom_id_position = names.index("custom_id") if "custom_id" in names else None
+        self.width = len(names)
+        return True
+
+    def parse(self, line: RawLine) -> Request:
+        values = next(csv.reader([line.data.decode("utf-8")]))
+        if len(values) != self.width:
+            raise LineError("wrong_column_count", f"Row has {len(values)} values; the header has {self.width} columns.")
+        custom_id = values[self.custom_id_position] if self.custom_id_position is not None else f"line-{line.number}"
+        if not custom_id:
+            raise LineError("invalid_custom_id", "Row has an empty custom_id.")
+        cells: dict[str, list[Any]] = {}
+        for (column, name, _), position in zip(self.columns, self.positions, strict=True):
+            datatype = self.specs[name]["datatype"]
+            try:
+                cells.setdefault(name, []).append(_cell(values[position], datatype))
+            except ValueError:
+                raise LineError(
+                    "invalid_value", f"Column '{column}' holds '{values[position]}', not {datatype}."
+                ) from None
+        feeds = {}
+        for name, row in cells.items():
+            spec = self.specs[name]
+            shape = [1, *([len(row)] if len(spec["shape"]) == 2 else [])]
+            try:
+                feeds[name] = to_array(row, datatype=spec["datatype"], name=name, param=name).reshape(shape)
+            except APIError as exc:
+                raise LineError(exc.code, exc.message) from None
+        _check(feeds, self.signature, max_rows=self.max_rows, nan_policy=self.nan_policy, prefix="row")
+        csv_values = [values[position] for position in self.positions]
+        return Request(
+            number=line.number,
+            custom_id=custom_id,
+            form="instances",
+            feeds=feeds,
+            rows=1,
+            csv_values=csv_values,
+            offset=line.offset,
+        )
+
+
+Parser = JSONLParser | CSVParser
+
+
+def parser_for(file_format: str, signature: Signature, *, max_rows: int, nan_policy: str) -> Parser:
+    cls = CSVParser if file_format == "csv" else JSONLParser
+    return cls(signature, max_rows=max_rows, nan_policy=nan_policy)
+
+
+def decode_check(line: RawLine) -> None:
+    try:
+        line.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LineError("invalid_encoding", f"Line is not UTF-8 (byte {exc.start}).") from None
+
+
+# --- Output ---------------------------------------------------------------------------------------
+
+
+def output_line(*, batch_uid: str, request: Request, response: Any) -> bytes:
+    key = "predictions" if request.form == "instances" else "outputs"
+    return orjson.dumps(
+        {
+            "id": f"{batch_uid}-{request.number}",
+            "custom_id": request.custom_id,
+            "response": {key: response},
+            "error": None,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,
+    )
+
+
+def error_line(*, batch_uid: str, number: int, custom_id: str | None, code: str, message: str) -> bytes:
+    return orjson.dumps(
+        {
+            "id": f"{batch_uid}-{number}",
+            "custom_id": custom_id,
+            "line": number,
+            "response": None,
+            "error": {"code": code, "message": message},
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
+
+
+def csv_header(signature: Signature) -> bytes:
+    names = [
+        "custom_id",
+        *(c for c, _, _ in csv_input_columns(signature)),
+        *(c for c, _, _ in csv_output_columns(signature)),
+    ]
+    return _csv_row(names)
+
+
+def csv_row(
+    *, request: Request, outputs: Mapping[str, np.ndarray], row: int, columns: list[tuple[str, str, int | None]]
+) -> bytes:
+    values: list[Any] = [request.custom_id, *request.csv_values]
+    for _, name, index in columns:
+        value = outputs[name][row] if index is None else outputs[name][row][index]
+        values.append(
+            value.decode("utf-8", "replace")
+            if isinstance(value, bytes)
+            else value.item()
+            if isinstance(value, np.generic)
+            else value
+        )
+    return _csv_row(values)
+
+
+def _csv_row(values: list[Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue().encode("utf-8")
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    return OIP_TO_NUMPY[datatype]

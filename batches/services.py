@@ -1,0 +1,222 @@
+"""Writes for files and batches: upload, delete, create (idempotent), cancel.
+
+The work itself (validation, chunks, finalisation) is in `execution.py`; webhooks in `webhooks.py`.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import get_valid_filename
+
+from apiservice.auth import Principal
+from apiservice.errors import Conflict, InvalidInput, PayloadTooLarge, Unprocessable
+from models_registry.models import ModelVersion
+from models_registry.selectors import model_get, model_version_resolve
+
+from . import storage
+from .execution import chunks_skip_pending
+from .formats import FileError, csv_output_columns
+from .models import Batch, File
+from .selectors import batch_get, file_get
+from .webhooks import webhook_url_check
+
+WINDOW = re.compile(r"^(\d{1,7})([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+# --- Files ----------------------------------------------------------------------------------------
+
+
+def _file_format(name: str, head: bytes) -> str:
+    lowered = name.lower()
+    if lowered.endswith((".jsonl", ".ndjson", ".json")):
+        return File.Format.JSONL
+    if lowered.endswith(".csv"):
+        return File.Format.CSV
+    return File.Format.JSONL if head.lstrip()[:1] == b"{" else File.Format.CSV
+
+
+def file_create(*, organisation_id: int, upload: UploadedFile, purpose: str) -> File:
+    """Store an uploaded input file (streamed from Django's upload handler to storage)."""
+    if purpose != File.Purpose.BATCH:
+        raise InvalidInput("purpose must be 'batch'.", param="purpose")
+    size = upload.size or 0
+    if size > settings.FILE_MAX_BYTES:
+        raise PayloadTooLarge(
+            f"The file ({size} bytes) is over the {settings.FILE_MAX_BYTES}-byte limit.", param="file"
+        )
+    upload.seek(0)
+    head = upload.read(4096)
+    if size == 0 or not head.strip():
+        raise InvalidInput("The file is empty.", code="empty_file", param="file")
+    upload.seek(0)
+    filename = get_valid_filename(upload.name or "input") or "input"
+    record = File(
+        organisation_id=organisation_id,
+        purpose=purpose,
+        filename=filename,
+        format=_file_format(filename, head),
+        bytes=size,
+    )
+    record.storage_name = storage.store(f"files/{organisation_id}/{record.uid}/{filename}", upload)  # type: ignore[arg-type]
+    record.save()
+    return record
+
+
+def file_delete(*, organisation_id: int, uid: str) -> None:
+    record = file_get(organisation_id=organisation_id, uid=uid)
+    if Batch.objects.filter(input_file=record, status__in=[*Batch.ACTIVE, Batch.Status.CANCELLING]).exists():
+        raise Conflict("A running batch reads this file; cancel it first.", code="file_in_use")
+    storage.delete_quietly([record.storage_name])
+    record.delete()
+
+
+# --- Batches --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    input_file_id: str
+    model: str
+    ref: str | None
+    output_format: str
+    completion_window: str
+    metadata: dict[str, str] | None
+    webhook_url: str
+
+    def digest(self) -> str:
+        return hashlib.sha256(orjson.dumps(self.__dict__, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def completion_window_seconds(window: str) -> int:
+    match = WINDOW.match(window)
+    if not match:
+        raise InvalidInput("completion_window looks like '24h' (a number and s, m, h or d).", param="completion_window")
+    seconds = int(match.group(1)) * UNITS[match.group(2)]
+    low, high = settings.BATCH_MIN_COMPLETION_WINDOW_SECONDS, settings.BATCH_MAX_COMPLETION_WINDOW_SECONDS
+    if not low <= seconds <= high:
+        raise InvalidInput(f"completion_window must be between {low} s and {high} s.", param="completion_window")
+    return seconds
+
+
+def batch_create(*, principal: Principal, spec: BatchSpec, idempotency_key: str | None) -> tuple[Batch, bool]:
+    """Create a batch and queue its validation; (batch, created). The same Idempotency-Key and body
+    give back the first batch; the same key with another body is 422."""
+    digest = spec.digest()
+    if idempotency_key:
+        existing = _idempotent_replay(principal.organisation_id, idempotency_key, digest)
+        if existing is not None:
+            return existing, False
+    batch = _batch_build(principal=principal, spec=spec)
+    batch.idempotency_key, batch.request_hash = idempotency_key or None, digest
+    try:
+        with transaction.atomic():
+            batch.save()
+            from .tasks import batch_validate
+
+            batch_id = batch.pk
+            transaction.on_commit(lambda: batch_validate.delay(batch_id))
+    except IntegrityError:  # a concurrent request with the same key won the insert
+        if not idempotency_key:
+            raise
+        existing = _idempotent_replay(principal.organisation_id, idempotency_key, digest)
+        if existing is None:
+            raise
+        return existing, False
+    return batch, True
+
+
+def _idempotent_replay(organisation_id: int, key: str, digest: str) -> Batch | None:
+    existing = Batch.objects.filter(organisation_id=organisation_id, idempotency_key=key).first()
+    if existing is not None and existing.request_hash != digest:
+        raise Unprocessable(
+            "This Idempotency-Key was used with a different request body.",
+            code="idempotency_key_reused",
+            param="Idempotency-Key",
+        )
+    return existing
+
+
+def _batch_build(*, principal: Principal, spec: BatchSpec) -> Batch:
+    seconds = completion_window_seconds(spec.completion_window)
+    input_file = file_get(organisation_id=principal.organisation_id, uid=spec.input_file_id, param="input_file_id")
+    if input_file.purpose != File.Purpose.BATCH:
+        raise InvalidInput("input_file_id must name a file uploaded with purpose 'batch'.", param="input_file_id")
+    version = _version(principal.organisation_id, spec.model, spec.ref)
+    if spec.output_format == File.Format.CSV:
+        if input_file.format != File.Format.CSV:
+            raise InvalidInput("CSV output needs a CSV input file.", param="output_format")
+        try:
+            csv_output_columns(version.signature)
+        except FileError as exc:
+            raise InvalidInput(exc.message, code=exc.code, param="output_format") from None
+    if spec.webhook_url:
+        webhook_url_check(url=spec.webhook_url)
+    now = timezone.now()
+    return Batch(
+        organisation_id=principal.organisation_id,
+        api_key_id=principal.api_key_id,
+        input_file=input_file,
+        model_version=version,
+        output_format=spec.output_format,
+        metadata=spec.metadata,
+        completion_window=spec.completion_window,
+        webhook_url=spec.webhook_url,
+        created_at=now,
+        expires_at=now + timedelta(seconds=seconds),
+    )
+
+
+def _version(organisation_id: int, model_name: str, ref: str | None) -> ModelVersion:
+    """Resolved once, here: an alias moving later does not change a running batch."""
+    model = model_get(name=model_name, organisation_id=organisation_id)
+    version = model_version_resolve(model=model, ref=ref)
+    if not version.is_servable:
+        raise Conflict(
+            f"Version {version.number} of '{model.name}' is not servable ({version.status}).",
+            code="version_not_ready",
+            param="version",
+        )
+    return version
+
+
+def batch_cancel(*, organisation_id: int, uid: str) -> Batch:
+    """Stop a batch: chunks not started are skipped, running ones finish; partial output is kept."""
+    batch = batch_get(organisation_id=organisation_id, uid=uid)
+    if batch.status in (Batch.Status.CANCELLING, Batch.Status.CANCELLED):
+        return batch
+    with transaction.atomic():
+        cancelled = Batch.objects.filter(
+            pk=batch.pk,
+            status__in=[Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS],
+            failed_at__isnull=True,
+            expired_at__isnull=True,
+        ).update(status=Batch.Status.CANCELLING, cancelling_at=timezone.now())
+        if not cancelled:
+            raise Conflict(f"A batch that is {batch.status} cannot be cancelled.", code="batch_not_cancellable")
+        if batch.status == Batch.Status.IN_PROGRESS:
+            chunks_skip_pending(batch_id=batch.pk)
+    return batch_get(organisation_id=organisation_id, uid=uid)
+
+
+def spec_from(data: dict[str, Any]) -> BatchSpec:
+    ref = data.get("version") or data.get("alias")
+    if data.get("version") and data.get("alias"):
+        raise InvalidInput("Give either version or alias, not both.", param="alias")
+    return BatchSpec(
+        input_file_id=data["input_file_id"],
+        model=data["model"],
+        ref=str(ref) if ref else None,
+        output_format=data.get("output_format") or File.Format.JSONL,
+        completion_window=data.get("completion_window") or "24h",
+        metadata=data.get("metadata"),
+        webhook_url=data.get("webhook_url") or "",
+    )

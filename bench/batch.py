@@ -1,0 +1,248 @@
+"""Batch benchmark: N rows of the diabetes forest through the real API and Celery worker(s).
+
+    make bench-batch                       # 1,000,000 rows, 1 and 2 workers, plus the RSS check at 100k
+    .venv/bin/python bench/batch.py --rows 100000 --workers 1 2
+
+In the same run it measures the single-process limit: one Python loop that reads the same file,
+parses it with the same parser, runs ONNX Runtime at the same sub-batch size and writes the same
+output file. Then each worker count runs the whole job through gunicorn + Celery + PostgreSQL +
+Redis: upload, create, wait for `completed`, download. Peak RSS is each worker pool process's
+VmHWM (the kernel's high-water mark), read just before the worker stops.
+
+Needs PostgreSQL and Redis: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/modelmeter_bench,
+created if missing) and REDIS_URL (default redis://127.0.0.1:6379/0; the database index is
+TEST_REDIS_DB_BASE, default 1, as in the test settings).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+os.environ.setdefault(
+    "DATABASE_URL", os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/modelmeter_bench")
+)
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+os.environ["MEDIA_ROOT"] = str(WORK / "media")
+os.environ["DJANGO_SETTINGS_MODULE"] = "apiservice.settings_test"
+
+
+def _create_database() -> None:
+    import psycopg
+
+    url = os.environ["DATABASE_URL"]
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(base + "/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+_create_database()
+
+import django  # noqa: E402
+
+django.setup()
+
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from apiservice import services as org_services  # noqa: E402
+from apiservice.models import ALL_SCOPES  # noqa: E402
+from batches.formats import Request, iter_lines, output_line, parser_for  # noqa: E402
+from inference import runtime  # noqa: E402
+from inference.tensors import predict_response  # noqa: E402
+from models_registry import demo_models  # noqa: E402
+from models_registry.services import model_get_or_create, model_version_register  # noqa: E402
+from tests import live  # noqa: E402
+
+MODEL = "bench-diabetes-forest"
+
+
+def make_file(path: Path, rows: int) -> None:
+    rng = np.random.default_rng(0)
+    with open(path, "wb") as out:
+        for start in range(0, rows, 10_000):
+            block = rng.normal(0, 0.05, size=(min(10_000, rows - start), 10)).round(5).tolist()
+            out.write(
+                b"".join(
+                    json.dumps({"custom_id": f"r{start + i}", "instances": [row]}).encode() + b"\n"
+                    for i, row in enumerate(block)
+                )
+            )
+
+
+def single_process(path: Path, out_path: Path, version: Any, sub_batch: int) -> float:
+    """The limit: read, parse, run ORT in sub-batches, write the same output lines, in one loop."""
+    started = time.perf_counter()
+    session = runtime.new_session(runtime_path(version), intra_op_threads=settings.ORT_INTRA_OP_THREADS)
+    names = [o.name for o in session.get_outputs()]
+    parser = parser_for("jsonl", version.signature, max_rows=settings.INFERENCE_MAX_ROWS, nan_policy="reject")
+    with open(path, "rb") as stream, open(out_path, "wb") as out:
+        group: list[Request] = []
+        for line in iter_lines(stream):
+            group.append(parser.parse(line))
+            if len(group) >= sub_batch:
+                _run(session, names, group, out)
+                group = []
+        if group:
+            _run(session, names, group, out)
+    return time.perf_counter() - started
+
+
+def _run(session: Any, names: list[str], group: list[Request], out: Any) -> None:
+    feeds = {"input": np.concatenate([r.feeds["input"] for r in group])}
+    outputs = runtime.run_session(session, feeds, names)
+    predictions = predict_response(outputs, form="instances")
+    for i, request in enumerate(group):
+        out.write(output_line(batch_uid="baseline", request=request, response=predictions[i : i + 1]))
+
+
+def runtime_path(version: Any) -> str:
+    from models_registry.selectors import model_version_local_path
+
+    return str(model_version_local_path(version=version))
+
+
+def _pool_pids(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    with _workers(workers) as procs:
+        started = time.perf_counter()
+        with open(path, "rb") as handle:
+            file = requests.post(
+                server.url + "/v1/files",
+                headers=headers,
+                files={"file": ("rows.jsonl", handle)},
+                data={"purpose": "batch"},
+                timeout=600,
+            ).json()
+        uploaded = time.perf_counter()
+        batch = requests.post(
+            server.url + "/v1/batches", headers=headers, json={"input_file_id": file["id"], "model": MODEL}, timeout=60
+        ).json()
+        while batch["status"] not in ("completed", "failed", "expired", "cancelled"):
+            time.sleep(0.25)
+            batch = requests.get(server.url + f"/v1/batches/{batch['id']}", headers=headers, timeout=60).json()
+        finished = time.perf_counter()
+        size = 0
+        with requests.get(
+            server.url + f"/v1/files/{batch['output_file_id']}/content", headers=headers, stream=True, timeout=600
+        ) as response:
+            for block in response.iter_content(1024 * 1024):
+                size += len(block)
+        downloaded = time.perf_counter()
+        peak = max(_vm_hwm_mb(pid) for proc in procs for pid in _pool_pids(proc.process.pid))
+    return {
+        "status": batch["status"],
+        "counts": batch["request_counts"],
+        "upload_s": uploaded - started,
+        "job_s": finished - uploaded,
+        "download_s": downloaded - finished,
+        "end_to_end_s": downloaded - started,
+        "output_bytes": size,
+        "peak_rss_mb": peak,
+    }
+
+
+class _workers:
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.contexts: list[Any] = []
+
+    def __enter__(self) -> list[Any]:
+        procs = []
+        for index in range(self.count):
+            context = live.celery_worker(WORK, name=f"bench{index}", concurrency=1)
+            procs.append(context.__enter__())
+            self.contexts.append(context)
+        return procs
+
+    def __exit__(self, *exc: Any) -> None:
+        for context in self.contexts:
+            context.__exit__(None, None, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--rss-rows", type=int, default=100_000, help="a smaller run for the flat-memory check (0: skip)"
+    )
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    from apiservice.celery import app
+
+    app.control.purge()  # messages left on this broker by earlier runs
+    org = org_services.organisation_get_or_create(name="Bench", slug="bench")
+    _, key = org_services.api_key_create(organisation=org, name="bench", scopes=ALL_SCOPES)
+    version = model_version_register(
+        model=model_get_or_create(name=MODEL, organisation_id=org.pk),
+        content=demo_models.diabetes_forest(),
+        aliases=["production"],
+    )
+    results: dict[str, Any] = {
+        "rows": args.rows,
+        "chunk_rows": settings.BATCH_CHUNK_ROWS,
+        "sub_batch_rows": settings.BATCH_SUB_BATCH_ROWS,
+        "cpus": os.cpu_count(),
+    }
+    data = WORK / "rows.jsonl"
+    make_file(data, args.rows)
+    results["file_mb"] = round(data.stat().st_size / 1e6, 1)
+    baseline = single_process(data, WORK / "baseline.jsonl", version, settings.BATCH_SUB_BATCH_ROWS)
+    results["single_process"] = {"seconds": round(baseline, 2), "rows_per_s": round(args.rows / baseline)}
+    print(json.dumps(results["single_process"]), flush=True)
+    with live.gunicorn(WORK, workers=2) as server:
+        for count in args.workers:
+            run = through_api(data, key, count, server)
+            run["rows_per_s_job"] = round(args.rows / run["job_s"])
+            run["rows_per_s_end_to_end"] = round(args.rows / run["end_to_end_s"])
+            results[f"workers_{count}"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}
+            print(json.dumps({f"workers_{count}": results[f"workers_{count}"]}), flush=True)
+        if args.rss_rows:
+            small = WORK / "rows-small.jsonl"
+            make_file(small, args.rss_rows)
+            run = through_api(small, key, 1, server)
+            results["rss_check"] = {"rows": args.rss_rows, "peak_rss_mb": round(run["peak_rss_mb"], 1)}
+    one = results.get("workers_1")
+    if one:
+        results["bar_one_worker_vs_limit_job"] = round(
+            one["rows_per_s_job"] / results["single_process"]["rows_per_s"], 2
+        )
+        results["bar_one_worker_vs_limit_end_to_end"] = round(
+            one["rows_per_s_end_to_end"] / results["single_process"]["rows_per_s"], 2
+        )
+    if one and results.get("workers_2"):
+        results["bar_two_vs_one_workers_job"] = round(results["workers_2"]["rows_per_s_job"] / one["rows_per_s_job"], 2)
+    if one and results.get("rss_check"):
+        results["bar_rss_ratio_big_vs_small"] = round(one["peak_rss_mb"] / results["rss_check"]["peak_rss_mb"], 3)
+    print(json.dumps(results, indent=2))
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"batch-{args.rows}.json").write_text(json.dumps(results, indent=2))
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The /v1/files and /v1/batches routes in-process: contracts, scope, and tenant isolation."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from apiservice import services as org_services
+from tests.conftest import APIClient
+
+from .conftest import content, create, jsonl, upload
+
+
+def test_it_uploads_lists_reads_and_deletes_a_file(api, no_queue):
+    file = upload(api, jsonl(3), "rows.jsonl")
+    assert file["object"] == "file"
+    assert file["purpose"] == "batch"
+    assert file["bytes"] == len(jsonl(3))
+    assert file["id"].startswith("file-")
+    assert api.get(f"/v1/files/{file['id']}").json() == file
+    assert [f["id"] for f in api.get("/v1/files").json()["results"]] == [file["id"]]
+    assert content(api, file["id"]) == jsonl(3)
+    deleted = api.delete(f"/v1/files/{file['id']}")
+    assert deleted.json() == {"id": file["id"], "object": "file", "deleted": True}
+    assert api.get(f"/v1/files/{file['id']}").status_code == 404
+
+
+def test_it_refuses_other_purposes_and_missing_files(api):
+    wrong = api.post("/v1/files", {"file": SimpleUploadedFile("a.jsonl", b"{}\n"), "purpose": "fine-tune"})
+    assert wrong.status_code == 400
+    missing = api.post("/v1/files", {"purpose": "batch"})
+    assert missing.status_code == 400
+    assert missing.json()["error"]["param"] == "file"
+
+
+def test_it_creates_a_batch_resolving_the_version_once(api, diabetes, no_queue, django_capture_on_commit_callbacks):
+    file = upload(api, jsonl(3))
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = create(api, file["id"], alias="production", metadata={"k": "v"}, completion_window="24h")
+    assert batch["object"] == "batch"
+    assert batch["status"] == "validating"
+    assert batch["model_version"] == str(diabetes.number)
+    assert batch["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
+    assert batch["expires_at"] - batch["created_at"] == 24 * 3600
+    assert len(no_queue) == 1
+    assert [b["id"] for b in api.get("/v1/batches").json()["results"]] == [batch["id"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"model": "nope"}, 404, "model_not_found"),
+        ({"version": "9"}, 404, "version_not_found"),
+        ({"version": "1", "alias": "production"}, 400, "invalid_input"),
+        ({"completion_window": "soon"}, 400, "invalid_input"),
+        ({"completion_window": "30d"}, 400, "invalid_input"),
+        ({"output_format": "csv"}, 400, "invalid_input"),
+        ({"input_file_id": "file-missing"}, 404, "file_not_found"),
+        ({"output_format": "xml"}, 400, "invalid_request"),
+    ],
+)
+def test_it_refuses_bad_batch_requests(api, diabetes, no_queue, body, status, code):
+    file = upload(api, jsonl(2))
+    response = api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes", **body})
+    assert response.status_code == status, response.content
+    assert response.json()["error"]["code"] == code
+
+
+def test_it_lists_batches_newest_first_with_a_cursor(api, diabetes, no_queue):
+    file = upload(api, jsonl(2))
+    ids = [create(api, file["id"])["id"] for _ in range(3)]
+    page = api.get("/v1/batches?limit=2").json()
+    assert [b["id"] for b in page["results"]] == ids[::-1][:2]
+    rest = api.get(page["next"]).json()
+    assert [b["id"] for b in rest["results"]] == ids[:1]
+
+
+def test_it_cancels_a_validating_batch(api, diabetes, no_queue):
+    batch = create(api, upload(api, jsonl(2))["id"])
+    response = api.post(f"/v1/batches/{batch['id']}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelling"
+
+
+def test_it_needs_the_batch_scope(org, diabetes):
+    _, key = org_services.api_key_create(organisation=org, name="predict only", scopes=["predict"])
+    client = APIClient(key)
+    for response in (client.get("/v1/files"), client.get("/v1/batches"), client.post_json("/v1/batches", {})):
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "insufficient_scope"
+    assert APIClient().get("/v1/batches").status_code == 401
+
+
+def test_it_keeps_files_and_batches_private_to_their_organisation(api, other_key, diabetes, private_model, no_queue):
+    file = upload(api, jsonl(2))
+    batch = create(api, file["id"])
+    other = APIClient(other_key)
+    routes = [
+        ("get", f"/v1/files/{file['id']}"),
+        ("get", f"/v1/files/{file['id']}/content"),
+        ("delete", f"/v1/files/{file['id']}"),
+        ("get", f"/v1/batches/{batch['id']}"),
+        ("post", f"/v1/batches/{batch['id']}/cancel"),
+    ]
+    for method, path in routes:
+        response = getattr(other, method)(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["type"] == "not_found_error"
+    assert other.get("/v1/files").json()["results"] == []
+    assert other.get("/v1/batches").json()["results"] == []
+    stolen = other.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes"})
+    assert stolen.status_code == 404
+    assert stolen.json()["error"]["code"] == "file_not_found"
+    private = api.post_json("/v1/batches", {"input_file_id": file["id"], "model": private_model.model.name})
+    assert private.status_code == 404
+    assert private.json()["error"]["code"] == "model_not_found"
+    assert api.get(f"/v1/batches/{batch['id']}").json()["status"] == "validating"
+
+
+def test_it_refuses_to_delete_a_file_a_running_batch_reads(api, diabetes, no_queue):
+    file = upload(api, jsonl(2))
+    create(api, file["id"])
+    response = api.delete(f"/v1/files/{file['id']}")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "file_in_use"
