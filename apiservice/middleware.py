@@ -82,6 +82,9 @@ class APIGatewayMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        from billing import gateway  # rate limits, quotas, idempotency (billing owns them)
+
+        self.billing = gateway
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path
@@ -96,7 +99,8 @@ class APIGatewayMiddleware:
                 request.principal = authenticate_key(header)  # type: ignore[attr-defined]
             except AuthError as exc:
                 request.auth_error = exc.message  # type: ignore[attr-defined]
-        response = self._respond(request)
+        response = self.billing.admit(request) or self._respond(request)
+        response = self.billing.settle(request, response)
         usage = usage_of(request)
         if usage.model_version_id is not None and "X-Model-Version" not in response:
             response["X-Model-Version"] = str(getattr(request, "model_version_number", ""))

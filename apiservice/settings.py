@@ -322,3 +322,36 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     }
 # The queue producers send to and workers consume (tests give a worker its own to isolate it).
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+# --- Billing (plans, limits, idempotency, Stripe) ---------------------------------------------------
+# Off: no rate limits, quotas, budgets or idempotency on the request path (the ledger still records).
+METERING_ENABLED = env.bool("METERING_ENABLED", default=True)
+# Plan of organisations without a billing account (seeded: free, payg, enterprise).
+BILLING_DEFAULT_PLAN = env.str("BILLING_DEFAULT_PLAN", default="free")
+BILLING_PAST_DUE_GRACE_DAYS = env.int("BILLING_PAST_DUE_GRACE_DAYS", default=7)
+BILLING_ENTITLEMENT_CACHE_SECONDS = env.float("BILLING_ENTITLEMENT_CACHE_SECONDS", default=5.0)
+# Counters for rate limits, quotas and idempotency claims; empty = database only (no rate limit).
+BILLING_REDIS_URL = env.str("BILLING_REDIS_URL", default=REDIS_URL)
+BILLING_REDIS_TIMEOUT_SECONDS = env.float("BILLING_REDIS_TIMEOUT_SECONDS", default=0.1)
+BILLING_REDIS_RETRY_SECONDS = env.float("BILLING_REDIS_RETRY_SECONDS", default=2.0)
+BILLING_QUOTA_RESEED_SECONDS = env.int("BILLING_QUOTA_RESEED_SECONDS", default=300)
+IDEMPOTENCY_TTL_HOURS = 24
+# (path regex, meter) of billable POSTs: quota-checked and Idempotency-Key aware before the view runs.
+BILLING_METERED_POSTS: list[tuple[str, str]] = [
+    (r":predict$", "online_predictions"),
+    (r"^/v2/models/.+/infer$", "online_predictions"),
+]
+# Stripe: with no secret key, Checkout, the portal and invoices answer 409 billing_not_configured.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+BILLING_PUBLIC_URL = env.str("BILLING_PUBLIC_URL", default="http://localhost:8000")
+BILLING_USAGE_PUSH_BATCH = env.int("BILLING_USAGE_PUSH_BATCH", default=5000)
+BILLING_USAGE_PUSH_MAX_BACKOFF_SECONDS = env.int("BILLING_USAGE_PUSH_MAX_BACKOFF_SECONDS", default=3600)
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "billing-usage-push": {"task": "billing.tasks.usage_push", "schedule": 60.0},
+        "billing-reconcile": {"task": "billing.tasks.usage_reconcile", "schedule": 24 * 3600.0},
+        "billing-idempotency-purge": {"task": "billing.tasks.idempotency_purge", "schedule": 3600.0},
+    }
+)

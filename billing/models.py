@@ -26,9 +26,18 @@ class UsageRecord(models.Model):
     status_code = models.PositiveSmallIntegerField()
     latency_ms = models.FloatField(default=0.0)
     created_at = models.DateTimeField(default=timezone.now)
+    # Set when the outbox claims the row into a report for Stripe; NULL = not reported yet.
+    report = models.ForeignKey(
+        "billing.UsageReport", null=True, blank=True, on_delete=models.PROTECT, related_name="records"
+    )
 
     class Meta:
         indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="usage_unreported",
+                condition=models.Q(report__isnull=True, units__gt=0),
+            ),
             models.Index(fields=["organisation", "created_at"], name="usage_org_time"),
             models.Index(fields=["created_at"], name="usage_time"),
             models.Index(fields=["model_version", "created_at"], name="usage_version_time"),
@@ -40,3 +49,167 @@ class UsageRecord(models.Model):
     @property
     def billable(self) -> bool:
         return self.units > 0 and self.status_code < 400
+
+
+class Plan(models.Model):
+    """A price list and its limits. Staff edit prices and limits in the admin; enterprise deals are extra plans."""
+
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=100)
+    # `limits` notation, per API key: "60/minute", "1200/minute".
+    rate_limit = models.CharField(max_length=40, default="60/minute")
+    # A hard cap refuses calls beyond each meter's included units (429 quota_exceeded).
+    hard_cap = models.BooleanField(default=False)
+    # Self-serve plans are offered through Checkout; custom (enterprise) plans are set up by staff.
+    self_serve = models.BooleanField(default=False)
+    currency = models.CharField(max_length=3, default="usd")
+    stripe_product_id = models.CharField(max_length=100, blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PlanPrice(models.Model):
+    """A plan's terms for one meter: monthly included units and the price of each unit beyond them."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="prices")
+    meter = models.CharField(max_length=32, choices=Meter.choices)
+    included_units = models.PositiveBigIntegerField(null=True, blank=True, help_text="Per month; empty = none.")
+    # Minor currency units (cents) per unit, exact: 0.05 = $0.50 per 1,000 units.
+    unit_amount_decimal = models.DecimalField(max_digits=18, decimal_places=9, default=0)
+    stripe_price_id = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["plan", "meter"], name="uniq_plan_meter")]
+
+    @property
+    def lookup_key(self) -> str:
+        return f"mm_{self.plan.code}_{self.meter}"
+
+    def __str__(self) -> str:
+        return f"{self.plan.code}/{self.meter}"
+
+
+class BillingMeter(models.Model):
+    """Our meter as Stripe knows it (a Billing Meter fed by meter events named `event_name`)."""
+
+    meter = models.CharField(max_length=32, choices=Meter.choices, unique=True)
+    event_name = models.CharField(max_length=100, unique=True)
+    stripe_meter_id = models.CharField(max_length=100, blank=True, default="")
+
+    def __str__(self) -> str:
+        return self.meter
+
+
+class BillingAccount(models.Model):
+    """An organisation's plan and Stripe state. Written only from our API and re-fetched Stripe state."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAST_DUE = "past_due", "Past due"
+        CANCELED = "canceled", "Cancelled"
+
+    organisation = models.OneToOneField(
+        "apiservice.Organisation", on_delete=models.CASCADE, related_name="billing_account"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    past_due_since = models.DateTimeField(null=True, blank=True)
+    stripe_customer_id = models.CharField(max_length=100, blank=True, default="", db_index=True)
+    stripe_subscription_id = models.CharField(max_length=100, blank=True, default="", db_index=True)
+    subscription_status = models.CharField(max_length=32, blank=True, default="")
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.organisation_id}: {self.plan_id}"
+
+
+class KeyLimit(models.Model):
+    """Optional per-key terms: a rate-limit override and a monthly budget of units (all meters)."""
+
+    api_key = models.OneToOneField("apiservice.APIKey", on_delete=models.CASCADE, related_name="billing_limit")
+    rate_limit = models.CharField(max_length=40, blank=True, default="")
+    monthly_budget_units = models.PositiveBigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return str(self.api_key_id)
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to an `Idempotency-Key`; the unique (organisation, key) decides who ran."""
+
+    organisation = models.ForeignKey("apiservice.Organisation", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    done = models.BooleanField(default=False)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    content_type = models.CharField(max_length=100, blank=True, default="")
+    body = models.BinaryField(default=b"")
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organisation", "key"], name="uniq_idempotency_key")]
+
+
+class UsageReport(models.Model):
+    """Immutable: ledger rows of one (organisation, meter) claimed together, sent as one meter event.
+
+    The report id is the meter event's `identifier`, so a resend after a crash is deduplicated by Stripe.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed (staff)"
+        OUT_OF_WINDOW = "out_of_window", "Out of Stripe's window (staff)"
+
+    id = models.CharField(primary_key=True, max_length=40)
+    organisation = models.ForeignKey("apiservice.Organisation", on_delete=models.PROTECT, related_name="+")
+    meter = models.CharField(max_length=32, choices=Meter.choices)
+    stripe_customer_id = models.CharField(max_length=100)
+    units = models.PositiveBigIntegerField()
+    rows = models.PositiveIntegerField()
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    event_timestamp = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="report_due")]
+
+
+class ReconciliationIssue(models.Model):
+    """A (customer, meter, day) where our sent total and Stripe's meter event summary disagree."""
+
+    organisation = models.ForeignKey("apiservice.Organisation", on_delete=models.PROTECT, related_name="+")
+    meter = models.CharField(max_length=32, choices=Meter.choices)
+    day = models.DateField()
+    ours = models.BigIntegerField()
+    stripe = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "meter", "day"], name="uniq_reconciliation_issue")
+        ]
+
+
+class StripeEvent(models.Model):
+    """Every webhook event we accepted, once (unique id), with what handling it did."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=32, blank=True, default="")
+    detail = models.TextField(blank=True, default="")

@@ -1,0 +1,331 @@
+"""Rate limits, monthly quotas and per-key budgets: atomic in Redis, the database when Redis is down.
+
+Everything here runs on the request path, so each check is one Redis round trip and the plan terms
+come from a process-local cache (`BILLING_ENTITLEMENT_CACHE_SECONDS`).
+
+- Rate limit: per API key, a clock-aligned fixed window counted by the `limits` library's atomic
+  Redis increment (so the reset time is known without a second round trip).
+- Quota / budget: a Lua script reserves one unit against the organisation's monthly counter (per
+  meter, only when the plan caps it) and the key's monthly budget counter, refusing if either would
+  pass its limit; after the response the reservation is settled to the real unit count. A counter
+  missing from Redis (new month, restart) is seeded from the ledger; counters expire every
+  `BILLING_QUOTA_RESEED_SECONDS`, so any drift (e.g. settles lost while Redis was away) is bounded.
+- Redis down: calls are still served; quotas and budgets are checked against the ledger in the
+  database; the rate limit (abuse control, not money) is not enforced until Redis answers again.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import limits
+import redis
+from django.conf import settings
+from django.db.models import Sum
+from django.utils import timezone
+from limits.storage import RedisStorage
+
+from . import catalog
+from .models import BillingAccount, BillingMeter, KeyLimit, Plan, PlanPrice, UsageRecord
+
+logger = logging.getLogger(__name__)
+
+
+# --- Redis connection with a circuit breaker --------------------------------------------------------
+class _RedisLink:
+    """One client per process; after an error Redis is skipped for `BILLING_REDIS_RETRY_SECONDS`."""
+
+    def __init__(self) -> None:
+        self._client: redis.Redis | None = None
+        self._storage: RedisStorage | None = None
+        self._url = ""
+        self.down_until = 0.0
+
+    def _connect(self) -> None:
+        url = settings.BILLING_REDIS_URL
+        timeout = settings.BILLING_REDIS_TIMEOUT_SECONDS
+        pool = redis.ConnectionPool.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._client = redis.Redis(connection_pool=pool)
+        self._storage = RedisStorage(url, connection_pool=pool, key_prefix="mm:rl")
+        self._url = url
+
+    def client(self) -> redis.Redis | None:
+        if not settings.BILLING_REDIS_URL or time.monotonic() < self.down_until:
+            return None
+        if self._client is None or self._url != settings.BILLING_REDIS_URL:
+            self._connect()
+        return self._client
+
+    def storage(self) -> RedisStorage | None:
+        return self._storage if self.client() is not None else None
+
+    def failed(self, exc: Exception) -> None:
+        logger.warning("billing redis unavailable, falling back to the database: %s", exc)
+        self.down_until = time.monotonic() + settings.BILLING_REDIS_RETRY_SECONDS
+
+    def reset(self) -> None:
+        self._client = None
+        self._storage = None
+        self.down_until = 0.0
+
+
+link = _RedisLink()
+
+
+# --- Entitlements: what an organisation and a key may do, cached per process --------------------------
+@dataclass(frozen=True)
+class Entitlement:
+    plan_code: str
+    rate_limit: limits.RateLimitItem
+    caps: dict[str, int]  # meter -> monthly units, only for hard-capped meters
+    prices: dict[str, Decimal]  # meter -> minor units per unit
+    blocked: str = ""  # "", "past_due" or "canceled" -> 402 on billable calls
+
+
+@dataclass(frozen=True)
+class KeyTerms:
+    rate_limit: limits.RateLimitItem | None = None
+    monthly_budget_units: int | None = None
+
+
+class _TTLCache:
+    def __init__(self) -> None:
+        self._entries: dict[object, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> object | None:
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+    def put(self, key: object, value: object) -> None:
+        with self._lock:
+            if len(self._entries) > 20_000:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + settings.BILLING_ENTITLEMENT_CACHE_SECONDS, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+entitlement_cache = _TTLCache()
+
+
+def _blocked(account: BillingAccount | None) -> str:
+    if account is None:
+        return ""
+    if account.status == BillingAccount.Status.CANCELED:
+        return "canceled"
+    grace = timedelta(days=settings.BILLING_PAST_DUE_GRACE_DAYS)
+    if account.status == BillingAccount.Status.PAST_DUE and account.past_due_since is not None:
+        if account.past_due_since + grace < timezone.now():
+            return "past_due"
+    return ""
+
+
+def plan_for_organisation(*, organisation_id: int) -> tuple[Plan, BillingAccount | None]:
+    account = BillingAccount.objects.select_related("plan").filter(organisation_id=organisation_id).first()
+    if account is not None:
+        return account.plan, account
+    plan = Plan.objects.filter(code=settings.BILLING_DEFAULT_PLAN).first()
+    if plan is None:  # the seed was wiped (e.g. a flushed test database): put it back
+        catalog.seed(Plan, PlanPrice, BillingMeter)
+        plan = Plan.objects.get(code=settings.BILLING_DEFAULT_PLAN)
+    return plan, None
+
+
+def entitlement_get(*, organisation_id: int) -> Entitlement:
+    cached = entitlement_cache.get(("org", organisation_id))
+    if isinstance(cached, Entitlement):
+        return cached
+    plan, account = plan_for_organisation(organisation_id=organisation_id)
+    prices = list(plan.prices.all())
+    entitlement = Entitlement(
+        plan_code=plan.code,
+        rate_limit=limits.parse(plan.rate_limit),
+        caps={p.meter: int(p.included_units) for p in prices if plan.hard_cap and p.included_units is not None},
+        prices={p.meter: p.unit_amount_decimal for p in prices},
+        blocked=_blocked(account),
+    )
+    entitlement_cache.put(("org", organisation_id), entitlement)
+    return entitlement
+
+
+def key_terms_get(*, api_key_id: str) -> KeyTerms:
+    cached = entitlement_cache.get(("key", api_key_id))
+    if isinstance(cached, KeyTerms):
+        return cached
+    row = KeyLimit.objects.filter(api_key_id=api_key_id).first()
+    terms = KeyTerms()
+    if row is not None:
+        terms = KeyTerms(
+            rate_limit=limits.parse(row.rate_limit) if row.rate_limit else None,
+            monthly_budget_units=row.monthly_budget_units,
+        )
+    entitlement_cache.put(("key", api_key_id), terms)
+    return terms
+
+
+# --- Rate limit -----------------------------------------------------------------------------------
+@dataclass
+class RateState:
+    limit: int
+    window: int
+    remaining: int | None  # None: not counted (Redis down)
+    reset: int
+    exceeded: bool = False
+
+    def headers(self) -> dict[str, str]:
+        policy = f'"default";q={self.limit};w={self.window}'
+        if self.remaining is None:
+            return {"RateLimit-Policy": policy}
+        return {"RateLimit-Policy": policy, "RateLimit": f'"default";r={self.remaining};t={self.reset}'}
+
+
+def rate_limit_hit(*, api_key_id: str, item: limits.RateLimitItem) -> RateState:
+    """Count one call against the key's window (clock-aligned, so reset = time to the next boundary)."""
+    window = int(item.get_expiry())
+    now = time.time()
+    reset = max(1, int(window - (now % window)))
+    state = RateState(limit=item.amount, window=window, remaining=None, reset=reset)
+    storage = link.storage()
+    if storage is None:
+        return state
+    try:
+        count = storage.incr(item.key_for(api_key_id, str(int(now // window))), window + 1, amount=1)
+    except redis.RedisError as exc:
+        link.failed(exc)
+        return state
+    state.remaining = max(0, item.amount - count)
+    state.exceeded = count > item.amount
+    return state
+
+
+# --- Quotas and budgets ---------------------------------------------------------------------------
+_RESERVE = """
+local n = tonumber(ARGV[3])
+for i = 1, 2 do
+  if ARGV[i] ~= '-1' and redis.call('exists', KEYS[i]) == 0 then return {-i, 0} end
+end
+for i = 1, 2 do
+  if ARGV[i] ~= '-1' then
+    local used = tonumber(redis.call('get', KEYS[i]))
+    if used + n > tonumber(ARGV[i]) then return {i, used} end
+  end
+end
+for i = 1, 2 do
+  if ARGV[i] ~= '-1' then redis.call('incrby', KEYS[i], n) end
+end
+return {0, 0}
+"""
+_SETTLE = """
+for i = 1, #KEYS do
+  if redis.call('exists', KEYS[i]) == 1 then redis.call('incrby', KEYS[i], ARGV[1]) end
+end
+return 0
+"""
+
+
+class QuotaRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Reservation:
+    """Units held for a call until it is settled; `keys` are the Redis counters that hold them."""
+
+    units: int
+    keys: list[str] = field(default_factory=list)
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    now = now or timezone.now()
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def seconds_to_next_month() -> int:
+    start = month_start()
+    following = (start + timedelta(days=32)).replace(day=1)
+    return max(1, int((following - timezone.now()).total_seconds()))
+
+
+def _month_tag() -> str:
+    return month_start().strftime("%Y%m")
+
+
+def _ledger_units(*, organisation_id: int, meter: str | None = None, api_key_id: str | None = None) -> int:
+    rows = UsageRecord.objects.filter(organisation_id=organisation_id, created_at__gte=month_start())
+    rows = rows.filter(meter=meter) if meter else rows.filter(api_key_id=api_key_id, units__gt=0)
+    return int(rows.aggregate(total=Sum("units"))["total"] or 0)
+
+
+def _refusal(which: int, *, meter: str, cap: int) -> QuotaRefused:
+    if which == 1:
+        return QuotaRefused("quota_exceeded", f"Your plan's monthly quota of {cap} {meter} units is used up.")
+    return QuotaRefused("budget_exceeded", f"This API key's monthly budget of {cap} units is spent.")
+
+
+def quota_reserve(
+    *, organisation_id: int, api_key_id: str | None, meter: str, units: int = 1, entitlement: Entitlement
+) -> Reservation:
+    """Hold `units` of the organisation's quota and the key's budget, or raise QuotaRefused (429)."""
+    cap = entitlement.caps.get(meter)
+    budget = key_terms_get(api_key_id=api_key_id).monthly_budget_units if api_key_id else None
+    if cap is None and budget is None:
+        return Reservation(units=0)
+    client = link.client()
+    if client is not None:
+        try:
+            return _reserve_redis(client, organisation_id, api_key_id, meter, units, cap, budget)
+        except redis.RedisError as exc:
+            link.failed(exc)
+    return _reserve_database(organisation_id, api_key_id, meter, units, cap, budget)
+
+
+def _reserve_redis(
+    client: redis.Redis, org: int, key: str | None, meter: str, units: int, cap: int | None, budget: int | None
+) -> Reservation:
+    tag = _month_tag()
+    keys = [f"mm:q:{org}:{meter}:{tag}", f"mm:b:{key}:{tag}"]
+    args = [cap if cap is not None else -1, budget if budget is not None else -1, units]
+    for _ in range(3):
+        which, _used = client.eval(_RESERVE, 2, *keys, *args)  # type: ignore[misc]
+        if which == 0:
+            return Reservation(units=units, keys=[k for k, a in zip(keys, args[:2], strict=True) if a != -1])
+        if which > 0:
+            raise _refusal(which, meter=meter, cap=int(args[which - 1]))
+        seed = _ledger_units(organisation_id=org, meter=meter) if which == -1 else _ledger_units(
+            organisation_id=org, api_key_id=key
+        )
+        client.set(keys[-which - 1], seed, ex=settings.BILLING_QUOTA_RESEED_SECONDS, nx=True)
+    raise redis.RedisError("quota counters could not be seeded")
+
+
+def _reserve_database(
+    org: int, key: str | None, meter: str, units: int, cap: int | None, budget: int | None
+) -> Reservation:
+    if cap is not None and _ledger_units(organisation_id=org, meter=meter) + units > cap:
+        raise _refusal(1, meter=meter, cap=cap)
+    if budget is not None and _ledger_units(organisation_id=org, api_key_id=key) + units > budget:
+        raise _refusal(2, meter=meter, cap=budget)
+    return Reservation(units=0)
+
+
+def quota_settle(*, reservation: Reservation, units: int) -> None:
+    """Turn a reservation into the call's real units (0 for a failed call). Best effort: drift is reseeded."""
+    delta = units - reservation.units
+    if not reservation.keys or delta == 0:
+        return
+    client = link.client()
+    if client is None:
+        return
+    try:
+        client.eval(_SETTLE, len(reservation.keys), *reservation.keys, delta)  # type: ignore[misc]
+    except redis.RedisError as exc:
+        link.failed(exc)

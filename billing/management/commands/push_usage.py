@@ -1,0 +1,13 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from billing import outbox
+
+
+class Command(BaseCommand):
+    help = "Push unreported usage to Stripe now (what the beat task does every minute)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        outcomes = outbox.usage_push()
+        self.stdout.write(", ".join(f"{name}: {count}" for name, count in sorted(outcomes.items())) or "nothing to do")

@@ -1,0 +1,175 @@
+"""The usage push (an outbox) and the daily reconciliation with Stripe.
+
+1. Claim (one transaction): unreported billable ledger rows of organisations with a Stripe customer
+   are locked (`SKIP LOCKED`), grouped per (organisation, meter, UTC day) into an immutable
+   `UsageReport`, and pointed at it. A crash before commit claims nothing.
+2. Send: each pending report becomes one meter event whose `identifier` (and idempotency key) is
+   the report id, timestamped at its last call (inside Stripe's 35-day window). A crash after Stripe
+   accepted but before we marked it is resent with the same identifier: Stripe keeps one.
+3. Transient errors back off exponentially up to `BILLING_USAGE_PUSH_MAX_BACKOFF_SECONDS`; reports
+   that can no longer be sent in Stripe's window, or that Stripe rejects, are flagged for staff
+   (status out_of_window / failed in the admin), never dropped.
+"""
+
+import uuid
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.db.models.functions import TruncDay
+from django.utils import timezone
+
+from . import stripe_client
+from .models import BillingAccount, BillingMeter, ReconciliationIssue, UsageRecord, UsageReport
+
+STRIPE_WINDOW = timedelta(days=35)
+WINDOW_MARGIN = timedelta(hours=1)  # leave time to send before Stripe's window closes
+MAX_ATTEMPTS = 20
+
+
+def _window_start(now: datetime) -> datetime:
+    return now - STRIPE_WINDOW + WINDOW_MARGIN
+
+
+def usage_reports_claim(*, now: datetime | None = None, limit: int | None = None) -> list[str]:
+    """Claim unreported ledger rows into reports; returns the new report ids."""
+    now = now or timezone.now()
+    customers = dict(
+        BillingAccount.objects.exclude(stripe_customer_id="").values_list("organisation_id", "stripe_customer_id")
+    )
+    if not customers:
+        return []
+    with transaction.atomic():
+        rows = list(
+            UsageRecord.objects.select_for_update(skip_locked=True)
+            .filter(report__isnull=True, units__gt=0, status_code__lt=400, organisation_id__in=list(customers))
+            .exclude(meter="")
+            .order_by("id")
+            .values_list("id", "organisation_id", "meter", "units", "created_at")[: limit or settings.BILLING_USAGE_PUSH_BATCH]
+        )
+        groups: dict[tuple[int, str, date], list[tuple[int, int, datetime]]] = defaultdict(list)
+        for row_id, org, meter, units, created_at in rows:
+            groups[(org, meter, created_at.astimezone(UTC).date())].append((row_id, units, created_at))
+        return [_report_create(org, meter, customers[org], members, now) for (org, meter, _), members in groups.items()]
+
+
+def _report_create(org: int, meter: str, customer: str, members: list[tuple[int, int, datetime]], now: datetime) -> str:
+    first_at = min(m[2] for m in members)
+    last_at = max(m[2] for m in members)
+    report = UsageReport.objects.create(
+        id="mmur_" + uuid.uuid4().hex,
+        organisation_id=org,
+        meter=meter,
+        stripe_customer_id=customer,
+        units=sum(m[1] for m in members),
+        rows=len(members),
+        first_at=first_at,
+        last_at=last_at,
+        event_timestamp=min(last_at, now),
+        created_at=now,
+        next_attempt_at=now,
+        status=UsageReport.Status.OUT_OF_WINDOW if last_at < _window_start(now) else UsageReport.Status.PENDING,
+    )
+    UsageRecord.objects.filter(id__in=[m[0] for m in members]).update(report=report)
+    return report.id
+
+
+def usage_report_send(*, report_id: str, now: datetime | None = None) -> str:
+    """Send one pending report as a meter event; safe to repeat (same identifier)."""
+    now = now or timezone.now()
+    report = UsageReport.objects.filter(pk=report_id, status=UsageReport.Status.PENDING).first()
+    if report is None:
+        return "not_pending"
+    pending = UsageReport.objects.filter(pk=report.pk, status=UsageReport.Status.PENDING)
+    if report.event_timestamp < _window_start(now):
+        pending.update(status=UsageReport.Status.OUT_OF_WINDOW, last_error="Older than Stripe's 35-day window.")
+        return "out_of_window"
+    event_name = BillingMeter.objects.get(meter=report.meter).event_name
+    try:
+        stripe_client.meter_event_create(
+            event_name=event_name,
+            customer_id=report.stripe_customer_id,
+            value=report.units,
+            identifier=report.id,
+            timestamp=int(report.event_timestamp.timestamp()),
+        )
+    except stripe_client.StripeTransient as exc:
+        return _backoff(report, str(exc), now)
+    except stripe_client.StripeRejected as exc:
+        status = UsageReport.Status.OUT_OF_WINDOW if exc.param == "timestamp" else UsageReport.Status.FAILED
+        pending.update(status=status, last_error=str(exc)[:2000], attempts=report.attempts + 1)
+        return str(status)
+    pending.update(status=UsageReport.Status.SENT, sent_at=now, attempts=report.attempts + 1, last_error="")
+    return "sent"
+
+
+def _backoff(report: UsageReport, error: str, now: datetime) -> str:
+    attempts = report.attempts + 1
+    delay = min(30 * 2 ** min(attempts, 16), settings.BILLING_USAGE_PUSH_MAX_BACKOFF_SECONDS)
+    status = UsageReport.Status.FAILED if attempts >= MAX_ATTEMPTS else UsageReport.Status.PENDING
+    UsageReport.objects.filter(pk=report.pk, status=UsageReport.Status.PENDING).update(
+        attempts=attempts, next_attempt_at=now + timedelta(seconds=delay), last_error=error[:2000], status=status
+    )
+    return "retry_later"
+
+
+def usage_push(*, now: datetime | None = None) -> dict[str, int]:
+    """Claim, then send every due report. The beat task's body."""
+    if not stripe_client.configured():
+        return {}
+    now = now or timezone.now()
+    usage_reports_claim(now=now)
+    outcomes: dict[str, int] = defaultdict(int)
+    due = UsageReport.objects.filter(status=UsageReport.Status.PENDING, next_attempt_at__lte=now)
+    for report_id in due.order_by("created_at").values_list("id", flat=True):
+        outcomes[usage_report_send(report_id=report_id, now=now)] += 1
+    return dict(outcomes)
+
+
+def usage_reconcile(*, days: int = 3, now: datetime | None = None) -> int:
+    """Compare sent totals with Stripe's meter event summaries per customer, meter and day (complete days)."""
+    if not stripe_client.configured():
+        return 0
+    now = now or timezone.now()
+    end = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=days)
+    meters = {m.meter: m.stripe_meter_id for m in BillingMeter.objects.exclude(stripe_meter_id="")}
+    accounts = BillingAccount.objects.exclude(stripe_customer_id="")
+    issues = 0
+    for account in accounts:
+        for meter, meter_id in meters.items():
+            issues += _reconcile_one(account, meter, meter_id, start, end)
+    return issues
+
+
+def _reconcile_one(account: BillingAccount, meter: str, meter_id: str, start: datetime, end: datetime) -> int:
+    ours: dict[date, int] = defaultdict(int)
+    sent = UsageReport.objects.filter(
+        organisation_id=account.organisation_id,
+        meter=meter,
+        status=UsageReport.Status.SENT,
+        event_timestamp__gte=start,
+        event_timestamp__lt=end,
+    )
+    for item in sent.annotate(day=TruncDay("event_timestamp")).values("day").annotate(units=Sum("units")):
+        ours[item["day"].date()] = int(item["units"])
+    theirs: dict[date, int] = defaultdict(int)
+    summaries: list[dict[str, Any]] = stripe_client.meter_event_summaries(
+        meter_id=meter_id, customer_id=account.stripe_customer_id, start=int(start.timestamp()), end=int(end.timestamp())
+    )
+    for summary in summaries:
+        theirs[datetime.fromtimestamp(summary["start_time"], tz=UTC).date()] += int(summary["aggregated_value"])
+    issues = 0
+    for day in set(ours) | set(theirs):
+        key = {"organisation_id": account.organisation_id, "meter": meter, "day": day}
+        if ours[day] != theirs[day]:
+            ReconciliationIssue.objects.update_or_create(
+                **key, defaults={"ours": ours[day], "stripe": theirs[day], "resolved": False}
+            )
+            issues += 1
+        else:
+            ReconciliationIssue.objects.filter(**key).update(resolved=True)
+    return issues

@@ -1,0 +1,307 @@
+"""Stripe-side services: catalogue sync, customers, Checkout, portal, invoices and webhooks.
+
+Account state is never built from webhook payloads: every event that matters re-fetches the
+subscription from Stripe, so any order of deliveries converges to Stripe's current state.
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apiservice.errors import APIError
+from apiservice.models import Organisation
+
+from . import catalog, limits, stripe_client
+from .models import BillingAccount, BillingMeter, Plan, PlanPrice, StripeEvent
+
+logger = logging.getLogger(__name__)
+LIVE_STATUSES = {"active", "trialing", "past_due", "unpaid", "incomplete"}
+
+
+class BillingNotConfigured(APIError):
+    status_code = 409
+    code = "billing_not_configured"
+
+    def __init__(self) -> None:
+        super().__init__("Billing is not configured on this server (no Stripe keys); usage is still recorded.")
+
+
+class StripeUnavailable(APIError):
+    status_code = 502
+    code = "stripe_unavailable"
+
+
+def _require_stripe() -> None:
+    if not stripe_client.configured():
+        raise BillingNotConfigured()
+
+
+def _ts(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value else None
+
+
+# --- accounts and customers -----------------------------------------------------------------------------
+def account_get_or_create(*, organisation_id: int) -> BillingAccount:
+    plan, _ = limits.plan_for_organisation(organisation_id=organisation_id)
+    account, _ = BillingAccount.objects.get_or_create(organisation_id=organisation_id, defaults={"plan": plan})
+    return account
+
+
+def customer_ensure(*, organisation_id: int) -> str:
+    """The organisation's Stripe customer, created on first need (idempotency key per organisation)."""
+    account = account_get_or_create(organisation_id=organisation_id)
+    if account.stripe_customer_id:
+        return account.stripe_customer_id
+    organisation = Organisation.objects.get(pk=organisation_id)
+    customer = stripe_client.customer_create(
+        name=organisation.name, organisation_id=organisation_id, idempotency_key=f"mm-customer-{organisation_id}"
+    )
+    BillingAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(stripe_customer_id=customer["id"])
+    account.refresh_from_db()
+    return account.stripe_customer_id
+
+
+# --- catalogue ------------------------------------------------------------------------------------------
+def catalog_sync() -> list[str]:
+    """Create or update meters, products and prices in Stripe (by event name / product id / lookup key)."""
+    _require_stripe()
+    catalog.seed(Plan, PlanPrice, BillingMeter)  # no-op unless the seeded rows were deleted
+    actions = _meters_sync()
+    for plan in Plan.objects.prefetch_related("prices"):
+        product_id = plan.stripe_product_id or f"mm_plan_{plan.code}"
+        stripe_client.product_upsert(product_id=product_id, name=f"ModelMeter {plan.name}")
+        Plan.objects.filter(pk=plan.pk).update(stripe_product_id=product_id)
+        for price in plan.prices.all():
+            actions.append(_price_sync(plan, price, product_id))
+    return actions
+
+
+def _meters_sync() -> list[str]:
+    existing = {m["event_name"]: m["id"] for m in stripe_client.meters_list()}
+    actions = []
+    for meter in BillingMeter.objects.all():
+        meter_id = existing.get(meter.event_name)
+        if meter_id is None:
+            meter_id = stripe_client.meter_create(event_name=meter.event_name, display_name=meter.get_meter_display())[
+                "id"
+            ]
+            actions.append(f"meter {meter.meter}: created {meter_id}")
+        BillingMeter.objects.filter(pk=meter.pk).update(stripe_meter_id=meter_id)
+    return actions
+
+
+def _price_sync(plan: Plan, price: PlanPrice, product_id: str) -> str:
+    meter_id = BillingMeter.objects.get(meter=price.meter).stripe_meter_id
+    amount = format(price.unit_amount_decimal.normalize(), "f")
+    current = stripe_client.price_by_lookup_key(lookup_key=price.lookup_key)
+    if (
+        current is not None
+        and current.get("active")
+        and Decimal(str(current["unit_amount_decimal"])) == price.unit_amount_decimal
+        and current["recurring"]["meter"] == meter_id
+        and current["currency"] == plan.currency
+    ):
+        PlanPrice.objects.filter(pk=price.pk).update(stripe_price_id=current["id"])
+        return f"price {price.lookup_key}: unchanged"
+    created = stripe_client.price_create(
+        product_id=product_id,
+        currency=plan.currency,
+        unit_amount_decimal=amount,
+        meter_id=meter_id,
+        lookup_key=price.lookup_key,
+    )
+    if current is not None:
+        stripe_client.price_deactivate(price_id=current["id"])
+    PlanPrice.objects.filter(pk=price.pk).update(stripe_price_id=created["id"])
+    return f"price {price.lookup_key}: created {created['id']}"
+
+
+# --- Checkout, portal, invoices -------------------------------------------------------------------------
+def checkout_start(*, organisation_id: int, plan_code: str, success_url: str, cancel_url: str) -> dict[str, str]:
+    _require_stripe()
+    plan = Plan.objects.filter(code=plan_code, self_serve=True).first()
+    price_ids = [p.stripe_price_id for p in plan.prices.all()] if plan else []
+    if plan is None or not price_ids or not all(price_ids):
+        raise APIError(f"Plan '{plan_code}' is not available through Checkout.", status_code=409, code="plan_unavailable")
+    customer_id = _stripe_call(customer_ensure, organisation_id=organisation_id)
+    session = _stripe_call(
+        stripe_client.checkout_session_create,
+        customer_id=customer_id,
+        price_ids=price_ids,
+        organisation_id=organisation_id,
+        success_url=success_url,
+        cancel_url=cancel_url,
+    )
+    return {"id": session["id"], "url": session["url"]}
+
+
+def portal_start(*, organisation_id: int, return_url: str) -> dict[str, str]:
+    _require_stripe()
+    customer_id = _stripe_call(customer_ensure, organisation_id=organisation_id)
+    session = _stripe_call(stripe_client.portal_session_create, customer_id=customer_id, return_url=return_url)
+    return {"url": session["url"]}
+
+
+def _invoice_out(invoice: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": invoice.get("id"),
+        "number": invoice.get("number"),
+        "status": invoice.get("status"),
+        "currency": invoice.get("currency"),
+        "amount_due": invoice.get("amount_due"),
+        "amount_paid": invoice.get("amount_paid"),
+        "period_start": _ts(invoice.get("period_start")),
+        "period_end": _ts(invoice.get("period_end")),
+        "created": _ts(invoice.get("created")),
+        "hosted_invoice_url": invoice.get("hosted_invoice_url"),
+        "invoice_pdf": invoice.get("invoice_pdf"),
+    }
+
+
+def invoices_for(*, organisation_id: int) -> dict[str, Any]:
+    _require_stripe()
+    account = BillingAccount.objects.filter(organisation_id=organisation_id).first()
+    if account is None or not account.stripe_customer_id:
+        return {"data": [], "upcoming": None}
+    customer_id = account.stripe_customer_id
+    past = _stripe_call(stripe_client.invoices_list, customer_id=customer_id)
+    upcoming = _stripe_call(stripe_client.invoice_upcoming, customer_id=customer_id)
+    return {"data": [_invoice_out(i) for i in past], "upcoming": _invoice_out(upcoming) if upcoming else None}
+
+
+def _stripe_call(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    try:
+        return fn(**kwargs)
+    except stripe_client.StripeTransient as exc:
+        logger.warning("stripe unavailable: %s", exc)
+        raise StripeUnavailable("Stripe did not answer; try again shortly.") from exc
+    except stripe_client.StripeRejected as exc:
+        logger.error("stripe rejected a request: %s", exc)
+        raise StripeUnavailable("Stripe refused the request; it has been logged.") from exc
+
+
+# --- subscription state (re-fetched, so every event order converges) -------------------------------------
+def _plan_of(subscription: dict[str, Any]) -> Plan | None:
+    price_ids = [item["price"]["id"] for item in subscription["items"]["data"]]
+    price = PlanPrice.objects.select_related("plan").filter(stripe_price_id__in=price_ids).first()
+    return price.plan if price else None
+
+
+def _past_due_since(subscription: dict[str, Any], account: BillingAccount) -> datetime:
+    invoice_id = subscription.get("latest_invoice")
+    if isinstance(invoice_id, dict):
+        invoice_id = invoice_id.get("id")
+    if invoice_id:
+        invoice = stripe_client.invoice_retrieve(invoice_id=invoice_id)
+        since = _ts(invoice.get("due_date") or invoice.get("created"))
+        if since is not None:
+            return since
+    return account.past_due_since or timezone.now()
+
+
+def subscription_sync(*, subscription_id: str) -> str:
+    subscription = stripe_client.subscription_retrieve(subscription_id=subscription_id)
+    account = BillingAccount.objects.filter(stripe_customer_id=subscription["customer"]).first()
+    if account is None:
+        return "unknown_customer"
+    status = subscription["status"]
+    is_current = account.stripe_subscription_id in ("", subscription_id)
+    if not is_current and status not in LIVE_STATUSES:
+        return "stale_subscription"  # an old subscription ending does not touch the current one
+    fields: dict[str, Any] = {"stripe_subscription_id": subscription_id, "subscription_status": status}
+    items = subscription["items"]["data"]
+    if items:
+        fields["current_period_start"] = _ts(items[0].get("current_period_start"))
+        fields["current_period_end"] = _ts(items[0].get("current_period_end"))
+    plan = _plan_of(subscription)
+    if plan is not None:
+        fields["plan"] = plan
+    if status in ("active", "trialing"):
+        fields.update(status=BillingAccount.Status.ACTIVE, past_due_since=None)
+    elif status in ("past_due", "unpaid"):
+        fields.update(status=BillingAccount.Status.PAST_DUE, past_due_since=_past_due_since(subscription, account))
+    elif status in ("canceled", "incomplete_expired"):
+        fields.update(status=BillingAccount.Status.CANCELED)
+    for name, value in fields.items():
+        setattr(account, name, value)
+    account.save()
+    limits.entitlement_cache.clear()
+    return f"subscription {status}"
+
+
+def _on_checkout_completed(session: dict[str, Any]) -> str:
+    reference = session.get("client_reference_id")
+    if reference and str(reference).isdigit() and session.get("customer"):
+        account = account_get_or_create(organisation_id=int(reference))
+        BillingAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(
+            stripe_customer_id=session["customer"]
+        )
+    if session.get("subscription"):
+        return subscription_sync(subscription_id=session["subscription"])
+    return "no_subscription"
+
+
+def _on_subscription(subscription: dict[str, Any]) -> str:
+    return subscription_sync(subscription_id=subscription["id"])
+
+
+def _on_invoice(invoice: dict[str, Any]) -> str:
+    subscription_id = invoice.get("subscription") or (
+        ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    )
+    if not subscription_id:
+        return "no_subscription"
+    return subscription_sync(subscription_id=subscription_id)
+
+
+EVENT_HANDLERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "checkout.session.completed": _on_checkout_completed,
+    "customer.subscription.created": _on_subscription,
+    "customer.subscription.updated": _on_subscription,
+    "customer.subscription.deleted": _on_subscription,
+    "invoice.paid": _on_invoice,
+    "invoice.payment_failed": _on_invoice,
+    "invoice.finalized": _on_invoice,
+}
+
+
+class WebhookRejected(APIError):
+    status_code = 400
+    code = "invalid_signature"
+
+
+def webhook_receive(*, payload: bytes, signature: str) -> str:
+    """Verify, store once, dispatch. Returns the outcome; raises WebhookRejected / StripeUnavailable."""
+    if not settings.STRIPE_WEBHOOK_SECRET:
+        raise BillingNotConfigured()
+    try:
+        event = stripe_client.webhook_event_verify(payload=payload, signature=signature)
+    except stripe_client.SignatureInvalid as exc:
+        raise WebhookRejected("The Stripe-Signature header is missing, forged or too old.") from exc
+    row = _event_claim(event)
+    if row is None:
+        return "duplicate"
+    handler = EVENT_HANDLERS.get(event["type"])
+    try:
+        outcome = handler(event["data"]["object"]) if handler else "ignored"
+    except (stripe_client.StripeTransient, stripe_client.StripeRejected) as exc:
+        StripeEvent.objects.filter(pk=row.pk).update(outcome="failed", detail=str(exc)[:2000])
+        raise StripeUnavailable("Could not re-fetch state from Stripe; deliver again later.") from exc
+    StripeEvent.objects.filter(pk=row.pk).update(outcome=outcome[:32], processed_at=timezone.now())
+    return outcome
+
+
+def _event_claim(event: dict[str, Any]) -> StripeEvent | None:
+    """Insert the event id (unique); a failed earlier attempt may be claimed again, a handled one not."""
+    try:
+        with transaction.atomic():
+            return StripeEvent.objects.create(event_id=event["id"], type=event["type"], payload=event)
+    except IntegrityError:
+        taken = StripeEvent.objects.filter(event_id=event["id"], outcome="failed").update(outcome="")
+        return StripeEvent.objects.get(event_id=event["id"]) if taken else None

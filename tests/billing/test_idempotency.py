@@ -1,0 +1,149 @@
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.test import RequestFactory, override_settings
+from django.utils import timezone
+
+from billing import idempotency
+from billing.models import IdempotencyRecord, UsageRecord
+from tests.billing.conftest import IRIS_ROW
+from tests.live import free_port
+
+PREDICT = "/v1/models/iris:predict"
+BODY = {"instances": [IRIS_ROW, IRIS_ROW]}
+
+
+def send(api, body=BODY, key="key-1", path=PREDICT):
+    return api.post_json(path, body, HTTP_IDEMPOTENCY_KEY=key)
+
+
+def billed_units():
+    return sum(UsageRecord.objects.values_list("units", flat=True))
+
+
+def test_it_replays_the_first_response_and_bills_once(api, iris):
+    first = send(api)
+    second = send(api)
+    assert first.status_code == second.status_code == 200
+    assert second.content == first.content
+    assert second["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first
+    assert second["X-Model-Version"] == first["X-Model-Version"]
+    assert billed_units() == 2
+    assert UsageRecord.objects.filter(face="idempotent-replay", units=0).count() == 1
+
+
+def test_it_answers_422_for_the_same_key_with_another_body(api, iris):
+    send(api)
+    response = send(api, body={"instances": [IRIS_ROW]})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+    assert billed_units() == 2
+
+
+def test_it_answers_409_with_retry_after_while_the_first_is_in_flight(api, org, iris):
+    request = RequestFactory().post(PREDICT, data=json.dumps(BODY), content_type="application/json",
+                                    HTTP_IDEMPOTENCY_KEY="key-1")
+    claim = idempotency.idempotency_begin(request, organisation_id=org.pk)
+    assert isinstance(claim, idempotency.Claim)
+    response = send(api)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_in_progress"
+    assert response["Retry-After"] == "1"
+    assert billed_units() == 0
+
+
+def test_it_replays_a_4xx_answer_too(api, iris):
+    bad = {"instances": [[1.0]]}
+    assert send(api, body=bad).status_code == 400
+    replay = send(api, body=bad)
+    assert (replay.status_code, replay["Idempotent-Replayed"]) == (400, "true")
+
+
+def test_it_keys_per_organisation(api, client_for, other_key, iris):
+    send(api)
+    assert "Idempotent-Replayed" not in send(client_for(other_key))
+    assert billed_units() == 4
+
+
+def test_it_forgets_keys_after_24_hours(api, iris):
+    send(api)
+    IdempotencyRecord.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    with override_settings(BILLING_REDIS_URL=""):  # the Redis marker would expire at 24 h too
+        response = send(api)
+    assert "Idempotent-Replayed" not in response
+    assert billed_units() == 4
+    assert idempotency.idempotency_purge() == 0  # the record was taken over, not left behind
+
+
+def test_it_does_not_store_refusals(api, api_key, iris):
+    from tests.billing.conftest import free_quota
+
+    free_quota("online_predictions", 0)
+    assert send(api).status_code == 429
+    free_quota("online_predictions", 10)
+    response = send(api)
+    assert response.status_code == 200
+    assert "Idempotent-Replayed" not in response
+
+
+def test_it_works_from_the_database_when_redis_is_down(api, org, iris):
+    with override_settings(BILLING_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+        first = send(api)
+        second = send(api)
+        mismatch = send(api, body={"instances": [IRIS_ROW]})
+    assert (first.status_code, second["Idempotent-Replayed"], mismatch.status_code) == (200, "true", 422)
+    assert billed_units() == 2
+
+
+def test_it_answers_409_from_the_database_while_in_flight(api, org, iris):
+    IdempotencyRecord.objects.create(organisation=org, key="key-1", fingerprint="x" * 64)
+    with override_settings(BILLING_REDIS_URL=""):
+        assert send(api).status_code == 422  # other body
+        IdempotencyRecord.objects.update(fingerprint=idempotency.fingerprint_of(
+            RequestFactory().post(PREDICT, data=json.dumps(BODY), content_type="application/json")))
+        assert send(api).status_code == 409
+
+
+def test_it_rejects_an_overlong_key(api, iris):
+    response = send(api, key="k" * 256)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_it_applies_to_the_v2_face(api, iris):
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": IRIS_ROW}]}
+    first = send(api, body=body, path="/v2/models/iris/infer")
+    second = send(api, body=body, path="/v2/models/iris/infer")
+    assert first.status_code == 200, first.content
+    assert second["Idempotent-Replayed"] == "true"
+    assert billed_units() == 1
+
+
+def test_it_bills_one_of_20_concurrent_identical_requests(transactional_db, live_gunicorn, api_key, iris):
+    def call(_: int) -> tuple[int, dict[str, str]]:
+        request = urllib.request.Request(
+            live_gunicorn.url + PREDICT, data=json.dumps(BODY).encode(), method="POST",
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
+                     "Idempotency-Key": "concurrent-1"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(call, range(20)))
+    statuses = [status for status, _ in results]
+    assert set(statuses) <= {200, 409}, statuses
+    assert all(headers["Retry-After"] == "1" for status, headers in results if status == 409)
+    status, headers = call(0)
+    assert (status, headers.get("Idempotent-Replayed")) == (200, "true")
+    billed = UsageRecord.objects.filter(units__gt=0)
+    assert billed.count() == 1
+    assert billed.get().units == 2
+    assert UsageRecord.objects.count() == 21

@@ -1,0 +1,125 @@
+from datetime import timedelta
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from tests.billing.conftest import IRIS_ROW, account_on, free_quota, key_limit
+from tests.live import free_port
+
+PREDICT = "/v1/models/iris:predict"
+
+
+def predict(api, rows=1, **extra):
+    return api.post_json(PREDICT, {"instances": [IRIS_ROW] * rows}, **extra)
+
+
+def test_it_sends_rate_limit_headers_on_every_response(api, iris):
+    for response in (predict(api), api.get("/v1/usage"), api.get("/v1/models/nope")):
+        assert response["RateLimit-Policy"] == '"default";q=60;w=60'
+        assert response["RateLimit"].startswith('"default";r=')
+
+
+def test_it_counts_down_the_remaining_calls(api, iris):
+    first = int(predict(api)["RateLimit"].split("r=")[1].split(";")[0])
+    second = int(predict(api)["RateLimit"].split("r=")[1].split(";")[0])
+    assert second == first - 1
+
+
+def test_it_answers_429_with_retry_after_past_the_rate_limit(api, api_key, iris):
+    key_limit(api_key, rate_limit="2/day")
+    assert predict(api).status_code == 200
+    assert predict(api).status_code == 200
+    response = predict(api)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limited"
+    assert int(response["Retry-After"]) >= 1
+    assert response["RateLimit"].startswith('"default";r=0;')
+    assert UsageRecord.objects.filter(status_code=429, units=0).count() == 1
+
+
+def test_it_uses_the_plan_rate_limit(api, org, iris):
+    account_on(org, "payg")
+    assert predict(api)["RateLimit-Policy"] == '"default";q=1200;w=60'
+
+
+def test_it_refuses_calls_past_the_free_quota_before_the_model_runs(api, iris):
+    free_quota("online_predictions", 4)
+    assert predict(api, rows=3).status_code == 200
+    assert predict(api, rows=1).status_code == 200
+    response = predict(api)
+    assert response.status_code == 429
+    body = response.json()["error"]
+    assert (body["code"], body["type"]) == ("quota_exceeded", "rate_limit_error")
+    assert int(response["Retry-After"]) > 0
+    assert sum(UsageRecord.objects.values_list("units", flat=True)) == 4
+    assert UsageRecord.objects.get(status_code=429).model_version_id is None  # the model never ran
+
+
+def test_it_does_not_cap_pay_as_you_go(api, org, iris):
+    free_quota("online_predictions", 1)
+    account_on(org, "payg")
+    assert [predict(api, rows=2).status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_it_refuses_calls_once_the_key_budget_is_spent(api, api_key, org, iris):
+    account_on(org, "payg")
+    key_limit(api_key, monthly_budget_units=2)
+    assert predict(api, rows=2).status_code == 200
+    response = predict(api)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "budget_exceeded"
+
+
+def test_it_releases_the_reservation_of_a_failed_call(api, iris):
+    free_quota("online_predictions", 1)
+    assert api.post_json(PREDICT, {"instances": [[1.0]]}).status_code == 400
+    assert predict(api).status_code == 200
+
+
+def test_it_answers_402_past_due_beyond_the_grace_period(api, org, iris):
+    account_on(org, "payg", status="past_due", past_due_since=timezone.now() - timedelta(days=30))
+    response = predict(api)
+    assert response.status_code == 402
+    assert response.json()["error"]["code"] == "payment_required"
+    assert api.get("/v1/usage").status_code == 200  # reading usage is never blocked
+
+
+def test_it_serves_past_due_accounts_within_the_grace_period(api, org, iris):
+    account_on(org, "payg", status="past_due", past_due_since=timezone.now() - timedelta(days=1))
+    assert predict(api).status_code == 200
+
+
+def test_it_answers_402_once_cancelled(api, org, iris):
+    account_on(org, "payg", status="canceled")
+    assert predict(api).status_code == 402
+
+
+def test_it_checks_quotas_in_the_database_when_redis_is_down(api, iris):
+    free_quota("online_predictions", 2)
+    with override_settings(BILLING_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+        first = predict(api, rows=2)
+        assert first.status_code == 200
+        assert first["RateLimit-Policy"] == '"default";q=60;w=60'
+        assert "RateLimit" not in first
+        assert predict(api).json()["error"]["code"] == "quota_exceeded"
+    assert UsageRecord.objects.filter(units=2).count() == 1
+
+
+def test_it_skips_every_check_with_metering_disabled(api, api_key, iris):
+    key_limit(api_key, rate_limit="1/day")
+    with override_settings(METERING_ENABLED=False):
+        responses = [predict(api) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert "RateLimit-Policy" not in responses[0]
+    assert UsageRecord.objects.filter(units=1).count() == 3
+
+
+@pytest.mark.parametrize("path", ["/v2/models/iris/infer"])
+def test_it_meters_the_v2_face_too(api, iris, path):
+    free_quota("online_predictions", 0)
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": IRIS_ROW}]}
+    response = api.post_json(path, body)
+    assert response.status_code == 429
+    assert "quota" in response.json()["error"]

@@ -1,0 +1,131 @@
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apiservice.auth import Principal
+from billing import outbox, payments
+from billing.models import ReconciliationIssue, UsageRecord, UsageReport
+from billing.services import usage_record
+from tests.billing.test_stripe import synced  # noqa: F401  (fixture)
+from tests.live import ROOT, subprocess_env
+
+
+def ledger(org, units, meter="online_predictions", at=None, status=200):
+    principal = Principal(api_key_id=None, prefix="", organisation_id=org.pk, scopes=frozenset(), expires_at=None)
+    request_id = f"req_t{UsageRecord.objects.count()}_{timezone.now().timestamp()}"
+    usage_record(request_id=request_id, principal=principal, face="test", status_code=status, latency_ms=1.0,
+                 units=units, meter=meter)
+    if at is not None:
+        UsageRecord.objects.filter(request_id=request_id).update(created_at=at)
+
+
+@pytest.fixture
+def customer(synced, org):  # noqa: F811
+    return payments.customer_ensure(organisation_id=org.pk)
+
+
+def stripe_total(stripe, customer, meter="online_predictions"):
+    return stripe.total(customer, f"mm_{meter}")
+
+
+def ledger_total(org, meter="online_predictions"):
+    return sum(UsageRecord.objects.filter(organisation=org, meter=meter, status_code__lt=400).values_list("units", flat=True))
+
+
+def test_it_pushes_each_meter_once_with_the_report_id_as_identifier(synced, org, customer):  # noqa: F811
+    for units in (3, 4):
+        ledger(org, units)
+    ledger(org, 7, meter="batch_rows")
+    ledger(org, 0)
+    assert outbox.usage_push() == {"sent": 2}
+    assert outbox.usage_push() == {}
+    assert stripe_total(synced, customer) == 7
+    assert stripe_total(synced, customer, "batch_rows") == 7
+    identifiers = {e["identifier"] for e in synced.meter_events}
+    assert identifiers == set(UsageReport.objects.values_list("id", flat=True))
+    assert not UsageRecord.objects.filter(units__gt=0, report__isnull=True).exists()
+
+
+def test_it_leaves_organisations_without_a_customer_alone(synced, org, other_org, customer):  # noqa: F811
+    ledger(other_org, 5)
+    outbox.usage_push()
+    assert UsageRecord.objects.get(organisation=other_org).report_id is None
+
+
+def test_it_loses_nothing_when_it_crashes_after_claiming(synced, org, customer):  # noqa: F811
+    ledger(org, 5)
+    outbox.usage_reports_claim()  # ... and the process dies before sending
+    ledger(org, 2)
+    outbox.usage_push()
+    assert stripe_total(synced, customer) == ledger_total(org) == 7
+
+
+def run_push_until_killed(stripe, mode):
+    stripe.hold(mode)
+    process = subprocess.Popen([sys.executable, "manage.py", "push_usage"], cwd=ROOT,
+                               env=subprocess_env(STRIPE_SECRET_KEY="sk_test_local", STRIPE_API_BASE=stripe.url),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert stripe.arrived.wait(30), "the push never reached Stripe"
+        process.kill()  # SIGKILL: no cleanup, no marking
+        process.wait(10)
+    finally:
+        stripe.release()
+
+
+@pytest.mark.parametrize("mode", ["before_accept", "after_accept"])
+def test_it_counts_nothing_twice_when_it_crashes_while_sending(transactional_db, synced, org, customer, mode):  # noqa: F811
+    ledger(org, 5)
+    run_push_until_killed(synced, mode)
+    report = UsageReport.objects.get()
+    assert report.status == "pending"
+    assert stripe_total(synced, customer) == (5 if mode == "after_accept" else 0)
+    ledger(org, 1)
+    outbox.usage_push()
+    assert UsageReport.objects.filter(status="sent").count() == 2
+    assert stripe_total(synced, customer) == ledger_total(org) == 6
+
+
+def test_it_backs_off_on_transient_errors_and_retries_the_same_identifier(synced, org, customer):  # noqa: F811
+    ledger(org, 3)
+    synced.fail_meter_events = 1
+    assert outbox.usage_push() == {"retry_later": 1}
+    report = UsageReport.objects.get()
+    assert (report.status, report.attempts) == ("pending", 1)
+    assert report.next_attempt_at > timezone.now()
+    assert outbox.usage_push() == {}  # not due yet
+    assert outbox.usage_push(now=report.next_attempt_at) == {"sent": 1}
+    assert stripe_total(synced, customer) == 3
+
+
+def test_it_flags_rows_outside_stripes_window_for_staff(synced, org, customer):  # noqa: F811
+    ledger(org, 9, at=timezone.now() - timedelta(days=40))
+    ledger(org, 1)
+    outbox.usage_push()
+    assert UsageReport.objects.get(units=9).status == "out_of_window"
+    assert stripe_total(synced, customer) == 1
+
+
+def test_it_flags_a_pending_report_that_aged_out(synced, org, customer):  # noqa: F811
+    ledger(org, 2)
+    outbox.usage_reports_claim()
+    assert outbox.usage_push(now=timezone.now() + timedelta(days=36)) == {"out_of_window": 1}
+    assert stripe_total(synced, customer) == 0
+
+
+def test_it_reconciles_and_catches_a_planted_difference(synced, org, customer):  # noqa: F811
+    ledger(org, 4)
+    outbox.usage_push()
+    tomorrow = timezone.now() + timedelta(days=1)
+    assert outbox.usage_reconcile(now=tomorrow) == 0
+    # Plant a difference: a meter event Stripe has and our ledger doesn't.
+    from billing import stripe_client
+
+    stripe_client.meter_event_create(event_name="mm_online_predictions", customer_id=customer, value=3,
+                                     identifier="planted", timestamp=int(timezone.now().timestamp()))
+    assert outbox.usage_reconcile(now=tomorrow) == 1
+    issue = ReconciliationIssue.objects.get()
+    assert (issue.meter, issue.ours, issue.stripe, issue.resolved) == ("online_predictions", 4, 7, False)

@@ -1,0 +1,183 @@
+import json
+import time
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+
+from billing.models import BillingAccount, BillingMeter, PlanPrice, StripeEvent
+from tests.billing.conftest import IRIS_ROW, account_on
+
+
+@pytest.fixture
+def synced(stripe, db):
+    call_command("sync_stripe_catalog", stdout=open("/dev/null", "w"))
+    return stripe
+
+
+def checkout_and_subscribe(api, stripe, status="active"):
+    session = api.post_json("/v1/billing/checkout", {"plan": "payg"}).json()
+    return stripe.complete_checkout(session["id"], status=status)
+
+
+def post_event(client, stripe, event, **sign_options):
+    payload = json.dumps(event).encode()
+    return client.post(
+        "/v1/billing/webhook", data=payload, content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=stripe.sign(payload, **sign_options),
+    )
+
+
+def test_it_syncs_the_catalogue_idempotently(synced):
+    meter_ids = set(BillingMeter.objects.values_list("stripe_meter_id", flat=True))
+    price_ids = set(PlanPrice.objects.values_list("stripe_price_id", flat=True))
+    assert "" not in meter_ids and "" not in price_ids
+    call_command("sync_stripe_catalog", stdout=open("/dev/null", "w"))
+    assert set(PlanPrice.objects.values_list("stripe_price_id", flat=True)) == price_ids
+    assert len([o for o in synced.objects.values() if o["object"] == "price"]) == len(price_ids)
+
+
+def test_it_replaces_a_price_when_staff_change_it(synced):
+    price = PlanPrice.objects.get(plan__code="payg", meter="online_predictions")
+    old = price.stripe_price_id
+    PlanPrice.objects.filter(pk=price.pk).update(unit_amount_decimal="0.04")
+    call_command("sync_stripe_catalog", stdout=open("/dev/null", "w"))
+    price.refresh_from_db()
+    assert price.stripe_price_id != old
+    assert synced.objects[old]["active"] is False
+    assert synced.objects[price.stripe_price_id]["lookup_key"] == "mm_payg_online_predictions"
+
+
+def test_it_creates_one_customer_per_organisation_and_starts_checkout(api, synced, org):
+    first = api.post_json("/v1/billing/checkout", {"plan": "payg"})
+    second = api.post_json("/v1/billing/checkout", {"plan": "payg"})
+    assert first.status_code == 201, first.content
+    assert first.json()["url"].startswith(synced.url)
+    customers = [o for o in synced.objects.values() if o["object"] == "customer"]
+    assert len(customers) == 1
+    assert BillingAccount.objects.get(organisation=org).stripe_customer_id == customers[0]["id"]
+    assert second.json()["id"] != first.json()["id"]
+
+
+def test_it_refuses_checkout_for_a_plan_that_is_not_self_serve(api, synced):
+    response = api.post_json("/v1/billing/checkout", {"plan": "enterprise"})
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "plan_unavailable"
+
+
+def test_it_opens_the_customer_portal(api, synced):
+    response = api.post_json("/v1/billing/portal", {"return_url": "https://example.com/back"})
+    assert response.status_code == 201
+    assert "/p/session/" in response.json()["url"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("post", "/v1/billing/checkout"), ("post", "/v1/billing/portal"),
+                                              ("get", "/v1/invoices")])
+def test_it_says_billing_is_not_configured_without_stripe_keys(api, method, path):
+    response = api.post_json(path, {}) if method == "post" else api.get(path)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "billing_not_configured"
+
+
+def test_it_estimates_charges_even_with_billing_off(api, org, iris):
+    account_on(org, "payg")
+    api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW] * 4})
+    body = api.get("/v1/usage?group_by=meter").json()
+    line = next(li for li in body["estimate"]["lines"] if li["meter"] == "online_predictions")
+    assert (line["units"], line["amount"]) == (4, "0.002")
+    assert body["buckets"][-1]["meters"]["online_predictions"] == {"units": 4, "amount": "0.002"}
+
+
+def test_it_lists_past_and_upcoming_invoices(api, synced, org):
+    subscription = checkout_and_subscribe(api, synced)["subscription"]
+    customer = BillingAccount.objects.get(organisation=org).stripe_customer_id
+    synced.invoice_create(customer, subscription, status="paid", amount_due=1234, amount_paid=1234)
+    body = api.get("/v1/invoices").json()
+    assert body["data"][0]["amount_paid"] == 1234
+    assert body["data"][0]["hosted_invoice_url"].startswith(synced.url)
+    assert body["data"][0]["invoice_pdf"].endswith("/pdf")
+    assert body["upcoming"]["status"] == "draft"
+
+
+def test_it_applies_a_checkout_through_the_webhook(api, client, synced, org):
+    session = api.post_json("/v1/billing/checkout", {"plan": "payg"}).json()
+    completed = synced.complete_checkout(session["id"])
+    response = post_event(client, synced, synced.event("checkout.session.completed", completed))
+    assert response.status_code == 200, response.content
+    account = BillingAccount.objects.get(organisation=org)
+    assert (account.plan.code, account.status, account.subscription_status) == ("payg", "active", "active")
+    assert StripeEvent.objects.get().outcome == "subscription active"
+
+
+def test_it_ignores_a_replayed_event(api, client, synced, org):
+    subscription = checkout_and_subscribe(api, synced)["subscription"]
+    event = synced.event("customer.subscription.updated", synced.subscription_set(subscription))
+    assert post_event(client, synced, event).json()["outcome"] == "subscription active"
+    synced.subscription_set(subscription, status="past_due")
+    assert post_event(client, synced, event).json()["outcome"] == "duplicate"
+    assert BillingAccount.objects.get(organisation=org).status == "active"
+    assert StripeEvent.objects.count() == 1
+
+
+def test_it_converges_whatever_the_order_of_events(api, client, synced, org):
+    session = api.post_json("/v1/billing/checkout", {"plan": "payg"}).json()
+    completed = synced.complete_checkout(session["id"])
+    subscription = completed["subscription"]
+    customer = completed["customer"]
+    created = synced.event("customer.subscription.created", synced.subscription_set(subscription))
+    invoice = synced.invoice_create(customer, subscription, status="open", created=int(time.time()) - 3 * 86400)
+    failed = synced.event("invoice.payment_failed", invoice)
+    synced.subscription_set(subscription, status="past_due")
+    updated = synced.event("customer.subscription.updated", synced.subscription_set(subscription))
+    checkout = synced.event("checkout.session.completed", completed)
+    for event in (updated, failed, checkout, created):  # newest first, oldest last
+        assert post_event(client, synced, event).status_code == 200
+    account = BillingAccount.objects.get(organisation=org)
+    assert (account.plan.code, account.status) == ("payg", "past_due")
+    assert account.past_due_since is not None
+    assert int(account.past_due_since.timestamp()) == invoice["created"]
+
+
+def test_it_cancels_on_subscription_deleted(api, client, synced, org, iris):
+    subscription = checkout_and_subscribe(api, synced)["subscription"]
+    post_event(client, synced, synced.event("checkout.session.completed", {"customer": "x", "subscription": subscription}))
+    deleted = synced.event("customer.subscription.deleted", synced.subscription_set(subscription, status="canceled"))
+    assert post_event(client, synced, deleted).status_code == 200
+    assert BillingAccount.objects.get(organisation=org).status == "canceled"
+    assert api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]}).status_code == 402
+
+
+def test_it_rejects_a_forged_signature(client, synced):
+    event = synced.event("invoice.paid", {"id": "in_x"})
+    response = post_event(client, synced, event, secret="whsec_someone_else")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert not StripeEvent.objects.exists()
+
+
+def test_it_rejects_a_stale_signature(client, synced):
+    event = synced.event("invoice.paid", {"id": "in_x"})
+    response = post_event(client, synced, event, timestamp=int(time.time()) - 301)
+    assert response.status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+def test_it_rejects_a_webhook_without_signature(client, synced):
+    response = client.post("/v1/billing/webhook", data=b"{}", content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_it_records_unhandled_event_types_as_ignored(client, synced):
+    assert post_event(client, synced, synced.event("customer.created", {"id": "cus_x"})).json() == {
+        "outcome": "ignored"
+    }
+    assert StripeEvent.objects.get().outcome == "ignored"
+
+
+def test_it_asks_for_redelivery_when_stripe_cannot_be_reached(api, client, synced):
+    subscription = checkout_and_subscribe(api, synced)["subscription"]
+    event = synced.event("customer.subscription.updated", {"id": subscription})
+    with override_settings(STRIPE_API_BASE="http://127.0.0.1:9"):
+        assert post_event(client, synced, event).status_code == 502
+    assert StripeEvent.objects.get().outcome == "failed"
+    assert post_event(client, synced, event).json()["outcome"] == "subscription active"

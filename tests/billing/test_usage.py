@@ -1,0 +1,70 @@
+import csv
+import io
+import json
+
+from billing.models import UsageRecord
+from tests.billing.conftest import IRIS_ROW, account_on
+
+
+def predict(api, rows):
+    assert api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW] * rows}).status_code == 200
+
+
+def test_it_prices_usage_per_bucket_at_the_plan_prices(api, org, iris):
+    account_on(org, "payg")
+    predict(api, 3)
+    predict(api, 5)
+    for group_by in ("day", "hour", "model", "key", "meter"):
+        body = api.get(f"/v1/usage?group_by={group_by}").json()
+        bucket = body["buckets"][-1]
+        assert bucket["meters"]["online_predictions"] == {"units": 8, "amount": "0.004"}, group_by
+    assert body["totals"]["amount"] == "0.004"
+    assert body["estimate"]["total"] == "0.004"
+    assert body["plan"] == "payg"
+
+
+def test_it_estimates_free_usage_within_the_included_units_at_zero(api, iris):
+    predict(api, 2)
+    line = api.get("/v1/usage").json()["estimate"]["lines"]
+    online = next(li for li in line if li["meter"] == "online_predictions")
+    assert (online["units"], online["included_units"], online["billable_units"], online["amount"]) == (2, 1000, 0, "0")
+
+
+def test_it_exports_the_ledger_rows_as_csv(api, iris):
+    predict(api, 2)
+    predict(api, 1)
+    response = api.get("/v1/usage/export?format=csv")
+    assert response.status_code == 200
+    assert response.streaming
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [r["units"] for r in rows if r["face"] == "v1-predict"] == ["2", "1"]
+    assert {r["request_id"] for r in rows} <= set(UsageRecord.objects.values_list("request_id", flat=True))
+    assert rows[0]["model"] == "iris"
+
+
+def test_it_exports_jsonl(api, iris):
+    predict(api, 4)
+    response = api.get("/v1/usage/export?format=jsonl")
+    assert response["Content-Type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+    assert lines[0]["units"] == 4
+    assert lines[0]["report_id"] is None
+
+
+def test_it_exports_only_the_callers_rows(api, client_for, other_key, iris):
+    predict(api, 1)
+    response = client_for(other_key).get("/v1/usage/export?format=jsonl")
+    assert b"".join(response.streaming_content) == b""
+
+
+def test_it_rejects_a_bad_export_period(api):
+    response = api.get("/v1/usage/export?format=csv&start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "start"
+
+
+def test_it_rejects_an_unknown_export_format(api):
+    response = api.get("/v1/usage/export?format=xml")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "format"
