@@ -42,7 +42,9 @@ def other_batch(other_org: Organisation, iris: Any, other_owner: Any) -> Batch:
     return Batch.objects.get(organisation=other_org)
 
 
-def test_it_uploads_a_file_and_starts_a_batch_without_a_key(member_client: Client, org: Organisation, iris: Any) -> None:
+def test_it_uploads_a_file_and_starts_a_batch_without_a_key(
+    member_client: Client, org: Organisation, iris: Any
+) -> None:
     response = start(member_client)
     assert response.status_code == 302 and response["Location"] == "/portal/batches/"
     batch = Batch.objects.select_related("input_file").get(organisation=org)
@@ -110,7 +112,9 @@ def test_it_cancels_a_batch_with_htmx(member_client: Client, org: Organisation, 
     assert batch.status == "cancelling"
 
 
-def test_it_explains_why_a_finished_batch_cannot_be_cancelled(owner_client: Client, org: Organisation, iris: Any) -> None:
+def test_it_explains_why_a_finished_batch_cannot_be_cancelled(
+    owner_client: Client, org: Organisation, iris: Any
+) -> None:
     start(owner_client)
     batch = run_in_process(Batch.objects.get(organisation=org))
     response = owner_client.post(f"/portal/batches/{batch.uid}/cancel/", follow=True)

@@ -1,5 +1,6 @@
 """Billing in the portal (plan, estimate, Checkout, portal, invoices), sign-up plan, key budgets, staff health."""
 
+import io
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,7 +18,11 @@ NOT_CONFIGURED = "Billing is not configured on this server"
 def ledger(org: Organisation, meter: str, units: int, n: int = 1) -> None:
     for i in range(n):
         UsageRecord.objects.create(
-            request_id=f"{org.pk}-{meter}-{units}-{i}", organisation=org, face="online", meter=meter, units=units,
+            request_id=f"{org.pk}-{meter}-{units}-{i}",
+            organisation=org,
+            face="online",
+            meter=meter,
+            units=units,
             status_code=200,
         )
 
@@ -41,9 +46,11 @@ def test_it_says_billing_is_not_configured_on_upgrade(owner_client: Client) -> N
 
 
 def test_it_sends_owners_to_stripe_checkout_and_the_customer_portal(
-    owner_client: Client, org: Organisation, stripe: Any  # noqa: F811
+    owner_client: Client,
+    org: Organisation,
+    stripe: Any,  # noqa: F811
 ) -> None:
-    call_command("sync_stripe_catalog", stdout=open("/dev/null", "w"))
+    call_command("sync_stripe_catalog", stdout=io.StringIO())
     page = owner_client.get("/portal/billing/").content.decode()
     assert "Upgrade to Pay as you go" in page and "No invoices yet." in page
     response = owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
@@ -56,7 +63,7 @@ def test_it_sends_owners_to_stripe_checkout_and_the_customer_portal(
 
 
 def test_it_lists_invoices(owner_client: Client, org: Organisation, stripe: Any) -> None:  # noqa: F811
-    call_command("sync_stripe_catalog", stdout=open("/dev/null", "w"))
+    call_command("sync_stripe_catalog", stdout=io.StringIO())
     owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
     session = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
     subscription = stripe.complete_checkout(session["id"])["subscription"]
@@ -86,7 +93,8 @@ def test_it_puts_a_new_organisation_on_the_free_plan(client: Client, db: Any) ->
 def test_it_sets_a_monthly_budget_on_a_new_key(owner_client: Client, org: Organisation) -> None:
     form = owner_client.get("/portal/keys/").content.decode()
     assert "Monthly budget in units (optional)" in form
-    response = owner_client.post("/portal/keys/", {"name": "capped", "scopes": ["predict"], "monthly_budget_units": 500})
+    data = {"name": "capped", "scopes": ["predict"], "monthly_budget_units": 500}
+    response = owner_client.post("/portal/keys/", data)
     assert response.status_code == 200
     key = APIKey.objects.get(name="capped")
     assert KeyLimit.objects.get(api_key=key).monthly_budget_units == 500
@@ -109,8 +117,17 @@ def test_it_shows_staff_the_billing_health(staff_client: Client, org: Organisati
     now = timezone.now()
     StripeEvent.objects.create(event_id="evt_1", type="invoice.paid", payload={}, outcome="ignored")
     UsageReport.objects.create(
-        id="rep_1", organisation=org, meter=Meter.ONLINE_PREDICTIONS, stripe_customer_id="cus_1", units=7, rows=7,
-        first_at=now, last_at=now, event_timestamp=now, status="failed", last_error="card exploded",
+        id="rep_1",
+        organisation=org,
+        meter=Meter.ONLINE_PREDICTIONS,
+        stripe_customer_id="cus_1",
+        units=7,
+        rows=7,
+        first_at=now,
+        last_at=now,
+        event_timestamp=now,
+        status="failed",
+        last_error="card exploded",
     )
     ReconciliationIssue.objects.create(
         organisation=org, meter=Meter.ONLINE_PREDICTIONS, day=date.today() - timedelta(days=1), ours=10, stripe=7

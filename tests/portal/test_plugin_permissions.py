@@ -80,7 +80,12 @@ def test_it_enforces_csrf(owner: Any, staff_user: Any, url: str) -> None:
 
 def test_it_shows_the_new_entries_in_the_navigation(owner_client: Client, staff_client: Client) -> None:
     page = owner_client.get("/portal/").content.decode()
-    for href, label in [("/portal/batches/", "Batch jobs"), ("/portal/bundles/", "Edge bundles"), ("/portal/billing/", "Billing")]:
+    entries = [
+        ("/portal/batches/", "Batch jobs"),
+        ("/portal/bundles/", "Edge bundles"),
+        ("/portal/billing/", "Billing"),
+    ]
+    for href, label in entries:
         assert f'href="{href}">{label}</a>' in page
     staff_page = staff_client.get("/staff/").content.decode()
     assert 'href="/staff/bundles/">Bundle builds</a>' in staff_page
