@@ -44,7 +44,7 @@ def api_key_budgets(*, api_key_ids: list[str]) -> dict[str, int]:
     from billing.models import KeyLimit
 
     rows = KeyLimit.objects.filter(api_key_id__in=api_key_ids, monthly_budget_units__isnull=False)
-    return {str(k): int(v) for k, v in rows.values_list("api_key_id", "monthly_budget_units")}
+    return {str(k): int(v or 0) for k, v in rows.values_list("api_key_id", "monthly_budget_units")}
 
 
 def revenue_estimate(*, units_by_org_meter: dict[tuple[int, str], int]) -> dict[str, Any]:
@@ -54,7 +54,9 @@ def revenue_estimate(*, units_by_org_meter: dict[tuple[int, str], int]) -> dict[
     org_ids = {org for org, _ in units_by_org_meter}
     plan_of = dict(BillingAccount.objects.filter(organisation_id__in=org_ids).values_list("organisation_id", "plan_id"))
     default_plan = Plan.objects.filter(code=settings.BILLING_DEFAULT_PLAN).values_list("pk", flat=True).first()
-    prices = {(p.plan_id, p.meter): p.unit_amount_decimal for p in PlanPrice.objects.all()}
+    prices: dict[tuple[int | None, str], Decimal] = {
+        (p.plan_id, p.meter): p.unit_amount_decimal for p in PlanPrice.objects.all()
+    }
     per_meter: dict[str, Decimal] = defaultdict(Decimal)
     for (org, meter), units in units_by_org_meter.items():
         price = prices.get((plan_of.get(org, default_plan), meter), Decimal(0))
