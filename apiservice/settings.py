@@ -321,7 +321,7 @@ EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ModelMeter <no-reply@localhost>")
 # Dotted paths called as hook(organisation=...) when someone signs up (billing: put them on the free plan).
-PORTAL_SIGNUP_HOOKS: list[str] = env.list("PORTAL_SIGNUP_HOOKS", default=[])
+PORTAL_SIGNUP_HOOKS: list[str] = env.list("PORTAL_SIGNUP_HOOKS", default=["portal.billing_link.signup_free_plan"])
 # The dashboards read closed days from portal.UsageRollup; this keeps it fresh (idempotent, cheap).
 CELERY_BEAT_SCHEDULE["portal-usage-rollup"] = {"task": "portal.usage_rollup_refresh", "schedule": 600.0}
 # --- Batch inference ------------------------------------------------------------------------------

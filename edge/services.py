@@ -177,7 +177,7 @@ def bundle_download_grant(*, bundle: Bundle, principal: Principal) -> DownloadGr
     payload = {
         "b": bundle.public_id,
         "o": principal.organisation_id,
-        "k": str(principal.api_key_id),
+        "k": str(principal.api_key_id or ""),  # "" for a portal session (no key)
         "n": secrets.token_hex(16),
     }
     token = signing.dumps(payload, salt=DOWNLOAD_SALT, compress=False)
@@ -219,7 +219,7 @@ def bundle_download_record(*, bundle: Bundle, claims: DownloadClaims, status_cod
     return usage_record_once(
         request_id=f"dl_{claims.nonce}",
         organisation_id=claims.organisation_id,
-        api_key_id=claims.api_key_id,
+        api_key_id=claims.api_key_id or None,
         face=DOWNLOAD_FACE,
         meter=Meter.BUNDLE_DOWNLOADS,
         units=1,

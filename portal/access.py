@@ -7,7 +7,7 @@ object is then fetched through the membership's organisation, so another organis
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 
+from apiservice.auth import Principal
 from apiservice.models import Membership
 
 SESSION_ORG = "portal_organisation_id"
@@ -63,3 +64,18 @@ def staff_view(view: View) -> View:
         return view(request, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def session_principal(request: HttpRequest, *, scopes: frozenset[str]) -> Principal:
+    """The caller of an API service from a portal page: the session's organisation, no API key.
+
+    Services that record a key (batches, bundle downloads) store none for these (their key is NULL).
+    """
+    membership: Membership = request.membership  # type: ignore[attr-defined]
+    return Principal(
+        api_key_id=cast(str, None),
+        prefix="portal",
+        organisation_id=membership.organisation_id,
+        scopes=scopes,
+        expires_at=None,
+    )

@@ -8,9 +8,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 from django.utils import timezone
 
-from apiservice.models import APIKey, Membership, Organisation, Scope
+from apiservice.models import Membership, Organisation, Scope
 from models_registry.models import ALIAS_VALIDATOR, NAME_VALIDATOR, RESERVED_ALIASES, MLModel, ModelVersion
 
+from .billing_link import budgets_supported
 from .selectors import MAX_RANGE_DAYS
 
 
@@ -57,7 +58,7 @@ class APIKeyCreateForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # HOOK(billing, issue 5): a per-key monthly budget appears once APIKey has the field.
-        if any(f.name == "monthly_budget_units" for f in APIKey._meta.get_fields()):
+        if budgets_supported():
             self.fields["monthly_budget_units"] = forms.IntegerField(
                 label="Monthly budget in units (optional)", required=False, min_value=1
             )
@@ -171,3 +172,46 @@ class AliasMoveForm(forms.Form):
         if alias in RESERVED_ALIASES:
             raise forms.ValidationError(f"'{alias}' is reserved.")
         return alias
+
+
+class BatchCreateForm(forms.Form):
+    """Upload an input file and start a batch job on one model version (or alias)."""
+
+    file = forms.FileField(
+        label="Input file (JSONL or CSV)",
+        help_text="One request per line: JSONL with <code>custom_id</code> and <code>instances</code>/"
+        "<code>inputs</code>, or CSV with one column per input value.",
+    )
+    model = forms.ModelChoiceField(label="Model", queryset=MLModel.objects.none(), to_field_name="name")
+    version = forms.CharField(
+        label="Version or alias (optional)", required=False, max_length=40, help_text="Default: the model's default."
+    )
+    output_format = forms.ChoiceField(
+        label="Output format", choices=[("jsonl", "JSONL"), ("csv", "CSV (CSV input only)")], initial="jsonl"
+    )
+
+    def __init__(self, *args: Any, models: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model"].queryset = models  # type: ignore[attr-defined]
+
+
+class BundleRequestForm(forms.Form):
+    """Request an edge bundle of one ready version with the chosen variants."""
+
+    version = forms.ModelChoiceField(label="Model version", queryset=ModelVersion.objects.none())
+    variants = forms.MultipleChoiceField(
+        label="Variants",
+        choices=[("fp32", "fp32 (the model as is)"), ("int8", "int8 (quantised)"), ("ort", "ort (ORT format)")],
+        widget=forms.CheckboxSelectMultiple,
+        initial=["fp32", "int8", "ort"],
+    )
+
+    def __init__(self, *args: Any, versions: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["version"]
+        field.queryset = versions  # type: ignore[attr-defined]
+        field.label_from_instance = lambda v: f"{v.model.name} v{v.number}"  # type: ignore[attr-defined]
+
+
+class UpgradeForm(forms.Form):
+    plan = forms.SlugField(label="Plan", max_length=40)

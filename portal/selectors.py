@@ -182,7 +182,10 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
     daily = {d: [0, 0] for d in days}  # calls, errors
     per_version: dict[int | None, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])  # calls, units, errors, sum
     per_org: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # calls, units, errors
+    units_by_org_meter: dict[tuple[int, str], int] = defaultdict(int)  # for the revenue estimate
     for f in data.facts:
+        if f.units and f.meter:
+            units_by_org_meter[(f.organisation_id, f.meter)] += f.units
         model_name, version_label = versions.get(f.model_version_id, ("?", "?"))
         by_model[model_name][f.day] += f.calls
         by_version_calls[version_label][f.day] += f.calls
@@ -253,6 +256,7 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
         },
         "versions": version_rows,
         "top_customers": top_customers,
+        "units_by_org_meter": dict(units_by_org_meter),
     }
 
 

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, reverse_lazy
 
-from .views import customer, staff
+from .views import batches, billing, bundles, customer, staff
 
 AUTH = "portal/auth/"
 
@@ -57,8 +57,15 @@ portal_patterns = [
     path("models/", customer.models, name="models"),
     path("models/<str:name>/", customer.model_detail, name="model"),
     path("playground/key/", customer.playground_key, name="playground-key"),
-    # HOOK(batch jobs, issue 3 / edge bundles, issue 4 / billing, issue 5): add their portal pages here
-    # named "portal-batches", "portal-bundles", "portal-billing" (un-namespaced, see context_processors).
+    # Batch jobs, edge bundles and billing: their main pages are the un-namespaced "portal-batches",
+    # "portal-bundles" and "portal-billing" below (see context_processors); the rest lives here.
+    path("batches/<str:uid>/row/", batches.batch_row, name="batch-row"),
+    path("batches/<str:uid>/cancel/", batches.batch_cancel, name="batch-cancel"),
+    path("files/<str:uid>/download/", batches.batch_file, name="file-download"),
+    path("bundles/<str:public_id>/row/", bundles.bundle_row, name="bundle-row"),
+    path("bundles/<str:public_id>/download/", bundles.bundle_download, name="bundle-download"),
+    path("billing/checkout/", billing.billing_checkout, name="billing-checkout"),
+    path("billing/manage/", billing.billing_manage, name="billing-manage"),
 ]
 
 staff_patterns = [
@@ -69,10 +76,16 @@ staff_patterns = [
     path("models/<str:name>/", staff.model_detail, name="model"),
     path("models/<str:name>/versions/<int:number>/", staff.version_report, name="version"),
     path("models/<str:name>/aliases/move/", staff.alias_move_view, name="alias-move"),
-    # HOOK(staff bundles, issue 4 / billing health, issue 5): "staff-bundles", "staff-billing-health".
+    path("bundles/<str:public_id>/rebuild/", bundles.staff_bundle_rebuild, name="bundle-rebuild"),
 ]
 
 urlpatterns = [
+    # The plug-in pages' un-namespaced names light up their navigation entries (context_processors).
+    path("portal/batches/", batches.batches, name="portal-batches"),
+    path("portal/bundles/", bundles.bundles, name="portal-bundles"),
+    path("portal/billing/", billing.billing, name="portal-billing"),
+    path("staff/bundles/", bundles.staff_bundles, name="staff-bundles"),
+    path("staff/billing/", billing.billing_health, name="staff-billing-health"),
     path("portal/", include((portal_patterns, "portal"))),
     path("staff/", include((staff_patterns, "staff"))),
 ]

@@ -6,6 +6,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth import login
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -19,10 +20,11 @@ from apiservice.services import api_key_create, api_key_revoke
 from models_registry import selectors as registry
 from models_registry.models import ModelAlias, ModelVersion
 
-from .. import selectors, services
+from .. import billing_link, selectors, services
 from ..access import SESSION_ORG, portal_view
 from ..forms import APIKeyCreateForm, InvitationSignupForm, InviteForm, SignupForm, UsageFilterForm
 from ..playground import example_body
+from .billing import billing_summary
 from .common import csv_response
 
 
@@ -66,6 +68,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "month_units": sum(f.units for f in facts),
         "models": registry.model_list(organisation_id=organisation.pk).count(),
         "memberships": selectors.membership_list(user=request.user),
+        "billing": billing_summary(organisation_id=organisation.pk),
     }
     return render(request, "portal/home.html", context)
 
@@ -170,7 +173,11 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
 
 def _keys_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     organisation = request.membership.organisation  # type: ignore[attr-defined]
-    return {"keys": selectors.api_key_list(organisation=organisation), "is_owner": _is_owner(request), **extra}
+    keys = list(selectors.api_key_list(organisation=organisation))
+    budgets = billing_link.api_key_budgets(api_key_ids=[k.pk for k in keys]) if billing_link.budgets_supported() else {}
+    for key in keys:
+        key.budget = budgets.get(str(key.pk))  # type: ignore[attr-defined]
+    return {"keys": keys, "is_owner": _is_owner(request), "budgets": billing_link.budgets_supported(), **extra}
 
 
 @require_http_methods(["GET", "POST"])
@@ -180,17 +187,17 @@ def keys(request: HttpRequest) -> HttpResponse:
     form = APIKeyCreateForm(request.POST or None)
     context = _keys_context(request, form=form)
     if request.method == "POST" and form.is_valid():
-        extra = {}
-        if form.cleaned_data.get("monthly_budget_units"):
-            extra["monthly_budget_units"] = form.cleaned_data["monthly_budget_units"]
-        api_key, secret = api_key_create(
-            organisation=request.membership.organisation,  # type: ignore[attr-defined]
-            name=form.cleaned_data["name"],
-            scopes=form.cleaned_data["scopes"],
-            expires_at=form.expires_at(),
-            created_by=request.user,
-            **extra,
-        )
+        budget = form.cleaned_data.get("monthly_budget_units")
+        with transaction.atomic():
+            api_key, secret = api_key_create(
+                organisation=request.membership.organisation,  # type: ignore[attr-defined]
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+                expires_at=form.expires_at(),
+                created_by=request.user,
+            )
+            if budget:
+                billing_link.api_key_budget_set(api_key=api_key, monthly_budget_units=budget)
         context = _keys_context(request, form=APIKeyCreateForm(), created=api_key, secret=secret)
     template = "portal/partials/keys_panel.html" if request.htmx else "portal/keys.html"  # type: ignore[attr-defined]
     response = render(request, template, context)
@@ -232,7 +239,9 @@ def usage(request: HttpRequest) -> HttpResponse:
     form, flt = _usage_filter(request)
     dashboard = selectors.usage_dashboard(flt=flt)
     calls = selectors.latest_calls(organisation_id=flt.organisation_id or 0)
-    return render(request, "portal/usage.html", {"form": form, "flt": flt, "d": dashboard, "calls": calls})
+    estimate = billing_summary(organisation_id=flt.organisation_id or 0)["estimate"]
+    context = {"form": form, "flt": flt, "d": dashboard, "calls": calls, "estimate": estimate}
+    return render(request, "portal/usage.html", context)
 
 
 @require_GET

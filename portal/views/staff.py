@@ -9,10 +9,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apiservice.errors import APIError
+from edge.models import Bundle
 from models_registry.models import AliasMove, MLModel, ModelAlias, ModelVersion
 from models_registry.services import alias_move, model_get_or_create, model_version_register
 
-from .. import selectors
+from .. import billing_link, selectors
 from ..access import staff_view
 from ..forms import AliasMoveForm, StaffUsageFilterForm, VersionUploadForm
 from .common import csv_response
@@ -35,7 +36,14 @@ def _usage_filter(request: HttpRequest) -> tuple[StaffUsageFilterForm, selectors
 def usage(request: HttpRequest) -> HttpResponse:
     form, flt = _usage_filter(request)
     dashboard = selectors.usage_dashboard(flt=flt)
-    context = {"form": form, "flt": flt, "d": dashboard, "rollup_cursor": selectors.rollup_cursor()}
+    revenue = billing_link.revenue_estimate(units_by_org_meter=dashboard["units_by_org_meter"])
+    context = {
+        "form": form,
+        "flt": flt,
+        "d": dashboard,
+        "rollup_cursor": selectors.rollup_cursor(),
+        "revenue": revenue,
+    }
     return render(request, "staff/usage.html", context)
 
 
@@ -94,6 +102,7 @@ def _model_context(model: MLModel, form: AliasMoveForm) -> dict[str, Any]:
             "alias", "from_version", "to_version", "moved_by"
         )[:50],
         "form": form,
+        "bundles": Bundle.objects.filter(model_version__model=model).select_related("model_version")[:50],
     }
 
 

@@ -8,10 +8,12 @@ from django.test import Client, RequestFactory
 from portal import context_processors
 
 
-def test_it_hides_slots_whose_app_or_url_is_missing(db: Any) -> None:
+def test_it_hides_slots_whose_app_or_url_is_missing(monkeypatch: pytest.MonkeyPatch, db: Any) -> None:
+    monkeypatch.setitem(context_processors.FEATURE_SLOTS, "not_installed", ("no_such_app", "portal-batches"))
+    monkeypatch.setitem(context_processors.FEATURE_SLOTS, "no_url", ("portal", "no-such-url-name"))
     features = context_processors.features(RequestFactory().get("/portal/"))["features"]
     assert set(features) == set(context_processors.FEATURE_SLOTS)
-    assert all(url is None for key, url in features.items() if key not in {"billing"})
+    assert features["not_installed"] is None and features["no_url"] is None
 
 
 def test_it_shows_a_slot_once_its_url_name_resolves(monkeypatch: pytest.MonkeyPatch, owner_client: Client) -> None:
@@ -21,7 +23,11 @@ def test_it_shows_a_slot_once_its_url_name_resolves(monkeypatch: pytest.MonkeyPa
     assert b">Batch jobs</a>" in response.content
 
 
-def test_it_shows_no_plug_in_entries_on_this_branch(owner_client: Client) -> None:
+def test_it_shows_every_plug_in_entry_once_batches_edge_and_billing_are_merged(
+    owner_client: Client, staff_client: Client
+) -> None:
     content = owner_client.get("/portal/").content
-    for label in (b"Batch jobs", b"Edge bundles", b">Billing<"):
-        assert label not in content
+    for label in (b">Batch jobs<", b">Edge bundles<", b">Billing<"):
+        assert label in content
+    staff = staff_client.get("/staff/").content
+    assert b">Bundle builds<" in staff and b">Billing health<" in staff

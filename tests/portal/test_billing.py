@@ -1,0 +1,138 @@
+"""Billing in the portal (plan, estimate, Checkout, portal, invoices), sign-up plan, key budgets, staff health."""
+
+import io
+from datetime import date, timedelta
+from typing import Any
+
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from apiservice.models import APIKey, Organisation
+from billing.models import BillingAccount, KeyLimit, Meter, ReconciliationIssue, StripeEvent, UsageRecord, UsageReport
+from tests.billing.conftest import account_on, stripe, stripe_server  # noqa: F401  (fixtures)
+
+NOT_CONFIGURED = "Billing is not configured on this server"
+
+
+def ledger(org: Organisation, meter: str, units: int, n: int = 1) -> None:
+    for i in range(n):
+        UsageRecord.objects.create(
+            request_id=f"{org.pk}-{meter}-{units}-{i}",
+            organisation=org,
+            face="online",
+            meter=meter,
+            units=units,
+            status_code=200,
+        )
+
+
+def test_it_shows_the_plan_and_the_estimate_without_stripe(member_client: Client, org: Organisation) -> None:
+    account_on(org, "payg")
+    ledger(org, Meter.ONLINE_PREDICTIONS, 1, n=40)  # 40 x 0.05 cents
+    page = member_client.get("/portal/billing/").content.decode()
+    assert "Pay as you go" in page and "0.02 USD" in page
+    assert NOT_CONFIGURED in page and "Upgrade to" not in page
+    assert "0.02 USD" in member_client.get("/portal/usage/").content.decode()  # the cost tile
+    assert "Pay as you go" in member_client.get("/portal/").content.decode()  # the overview summary
+
+
+def test_it_says_billing_is_not_configured_on_upgrade(owner_client: Client) -> None:
+    response = owner_client.post("/portal/billing/checkout/", {"plan": "payg"}, follow=True)
+    assert response.redirect_chain[-1][0] == "/portal/billing/"
+    assert NOT_CONFIGURED in response.content.decode()
+    response = owner_client.post("/portal/billing/manage/", follow=True)
+    assert NOT_CONFIGURED in response.content.decode()
+
+
+def test_it_sends_owners_to_stripe_checkout_and_the_customer_portal(
+    owner_client: Client,
+    org: Organisation,
+    stripe: Any,  # noqa: F811
+) -> None:
+    call_command("sync_stripe_catalog", stdout=io.StringIO())
+    page = owner_client.get("/portal/billing/").content.decode()
+    assert "Upgrade to Pay as you go" in page and "No invoices yet." in page
+    response = owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
+    assert response.status_code == 302 and response["Location"].startswith(stripe.url)
+    assert BillingAccount.objects.get(organisation=org).stripe_customer_id
+    response = owner_client.post("/portal/billing/manage/")
+    assert response.status_code == 302 and "/p/session/" in response["Location"]
+    refused = owner_client.post("/portal/billing/checkout/", {"plan": "enterprise"}, follow=True)
+    assert "is not available through Checkout" in refused.content.decode()
+
+
+def test_it_lists_invoices(owner_client: Client, org: Organisation, stripe: Any) -> None:  # noqa: F811
+    call_command("sync_stripe_catalog", stdout=io.StringIO())
+    owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
+    session = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
+    subscription = stripe.complete_checkout(session["id"])["subscription"]
+    customer = BillingAccount.objects.get(organisation=org).stripe_customer_id
+    stripe.invoice_create(customer, subscription, status="paid", amount_due=1234, amount_paid=1234)
+    page = owner_client.get("/portal/billing/").content.decode()
+    assert "1234 ¢" in page and "upcoming" in page and "/pdf" in page
+
+
+def test_it_puts_a_new_organisation_on_the_free_plan(client: Client, db: Any) -> None:
+    response = client.post(
+        "/portal/signup/",
+        {
+            "organisation_name": "Fresh Co",
+            "username": "fresh",
+            "email": "fresh@example.com",
+            "password1": "Very-secret-42",
+            "password2": "Very-secret-42",
+        },
+    )
+    assert response.status_code == 302
+    account = BillingAccount.objects.get(organisation__name="Fresh Co")
+    assert account.plan.code == "free"
+    assert "Free" in client.get("/portal/billing/").content.decode()
+
+
+def test_it_sets_a_monthly_budget_on_a_new_key(owner_client: Client, org: Organisation) -> None:
+    form = owner_client.get("/portal/keys/").content.decode()
+    assert "Monthly budget in units (optional)" in form
+    data = {"name": "capped", "scopes": ["predict"], "monthly_budget_units": 500}
+    response = owner_client.post("/portal/keys/", data)
+    assert response.status_code == 200
+    key = APIKey.objects.get(name="capped")
+    assert KeyLimit.objects.get(api_key=key).monthly_budget_units == 500
+    assert "budget 500 units/month" in owner_client.get("/portal/keys/").content.decode()
+    bad = owner_client.post("/portal/keys/", {"name": "zero", "scopes": ["predict"], "monthly_budget_units": 0})
+    assert "greater than or equal to 1" in bad.content.decode() and not APIKey.objects.filter(name="zero").exists()
+
+
+def test_it_estimates_revenue_for_staff(staff_client: Client, org: Organisation, other_org: Organisation) -> None:
+    account_on(org, "payg")
+    account_on(other_org, "enterprise")
+    ledger(org, Meter.ONLINE_PREDICTIONS, 10, n=2)  # 20 x 0.05 = 1 cent
+    ledger(other_org, Meter.BUNDLE_DOWNLOADS, 1, n=3)  # 3 x 10 = 30 cents
+    page = staff_client.get("/staff/").content.decode()
+    assert "0.31 USD" in page
+    assert "bundle_downloads 0.30" in page and "online_predictions 0.01" in page
+
+
+def test_it_shows_staff_the_billing_health(staff_client: Client, org: Organisation) -> None:
+    now = timezone.now()
+    StripeEvent.objects.create(event_id="evt_1", type="invoice.paid", payload={}, outcome="ignored")
+    UsageReport.objects.create(
+        id="rep_1",
+        organisation=org,
+        meter=Meter.ONLINE_PREDICTIONS,
+        stripe_customer_id="cus_1",
+        units=7,
+        rows=7,
+        first_at=now,
+        last_at=now,
+        event_timestamp=now,
+        status="failed",
+        last_error="card exploded",
+    )
+    ReconciliationIssue.objects.create(
+        organisation=org, meter=Meter.ONLINE_PREDICTIONS, day=date.today() - timedelta(days=1), ours=10, stripe=7
+    )
+    page = staff_client.get("/staff/billing/").content.decode()
+    assert "evt_1" in page and "invoice.paid" in page and "ignored" in page
+    assert "rep_1" in page and "card exploded" in page and "usage reports: failed" in page
+    assert "<td>3</td>" in page  # ours 10 vs Stripe 7
