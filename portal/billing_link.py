@@ -25,10 +25,10 @@ def budgets_supported() -> bool:
 
 
 def signup_free_plan(*, organisation: Organisation) -> None:
-    """PORTAL_SIGNUP_HOOKS entry: a billing account on the default plan (`free`) for a new organisation."""
+    """PORTAL_SIGNUP_HOOKS entry: a billing account on the `free` plan for a new organisation."""
     from billing import payments
 
-    payments.account_get_or_create(organisation_id=organisation.pk)
+    payments.account_get_or_create(organisation_id=organisation.pk, plan_code="free")
 
 
 def api_key_budget_set(*, api_key: APIKey, monthly_budget_units: int | None) -> None:

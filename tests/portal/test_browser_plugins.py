@@ -68,6 +68,10 @@ def test_it_runs_a_batch_and_builds_a_bundle_with_live_progress(
     django_db_blocker: Any,
 ) -> None:
     base = server.url
+    from billing import payments
+
+    # The suite's default plan is enterprise (settings_test); this organisation is on the free plan.
+    payments.account_get_or_create(organisation_id=owner.memberships.get().organisation_id, plan_code="free")
     log_in(page, base, "olivia", "pw-Secret-123")
     expect(page).to_have_url(base + "/portal/")
 
