@@ -101,7 +101,15 @@ def seed() -> dict[str, Any]:
 
     call_command("migrate", verbosity=0, interactive=False)
     organisation = organisation_get_or_create(name="Bench", slug="bench")
-    _, key = api_key_create(organisation=organisation, name="bench", scopes=["predict"])
+    api_key, key = api_key_create(organisation=organisation, name="bench", scopes=["predict"])
+    # Metering stays fully on (rate limit, quota, ledger); the bench customer's limits are just high
+    # enough that wrk measures the server rather than the plan.
+    from billing.models import BillingAccount, KeyLimit, Plan
+
+    BillingAccount.objects.update_or_create(
+        organisation=organisation, defaults={"plan": Plan.objects.get(code="enterprise")}
+    )
+    KeyLimit.objects.update_or_create(api_key=api_key, defaults={"rate_limit": "100000000/hour"})
     models = {}
     for short, name, build in (
         ("forest", "bench-forest", demo_models.diabetes_forest),
