@@ -142,6 +142,13 @@ class CheckoutSessionSerializer(serializers.Serializer):
     url = serializers.URLField()
 
 
+# What starting a Stripe session (Checkout or the customer portal) can answer besides 201.
+STRIPE_SESSION_ERRORS = {
+    **{k: v for k, v in ERROR_RESPONSES.items() if k in (400, 401, 403, 409, 429)},
+    502: OpenApiResponse(ErrorEnvelope, description="Stripe did not answer."),
+}
+
+
 class CheckoutView(APIView):
     required_scope = "usage"
     InputSerializer = CheckoutInputSerializer
@@ -150,11 +157,7 @@ class CheckoutView(APIView):
     @extend_schema(
         operation_id="billing_checkout",
         request=InputSerializer,
-        responses={
-            201: OutputSerializer,
-            **{k: v for k, v in ERROR_RESPONSES.items() if k in (400, 401, 403, 409, 429)},
-            502: OpenApiResponse(ErrorEnvelope, description="Stripe did not answer."),
-        },
+        responses={201: OutputSerializer, **STRIPE_SESSION_ERRORS},
         tags=["billing"],
     )
     def post(self, request: Request) -> Response:
@@ -186,11 +189,7 @@ class PortalView(APIView):
     @extend_schema(
         operation_id="billing_portal",
         request=InputSerializer,
-        responses={
-            201: OutputSerializer,
-            **{k: v for k, v in ERROR_RESPONSES.items() if k in (400, 401, 403, 409, 429)},
-            502: OpenApiResponse(ErrorEnvelope, description="Stripe did not answer."),
-        },
+        responses={201: OutputSerializer, **STRIPE_SESSION_ERRORS},
         tags=["billing"],
     )
     def post(self, request: Request) -> Response:
