@@ -141,11 +141,15 @@ def plan_for_organisation(*, organisation_id: int) -> tuple[Plan, BillingAccount
     account = BillingAccount.objects.select_related("plan").filter(organisation_id=organisation_id).first()
     if account is not None:
         return account.plan, account
-    plan = Plan.objects.filter(code=settings.BILLING_DEFAULT_PLAN).first()
+    return plan_get(code=settings.BILLING_DEFAULT_PLAN), None
+
+
+def plan_get(*, code: str) -> Plan:
+    plan = Plan.objects.filter(code=code).first()
     if plan is None:  # the seed was wiped (e.g. a flushed test database): put it back
         catalog.seed(Plan, PlanPrice, BillingMeter)
-        plan = Plan.objects.get(code=settings.BILLING_DEFAULT_PLAN)
-    return plan, None
+        plan = Plan.objects.get(code=code)
+    return plan
 
 
 def entitlement_get(*, organisation_id: int) -> Entitlement:

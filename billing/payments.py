@@ -50,7 +50,7 @@ def _ts(value: int | None) -> datetime | None:
 def account_get_or_create(*, organisation_id: int, plan_code: str | None = None) -> BillingAccount:
     """The organisation's billing account; created on `plan_code` (else the default plan) if new."""
     if plan_code is not None:
-        plan = Plan.objects.get(code=plan_code)
+        plan = limits.plan_get(code=plan_code)
     else:
         plan, _ = limits.plan_for_organisation(organisation_id=organisation_id)
     account, _ = BillingAccount.objects.get_or_create(organisation_id=organisation_id, defaults={"plan": plan})

@@ -138,7 +138,7 @@ def test_it_runs_a_batch_and_builds_a_bundle_with_live_progress(
 
 def test_it_shows_staff_bundle_builds_and_billing_health(
     transactional_db: Any,
-    live_gunicorn: Any,
+    server: live.Server,  # its own queue: no other test's worker may start the rebuild under our eyes
     iris: Any,
     staff_user: Any,
     page: Page,
@@ -148,7 +148,7 @@ def test_it_shows_staff_bundle_builds_and_billing_health(
     bundle = edge_services.bundle_request(version=iris, variants=["fp32"])
     edge_services.bundle_build(bundle_id=bundle.pk)
     StripeEvent.objects.create(event_id="evt_browser", type="invoice.paid", payload={}, outcome="ignored")
-    base = live_gunicorn.url
+    base = server.url
     log_in(page, base, "staff", "pw-staff-123")
     expect(page).to_have_url(base + "/staff/")
     page.get_by_role("link", name="Bundle builds").click()
