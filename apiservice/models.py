@@ -25,10 +25,12 @@ ALL_SCOPES = [scope.value for scope in Scope]
 
 
 def _new_webhook_secret() -> str:
-    # Standard Webhooks secrets are base64 behind a "whsec_" prefix.
+    """A Standard Webhooks secret ("whsec_" + base64), encrypted for storage."""
     import base64
 
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    from .encryption import encrypt
+
+    return encrypt("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode())
 
 
 class Organisation(models.Model):
@@ -36,11 +38,19 @@ class Organisation(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=60, unique=True)
-    webhook_secret = models.CharField(max_length=64, default=_new_webhook_secret, editable=False)
+    # Encrypted at rest (apiservice.encryption): we must read it back to sign webhooks.
+    webhook_secret = models.CharField(max_length=255, default=_new_webhook_secret, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def webhook_signing_secret(self) -> str:
+        """The plaintext `whsec_...` secret that signs this organisation's webhooks."""
+        from .encryption import decrypt
+
+        return decrypt(self.webhook_secret)
 
 
 class Membership(models.Model):

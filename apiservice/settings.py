@@ -19,6 +19,8 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 VAR_DIR = Path(env.str("MODELMETER_VAR_DIR", default=str(BASE_DIR / "var")))
+# Key for secrets we must read back (webhook signing secrets); defaults to one derived from SECRET_KEY.
+FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
 
 if not SECRET_KEY:
     if not DEBUG and env.bool("DJANGO_REQUIRE_SECRET_KEY", default=False):

@@ -158,7 +158,7 @@ def webhook_attempt(*, delivery_id: int) -> float | None:
     if not number:
         return None
     delivery = WebhookDelivery.objects.select_related("batch").get(pk=delivery_id)
-    secret = Organisation.objects.values_list("webhook_secret", flat=True).get(pk=delivery.batch.organisation_id)
+    secret = Organisation.objects.get(pk=delivery.batch.organisation_id).webhook_signing_secret
     body = orjson.dumps(delivery.payload)
     timestamp = int(time.time())
     headers = {

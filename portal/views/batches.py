@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apiservice.errors import APIError, NotFound
+from apiservice.models import Membership
 from batches import selectors as batch_selectors
 from batches import services as batch_services
 from batches import storage
@@ -40,7 +41,16 @@ def _form(request: HttpRequest) -> BatchCreateForm:
 
 def _page(request: HttpRequest, form: BatchCreateForm, status: int = 200) -> HttpResponse:
     batches = batch_selectors.batch_list(organisation_id=_org_id(request)).order_by("-id")[:50]
-    return render(request, "portal/batches.html", {"form": form, "batches": batches}, status=status)
+    context = {"form": form, "batches": batches, "webhook_secret": _webhook_secret_for_owner(request)}
+    return render(request, "portal/batches.html", context, status=status)
+
+
+def _webhook_secret_for_owner(request: HttpRequest) -> str | None:
+    """Only owners see the secret that signs the organisation's batch webhooks."""
+    membership = request.membership  # type: ignore[attr-defined]
+    if membership.role != Membership.Role.OWNER:
+        return None
+    return str(membership.organisation.webhook_signing_secret)
 
 
 @require_http_methods(["GET", "POST"])

@@ -56,10 +56,12 @@ def test_it_refuses_a_batch_with_a_private_webhook_url(api, diabetes, settings, 
 
 def test_it_signs_the_way_standard_webhooks_verifies(org):
     body = b'{"type":"batch.completed"}'
-    signature = webhooks.webhook_sign(secret=org.webhook_secret, message_id="msg_1", timestamp=1_700_000_000, body=body)
+    signature = webhooks.webhook_sign(
+        secret=org.webhook_signing_secret, message_id="msg_1", timestamp=1_700_000_000, body=body
+    )
     headers = {"webhook-id": "msg_1", "webhook-timestamp": "1700000000", "webhook-signature": signature}
     with pytest.raises(Exception, match="timestamp"):  # the library also checks freshness
-        Webhook(org.webhook_secret).verify(body, headers)
+        Webhook(org.webhook_signing_secret).verify(body, headers)
     assert signature.startswith("v1,")
 
 
@@ -100,7 +102,7 @@ def test_it_delivers_a_signed_event_and_retries_after_a_failure(
     assert len(receiver.requests) == 2
     first, second = receiver.requests
     assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"] == delivery.message_id
-    payload = Webhook(org.webhook_secret).verify(second["body"], second["headers"])
+    payload = Webhook(org.webhook_signing_secret).verify(second["body"], second["headers"])
     assert payload["type"] == "batch.completed"
     assert payload["data"]["id"] == batch["id"]
     assert payload["data"]["request_counts"] == {"total": 20, "completed": 20, "failed": 0}

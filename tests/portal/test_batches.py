@@ -129,3 +129,10 @@ def test_it_hides_another_organisations_batches_and_files(owner_client: Client, 
     assert uid not in owner_client.get("/portal/batches/").content.decode()
     other_batch.refresh_from_db()
     assert other_batch.status == "validating"
+
+
+def test_only_owners_see_the_webhook_signing_secret(owner_client, member_client, org):
+    secret = org.webhook_signing_secret
+    assert secret.startswith("whsec_")
+    assert secret in owner_client.get("/portal/batches/").content.decode()
+    assert secret not in member_client.get("/portal/batches/").content.decode()
