@@ -1,6 +1,6 @@
 from django.urls import path
 
-import inference.urls  # noqa: F401  (registers the `mname` and `ref` path converters)
+import apiservice.converters  # noqa: F401  (registers <mname:...> and <ref:...>)
 
 from . import views
 

@@ -1,30 +1,8 @@
-from django.urls import path, register_converter
+from django.urls import path
+
+import apiservice.converters  # noqa: F401  (registers <mname:...> and <ref:...>)
 
 from . import views
-
-
-class NameConverter:
-    regex = r"[a-z0-9][a-z0-9._-]{0,62}"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
-
-
-class RefConverter:
-    regex = r"[A-Za-z0-9_-]{1,40}"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
-
-
-register_converter(NameConverter, "mname")
-register_converter(RefConverter, "ref")
 
 urlpatterns = [
     path("v1/models/<mname:model>:predict", views.PredictDefaultView.as_view(), name="predict"),

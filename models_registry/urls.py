@@ -1,5 +1,7 @@
 from django.urls import path
 
+import apiservice.converters  # noqa: F401  (registers <mname:...> and <ref:...>)
+
 from . import views
 
 urlpatterns = [
