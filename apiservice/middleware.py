@@ -82,9 +82,12 @@ class APIGatewayMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        # Imported here, once: billing's modules need the app registry, which is ready by now.
         from billing import gateway  # rate limits, quotas, idempotency (billing owns them)
+        from billing.services import usage_record
 
         self.billing = gateway
+        self.usage_record = usage_record
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path
@@ -105,13 +108,11 @@ class APIGatewayMiddleware:
         if usage.model_version_id is not None and "X-Model-Version" not in response:
             response["X-Model-Version"] = str(getattr(request, "model_version_number", ""))
         if request.principal is not None:  # type: ignore[attr-defined]
-            from billing.services import usage_record
-
             elapsed = time.perf_counter() - started
             API_CALLS.labels(usage.face, str(response.status_code)).inc()
             API_LATENCY.labels(usage.face).observe(elapsed)
 
-            usage_record(
+            self.usage_record(
                 request_id=request.ledger_id,  # type: ignore[attr-defined]
                 client_request_id=request.client_request_id,  # type: ignore[attr-defined]
                 principal=request.principal,  # type: ignore[attr-defined]
@@ -129,11 +130,12 @@ class APIGatewayMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > max_body_bytes(request):
+        limit = max_body_bytes(request)
+        if length > limit:
             return error_response(
                 request,
                 status=413,
                 code="payload_too_large",
-                message=f"The request body ({length} bytes) is over the {max_body_bytes(request)}-byte limit.",
+                message=f"The request body ({length} bytes) is over the {limit}-byte limit.",
             )
         return self.get_response(request)

@@ -53,10 +53,6 @@ class FileDeletedOut(serializers.Serializer):
     deleted = serializers.BooleanField()
 
 
-class NewestFirst(CursorPagination):
-    ordering = "-id"
-
-
 class FileListView(APIView):
     required_scope = "batch"
     parser_classes = [MultiPartParser]
@@ -91,7 +87,7 @@ class FileListView(APIView):
     )
     def get(self, request: Request) -> Response:
         principal = _principal(request)
-        paginator = NewestFirst()
+        paginator = CursorPagination()
         page = paginator.paginate_queryset(
             selectors.file_list(organisation_id=principal.organisation_id), request, view=self
         )
@@ -263,7 +259,7 @@ class BatchListView(APIView):
     )
     def get(self, request: Request) -> Response:
         principal = _principal(request)
-        paginator = NewestFirst()
+        paginator = CursorPagination()
         page = paginator.paginate_queryset(
             selectors.batch_list(organisation_id=principal.organisation_id), request, view=self
         )

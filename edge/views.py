@@ -65,10 +65,6 @@ def _note(request: Request, bundle: Bundle | None = None, face: str = "bundles")
         usage.model_version_id = bundle.model_version_id
 
 
-class BundlePagination(CursorPagination):
-    ordering = "-id"
-
-
 class VersionBundlesView(APIView):
     """`/v1/models/{m}/versions/{v}/bundles`: POST requests a bundle, GET lists the version's bundles."""
 
@@ -109,7 +105,7 @@ class VersionBundlesView(APIView):
         found = model_get(name=model, organisation_id=_principal(request).organisation_id)
         resolved = model_version_resolve(model=found, ref=version)
         _note(request)
-        paginator = BundlePagination()
+        paginator = CursorPagination()
         page = paginator.paginate_queryset(selectors.bundle_list_for_version(version=resolved), request, view=self)
         return paginator.get_paginated_response(BundleOut(page, many=True).data)
 
