@@ -181,6 +181,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return Response(body, status=status, headers=headers)
 
 
+def exception_response(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """The envelope for an exception raised outside DRF (the gateway's fast routes)."""
+    status, code, message, param, headers = _translate(exc)
+    if status >= 500:
+        logger.exception("unhandled error", exc_info=exc)
+    return error_response(request, status=status, code=code, message=message, param=param, headers=headers)
+
+
 def not_found_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if request.path.startswith(("/v1", "/v2", "/api")):
         return error_response(request, status=404, code="not_found", message="No such endpoint.")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from .auth import AuthError, authenticate_key
-from .errors import error_response
+from .auth import WWW_AUTHENTICATE, AuthError, authenticate_key
+from .errors import error_response, exception_response
 from .logging import request_id_var
 from .metrics import API_CALLS, API_LATENCY
 
@@ -67,6 +67,40 @@ def usage_of(request: object) -> UsageContext:
     return usage
 
 
+@dataclass(frozen=True)
+class FastRoute:
+    """An API operation the gateway serves itself: `handler(request, **match.groupdict())`.
+
+    For key-authenticated JSON calls on the hot path (online inference) the rest of the middleware
+    stack (sessions, CSRF, messages), URL resolving and DRF's dispatch cost more than the model.
+    The handler is the same function the operation's DRF view calls; the gateway does the checks
+    DRF would (key, scope, Host) and turns exceptions into the same envelope.
+    """
+
+    pattern: re.Pattern[str]
+    handler: Callable[..., HttpResponse]
+    scope: str
+
+
+_PLAIN_ACCEPT = frozenset({"", "*/*", "application/json"})
+
+
+def fast_route_match(request: HttpRequest, routes: tuple[FastRoute, ...]) -> tuple[FastRoute, dict[str, str]] | None:
+    """The fast route for this request, or None: only POSTs whose answer DRF's content negotiation
+    already knows (JSON) and that carry no query string (`?format=`) take it."""
+    if (
+        request.method != "POST"
+        or request.META.get("QUERY_STRING")
+        or request.META.get("HTTP_ACCEPT", "") not in _PLAIN_ACCEPT
+    ):
+        return None
+    for route in routes:
+        match = route.pattern.match(request.path_info)
+        if match is not None:
+            return route, match.groupdict()
+    return None
+
+
 def max_body_bytes(request: HttpRequest) -> int:
     if request.META.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
         return int(getattr(settings, "FILE_MAX_BYTES", settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
@@ -85,9 +119,11 @@ class APIGatewayMiddleware:
         # Imported here, once: billing's modules need the app registry, which is ready by now.
         from billing import gateway  # rate limits, quotas, idempotency (billing owns them)
         from billing.services import usage_record
+        from inference.urls import fast_routes
 
         self.billing = gateway
         self.usage_record = usage_record
+        self.fast_routes: tuple[FastRoute, ...] = fast_routes
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path
@@ -138,4 +174,25 @@ class APIGatewayMiddleware:
                 code="payload_too_large",
                 message=f"The request body ({length} bytes) is over the {limit}-byte limit.",
             )
-        return self.get_response(request)
+        fast = fast_route_match(request, self.fast_routes)
+        if fast is None:
+            return self.get_response(request)
+        route, kwargs = fast
+        request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware would check it (DisallowedHost -> 400)
+        principal = request.principal  # type: ignore[attr-defined]
+        if principal is None:
+            return error_response(
+                request,
+                status=401,
+                code="invalid_api_key",
+                message=request.auth_error or "Send your API key as 'Authorization: Bearer <key>'.",  # type: ignore[attr-defined]
+                headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+            )
+        if not principal.has_scope(route.scope):
+            return error_response(
+                request, status=403, code="insufficient_scope", message=f"This API key lacks the '{route.scope}' scope."
+            )
+        try:
+            return route.handler(request, **kwargs)
+        except Exception as exc:
+            return exception_response(request, exc)

@@ -45,6 +45,7 @@ class _RedisLink:
         self._storage: RedisStorage | None = None
         self._url = ""
         self._scripts: dict[str, Any] = {}
+        self._local = threading.local()
         self.down_until = 0.0
 
     def _connect(self) -> None:
@@ -73,11 +74,50 @@ class _RedisLink:
     def storage(self) -> RedisStorage | None:
         return self._storage if self.client() is not None else None
 
+    def evalsha(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script on this thread's own connection: one send, one read.
+
+        This is the per-call path (admission). Through the client, redis-py's pool checkout, retry
+        wrapper and response callbacks cost about five times the round trip itself; a connection
+        owned by the thread (made by the same pool, with its timeouts) skips them. If Redis forgot
+        the script (restart), it is loaded and run once more. Raises redis.RedisError.
+        """
+        client = self.client()
+        if client is None:
+            raise redis.ConnectionError("billing redis is not configured or is in its retry pause")
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or getattr(local, "pool", None) is not client.connection_pool:
+            conn = client.connection_pool.make_connection()
+            local.conn, local.pool = conn, client.connection_pool
+        sha = self._sha(source)
+        try:
+            for attempt in range(2):
+                try:
+                    conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
+                    return conn.read_response()
+                except redis.exceptions.NoScriptError:
+                    if attempt:
+                        raise
+                    conn.send_command("SCRIPT", "LOAD", source)
+                    conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            raise
+        raise AssertionError("unreachable")
+
+    def _sha(self, source: str) -> str:
+        return str(self.script(source).sha)
+
     def failed(self, exc: Exception) -> None:
         logger.warning("billing redis unavailable, falling back to the database: %s", exc)
         self.down_until = time.monotonic() + settings.BILLING_REDIS_RETRY_SECONDS
 
     def reset(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.disconnect()
+        self._local = threading.local()
         self._client = None
         self._storage = None
         self.down_until = 0.0
@@ -252,7 +292,8 @@ def seconds_to_next_month() -> int:
 
 
 def _month_tag() -> str:
-    return month_start().strftime("%Y%m")
+    """The UTC month, e.g. `202611` (the same month as `month_start()`, without building datetimes)."""
+    return time.strftime("%Y%m", time.gmtime())
 
 
 def _ledger_units(*, organisation_id: int, meter: str | None = None, api_key_id: str | None = None) -> int:
@@ -316,6 +357,32 @@ def _reserve_database(
 
 
 # --- Admission: the rate-limit hit and the quota reservation in one Redis round trip ------------------
+# KEYS[1]: the key's fixed-window counter, the key the `limits` library's own Redis storage counts in
+# (same name, same INCRBY-then-EXPIRE on first hit, so `limits` reads and resets it as its own).
+# KEYS[2], KEYS[3]: quota and budget counters; ARGV[1]: window expiry; ARGV[2]: the rate limit;
+# ARGV[3], ARGV[4]: cap and budget (-1: none). A rate-limited call reserves nothing.
+# Returns {count, which, used} where which/used are the reservation's (see _RESERVE), 0 when none.
+_ADMIT = """
+local count = redis.call('incrby', KEYS[1], 1)
+if count == 1 then redis.call('expire', KEYS[1], ARGV[1]) end
+if #KEYS == 1 or count > tonumber(ARGV[2]) then return {count, 0, 0} end
+local limit = {ARGV[3], ARGV[4]}
+for i = 1, 2 do
+  if limit[i] ~= '-1' and redis.call('exists', KEYS[i + 1]) == 0 then return {count, -i, 0} end
+end
+for i = 1, 2 do
+  if limit[i] ~= '-1' then
+    local used = tonumber(redis.call('get', KEYS[i + 1]))
+    if used + 1 > tonumber(limit[i]) then return {count, i, used} end
+  end
+end
+for i = 1, 2 do
+  if limit[i] ~= '-1' then redis.call('incrby', KEYS[i + 1], 1) end
+end
+return {count, 0, 0}
+"""
+
+
 def admission(
     *,
     api_key_id: str,
@@ -325,56 +392,33 @@ def admission(
     entitlement: Entitlement,
 ) -> tuple[RateState, "Reservation | QuotaRefused | None"]:
     """Count the call against the key's rate limit and, for a billable call (`meter`), hold one unit of
-    quota and budget. Both go to Redis in one pipeline: the `limits` library's own atomic increment
-    script and our reservation script. A rate-limited call's reservation is given back at once."""
+    quota and budget: one Lua script, one Redis round trip. A rate-limited call holds nothing."""
     now = time.time()
     window = int(item.get_expiry())
     state = RateState(limit=item.amount, window=window, remaining=None, reset=max(1, int(window - (now % window))))
     cap = entitlement.caps.get(meter) if meter else None
     budget = key_terms_get(api_key_id=api_key_id).monthly_budget_units if meter else None
     wants_quota = meter is not None and (cap is not None or budget is not None)
-    storage, client = link.storage(), link.client()
-    if storage is None or client is None:
+    storage = link.storage()
+    if storage is None:
         return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None
     tag = _month_tag()
     keys = [f"mm:q:{organisation_id}:{meter}:{tag}", f"mm:b:{api_key_id}:{tag}"]
     args = [cap if cap is not None else -1, budget if budget is not None else -1, 1]
     rate_key = storage.prefixed_key(item.key_for(api_key_id, str(int(now // window))))
+    script_keys = [rate_key, *keys] if wants_quota else [rate_key]
     try:
-        results = _admission_pipeline(client, storage, rate_key, window, keys if wants_quota else None, args)
-        count = int(results[0])
-        state.remaining, state.exceeded = max(0, item.amount - count), count > item.amount
-        outcome = (
-            _quota_outcome(client, results[1], keys, args, organisation_id, api_key_id, meter) if wants_quota else None
-        )
+        count, which, used = link.evalsha(_ADMIT, script_keys, [window + 1, item.amount, *args[:2]])
+        state.remaining, state.exceeded = max(0, item.amount - int(count)), int(count) > item.amount
+        outcome = None
+        if wants_quota and not state.exceeded:
+            client = link.client()
+            assert client is not None
+            outcome = _quota_outcome(client, [which, used], keys, args, organisation_id, api_key_id, meter)
     except redis.RedisError as exc:
         link.failed(exc)
         return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None
-    if state.exceeded and isinstance(outcome, Reservation):
-        quota_settle(reservation=outcome, units=0)
-        outcome = None
     return state, outcome
-
-
-def _admission_pipeline(
-    client: redis.Redis, storage: RedisStorage, rate_key: str, window: int, keys: list[str] | None, args: list[int]
-) -> list[Any]:
-    """EVALSHA both scripts in one pipeline (redis-py's Script objects would add a SCRIPT EXISTS round
-    trip per call); if Redis forgot the scripts (restart), load them and try once more."""
-    reserve = link.script(_RESERVE)
-    for attempt in range(2):
-        pipe = client.pipeline(transaction=False)
-        pipe.evalsha(storage.lua_incr_expire.sha, 1, rate_key, window + 1, 1)
-        if keys is not None:
-            pipe.evalsha(reserve.sha, 2, *keys, *args)
-        try:
-            return list(pipe.execute())
-        except redis.exceptions.NoScriptError:
-            if attempt:
-                raise
-            client.script_load(storage.lua_incr_expire.script)
-            client.script_load(_RESERVE)
-    raise AssertionError("unreachable")
 
 
 def _quota_outcome(

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from django.db import connection
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -32,8 +32,8 @@ SERVER_NAME = "modelmeter"
 SERVER_VERSION = "1.0.0"
 
 
-def _json_body(request: Request) -> Any:
-    raw = request._request.body
+def _json_body(request: HttpRequest) -> Any:
+    raw = request.body
     if not raw:
         raise InvalidInput("The request body is empty; send a JSON object.")
     try:
@@ -42,34 +42,69 @@ def _json_body(request: Request) -> Any:
         raise InvalidInput(f"The body is not valid JSON: {exc}", code="invalid_json") from None
 
 
-def _organisation_id(request: Request) -> int | None:
+def _organisation_id(request: HttpRequest | Request) -> int | None:
     principal = request_principal(request)
     return principal.organisation_id if principal else None
 
 
-def _note_version(request: Request, servable: services.Servable) -> None:
+def _note_version(request: HttpRequest | Request, servable: services.Servable) -> None:
     usage = usage_of(request)
     usage.model_version_id = servable.version_id
-    request._request.model_version_number = servable.number  # type: ignore[attr-defined]
+    raw = request._request if isinstance(request, Request) else request
+    raw.model_version_number = servable.number  # type: ignore[attr-defined]
 
 
-_ANY_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
+def predict(request: HttpRequest, *, model: str, ref: str | None = None) -> HttpResponse:
+    """TF-Serving / Vertex `:predict` on a plain Django request: the view below and the gateway's fast
+    route (`inference.routes`) both serve it from here."""
+    usage = usage_of(request)
+    usage.face = "v1-predict"
+    servable = services.servable_resolve(organisation_id=_organisation_id(request), model_name=model, ref=ref)
+    _note_version(request, servable)
+    services.require_ready(servable)
+    feeds, form = predict_feeds(_json_body(request), signature=servable.signature)
+    rows = services.feeds_check(servable=servable, feeds=feeds, param_prefix=form)
+    outputs = services.predict(servable=servable, feeds=feeds)
+    usage.units, usage.meter = rows, Meter.ONLINE_PREDICTIONS
+    key = "predictions" if form == "instances" else "outputs"
+    body = {key: predict_response(outputs, form=form), "model_version": str(servable.number)}
+    response = HttpResponse(dumps(body), content_type="application/json")
+    response["X-Model-Version"] = str(servable.number)
+    return response
 
 
-class _HotPathNegotiation:
-    """Skip DRF's Accept parsing on the inference hot path when its answer is already known.
-
-    Our one renderer is JSON: with no Accept header, `*/*` or `application/json`, and no
-    `?format=` override, DRF's negotiation picks it with its own media type. Anything else goes
-    through DRF unchanged (so an unacceptable Accept is still a 406).
-    """
-
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
-        raw = request._request
-        if raw.META.get("HTTP_ACCEPT", "") in _ANY_JSON_ACCEPT and not raw.META.get("QUERY_STRING"):
-            renderer = self.get_renderers()[0]  # type: ignore[attr-defined]
-            return renderer, renderer.media_type
-        return super().perform_content_negotiation(request, force)  # type: ignore[misc]
+def infer(request: HttpRequest, *, model: str, ref: str | None = None) -> HttpResponse:
+    """OIP v2 infer, JSON or with the binary tensor extension (tritonclient's default)."""
+    usage = usage_of(request)
+    usage.face = "v2-infer"
+    servable = services.servable_resolve(organisation_id=_organisation_id(request), model_name=model, ref=ref)
+    _note_version(request, servable)
+    if servable.status != ModelVersion.Status.READY:
+        raise Unavailable(f"Version {servable.number} of '{servable.model_name}' is not ready.")
+    header_part, binary = split_binary_body(request.body, request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
+    try:
+        body = orjson.loads(header_part)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+    feeds = oip_feeds(body, binary, signature=servable.signature)
+    rows = services.feeds_check(servable=servable, feeds=feeds, param_prefix="inputs")
+    available = [o["name"] for o in servable.signature["outputs"]]
+    wanted = requested_outputs(body, available=available)
+    outputs = services.predict(servable=servable, feeds=feeds, output_names=[name for name, _ in wanted])
+    usage.units, usage.meter = rows, Meter.ONLINE_PREDICTIONS
+    tensors, blob = oip_outputs(outputs, wanted)
+    payload: dict[str, Any] = {"model_name": servable.model_name, "model_version": str(servable.number)}
+    if isinstance(body.get("id"), str):
+        payload["id"] = body["id"]
+    payload["outputs"] = tensors
+    head = dumps(payload)
+    if blob:
+        response = HttpResponse(head + blob, content_type="application/octet-stream")
+        response["Inference-Header-Content-Length"] = str(len(head))
+    else:
+        response = HttpResponse(head, content_type="application/json")
+    response["X-Model-Version"] = str(servable.number)
+    return response
 
 
 PREDICT_REQUEST = inline_serializer(
@@ -93,8 +128,13 @@ PREDICT_RESPONSE = inline_serializer(
 )
 
 
-class PredictView(_HotPathNegotiation, APIView):
-    """`POST /v1/models/{m}[:predict | /versions/{v}:predict | /labels/{alias}:predict]`."""
+class PredictView(APIView):
+    """`POST /v1/models/{m}[:predict | /versions/{v}:predict | /labels/{alias}:predict]`.
+
+    Most calls never reach this class: the gateway serves them by the fast route in `urls.py`.
+    It documents the operation and serves what the fast route passes on (an explicit `Accept`
+    header other than JSON, a `?format=` query), through DRF's negotiation and permissions.
+    """
 
     required_scope = "predict"
 
@@ -108,21 +148,8 @@ class PredictView(_HotPathNegotiation, APIView):
         examples=[OpenApiExample("Iris", value={"instances": [[5.1, 3.5, 1.4, 0.2]]}, request_only=True)],
         tags=["online inference"],
     )
-    def post(self, request: Request, model: str, version: str | None = None, label: str | None = None) -> Response:
-        usage = usage_of(request)
-        usage.face = "v1-predict"
-        servable = services.servable_resolve(
-            organisation_id=_organisation_id(request), model_name=model, ref=version or label
-        )
-        _note_version(request, servable)
-        services.require_ready(servable)
-        feeds, form = predict_feeds(_json_body(request), signature=servable.signature)
-        rows = services.feeds_check(servable=servable, feeds=feeds, param_prefix=form)
-        outputs = services.predict(servable=servable, feeds=feeds)
-        usage.units, usage.meter = rows, Meter.ONLINE_PREDICTIONS
-        key = "predictions" if form == "instances" else "outputs"
-        body = {key: predict_response(outputs, form=form), "model_version": str(servable.number)}
-        return Response(body, headers={"X-Model-Version": str(servable.number)})
+    def post(self, request: Request, model: str, version: str | None = None, label: str | None = None) -> HttpResponse:
+        return predict(request._request, model=model, ref=version or label)
 
 
 # --- Open Inference Protocol v2 ------------------------------------------------------------------
@@ -268,8 +295,8 @@ class ModelReadyView(APIView):
         )
 
 
-class InferView(_HotPathNegotiation, APIView):
-    """OIP v2 infer, JSON or with the binary tensor extension (tritonclient's default)."""
+class InferView(APIView):
+    """OIP v2 infer; like `PredictView`, served by the gateway's fast route in the common case."""
 
     required_scope = "predict"
 
@@ -283,38 +310,7 @@ class InferView(_HotPathNegotiation, APIView):
         tags=["open inference protocol"],
     )
     def post(self, request: Request, model: str, version: str | None = None) -> HttpResponse:
-        usage = usage_of(request)
-        usage.face = "v2-infer"
-        servable = services.servable_resolve(organisation_id=_organisation_id(request), model_name=model, ref=version)
-        _note_version(request, servable)
-        if servable.status != ModelVersion.Status.READY:
-            raise Unavailable(f"Version {servable.number} of '{servable.model_name}' is not ready.")
-        header_part, binary = split_binary_body(
-            request._request.body, request.META.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
-        )
-        try:
-            body = orjson.loads(header_part)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"The body is not valid JSON: {exc}") from None
-        feeds = oip_feeds(body, binary, signature=servable.signature)
-        rows = services.feeds_check(servable=servable, feeds=feeds, param_prefix="inputs")
-        available = [o["name"] for o in servable.signature["outputs"]]
-        wanted = requested_outputs(body, available=available)
-        outputs = services.predict(servable=servable, feeds=feeds, output_names=[name for name, _ in wanted])
-        usage.units, usage.meter = rows, Meter.ONLINE_PREDICTIONS
-        tensors, blob = oip_outputs(outputs, wanted)
-        payload: dict[str, Any] = {"model_name": servable.model_name, "model_version": str(servable.number)}
-        if isinstance(body.get("id"), str):
-            payload["id"] = body["id"]
-        payload["outputs"] = tensors
-        head = dumps(payload)
-        if blob:
-            response = HttpResponse(head + blob, content_type="application/octet-stream")
-            response["Inference-Header-Content-Length"] = str(len(head))
-        else:
-            response = HttpResponse(head, content_type="application/json")
-        response["X-Model-Version"] = str(servable.number)
-        return response
+        return infer(request._request, model=model, ref=version)
 
 
 # One class per path, so every operation has its own stable operation id in the schema.
