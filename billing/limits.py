@@ -18,6 +18,7 @@ come from a process-local cache (`BILLING_ENTITLEMENT_CACHE_SECONDS`).
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -37,6 +38,68 @@ logger = logging.getLogger(__name__)
 
 
 # --- Redis connection with a circuit breaker --------------------------------------------------------
+@dataclass
+class _ScriptCall:
+    source: str
+    keys: list[str]
+    args: list[Any]
+    result: Any = None
+    error: BaseException | None = None
+    lead: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class _Coalescer:
+    """Group commit for Redis calls: threads of one process that call at the same moment share one
+    round trip.
+
+    The first caller leads: it sends what is pending (at least its own call) as one pipeline. Calls
+    that arrive while a round trip is in flight queue up; when it returns, the leader hands the lead
+    to the first of them, which sends the whole queue. A lone call is never delayed (it leads at
+    once); under concurrency each round trip serves several calls. Each call still runs its own
+    atomic script, in arrival order, so counts are exactly what one-call-per-round-trip would give.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[_ScriptCall] = []
+        self._busy = False
+
+    def call(self, call: _ScriptCall, send: Callable[[list[_ScriptCall]], None]) -> Any:
+        with self._lock:
+            self._pending.append(call)
+            lead, self._busy = not self._busy, True
+        if not lead:
+            if not call.done.wait(settings.BILLING_REDIS_TIMEOUT_SECONDS * 4):
+                raise redis.TimeoutError("timed out waiting for a grouped Redis round trip")
+            if not call.lead:
+                return call.outcome()
+        with self._lock:
+            batch, self._pending = self._pending, []
+        try:
+            send(batch)
+        except BaseException as exc:  # every call of the batch fails with it (the callers fall back)
+            for waiting in batch:
+                waiting.error = exc
+        finally:
+            with self._lock:
+                if self._pending:
+                    successor = self._pending[0]
+                    successor.lead = True
+                    successor.done.set()
+                else:
+                    self._busy = False
+            for waiting in batch:
+                if waiting is not call:
+                    waiting.done.set()
+        return call.outcome()
+
+
 class _RedisLink:
     """One client per process; after an error Redis is skipped for `BILLING_REDIS_RETRY_SECONDS`."""
 
@@ -46,6 +109,7 @@ class _RedisLink:
         self._url = ""
         self._scripts: dict[str, Any] = {}
         self._local = threading.local()
+        self._coalescer = _Coalescer()
         self.down_until = 0.0
 
     def _connect(self) -> None:
@@ -75,12 +139,19 @@ class _RedisLink:
         return self._storage if self.client() is not None else None
 
     def evalsha(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a Lua script on this thread's own connection: one send, one read.
+        """Run a Lua script, grouped with the calls other threads of this process make at the same
+        moment into one pipelined round trip (see `_Coalescer`). Raises redis.RedisError."""
+        if self.client() is None:
+            raise redis.ConnectionError("billing redis is not configured or is in its retry pause")
+        return self._coalescer.call(_ScriptCall(source=source, keys=keys, args=args), self._send)
 
-        This is the per-call path (admission). Through the client, redis-py's pool checkout, retry
-        wrapper and response callbacks cost about five times the round trip itself; a connection
-        owned by the thread (made by the same pool, with its timeouts) skips them. If Redis forgot
-        the script (restart), it is loaded and run once more. Raises redis.RedisError.
+    def _send(self, calls: "list[_ScriptCall]") -> None:
+        """One pipelined round trip for `calls` on this thread's own connection.
+
+        Through the client, redis-py's pool checkout, retry wrapper and response callbacks cost about
+        five times the round trip itself; a connection owned by the thread (made by the same pool,
+        with its timeouts) skips them. If Redis forgot a script (restart), it is loaded and the calls
+        it failed are sent once more. A connection error fails every call of the batch.
         """
         client = self.client()
         if client is None:
@@ -90,21 +161,32 @@ class _RedisLink:
         if conn is None or getattr(local, "pool", None) is not client.connection_pool:
             conn = client.connection_pool.make_connection()
             local.conn, local.pool = conn, client.connection_pool
-        sha = self._sha(source)
         try:
+            todo = calls
             for attempt in range(2):
-                try:
-                    conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
-                    return conn.read_response()
-                except redis.exceptions.NoScriptError:
-                    if attempt:
-                        raise
+                conn.send_packed_command(
+                    conn.pack_commands([("EVALSHA", self._sha(c.source), len(c.keys), *c.keys, *c.args) for c in todo])
+                )
+                missing: list[_ScriptCall] = []
+                for call in todo:
+                    try:
+                        call.result = conn.read_response()
+                    except redis.exceptions.NoScriptError as exc:
+                        call.error = exc
+                        missing.append(call)
+                    except redis.ResponseError as exc:
+                        call.error = exc
+                if not missing or attempt:
+                    return
+                for source in {c.source for c in missing}:
                     conn.send_command("SCRIPT", "LOAD", source)
                     conn.read_response()
+                for call in missing:
+                    call.error = None
+                todo = missing
         except (redis.ConnectionError, redis.TimeoutError):
             conn.disconnect()
             raise
-        raise AssertionError("unreachable")
 
     def _sha(self, source: str) -> str:
         return str(self.script(source).sha)
