@@ -18,7 +18,7 @@ come from a process-local cache (`BILLING_ENTITLEMENT_CACHE_SECONDS`).
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -32,6 +32,7 @@ from django.utils import timezone
 from limits.storage import RedisStorage
 
 from . import catalog
+from .coalesce import Coalescer, Pending
 from .models import BillingAccount, BillingMeter, KeyLimit, Plan, PlanPrice, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -39,65 +40,10 @@ logger = logging.getLogger(__name__)
 
 # --- Redis connection with a circuit breaker --------------------------------------------------------
 @dataclass
-class _ScriptCall:
-    source: str
-    keys: list[str]
-    args: list[Any]
-    result: Any = None
-    error: BaseException | None = None
-    lead: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def outcome(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-class _Coalescer:
-    """Group commit for Redis calls: threads of one process that call at the same moment share one
-    round trip.
-
-    The first caller leads: it sends what is pending (at least its own call) as one pipeline. Calls
-    that arrive while a round trip is in flight queue up; when it returns, the leader hands the lead
-    to the first of them, which sends the whole queue. A lone call is never delayed (it leads at
-    once); under concurrency each round trip serves several calls. Each call still runs its own
-    atomic script, in arrival order, so counts are exactly what one-call-per-round-trip would give.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: list[_ScriptCall] = []
-        self._busy = False
-
-    def call(self, call: _ScriptCall, send: Callable[[list[_ScriptCall]], None]) -> Any:
-        with self._lock:
-            self._pending.append(call)
-            lead, self._busy = not self._busy, True
-        if not lead:
-            if not call.done.wait(settings.BILLING_REDIS_TIMEOUT_SECONDS * 4):
-                raise redis.TimeoutError("timed out waiting for a grouped Redis round trip")
-            if not call.lead:
-                return call.outcome()
-        with self._lock:
-            batch, self._pending = self._pending, []
-        try:
-            send(batch)
-        except BaseException as exc:  # every call of the batch fails with it (the callers fall back)
-            for waiting in batch:
-                waiting.error = exc
-        finally:
-            with self._lock:
-                if self._pending:
-                    successor = self._pending[0]
-                    successor.lead = True
-                    successor.done.set()
-                else:
-                    self._busy = False
-            for waiting in batch:
-                if waiting is not call:
-                    waiting.done.set()
-        return call.outcome()
+class _ScriptCall(Pending):
+    source: str = ""
+    keys: list[str] = field(default_factory=list)
+    args: list[Any] = field(default_factory=list)
 
 
 class _RedisLink:
@@ -109,7 +55,7 @@ class _RedisLink:
         self._url = ""
         self._scripts: dict[str, Any] = {}
         self._local = threading.local()
-        self._coalescer = _Coalescer()
+        self._coalescer: Coalescer[_ScriptCall] = Coalescer()
         self.down_until = 0.0
 
     def _connect(self) -> None:
@@ -143,9 +89,16 @@ class _RedisLink:
         moment into one pipelined round trip (see `_Coalescer`). Raises redis.RedisError."""
         if self.client() is None:
             raise redis.ConnectionError("billing redis is not configured or is in its retry pause")
-        return self._coalescer.call(_ScriptCall(source=source, keys=keys, args=args), self._send)
+        try:
+            return self._coalescer.call(
+                _ScriptCall(source=source, keys=keys, args=args),
+                self._send,
+                timeout=settings.BILLING_REDIS_TIMEOUT_SECONDS * 4,
+            )
+        except TimeoutError as exc:  # waited on another thread's round trip for too long
+            raise redis.TimeoutError(str(exc)) from exc
 
-    def _send(self, calls: "list[_ScriptCall]") -> None:
+    def _send(self, calls: Sequence[_ScriptCall]) -> None:
         """One pipelined round trip for `calls` on this thread's own connection.
 
         Through the client, redis-py's pool checkout, retry wrapper and response callbacks cost about

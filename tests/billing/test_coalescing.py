@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from billing import limits
+from billing.coalesce import Coalescer
 
 _COUNT = "return redis.call('incrby', KEYS[1], 1)"
 
@@ -19,7 +20,7 @@ def _run_together(threads: int, work: Any) -> list[Any]:
         barrier.wait()
         try:
             results[index] = work(index)
-        except Exception as exc:  # noqa: BLE001 - the test inspects what each thread got
+        except Exception as exc:
             results[index] = exc
 
     pool = [threading.Thread(target=one, args=(i,)) for i in range(threads)]
@@ -31,7 +32,7 @@ def _run_together(threads: int, work: Any) -> list[Any]:
 
 
 def test_calls_made_while_a_round_trip_is_in_flight_go_out_together() -> None:
-    coalescer = limits._Coalescer()
+    coalescer = Coalescer()
     batches: list[int] = []
 
     def slow_send(calls: list[limits._ScriptCall]) -> None:
@@ -48,7 +49,7 @@ def test_calls_made_while_a_round_trip_is_in_flight_go_out_together() -> None:
 
 
 def test_a_failed_round_trip_fails_every_call_it_carried_and_the_next_one_works() -> None:
-    coalescer = limits._Coalescer()
+    coalescer = Coalescer()
     calls = {"n": 0}
 
     def flaky_send(batch: list[limits._ScriptCall]) -> None:

@@ -71,3 +71,95 @@ def test_it_records_the_call_when_the_kept_connection_has_died(org: Any) -> None
         admin.execute("SELECT pg_terminate_backend(%s)", (connection.connection.info.backend_pid,))
     _record(principal, "req_d2")
     assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {"req_d1", "req_d2"}
+
+
+def _together(threads: int, work: Any) -> list[Any]:
+    import threading
+
+    barrier = threading.Barrier(threads)
+    outcomes: list[Any] = [None] * threads
+
+    def one(index: int) -> None:
+        barrier.wait()
+        try:
+            work(index)
+            outcomes[index] = "ok"
+        except Exception as exc:
+            outcomes[index] = exc
+        finally:
+            connection.close()  # each thread has its own connection
+
+    pool = [threading.Thread(target=one, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return outcomes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_calls_recorded_at_the_same_moment_are_all_committed_when_each_returns(org: Any) -> None:
+    from apiservice import services as org_services
+
+    _, key = org_services.api_key_create(organisation=org, name="k")
+    principal = authenticate_key(f"Bearer {key}")
+    seen_on_return: list[bool] = []
+
+    def record_and_look(index: int) -> None:
+        _record(principal, f"req_g{index}", units=1, meter="online_predictions")
+        with psycopg.connect(**_dsn(), autocommit=True) as other:  # another session sees it committed
+            found = other.execute("SELECT 1 FROM billing_usagerecord WHERE request_id = %s", (f"req_g{index}",))
+            seen_on_return.append(found.fetchone() is not None)
+
+    assert _together(24, record_and_look) == ["ok"] * 24
+    assert seen_on_return == [True] * 24
+    assert UsageRecord.objects.filter(request_id__startswith="req_g").count() == 24
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_duplicate_in_a_group_fails_only_its_own_call(org: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from apiservice import services as org_services
+    from billing import services
+
+    _, key = org_services.api_key_create(organisation=org, name="k")
+    principal = authenticate_key(f"Bearer {key}")
+    _record(principal, "req_dup")
+    group_sizes: list[int] = []
+    insert_rows = services._insert_rows
+    monkeypatch.setattr(services, "_insert_rows", lambda rows: (group_sizes.append(len(rows)), insert_rows(rows)))
+    # Hold the table for a moment so the first INSERT waits and the other calls queue up behind it.
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_table() -> None:
+        with psycopg.connect(**_dsn()) as other:
+            other.execute("LOCK TABLE billing_usagerecord IN EXCLUSIVE MODE")
+            locked.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold_table)
+    holder.start()
+    locked.wait(5)
+    threading.Timer(0.5, release.set).start()
+    started = time.monotonic()
+    outcomes = _together(12, lambda i: _record(principal, "req_dup" if i == 5 else f"req_h{i}"))
+    holder.join()
+    assert time.monotonic() - started >= 0.4
+    assert max(group_sizes) > 1, group_sizes
+    assert isinstance(outcomes[5], IntegrityError)
+    assert [o for i, o in enumerate(outcomes) if i != 5] == ["ok"] * 11
+    assert UsageRecord.objects.filter(request_id__startswith="req_h").count() == 11
+    assert UsageRecord.objects.filter(request_id="req_dup").count() == 1
+
+
+def _dsn() -> dict[str, Any]:
+    db = connection.settings_dict
+    return {
+        "host": db["HOST"] or "127.0.0.1",
+        "port": db["PORT"] or 5432,
+        "user": db["USER"],
+        "password": db["PASSWORD"] or None,
+        "dbname": db["NAME"],
+    }

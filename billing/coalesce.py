@@ -1,0 +1,70 @@
+"""Group commit: the threads of one process that need the same server at the same moment share one
+round trip (Redis admissions, ledger INSERTs).
+
+The first caller leads: it sends what is pending (at least its own call) in one go. Calls that
+arrive while that round trip is in flight queue up; when it returns, the leader hands the lead to
+the first of them, which sends the whole queue. A lone call is never delayed (it leads at once);
+under concurrency each round trip serves several calls. Every caller gets its own result or error,
+and returns only once its own call has been answered by the server.
+"""
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+
+@dataclass(kw_only=True)
+class Pending:
+    """One caller's call: what the sender fills in, and the caller's wake-up."""
+
+    result: Any = None
+    error: BaseException | None = None
+    lead: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+P = TypeVar("P", bound=Pending)
+
+
+class Coalescer(Generic[P]):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[P] = []
+        self._busy = False
+
+    def call(self, call: P, send: Callable[[Sequence[P]], None], *, timeout: float = 30.0) -> Any:
+        """Have `call` sent, alone or with others, by `send(calls)`, which sets each call's result or
+        error (an exception out of `send` becomes the error of every call it carried)."""
+        with self._lock:
+            self._pending.append(call)
+            lead, self._busy = not self._busy, True
+        if not lead:
+            if not call.done.wait(timeout):
+                raise TimeoutError("timed out waiting for a grouped round trip")
+            if not call.lead:
+                return call.outcome()
+        with self._lock:
+            batch, self._pending = self._pending, []
+        try:
+            send(batch)
+        except BaseException as exc:
+            for waiting in batch:
+                waiting.error = exc
+        finally:
+            with self._lock:
+                if self._pending:
+                    successor = self._pending[0]
+                    successor.lead = True
+                    successor.done.set()
+                else:
+                    self._busy = False
+            for waiting in batch:
+                if waiting is not call:
+                    waiting.done.set()
+        return call.outcome()
