@@ -13,7 +13,7 @@ workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
 # measured ~3.6x the req/s of sync workers on one core (docs/benchmarks.md). ONNX Runtime sessions
 # are thread-safe and release the GIL while they run.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", 4))
+threads = int(os.environ.get("GUNICORN_THREADS", 8))  # concurrent calls share Redis and ledger round trips
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 60))
 graceful_timeout = 30
 keepalive = 5

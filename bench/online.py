@@ -405,12 +405,33 @@ def wrk(
     return result
 
 
-def drive(args: argparse.Namespace, base: str, scenario: Scenario, workdir: Path) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (gunicorn master and workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def drive(
+    args: argparse.Namespace, base: str, scenario: Scenario, workdir: Path, server: subprocess.Popen[bytes]
+) -> dict[str, Any]:
     url, script = base + scenario.path, lua_script(workdir, scenario)
     warm = wrk(args, url, script, connections=8, seconds=args.warmup, latency=False)
     # On a shared host other processes steal the pinned cores now and then: with --repeat N each run is
     # done N times and the least disturbed one is kept (highest req/s; lowest p50, with its own p99).
+    # The server's own CPU time per request during the 8-connection runs is what other load disturbs
+    # least: 1 / (CPU per request) is what the pinned core would serve if nothing else ran on it.
+    cpu_before = cpu_seconds(server.pid)
     runs = [wrk(args, url, script, connections=8, seconds=args.duration, latency=False) for _ in range(args.repeat)]
+    cpu_us = (cpu_seconds(server.pid) - cpu_before) / max(1, sum(r["requests"] for r in runs)) * 1e6
     lats = [
         wrk(args, url, script, connections=1, seconds=args.latency_duration, latency=True) for _ in range(args.repeat)
     ]
@@ -420,6 +441,7 @@ def drive(args: argparse.Namespace, base: str, scenario: Scenario, workdir: Path
         "rps": throughput["rps"],
         "p50_ms": latency["p50_ms"],
         "p99_ms": latency["p99_ms"],
+        "cpu_us": cpu_us,
         "requests": sum(r["requests"] for r in everything),
         "non2xx": sum(r["non2xx"] for r in everything),
         "socket_errors": sum(r["socket_errors"] for r in everything),
@@ -452,17 +474,18 @@ def report(
         f"load average {args.load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.",
         "",
         "| Scenario | req/s (8 conn) | p50 ms (1 conn) | p99 ms | vs bare gunicorn req/s | p50 - raw ORT p50 (ms) "
-        "| raw ORT p50 ms | raw ORT calls/s | req/s / raw ORT calls/s | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| raw ORT p50 ms | raw ORT calls/s | req/s / raw ORT calls/s | server CPU µs / req | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {BARE} | {fmt(bare['rps'], 0)} | {fmt(bare['p50_ms'], 3)} | {fmt(bare['p99_ms'], 3)} | 1.00 "
-        f"| | | | | {bare['non2xx']} |",
+        f"| | | | | {fmt(bare['cpu_us'], 0)} | {bare['non2xx']} |",
     ]
     for s in scenarios:
         r, raw = s.results, raws[f"{s.model}-{s.rows}"]
         lines.append(
             f"| {s.name} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} | "
             f"{r['rps'] / bare['rps']:.2f} | {r['p50_ms'] - raw['p50_ms']:+.3f} | {fmt(raw['p50_ms'], 3)} | "
-            f"{fmt(raw['rps'], 0)} | {r['rps'] / raw['rps']:.2f} | {r['non2xx'] + r['socket_errors']} |"
+            f"{fmt(raw['rps'], 0)} | {r['rps'] / raw['rps']:.2f} | {fmt(r['cpu_us'], 0)} | "
+            f"{r['non2xx'] + r['socket_errors']} |"
         )
     lines += ["", "Bars (issue 2):"]
     for s in scenarios:
@@ -551,7 +574,7 @@ def main() -> None:
         process, url = start_gunicorn(args, "bench.bare_app:application", env, workdir / "bare.log")
         try:
             bare_scenario = scenarios[0] if scenarios else build_scenarios(state, ("forest",))[0]
-            bare = drive(args, url, bare_scenario, workdir)
+            bare = drive(args, url, bare_scenario, workdir, process)
             print(f"{BARE}: {bare}", file=sys.stderr)
         finally:
             stop(process)
@@ -563,7 +586,7 @@ def main() -> None:
         try:
             for scenario in scenarios:
                 check(url, scenario)
-                scenario.results = drive(args, url, scenario, workdir)
+                scenario.results = drive(args, url, scenario, workdir, process)
                 counted += 1 + scenario.results["requests"]
                 print(f"{scenario.name}: {scenario.results}", file=sys.stderr)
             if args.keep_server:
