@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from online import cpu_seconds  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apiservice.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/modelmeter_bench")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -96,7 +99,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_mode(mode: str, key: str, args: argparse.Namespace, media_root: str) -> float:
+def run_mode(mode: str, key: str, args: argparse.Namespace, media_root: str) -> tuple[float, float]:
+    """req/s of one wrk run, and the server's CPU µs per request during it (all workers together)."""
     port = free_port()
     env = dict(os.environ, METERING_ENABLED="false" if mode == "off" else "true", MEDIA_ROOT=media_root)
     server = subprocess.Popen(
@@ -121,10 +125,14 @@ def run_mode(mode: str, key: str, args: argparse.Namespace, media_root: str) -> 
             script.write(WRK_SCRIPT % {"key": key, "idem": "true" if mode == "on+idem" else "false"})
         base = ["wrk", "-t1", f"-c{args.connections}", "-s", script.name, f"http://127.0.0.1:{port}"]
         subprocess.run([*base[:2], "-d2s", *base[2:]], capture_output=True, check=True)  # warm-up
+        cpu_before = cpu_seconds(server.pid)
         out = subprocess.run([*base[:2], f"-d{args.seconds}s", *base[2:]], capture_output=True, text=True, check=True)
+        cpu = cpu_seconds(server.pid) - cpu_before
         if "Non-2xx" in out.stdout:
             raise RuntimeError(f"{mode}: non-2xx responses:\n{out.stdout}")
-        return float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+        requests = int(re.search(r"(\d+) requests in", out.stdout).group(1))  # type: ignore[union-attr]
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+        return rps, cpu / max(1, requests) * 1e6
     finally:
         server.terminate()
         server.wait(30)
@@ -203,11 +211,15 @@ def main() -> None:
     micro = gateway_micro(key)
     print("in-process per request: " + ", ".join(f"{k} {v:.3f}" for k, v in micro.items()), flush=True)
     results: dict[str, list[float]] = {mode: [] for mode in args.order.split(",")}
+    cpu: dict[str, list[float]] = {mode: [] for mode in results}
     for round_ in range(args.rounds):
         for mode in results:
-            results[mode].append(run_mode(mode, key, args, str(settings.MEDIA_ROOT)))
-            print(f"round {round_ + 1} {mode:8s} {results[mode][-1]:8.1f} req/s", flush=True)
+            rps, cpu_us = run_mode(mode, key, args, str(settings.MEDIA_ROOT))
+            results[mode].append(rps)
+            cpu[mode].append(cpu_us)
+            print(f"round {round_ + 1} {mode:8s} {rps:8.1f} req/s {cpu_us:8.0f} server CPU µs/request", flush=True)
     medians = {mode: statistics.median(values) for mode, values in results.items()}
+    cpu_medians = {mode: statistics.median(values) for mode, values in cpu.items()}
     summary = {
         "req_per_s": medians,
         "runs": results,
@@ -221,6 +233,10 @@ def main() -> None:
         # Worker time added per request (the workers are the bottleneck: each serves req/s / workers).
         "overhead_ms_on": (1 / medians["on"] - 1 / medians["off"]) * 1000 * args.workers,
         "overhead_ms_on_idem": (1 / medians["on+idem"] - 1 / medians["off"]) * 1000 * args.workers,
+        # Server CPU per request (gunicorn master + workers): what other load on a shared host disturbs
+        # least. off/on is the req/s ratio the same workers would reach with the cores to themselves.
+        "server_cpu_us_per_request": cpu_medians,
+        "cpu_ratio_off_vs_on": cpu_medians["off"] / cpu_medians["on"],
         "in_process": micro,
         "args": vars(args),
     }
