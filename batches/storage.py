@@ -71,14 +71,14 @@ class _Joined(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         limit = size if size is not None and size >= 0 else 1 << 62
-        data = bytearray()
-        while len(data) < limit:
-            block = self._block(limit - len(data))
-            if not block:
-                break
-            data += block
-        self.position += len(data)
-        return bytes(data)
+        block = self._block(limit)
+        if len(block) < limit and block:  # a part ended inside this read: go on into the next ones
+            data = bytearray(block)
+            while len(data) < limit and (block := self._block(limit - len(data))):
+                data += block
+            block = bytes(data)
+        self.position += len(block)
+        return block
 
     def _block(self, size: int) -> bytes:
         while True:
