@@ -15,13 +15,12 @@ Parts follow the chunks' exactly-once rules: claimed with a conditional UPDATE a
 result. A part that crashes fails the batch, as a crashed validation always did.
 """
 
-import hashlib
 import logging
 import uuid
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import IO, Any
 
 import numpy as np
@@ -68,16 +67,34 @@ class Validation:
     rows: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     chunks: list[BatchChunk] = field(default_factory=list)
-    hashes: array = field(default_factory=lambda: array("q"))
+    hashes: list[np.ndarray] = field(default_factory=list)  # int64, one per valid line
 
     def report(self, code: str, message: str, line: int | None) -> None:
         if len(self.errors) < settings.BATCH_MAX_REPORTED_ERRORS:
             self.errors.append({"code": code, "message": message, "line": line})
 
 
-def _custom_id_hash(custom_id: str) -> int:
-    """64 bits, the same in every process (parts run in different ones, unlike `hash()`)."""
-    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "little", signed=True)
+_HASH_BLOCK = 4096
+
+
+def custom_id_hashes(custom_ids: list[str]) -> np.ndarray:
+    """A 64-bit FNV-1a hash of each id's code points (int64), vectorised column by column.
+
+    The same in every process (parts run in different ones, unlike `hash()`), and about 0.1 µs per id
+    where one `blake2b` call per id costs 0.7 µs. Ids are padded to the longest of their block of
+    4,096 (so memory stays small); the padding is masked out, so an id hashes the same in any block.
+    """
+    hashes = np.empty(len(custom_ids), dtype=np.uint64)
+    prime = np.uint64(0x100000001B3)
+    for start in range(0, len(custom_ids), _HASH_BLOCK):
+        ids = custom_ids[start : start + _HASH_BLOCK]
+        points = np.array(ids, dtype=str).view(np.uint32).reshape(len(ids), -1)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        block = np.full(len(ids), 0xCBF29CE484222325, dtype=np.uint64)
+        for index, column in enumerate(points.T):
+            block = np.where(lengths > index, (block ^ column) * prime, block)
+        hashes[start : start + len(ids)] = block
+    return hashes.view(np.int64)
 
 
 # --- Cutting the file into parts ------------------------------------------------------------------
@@ -232,7 +249,7 @@ def _part_run(batch: Batch, part: BatchPart, claim: str) -> dict[str, Any]:
         cutter.close(end=part.byte_offset + part.byte_length)
         rejected_name = storage.store(f"{name}.err", rejected) if state.invalid else ""
     with storage.spool() as handle:
-        np.save(handle, np.frombuffer(state.hashes, dtype=np.int64) if state.hashes else np.empty(0, np.int64))
+        np.save(handle, np.concatenate(state.hashes) if state.hashes else np.empty(0, np.int64))
         hashes_name = storage.store(f"{name}.hashes.npy", handle)
     return {
         "lines": physical,
@@ -259,24 +276,29 @@ def _part_run(batch: Batch, part: BatchPart, claim: str) -> dict[str, Any]:
 def _check_lines(
     state: Validation, parser: Parser, cutter: "_ChunkCutter", lines: Iterator[RawLine], rejected: IO[bytes]
 ) -> int:
-    """Check every line (the parser's fast path where it applies); the number of physical lines read."""
-    number = 0
+    """Check every line (the parser's fast path where it applies); the number of physical lines read.
+
+    This runs once per line of the file: locals rather than attributes, no call it can avoid.
+    """
+    parse, add_rows, add = parser.parse_rows, cutter.add_rows, cutter.add
+    number = requests = 0
     for line in lines:
-        number = line.number
-        if is_blank(line.data):
+        number, data = line.number, line.data
+        if not data or data.isspace():  # blank lines are not requests (see `is_blank`)
             continue
-        state.lines += 1
+        requests += 1
         try:
-            parsed = parser.parse_rows(line)
+            parsed = parse(line)
         except LineError as error:
             state.invalid += 1
             state.report(error.code, error.message, line.number)
             rejected.write(orjson.dumps([line.number, error.code, error.message], option=orjson.OPT_APPEND_NEWLINE))
             continue
         if isinstance(parsed, Request):
-            cutter.add(line, parsed)
+            add(line, parsed)
         else:
-            cutter.add_rows(line, *parsed)
+            add_rows(line, *parsed)
+    state.lines += requests
     return number
 
 
@@ -287,8 +309,9 @@ _STACK_ROWS = 1024
 class _ChunkCutter:
     """Cuts valid lines into chunks of about `BATCH_CHUNK_ROWS` rows and stores each one's tensors.
 
-    The current chunk's lines are kept as columns (numbers, ids, rows per line, stacked feeds): this
-    runs once per line of the file, so it does as little as it can per line.
+    This runs once per line of the file, so it does as little as it can per line: one tuple
+    (number, custom_id, rows) per line, fast-path rows kept as Python lists and stacked into one
+    array per `_STACK_ROWS`; the columns are unzipped once per chunk.
     """
 
     def __init__(self, batch: Batch, state: Validation, parser: Parser, *, name: str) -> None:
@@ -297,15 +320,13 @@ class _ChunkCutter:
         # Ids made from line numbers are unique, and the part's numbers are not the file's yet: the
         # chunk names those requests when it runs (None in the stored ids).
         self.numbered = ids_from_line_numbers(parser)
-        self.chunk_rows = settings.BATCH_CHUNK_ROWS
         self.chunk: BatchChunk | None = None
+        self.limit = 0  # rows that close the current chunk (0: no chunk yet)
         self.rows = 0
         self._columns()
 
     def _columns(self) -> None:
-        self.numbers: list[int] = []
-        self.custom_ids: list[str | None] = []
-        self.line_rows: list[int] = []
+        self.lines: list[tuple[int, str | None, int]] = []  # (number, custom_id, rows) per line
         self.forms: dict[int, str] = {}  # index -> form, for the lines not using `instances`
         self.csv_values: list[list[str]] = []  # CSV input only
         self.feeds: dict[str, list[np.ndarray]] = {}
@@ -313,25 +334,23 @@ class _ChunkCutter:
 
     def add_rows(self, line: RawLine, custom_id: str, rows: list[list[Any]]) -> None:
         """A fast-path line: its rows are stacked with its neighbours' into one array later."""
-        if self.chunk is None or self.rows >= self.chunk_rows:
+        if self.rows >= self.limit:
             self._cut(line)
-        self.numbers.append(line.number)
-        self.custom_ids.append(custom_id)
-        self.line_rows.append(len(rows))
-        self.rows += len(rows)
-        self.pending.extend(rows)
-        if len(self.pending) >= _STACK_ROWS:
+        count = len(rows)
+        self.lines.append((line.number, custom_id, count))
+        self.rows += count
+        pending = self.pending
+        pending.extend(rows)
+        if len(pending) >= _STACK_ROWS:
             self._stack()
 
     def add(self, line: RawLine, request: Request) -> None:
-        if self.chunk is None or self.rows >= self.chunk_rows:
+        if self.rows >= self.limit:
             self._cut(line)
         self._stack()
         if request.form != "instances":
-            self.forms[len(self.numbers)] = request.form
-        self.numbers.append(request.number)
-        self.custom_ids.append(None if self.numbered else request.custom_id)
-        self.line_rows.append(request.rows)
+            self.forms[len(self.lines)] = request.form
+        self.lines.append((request.number, None if self.numbered else request.custom_id, request.rows))
         self.rows += request.rows
         if request.csv_values:
             self.csv_values.append(request.csv_values)
@@ -356,6 +375,7 @@ class _ChunkCutter:
             rows=0,
         )
         self.state.chunks.append(self.chunk)
+        self.limit = settings.BATCH_CHUNK_ROWS
 
     def close(self, *, end: int) -> None:
         self._flush()
@@ -367,26 +387,25 @@ class _ChunkCutter:
         chunk = self.chunk
         if chunk is None:
             return
-        chunk.lines, chunk.rows = len(self.numbers), self.rows
+        numbers, custom_ids, line_rows = (list(column) for column in zip(*self.lines, strict=True))
+        chunk.lines, chunk.rows = len(numbers), self.rows
         self.state.rows += self.rows
-        self.state.hashes.extend(map(_custom_id_hash, filter(None, self.custom_ids)))
+        self.state.hashes.append(custom_id_hashes([c for c in custom_ids if c is not None]))
         self._stack()
-        chunk.tensors_name = _tensors_store(f"{self.name}-{chunk.index:04d}.npz", self.feeds, self._meta(chunk))
-        self.chunk, self.rows = None, 0
-        self._columns()
-
-    def _meta(self, chunk: BatchChunk) -> dict[str, Any]:
-        forms = ["instances"] * len(self.numbers)
+        forms = ["instances"] * len(numbers)
         for index, form in self.forms.items():
             forms[index] = form
-        return {
+        meta = {
             "first_line": chunk.first_line,  # the numbers are counted from the part's start, like this
-            "numbers": self.numbers,
-            "custom_ids": self.custom_ids,
+            "numbers": numbers,
+            "custom_ids": custom_ids,
             "forms": forms,
-            "rows": self.line_rows,
+            "rows": line_rows,
             "csv_values": self.csv_values,
         }
+        chunk.tensors_name = _tensors_store(f"{self.name}-{chunk.index:04d}.npz", self.feeds, meta)
+        self.chunk, self.rows = None, 0
+        self._columns()
 
 
 def _tensors_store(name: str, feeds: dict[str, list[np.ndarray]], meta: dict[str, Any]) -> str:
@@ -524,17 +543,21 @@ def _duplicates(batch: Batch, hash_names: list[str]) -> list[dict[str, Any]]:
         lines = iter_lines(stream)
         if parser.format == "csv":
             parser.header(next(line for line in lines if not is_blank(line.data)))
-        for item in parsed_requests(parser, lines):
-            if isinstance(item, Request) and _custom_id_hash(item.custom_id) in repeated:
-                if item.custom_id in seen and len(errors) < settings.BATCH_MAX_REPORTED_ERRORS:
+        requests = (item for item in parsed_requests(parser, lines) if isinstance(item, Request))
+        while block := list(islice(requests, _HASH_BLOCK)):
+            hashes = custom_id_hashes([request.custom_id for request in block]).tolist()
+            for request, value in zip(block, hashes, strict=True):
+                if value not in repeated:
+                    continue
+                if request.custom_id in seen and len(errors) < settings.BATCH_MAX_REPORTED_ERRORS:
                     errors.append(
                         {
                             "code": "duplicate_custom_id",
-                            "message": f"custom_id '{item.custom_id}' is used twice.",
-                            "line": item.number,
+                            "message": f"custom_id '{request.custom_id}' is used twice.",
+                            "line": request.number,
                         }
                     )
-                seen.add(item.custom_id)
+                seen.add(request.custom_id)
     return errors
 
 

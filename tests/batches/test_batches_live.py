@@ -129,8 +129,8 @@ def _wrong_shape() -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def _duplicate() -> bytes:
-    return jsonl(10) + json.dumps({"custom_id": "req-2", "instances": rows(1)}).encode() + b"\n"
+def _duplicate(lines: int = 10) -> bytes:
+    return jsonl(lines) + json.dumps({"custom_id": "req-2", "instances": rows(1)}).encode() + b"\n"
 
 
 # (file name, content, status, code on the batch or on the failed line, line number)
@@ -142,6 +142,7 @@ BAD_FILES = [
     ("missing.csv", b"custom_id,input_0,input_1\nr,1,2\n", "failed", "missing_column", 1),
     ("shape.jsonl", _wrong_shape(), "completed", "invalid_input", 6),
     ("duplicate.jsonl", _duplicate(), "failed", "duplicate_custom_id", 11),
+    ("duplicate-in-another-part.jsonl", _duplicate(100), "failed", "duplicate_custom_id", 101),
 ]
 
 

@@ -97,3 +97,15 @@ def test_it_writes_a_group_of_output_lines_byte_for_byte_like_one_at_a_time():
         )
         == expected
     )
+
+
+def test_it_hashes_custom_ids_the_same_way_in_any_block():
+    from batches.validation import custom_id_hashes
+
+    ids = [f"id-{i}" for i in range(5000)] + ["é", "a" * 512, "b"]
+    hashes = custom_id_hashes(ids)
+    assert hashes.dtype == np.int64
+    assert len(set(hashes.tolist())) == len(ids)
+    assert custom_id_hashes(ids[4090:4100]).tolist() == hashes[4090:4100].tolist()
+    plain, padded = custom_id_hashes(["a", "a\u0000"]).tolist()
+    assert plain != padded
