@@ -330,8 +330,10 @@ CELERY_BEAT_SCHEDULE["portal-usage-rollup"] = {"task": "portal.usage_rollup_refr
 # Upload cap for /v1/files (multipart bodies above it are refused with 413 by APIGatewayMiddleware).
 FILE_MAX_BYTES = env.int("FILE_MAX_BYTES", default=512 * 1024 * 1024)
 # Rows per chunk (one Celery task each) and per vectorised ONNX Runtime call inside a chunk.
-BATCH_CHUNK_ROWS = env.int("BATCH_CHUNK_ROWS", default=10_000)
+BATCH_CHUNK_ROWS = env.int("BATCH_CHUNK_ROWS", default=50_000)
 BATCH_SUB_BATCH_ROWS = env.int("BATCH_SUB_BATCH_ROWS", default=1024)
+# Validation runs in parallel parts of about this many bytes (cut at line starts), one task each.
+BATCH_VALIDATION_PART_BYTES = env.int("BATCH_VALIDATION_PART_BYTES", default=16 * 1024 * 1024)
 # A batch fails validation when more than this fraction of its lines is bad (and at least one line is).
 BATCH_MAX_ERROR_RATE = env.float("BATCH_MAX_ERROR_RATE", default=0.1)
 BATCH_MAX_REPORTED_ERRORS = env.int("BATCH_MAX_REPORTED_ERRORS", default=100)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Batch, BatchChunk, File, WebhookAttempt, WebhookDelivery
+from .models import Batch, BatchChunk, BatchPart, File, WebhookAttempt, WebhookDelivery
 
 
 @admin.register(File)
@@ -30,6 +30,14 @@ class ChunkInline(admin.TabularInline):
     readonly_fields = ("index", "status", "attempts", "lines", "rows", "succeeded_lines", "failed_lines")
 
 
+class PartInline(admin.TabularInline):
+    model = BatchPart
+    extra = 0
+    can_delete = False
+    fields = ["index", "status", "attempts", "byte_offset", "byte_length", "started_at"]
+    readonly_fields = ["index", "status", "attempts", "byte_offset", "byte_length", "started_at"]
+
+
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
     list_display = ["uid", "organisation", "status", "total", "completed", "failed", "created_at"]
@@ -38,7 +46,7 @@ class BatchAdmin(admin.ModelAdmin):
     search_fields = ["uid", "organisation__name", "idempotency_key"]
     raw_id_fields = ["input_file", "output_file", "error_file", "model_version", "api_key"]
     readonly_fields = ["uid", "request_hash"]
-    inlines = [ChunkInline]
+    inlines = [PartInline, ChunkInline]
 
 
 class AttemptInline(admin.TabularInline):

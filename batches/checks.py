@@ -12,12 +12,9 @@ def check_batch_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
     errors = []
     if not 0.0 <= settings.BATCH_MAX_ERROR_RATE <= 1.0:
         errors.append(Error("BATCH_MAX_ERROR_RATE must be between 0 and 1.", id="batches.E001"))
-    if settings.BATCH_CHUNK_ROWS < 1 or settings.BATCH_SUB_BATCH_ROWS < 1 or settings.BATCH_CHUNK_MAX_ATTEMPTS < 1:
-        errors.append(
-            Error(
-                "BATCH_CHUNK_ROWS, BATCH_SUB_BATCH_ROWS and BATCH_CHUNK_MAX_ATTEMPTS must be >= 1.", id="batches.E002"
-            )
-        )
+    counts = ("BATCH_CHUNK_ROWS", "BATCH_SUB_BATCH_ROWS", "BATCH_CHUNK_MAX_ATTEMPTS", "BATCH_VALIDATION_PART_BYTES")
+    if any(getattr(settings, name) < 1 for name in counts):
+        errors.append(Error(f"{', '.join(counts[:-1])} and {counts[-1]} must be >= 1.", id="batches.E002"))
     for entry in settings.WEBHOOK_ALLOWED_NETWORKS:
         try:
             ipaddress.ip_network(entry, strict=False)

@@ -1,4 +1,4 @@
-"""Running a batch: validate the input once, run its chunks, finalise the output.
+"""Running a batch: start it after validation (validation.py), run its chunks, finalise the output.
 
 Exactly-once effect under failure: a chunk is claimed with a conditional UPDATE (a fresh claim token
 per attempt), its result files carry that token in their names, and only the attempt whose token is
@@ -7,10 +7,8 @@ unique per batch+chunk). The batch is finished when no chunk row is pending or r
 the database, not a chord.
 """
 
-import hashlib
 import logging
 import uuid
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,11 +23,9 @@ from django.utils import timezone
 
 from billing.services import usage_record_batch_chunk
 from inference.services import Servable, predict, servable_from_version
-from inference.tensors import predict_response
 
 from . import storage
 from .formats import (
-    FileError,
     LineError,
     Parser,
     RawLine,
@@ -37,10 +33,10 @@ from .formats import (
     csv_header,
     csv_output_columns,
     csv_row,
-    decode_check,
     error_line,
     iter_lines,
-    output_line,
+    line_custom_id,
+    output_lines,
     parser_for,
 )
 from .models import Batch, BatchChunk, File
@@ -56,7 +52,7 @@ class ChunkRetry(Exception):
         self.countdown = countdown
 
 
-def _parser(batch: Batch) -> Parser:
+def batch_parser(batch: Batch) -> Parser:
     assert batch.input_file is not None
     return parser_for(
         batch.input_file.format,
@@ -66,252 +62,61 @@ def _parser(batch: Batch) -> Parser:
     )
 
 
-def _requests(batch: Batch, parser: Parser, lines: Iterator[RawLine]) -> Iterator[Request | tuple[RawLine, LineError]]:
+def is_blank(data: bytes) -> bool:
+    return not data or data.isspace()  # isspace: the same ASCII whitespace as strip(), without a copy
+
+
+def parsed_requests(parser: Parser, lines: Iterator[RawLine]) -> Iterator[Request | tuple[RawLine, LineError]]:
     """Parsed requests, or (line, error) for bad ones; blank lines are not requests."""
     for line in lines:
-        if not line.data.strip():
+        if is_blank(line.data):
             continue
         try:
-            decode_check(line)
             yield parser.parse(line)
         except LineError as exc:
             yield line, exc
 
 
-# --- Validation -----------------------------------------------------------------------------------
+# --- Starting and failing (after validation, see validation.py) ------------------------------
 
 
-@dataclass
-class _Validation:
-    lines: int = 0
-    invalid: int = 0
-    rows: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    chunks: list[BatchChunk] = field(default_factory=list)
-    hashes: array = field(default_factory=lambda: array("q"))
-    buffer: "_TensorBuffer | None" = None
-
-    def report(self, code: str, message: str, line: int | None) -> None:
-        if len(self.errors) < settings.BATCH_MAX_REPORTED_ERRORS:
-            self.errors.append({"code": code, "message": message, "line": line})
-
-
-@dataclass
-class _TensorBuffer:
-    """One chunk's parsed requests, kept until the chunk is cut and stored as tensors."""
-
-    chunk: BatchChunk
-    meta: dict[str, list[Any]] = field(
-        default_factory=lambda: {"numbers": [], "custom_ids": [], "forms": [], "rows": [], "csv_values": []}
-    )
-    feeds: dict[str, list[np.ndarray]] = field(default_factory=dict)
-
-    def add(self, request: Request) -> None:
-        meta = self.meta
-        meta["numbers"].append(request.number)
-        meta["custom_ids"].append(request.custom_id)
-        meta["forms"].append(request.form)
-        meta["rows"].append(request.rows)
-        meta["csv_values"].append(request.csv_values)
-        for name, array_ in request.feeds.items():
-            self.feeds.setdefault(name, []).append(array_)
-
-
-def _custom_id_hash(custom_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "little", signed=True)
-
-
-def batch_validate(*, batch_id: int) -> None:
-    """Stream the input once: check every line, cut chunks, then start them (or fail the batch)."""
-    batch = Batch.objects.select_related("input_file", "model_version").filter(pk=batch_id).first()
-    if batch is None or batch.status != Batch.Status.VALIDATING or batch.failed_at:
-        return
-    if batch_expire_if_due(batch=batch):
-        return
-    try:
-        _validate(batch)
-    except Exception:
-        logger.exception("batch validation crashed", extra={"batch": batch.uid})
-        error = {
-            "code": "validation_error",
-            "message": "The file could not be validated; it has been logged.",
-            "line": None,
-        }
-        batch_fail(batch=batch, errors=[error])
-
-
-def _validate(batch: Batch) -> None:
-    if batch.input_file is None:
-        batch_fail(
-            batch=batch, errors=[{"code": "file_deleted", "message": "The input file was deleted.", "line": None}]
-        )
-        return
-    state = _Validation()
-    prefix = storage.batch_prefix(organisation_id=batch.organisation_id, batch_uid=batch.uid)
-    with storage.spool() as rejected:
-        try:
-            _validate_lines(batch, state, rejected)
-        except FileError as exc:
-            batch_fail(batch=batch, errors=[{"code": exc.code, "message": exc.message, "line": exc.line}])
-            return
-        rejected_name = (
-            storage.store(f"{prefix}/parts/validation-{uuid.uuid4().hex}.err", rejected) if state.invalid else ""
-        )
-    verdict = _verdict(batch, state)
-    if verdict:
-        batch_fail(batch=batch, errors=[*verdict, *state.errors], rejected_name=rejected_name, counts=state)
-        return
-    _start(batch, state, rejected_name)
-
-
-def _validate_lines(batch: Batch, state: _Validation, rejected: IO[bytes]) -> None:
-    assert batch.input_file is not None
-    parser = _parser(batch)
-    chunk_rows = settings.BATCH_CHUNK_ROWS
-    current: BatchChunk | None = None
-    with storage.open_read(batch.input_file.storage_name) as stream:
-        lines = iter_lines(stream)
-        if parser.format == "csv":
-            header = next((line for line in lines if line.data.strip()), None)
-            if header is None:
-                raise FileError("empty_file", "The file has no lines.")
-            try:
-                decode_check(header)
-            except LineError as exc:
-                raise FileError(exc.code, exc.message, header.number) from None
-            parser.header(header)
-        for item in _requests(batch, parser, lines):
-            state.lines += 1
-            if isinstance(item, tuple):
-                line, error = item
-                state.invalid += 1
-                state.report(error.code, error.message, line.number)
-                rejected.write(
-                    error_line(
-                        batch_uid=batch.uid, number=line.number, custom_id=None, code=error.code, message=error.message
-                    )
-                )
-                continue
-            state.hashes.append(_custom_id_hash(item.custom_id))
-            state.rows += item.rows
-            if current is None or current.rows >= chunk_rows:
-                _tensors_flush(batch, state)
-                current = BatchChunk(
-                    batch=batch,
-                    index=len(state.chunks),
-                    first_line=item.number,
-                    byte_offset=item.offset,
-                    byte_length=0,
-                    lines=0,
-                    rows=0,
-                )
-                state.chunks.append(current)
-                state.buffer = _TensorBuffer(chunk=current)
-            assert state.buffer is not None
-            state.buffer.add(item)
-            current.lines += 1
-            current.rows += item.rows
-        end = batch.input_file.bytes
-    _tensors_flush(batch, state)
-    for chunk, following in zip(state.chunks, [*state.chunks[1:], None][: len(state.chunks)], strict=True):
-        chunk.byte_length = (following.byte_offset if following else end) - chunk.byte_offset
-
-
-def _tensors_flush(batch: Batch, state: _Validation) -> None:
-    """Store the parsed chunk as tensors (.npz), so running it needs no second parse of the text.
-
-    Validation already paid for parsing every line; keeping its result makes the chunks pure model
-    work. A chunk whose feeds do not stack (different trailing shapes, strings) re-parses its lines.
-    """
-    buffer, state.buffer = state.buffer, None
-    if buffer is None:
-        return
-    try:
-        arrays = {f"feed:{name}": np.concatenate(parts) for name, parts in buffer.feeds.items()}
-    except ValueError:
-        return
-    if any(array_.dtype == object for array_ in arrays.values()):
-        return
-    arrays["meta"] = np.frombuffer(orjson.dumps(buffer.meta), dtype=np.uint8)
-    prefix = storage.batch_prefix(organisation_id=batch.organisation_id, batch_uid=batch.uid)
-    with storage.spool() as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
-        buffer.chunk.tensors_name = storage.store(
-            f"{prefix}/parts/{buffer.chunk.index:06d}-{uuid.uuid4().hex}.npz", handle
-        )
-
-
-def _verdict(batch: Batch, state: _Validation) -> list[dict[str, Any]]:
-    if state.lines == 0:
-        return [{"code": "empty_file", "message": "The file has no request lines.", "line": None}]
-    if state.invalid and state.invalid / state.lines > settings.BATCH_MAX_ERROR_RATE:
-        return [
-            {
-                "code": "too_many_invalid_lines",
-                "message": f"{state.invalid} of {state.lines} lines are invalid "
-                f"(the limit is {settings.BATCH_MAX_ERROR_RATE:.0%}).",
-                "line": None,
-            }
-        ]
-    return _duplicates(batch, state)
-
-
-def _duplicates(batch: Batch, state: _Validation) -> list[dict[str, Any]]:
-    """custom_id must be unique: 8 bytes per line in memory, then a second pass only when one repeats."""
-    hashes = np.frombuffer(state.hashes, dtype=np.int64) if len(state.hashes) else np.empty(0, np.int64)
-    values, counts = np.unique(hashes, return_counts=True)
-    repeated = set(values[counts > 1].tolist())
-    if not repeated:
-        return []
-    assert batch.input_file is not None
-    parser = _parser(batch)
-    seen: set[str] = set()
-    errors: list[dict[str, Any]] = []
-    with storage.open_read(batch.input_file.storage_name) as stream:
-        lines = iter_lines(stream)
-        if parser.format == "csv":
-            parser.header(next(line for line in lines if line.data.strip()))
-        for item in _requests(batch, parser, lines):
-            if isinstance(item, Request) and _custom_id_hash(item.custom_id) in repeated:
-                if item.custom_id in seen and len(errors) < settings.BATCH_MAX_REPORTED_ERRORS:
-                    errors.append(
-                        {
-                            "code": "duplicate_custom_id",
-                            "message": f"custom_id '{item.custom_id}' is used twice.",
-                            "line": item.number,
-                        }
-                    )
-                seen.add(item.custom_id)
-    return errors
-
-
-def _start(batch: Batch, state: _Validation, rejected_name: str) -> None:
+def start_chunks(
+    *,
+    batch: Batch,
+    chunks: list[BatchChunk],
+    lines: int,
+    invalid: int,
+    rows: int,
+    errors: list[dict[str, Any]],
+    rejected_name: str,
+) -> None:
+    """Validation passed: create the chunks and queue them (or finalise at once if it was stopped)."""
     with transaction.atomic():
         # Conditional on `validating`: of two validations of one batch (a redelivered message), one wins.
         started = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING, expired_at__isnull=True).update(
             status=Batch.Status.IN_PROGRESS,
             in_progress_at=timezone.now(),
-            total=state.lines,
-            failed=state.invalid,
-            rows_total=state.rows,
-            chunks_total=len(state.chunks),
-            errors=state.errors,
+            total=lines,
+            failed=invalid,
+            rows_total=rows,
+            chunks_total=len(chunks),
+            errors=errors,
             validation_errors_name=rejected_name,
         )
         if not started:
             stopped = (
                 Batch.objects.filter(pk=batch.pk, finalized_at__isnull=True, failed_at__isnull=True)
                 .filter(Q(status=Batch.Status.CANCELLING) | Q(expired_at__isnull=False))
-                .update(validation_errors_name=rejected_name, total=state.lines, failed=state.invalid)
+                .update(validation_errors_name=rejected_name, total=lines, failed=invalid)
             )
             if stopped:  # cancelled or expired while validating
-                _queue_finalize(batch.pk)
+                finalize_queue(batch.pk)
             return
-        BatchChunk.objects.bulk_create(state.chunks)
+        BatchChunk.objects.bulk_create(chunks)
         chunk_ids = list(BatchChunk.objects.filter(batch=batch).order_by("index").values_list("pk", flat=True))
         transaction.on_commit(lambda: _queue_chunks(chunk_ids))
         if not chunk_ids:
-            _queue_finalize(batch.pk)
+            finalize_queue(batch.pk)
 
 
 def _queue_chunks(chunk_ids: list[int]) -> None:
@@ -321,26 +126,27 @@ def _queue_chunks(chunk_ids: list[int]) -> None:
         batch_chunk_run.delay(chunk_id)
 
 
-def _queue_finalize(batch_id: int) -> None:
+def finalize_queue(batch_id: int) -> None:
     from .tasks import batch_finalize
 
     transaction.on_commit(lambda: batch_finalize.delay(batch_id))
 
 
 def batch_fail(
-    *, batch: Batch, errors: list[dict[str, Any]], rejected_name: str = "", counts: _Validation | None = None
+    *, batch: Batch, errors: list[dict[str, Any]], rejected_name: str = "", total: int = 0, invalid: int = 0
 ) -> None:
+    """Validation failed (or crashed): the batch fails, with the first errors and the bad lines' file."""
     with transaction.atomic():
         # The status turns `failed` when finalisation has written the error file.
         failed = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING, failed_at__isnull=True).update(
             failed_at=timezone.now(),
             errors=errors[: settings.BATCH_MAX_REPORTED_ERRORS],
             validation_errors_name=rejected_name,
-            total=counts.lines if counts else 0,
-            failed=counts.invalid if counts else 0,
+            total=total,
+            failed=invalid,
         )
         if failed:
-            _queue_finalize(batch.pk)
+            finalize_queue(batch.pk)
 
 
 # --- Expiry ---------------------------------------------------------------------------------------
@@ -375,7 +181,7 @@ def chunks_skip_pending(*, batch_id: int) -> None:
     )
     Batch.objects.filter(pk=batch_id).update(chunks_done=F("chunks_done") + skipped)
     if not BatchChunk.objects.filter(batch_id=batch_id, status=BatchChunk.Status.RUNNING).exists():
-        _queue_finalize(batch_id)
+        finalize_queue(batch_id)
 
 
 # --- Chunks ---------------------------------------------------------------------------------------
@@ -434,29 +240,69 @@ def _chunk_work(chunk: BatchChunk, claim: str, *, poison: bool) -> None:
         storage.delete_quietly([out_name, err_name])  # another attempt owns this chunk now
 
 
+@dataclass
+class _Lines:
+    """Consecutive valid requests as columns, their rows stacked in `feeds` (when they stack)."""
+
+    numbers: list[int]
+    custom_ids: list[str]
+    forms: list[str]
+    rows: list[int]
+    csv_values: list[list[str]]  # one per line for CSV input, else empty
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, requests: list[Request]) -> "_Lines":
+        return cls(
+            numbers=[r.number for r in requests],
+            custom_ids=[r.custom_id for r in requests],
+            forms=[r.form for r in requests],
+            rows=[r.rows for r in requests],
+            csv_values=[r.csv_values for r in requests if r.csv_values],
+        )
+
+    def requests(self) -> Iterator[Request]:
+        """One Request per line (feeds are views into the stacked arrays): the rare per-line paths."""
+        start = 0
+        for index, rows in enumerate(self.rows):
+            feeds = {name: value[start : start + rows] for name, value in self.feeds.items()}
+            yield Request(
+                number=self.numbers[index],
+                custom_id=self.custom_ids[index],
+                form=self.forms[index],
+                feeds=feeds,
+                rows=rows,
+                csv_values=self.csv_values[index] if self.csv_values else [],
+            )
+            start += rows
+
+
 def _chunk_requests(chunk: BatchChunk) -> Iterator[Request]:
     """The chunk's valid requests: from the tensors validation stored, else by parsing its lines."""
     if not chunk.tensors_name:
-        yield from _chunk_lines(chunk, _parser(chunk.batch))
+        yield from _chunk_lines(chunk, batch_parser(chunk.batch))
         return
-    yield from _chunk_tensors(chunk)[0]
+    yield from _chunk_tensors(chunk).requests()
 
 
-def _chunk_tensors(chunk: BatchChunk) -> tuple[list[Request], dict[str, np.ndarray]]:
-    """The requests validation stored for the chunk (feeds are views into the stacked arrays)."""
+def _chunk_tensors(chunk: BatchChunk) -> _Lines:
+    """The requests validation stored for the chunk, as columns (no per-line objects)."""
     with storage.open_read(chunk.tensors_name) as handle, np.load(handle, allow_pickle=False) as data:
         meta = orjson.loads(data["meta"].tobytes())
         feeds = {key.removeprefix("feed:"): data[key] for key in data.files if key.startswith("feed:")}
-    requests, start = [], 0
-    for number, custom_id, form, rows, csv_values in zip(
-        meta["numbers"], meta["custom_ids"], meta["forms"], meta["rows"], meta["csv_values"], strict=True
-    ):
-        sliced = {name: value[start : start + rows] for name, value in feeds.items()}
-        requests.append(
-            Request(number=number, custom_id=custom_id, form=form, feeds=sliced, rows=rows, csv_values=csv_values)
-        )
-        start += rows
-    return requests, feeds
+    shift = chunk.first_line - meta.get("first_line", chunk.first_line)  # numbered from the part's start
+    numbers = [number + shift for number in meta["numbers"]] if shift else meta["numbers"]
+    custom_ids = meta["custom_ids"]
+    if None in custom_ids:  # CSV without a custom_id column: named by file line numbers, known now
+        custom_ids = [line_custom_id(n) if c is None else c for n, c in zip(numbers, custom_ids, strict=True)]
+    return _Lines(
+        numbers=numbers,
+        custom_ids=custom_ids,
+        forms=meta["forms"],
+        rows=meta["rows"],
+        csv_values=meta["csv_values"],
+        feeds=feeds,
+    )
 
 
 def _chunk_lines(chunk: BatchChunk, parser: Parser) -> Iterator[Request]:
@@ -465,9 +311,9 @@ def _chunk_lines(chunk: BatchChunk, parser: Parser) -> Iterator[Request]:
     assert batch.input_file is not None
     with storage.open_read(batch.input_file.storage_name) as stream:
         if parser.format == "csv":
-            parser.header(next(line for line in iter_lines(stream) if line.data.strip()))
+            parser.header(next(line for line in iter_lines(stream) if not is_blank(line.data)))
         lines = iter_lines(stream, offset=chunk.byte_offset, length=chunk.byte_length, first_number=chunk.first_line)
-        for item in _requests(batch, parser, lines):
+        for item in parsed_requests(parser, lines):
             if isinstance(item, Request):
                 yield item
 
@@ -491,26 +337,33 @@ def _chunk_predict(chunk: BatchChunk, out: IO[bytes], err: IO[bytes], result: _C
     batch = chunk.batch
     servable = servable_from_version(batch.model_version)
     writer = _Writer(batch, out, err, result)
-    stacked: dict[str, np.ndarray] | None = None
     if chunk.tensors_name:
-        requests, stacked = _chunk_tensors(chunk)
+        lines = _chunk_tensors(chunk)
+        for first, end, start, stop in _sub_batches(lines.rows, settings.BATCH_SUB_BATCH_ROWS):
+            _run_stacked(servable, lines, first, end, start, stop, writer)
+        return
     group: list[Request] = []
-    rows = start = 0
-    for request in requests if stacked is not None else _chunk_requests(chunk):
+    rows = 0
+    for request in _chunk_lines(chunk, batch_parser(batch)):
         group.append(request)
         rows += request.rows
         if rows >= settings.BATCH_SUB_BATCH_ROWS:
-            _run_group(servable, group, writer, _rows_of(stacked, start, rows))
-            group, start, rows = [], start + rows, 0
+            _run_group(servable, group, writer)
+            group, rows = [], 0
     if group:
-        _run_group(servable, group, writer, _rows_of(stacked, start, rows))
+        _run_group(servable, group, writer)
 
 
-def _rows_of(stacked: dict[str, np.ndarray] | None, start: int, rows: int) -> dict[str, np.ndarray] | None:
-    """A sub-batch's feeds as contiguous views of the chunk's stacked arrays (no copy, no concatenate)."""
-    if stacked is None:
-        return None
-    return {name: value[start : start + rows] for name, value in stacked.items()}
+def _sub_batches(rows: list[int], size: int) -> Iterator[tuple[int, int, int, int]]:
+    """(first line, end line, first row, end row) of each sub-batch: lines until it holds `size` rows."""
+    first = start = count = 0
+    for index, line_rows in enumerate(rows):
+        count += line_rows
+        if count >= size:
+            yield first, index + 1, start, start + count
+            first, start, count = index + 1, start + count, 0
+    if first < len(rows):
+        yield first, len(rows), start, start + count
 
 
 class _Writer:
@@ -518,13 +371,35 @@ class _Writer:
         self.batch, self.out, self.err, self.result = batch, out, err, result
         self.csv_columns = csv_output_columns(batch.model_version.signature) if batch.output_format == "csv" else None
 
-    def success(self, request: Request, response: Any, outputs: dict[str, np.ndarray], row: int) -> None:
+    def successes(self, lines: _Lines, first: int, end: int, outputs: dict[str, np.ndarray]) -> None:
+        """The output of lines[first:end], whose rows are stacked in `outputs`, in one write."""
+        rows = lines.rows[first:end]
         if self.csv_columns is not None:
-            self.out.write(csv_row(request=request, outputs=outputs, row=row, columns=self.csv_columns))
+            data = self._csv(lines, first, end, outputs)
         else:
-            self.out.write(output_line(batch_uid=self.batch.uid, request=request, response=response))
-        self.result.succeeded_lines += 1
-        self.result.succeeded_rows += request.rows
+            forms = lines.forms[first:end]
+            data = output_lines(
+                batch_uid=self.batch.uid,
+                numbers=lines.numbers[first:end],
+                custom_ids=lines.custom_ids[first:end],
+                rows=rows,
+                forms=None if forms.count("instances") == len(forms) else forms,
+                outputs=outputs,
+            )
+        self.out.write(data)
+        self.result.succeeded_lines += end - first
+        self.result.succeeded_rows += sum(rows)
+
+    def _csv(self, lines: _Lines, first: int, end: int, outputs: dict[str, np.ndarray]) -> bytes:
+        assert self.csv_columns is not None
+        parts, start = [], 0
+        for index in range(first, end):
+            values, custom_id = lines.csv_values[index], lines.custom_ids[index]
+            parts.append(
+                csv_row(custom_id=custom_id, csv_values=values, outputs=outputs, row=start, columns=self.csv_columns)
+            )
+            start += lines.rows[index]
+        return b"".join(parts)
 
     def failure(self, request: Request, code: str, message: str) -> None:
         self.err.write(
@@ -535,13 +410,31 @@ class _Writer:
         self.result.failed_lines += 1
 
 
-def _run_group(
-    servable: Servable, group: list[Request], writer: _Writer, feeds: dict[str, np.ndarray] | None = None
+def _run_stacked(
+    servable: Servable, lines: _Lines, first: int, end: int, start: int, stop: int, writer: _Writer
 ) -> None:
+    """One ORT call on contiguous views of the chunk's stacked feeds (no copy, no concatenate)."""
+    try:
+        outputs = predict(servable=servable, feeds={name: value[start:stop] for name, value in lines.feeds.items()})
+    except Exception:
+        group = _Lines(
+            lines.numbers[first:end],
+            lines.custom_ids[first:end],
+            lines.forms[first:end],
+            lines.rows[first:end],
+            lines.csv_values[first:end],
+            {name: value[start:stop] for name, value in lines.feeds.items()},
+        )
+        for request in group.requests():
+            _run_group(servable, [request], writer)
+        return
+    writer.successes(lines, first, end, outputs)
+
+
+def _run_group(servable: Servable, group: list[Request], writer: _Writer) -> None:
     """One vectorised ONNX Runtime call for the group; on failure, one call per line to isolate it."""
     try:
-        if feeds is None:
-            feeds = {name: np.concatenate([r.feeds[name] for r in group]) for name in group[0].feeds}
+        feeds = {name: np.concatenate([r.feeds[name] for r in group]) for name in group[0].feeds}
         outputs = predict(servable=servable, feeds=feeds)
     except Exception as exc:
         if len(group) > 1:
@@ -551,17 +444,7 @@ def _run_group(
         logger.warning("batch line failed in the model: %s", exc)
         writer.failure(group[0], "inference_error", "The model failed on this line.")
         return
-    rows_form = predict_response(outputs, form="instances") if any(r.form == "instances" for r in group) else None
-    start = 0
-    for request in group:
-        end = start + request.rows
-        if request.form == "instances":
-            assert rows_form is not None
-            response = rows_form[start:end]
-        else:
-            response = predict_response({name: value[start:end] for name, value in outputs.items()}, form="inputs")
-        writer.success(request, response, outputs, start)
-        start = end
+    writer.successes(_Lines.of(group), 0, len(group), outputs)
 
 
 def _chunk_finish(
@@ -666,12 +549,7 @@ def _join(batch: Batch, kind: str, names: list[str], header: bytes | None = None
         return None
     extension = "csv" if header is not None else "jsonl"
     prefix = storage.batch_prefix(organisation_id=batch.organisation_id, batch_uid=batch.uid)
-    with storage.spool() as target:
-        if header is not None:
-            target.write(header)
-        storage.append(target, names)
-        size = target.tell()
-        stored = storage.store(f"{prefix}/{kind}.{extension}", target)
+    stored, size = storage.store_joined(f"{prefix}/{kind}.{extension}", names, header=header or b"")
     return File.objects.create(
         organisation_id=batch.organisation_id,
         purpose=File.Purpose.BATCH_OUTPUT,
@@ -686,7 +564,7 @@ def _join(batch: Batch, kind: str, names: list[str], header: bytes | None = None
 
 
 def batches_sweep() -> None:
-    """Periodic safety net: expire overdue batches, re-queue chunks whose messages were lost."""
+    """Periodic safety net: expire overdue batches, re-queue parts and chunks whose messages were lost."""
     now = timezone.now()
     for batch in Batch.objects.filter(
         status__in=[Batch.Status.VALIDATING, Batch.Status.IN_PROGRESS], expires_at__lte=now
@@ -707,10 +585,13 @@ def batches_sweep() -> None:
         ]
     )
     _queue_chunks(chunk_ids)
+    from .validation import parts_requeue_stale
+
+    parts_requeue_stale(stale=stale)
     unfinalised = Batch.objects.filter(finalized_at__isnull=True).filter(
         Q(status__in=[Batch.Status.FINALIZING, Batch.Status.CANCELLING])
         | Q(failed_at__isnull=False)
         | Q(expired_at__isnull=False)
     )
     for batch_id in unfinalised.values_list("pk", flat=True)[:100]:
-        _queue_finalize(batch_id)
+        finalize_queue(batch_id)

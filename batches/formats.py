@@ -7,16 +7,16 @@ accepted exactly when the same body would be accepted online.
 
 import csv
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from apiservice.errors import APIError
 from inference.datatypes import FLOAT_TYPES, INT_TYPES, OIP_TO_NUMPY
-from inference.tensors import check_feeds, predict_feeds, to_array
+from inference.tensors import check_feeds, predict_feeds, predict_response, to_array
 
 Signature = Mapping[str, list[dict[str, Any]]]
 READ_BLOCK = 1024 * 1024
@@ -41,8 +41,9 @@ class FileError(Exception):
         self.line = line
 
 
-@dataclass(frozen=True)
-class RawLine:
+class RawLine(NamedTuple):
+    """One physical line (a tuple: validation makes one per line, and a dataclass costs 3x more)."""
+
     number: int  # 1-based physical line number in the file
     offset: int  # byte offset of the line's first byte
     data: bytes  # without the line ending
@@ -101,7 +102,7 @@ class JSONLParser:
         self.signature, self.max_rows, self.nan_policy = signature, max_rows, nan_policy
         specs = signature["inputs"]
         shape = specs[0]["shape"] if len(specs) == 1 else []
-        # The common tabular case (one float input [N, F]) has a fast path; see `_fast`.
+        # The common tabular case (one float input [N, F]) has a fast path; see `_fast_rows`.
         self.fast = len(shape) == 2 and shape[0] < 0 and shape[1] > 0 and specs[0]["datatype"] in FLOAT_TYPES
         if self.fast:
             self.name, self.width = specs[0]["name"], shape[1]
@@ -112,12 +113,29 @@ class JSONLParser:
         """JSONL has no header: the first line is a request."""
         return False
 
-    def _fast(self, body: dict[str, Any], line: RawLine, custom_id: str) -> Request | None:
-        """`{"instances": [[F numbers], ...]}` checked in plain Python, or None to take the full path.
+    def _body(self, line: RawLine) -> tuple[dict[str, Any], str]:
+        """The line's JSON object (without `custom_id`) and its custom_id, or LineError."""
+        try:
+            body = orjson.loads(line.data)
+        except orjson.JSONDecodeError as exc:
+            decode_check(line)  # orjson refuses bad UTF-8 too; say which it was, as for CSV
+            raise LineError("invalid_json", f"Line is not valid JSON: {exc}") from None
+        if type(body) is not dict:
+            raise LineError("invalid_json", "Line must be a JSON object.")
+        custom_id = body.pop("custom_id", None)
+        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512:
+            raise LineError(
+                "invalid_custom_id", "Line needs a 'custom_id': a non-empty string of at most 512 characters."
+            )
+        return body, custom_id
+
+    def _fast_rows(self, body: dict[str, Any]) -> list[list[Any]] | None:
+        """`{"instances": [[F numbers], ...]}` checked with C-level builtins, or None for the full path.
 
         It accepts only what the full `:predict` rules accept (plain ints below 2**53 and floats within
-        the datatype's range, every row F long), and builds the same array; anything else, valid or
-        not, goes through `predict_feeds` + `check_feeds`, which decide and word the error.
+        the datatype's range, every row F long), and `np.array(rows, dtype)` gives the same array;
+        anything else, valid or not, goes through `predict_feeds` + `check_feeds`, which decide and word
+        the error. The rows stay Python lists so that a caller can stack many lines in one array.
         """
         instances = body.get("instances")
         if len(body) != 1 or type(instances) is not list or not 0 < len(instances) <= self.max_rows:
@@ -126,35 +144,54 @@ class JSONLParser:
         for row in instances:
             if type(row) is not list or len(row) != width:
                 return None
-            for value in row:
-                kind = type(value)
-                if not ((kind is float and -limit <= value <= limit) or (kind is int and -(2**53) < value < 2**53)):
+            kinds = set(map(type, row))
+            if kinds == _FLOATS:  # the common case: no Python loop over the values
+                if max(row) > limit or min(row) < -limit:
                     return None
-        feeds = {self.name: np.array(instances, dtype=self.dtype)}
-        return Request(line.number, custom_id, "instances", feeds, len(instances), offset=line.offset)
+            elif kinds <= _NUMBERS:
+                for value in row:
+                    if not (-limit <= value <= limit if type(value) is float else -(2**53) < value < 2**53):
+                        return None
+            else:
+                return None
+        return instances  # type: ignore[no-any-return]
+
+    def parse_rows(self, line: RawLine) -> "tuple[str, list[list[Any]]] | Request":
+        """Check a line; on the fast path its (custom_id, rows) as Python lists, else the Request.
+
+        Validation stacks the rows of many lines into one array (`rows_array`), which costs far less
+        than one small array per line; both give what `parse` gives.
+        """
+        body, custom_id = self._body(line)
+        if self.fast:
+            rows = self._fast_rows(body)
+            if rows is not None:
+                return custom_id, rows
+        return self._full(body, line, custom_id)
+
+    def rows_array(self, rows: list[list[Any]]) -> np.ndarray:
+        """Fast-path rows (of one line or of many) as the model input's array."""
+        return np.array(rows, dtype=self.dtype)
 
     def parse(self, line: RawLine) -> Request:
-        try:
-            body = orjson.loads(line.data)
-        except orjson.JSONDecodeError as exc:
-            raise LineError("invalid_json", f"Line is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise LineError("invalid_json", "Line must be a JSON object.")
-        custom_id = body.pop("custom_id", None)
-        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512:
-            raise LineError(
-                "invalid_custom_id", "Line needs a 'custom_id': a non-empty string of at most 512 characters."
-            )
-        if self.fast:
-            request = self._fast(body, line, custom_id)
-            if request is not None:
-                return request
+        parsed = self.parse_rows(line)
+        if isinstance(parsed, Request):
+            return parsed
+        custom_id, rows = parsed
+        feeds = {self.name: self.rows_array(rows)}
+        return Request(line.number, custom_id, "instances", feeds, len(rows), offset=line.offset)
+
+    def _full(self, body: dict[str, Any], line: RawLine, custom_id: str) -> Request:
         try:
             feeds, form = predict_feeds(body, signature=self.signature)
         except APIError as exc:
             raise LineError(exc.code, exc.message) from None
         rows = _check(feeds, self.signature, max_rows=self.max_rows, nan_policy=self.nan_policy, prefix=form)
         return Request(number=line.number, custom_id=custom_id, form=form, feeds=feeds, rows=rows, offset=line.offset)
+
+
+_FLOATS = {float}
+_NUMBERS = {float, int}
 
 
 def csv_input_columns(signature: Signature) -> list[tuple[str, str, int | None]]:
@@ -242,11 +279,17 @@ class CSVParser:
         self.width = len(names)
         return True
 
+    def parse_rows(self, line: RawLine) -> Request:
+        """CSV lines have no fast path: the same as `parse`."""
+        return self.parse(line)
+
     def parse(self, line: RawLine) -> Request:
+        decode_check(line)
         values = next(csv.reader([line.data.decode("utf-8")]))
         if len(values) != self.width:
             raise LineError("wrong_column_count", f"Row has {len(values)} values; the header has {self.width} columns.")
-        custom_id = values[self.custom_id_position] if self.custom_id_position is not None else f"line-{line.number}"
+        position = self.custom_id_position
+        custom_id = values[position] if position is not None else line_custom_id(line.number)
         if not custom_id:
             raise LineError("invalid_custom_id", "Row has an empty custom_id.")
         cells: dict[str, list[Any]] = {}
@@ -282,6 +325,16 @@ class CSVParser:
 Parser = JSONLParser | CSVParser
 
 
+def line_custom_id(number: int) -> str:
+    """The custom_id of a CSV row when the file has no custom_id column: its line number."""
+    return f"line-{number}"
+
+
+def ids_from_line_numbers(parser: Parser) -> bool:
+    """Whether the parser (after the header) names requests by their line numbers."""
+    return isinstance(parser, CSVParser) and parser.custom_id_position is None
+
+
 def parser_for(file_format: str, signature: Signature, *, max_rows: int, nan_policy: str) -> Parser:
     cls = CSVParser if file_format == "csv" else JSONLParser
     return cls(signature, max_rows=max_rows, nan_policy=nan_policy)
@@ -298,16 +351,45 @@ def decode_check(line: RawLine) -> None:
 
 
 def output_line(*, batch_uid: str, request: Request, response: Any) -> bytes:
-    key = "predictions" if request.form == "instances" else "outputs"
+    return _output_record(batch_uid, request.number, request.custom_id, request.form, response)
+
+
+def _output_record(batch_uid: str, number: int, custom_id: str, form: str, response: Any) -> bytes:
+    key = "predictions" if form == "instances" else "outputs"
     return orjson.dumps(
-        {
-            "id": f"{batch_uid}-{request.number}",
-            "custom_id": request.custom_id,
-            "response": {key: response},
-            "error": None,
-        },
+        {"id": f"{batch_uid}-{number}", "custom_id": custom_id, "response": {key: response}, "error": None},
         option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,
     )
+
+
+def output_lines(
+    *,
+    batch_uid: str,
+    numbers: Sequence[int],
+    custom_ids: Sequence[str],
+    rows: Sequence[int],
+    forms: Sequence[str] | None,
+    outputs: Mapping[str, np.ndarray],
+) -> bytes:
+    """The output lines of consecutive requests whose rows are stacked in `outputs`, as one buffer.
+
+    The same bytes as `output_line` per request; `forms` None means every request used `instances`.
+    Each request's predictions are a slice of one `tolist()` of the whole group.
+    """
+    if forms is None or "instances" in forms:
+        predictions = predict_response(outputs, form="instances")
+    parts, start = [], 0
+    record = _output_record
+    for index, number in enumerate(numbers):
+        end = start + rows[index]
+        form = "instances" if forms is None else forms[index]
+        if form == "instances":
+            response = predictions[start:end]
+        else:
+            response = predict_response({name: value[start:end] for name, value in outputs.items()}, form=form)
+        parts.append(record(batch_uid, number, custom_ids[index], form, response))
+        start = end
+    return b"".join(parts)
 
 
 def error_line(*, batch_uid: str, number: int, custom_id: str | None, code: str, message: str) -> bytes:
@@ -333,9 +415,14 @@ def csv_header(signature: Signature) -> bytes:
 
 
 def csv_row(
-    *, request: Request, outputs: Mapping[str, np.ndarray], row: int, columns: list[tuple[str, str, int | None]]
+    *,
+    custom_id: str,
+    csv_values: list[str],
+    outputs: Mapping[str, np.ndarray],
+    row: int,
+    columns: list[tuple[str, str, int | None]],
 ) -> bytes:
-    values: list[Any] = [request.custom_id, *request.csv_values]
+    values: list[Any] = [custom_id, *csv_values]
     for _, name, index in columns:
         value = outputs[name][row] if index is None else outputs[name][row][index]
         values.append(

@@ -115,8 +115,37 @@ class Batch(models.Model):
         return self.uid
 
 
+class BatchPart(models.Model):
+    """A byte range of the input file that one task validates; a file's parts are validated in parallel.
+
+    `result` holds what the part found, its line numbers counted from its own start (see validation.py).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="parts")
+    index = models.PositiveIntegerField()
+    byte_offset = models.PositiveBigIntegerField()
+    byte_length = models.PositiveBigIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claim = models.CharField(max_length=32, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "index"], name="uniq_batch_part")]
+        indexes = [models.Index(fields=["batch", "status"], name="part_batch_status")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}/{self.index}"
+
+
 class BatchChunk(models.Model):
-    """A byte range of the input file holding about `BATCH_CHUNK_ROWS` rows; one Celery task each."""
+    """A byte range of the input file holding at most `BATCH_CHUNK_ROWS` rows; one Celery task each."""
 
     class Status(models.TextChoices):
         PENDING = "pending"

@@ -66,7 +66,7 @@ def file_create(*, organisation_id: int, upload: UploadedFile, purpose: str) -> 
         format=_file_format(filename, head),
         bytes=size,
     )
-    record.storage_name = storage.store(f"files/{organisation_id}/{record.uid}/{filename}", upload)  # type: ignore[arg-type]
+    record.storage_name = storage.store_upload(f"files/{organisation_id}/{record.uid}/{filename}", upload)
     record.save()
     return record
 

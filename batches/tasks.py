@@ -3,12 +3,22 @@
 from celery import shared_task
 from celery.app.task import Task
 
-from . import execution, webhooks
+from . import execution, validation, webhooks
 
 
 @shared_task
 def batch_validate(batch_id: int) -> None:
-    execution.batch_validate(batch_id=batch_id)
+    validation.batch_validate(batch_id=batch_id)
+
+
+@shared_task
+def batch_validate_part(part_id: int) -> None:
+    validation.part_validate(part_id=part_id)
+
+
+@shared_task
+def batch_validate_finish(batch_id: int) -> None:
+    validation.batch_validate_finish(batch_id=batch_id)
 
 
 @shared_task(bind=True, max_retries=5)

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-# Settings the worker subprocess runs with: chunks of 50 rows so small files still make many chunks,
+# Settings the worker subprocess runs with: chunks of 50 rows and validation parts of 4 KiB so small
+# files still make many of both,
 # fast broker redelivery for the worker-kill test, quick webhook retries, and loopback webhooks allowed.
 WORKER_ENV = {
     "BATCH_CHUNK_ROWS": "50",
     "BATCH_SUB_BATCH_ROWS": "16",
+    "BATCH_VALIDATION_PART_BYTES": "4096",
     "BATCH_MIN_COMPLETION_WINDOW_SECONDS": "1",
     "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
     "WEBHOOK_BACKOFF_SECONDS": "0.2",

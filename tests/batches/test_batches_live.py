@@ -1,5 +1,6 @@
 """Batches end to end: the in-process API, a real Celery worker, PostgreSQL and Redis."""
 
+import contextlib
 import csv
 import io
 import json
@@ -22,14 +23,46 @@ def test_it_runs_a_jsonl_batch_to_completion(transactional_db, batch_worker, api
     done = wait(api, batch["id"])
     assert done["status"] == "completed", done
     assert done["request_counts"] == {"total": 230, "completed": 230, "failed": 0}
-    assert done["progress"]["chunks_total"] == 5
     assert done["error_file_id"] is None
     lines = json_lines(content(api, done["output_file_id"]))
     assert [line["custom_id"] for line in lines] == [f"req-{i}" for i in range(230)]
     assert all(line["error"] is None and len(line["response"]["predictions"]) == 1 for line in lines)
     billed = UsageRecord.objects.filter(face="batch", meter="batch_rows")
     assert sum(billed.values_list("units", flat=True)) == 230
-    assert billed.count() == 5
+    # Chunks of at most 50 rows, cut inside each 4 KiB validation part: one ledger row per chunk.
+    assert billed.count() == done["progress"]["chunks_total"] >= 5
+
+
+def test_it_numbers_lines_from_the_file_start_across_validation_parts(transactional_db, batch_worker, api, diabetes):
+    lines = jsonl(200).splitlines()
+    lines[2] = b'{"custom_id": "req-2", "instances": [[1, 2'
+    lines[149] = b"not json"
+    lines.insert(100, b"")  # a blank line: line numbers after it move by one, request counts do not
+    data = b"\n".join(lines) + b"\n"
+    assert len(data) > 6 * 4096  # several validation parts
+    number = {}
+    for n, line in enumerate(lines, 1):
+        with contextlib.suppress(ValueError):
+            number[json.loads(line)["custom_id"]] = n
+    done = wait(api, create(api, upload(api, data)["id"])["id"])
+    assert done["status"] == "completed", done
+    assert done["request_counts"] == {"total": 200, "completed": 198, "failed": 2}
+    assert [error["line"] for error in done["errors"]["data"]] == [3, 151]
+    errors = json_lines(content(api, done["error_file_id"]))
+    assert [(error["line"], error["id"]) for error in errors] == [(3, f"{done['id']}-3"), (151, f"{done['id']}-151")]
+    outputs = json_lines(content(api, done["output_file_id"]))
+    assert len(outputs) == 198
+    assert all(line["id"] == f"{done['id']}-{number[line['custom_id']]}" for line in outputs)
+
+
+def test_it_numbers_csv_lines_across_validation_parts(transactional_db, batch_worker, api, diabetes):
+    data = b"\n" + csv_text(150)  # the header is line 2, row i is line i + 3
+    assert len(data) > 3 * 4096
+    done = wait(api, create(api, upload(api, data, "rows.csv")["id"])["id"])
+    assert done["status"] == "completed", done
+    outputs = json_lines(content(api, done["output_file_id"]))
+    assert [line["id"] for line in outputs] == [f"{done['id']}-{i + 3}" for i in range(150)]
+    assert [line["custom_id"] for line in outputs] == [f"row-{i}" for i in range(150)]
 
 
 def test_it_predicts_what_the_online_api_predicts(transactional_db, batch_worker, api, diabetes):
@@ -96,8 +129,8 @@ def _wrong_shape() -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def _duplicate() -> bytes:
-    return jsonl(10) + json.dumps({"custom_id": "req-2", "instances": rows(1)}).encode() + b"\n"
+def _duplicate(lines: int = 10) -> bytes:
+    return jsonl(lines) + json.dumps({"custom_id": "req-2", "instances": rows(1)}).encode() + b"\n"
 
 
 # (file name, content, status, code on the batch or on the failed line, line number)
@@ -109,6 +142,7 @@ BAD_FILES = [
     ("missing.csv", b"custom_id,input_0,input_1\nr,1,2\n", "failed", "missing_column", 1),
     ("shape.jsonl", _wrong_shape(), "completed", "invalid_input", 6),
     ("duplicate.jsonl", _duplicate(), "failed", "duplicate_custom_id", 11),
+    ("duplicate-in-another-part.jsonl", _duplicate(100), "failed", "duplicate_custom_id", 101),
 ]
 
 

@@ -10,3 +10,8 @@ def test_it_flags_bad_batch_settings(settings):
     settings.BATCH_CHUNK_ROWS = 0
     settings.WEBHOOK_ALLOWED_NETWORKS = ["not-a-network"]
     assert [e.id for e in check_batch_settings(None)] == ["batches.E001", "batches.E002", "batches.E003"]
+
+
+def test_it_flags_a_validation_part_size_below_one_byte(settings):
+    settings.BATCH_VALIDATION_PART_BYTES = 0
+    assert [e.id for e in check_batch_settings(None)] == ["batches.E002"]

@@ -58,3 +58,54 @@ def test_it_reads_lines_and_byte_ranges():
     ]
     middle = list(iter_lines(io.BytesIO(data), offset=11, length=9, first_number=3))
     assert [(line.number, line.data) for line in middle] == [(3, b'{"b": 2}')]
+
+
+def test_it_stacks_fast_path_rows_into_the_arrays_lines_parse_to():
+    parser = JSONLParser(SIGNATURE, max_rows=4, nan_policy="reject")
+    bodies = [LINES[0], LINES[1], {"custom_id": "z", "instances": [[7, 8.5, -9]]}]
+    lines = [RawLine(n, 0, json.dumps(body).encode()) for n, body in enumerate(bodies, 1)]
+    stacked = parser.rows_array([row for line in lines for row in parser.parse_rows(line)[1]])
+    parsed = np.concatenate([parser.parse(line).feeds["input"] for line in lines])
+    assert stacked.dtype == parsed.dtype
+    np.testing.assert_array_equal(stacked, parsed)
+
+
+def test_it_writes_a_group_of_output_lines_byte_for_byte_like_one_at_a_time():
+    from batches.formats import Request, output_line, output_lines
+    from inference.tensors import predict_response
+
+    requests = [
+        Request(3, "a", "instances", {}, 1),
+        Request(4, 'b "quoted"', "instances", {}, 2),
+        Request(6, "c", "inputs", {}, 1),
+    ]
+    outputs = {"variable": np.array([[1.5], [2.25], [3.0], [4.125]], dtype=np.float32)}
+    expected, start = b"", 0
+    for request in requests:
+        sliced = {name: value[start : start + request.rows] for name, value in outputs.items()}
+        response = predict_response(sliced, form=request.form)
+        expected += output_line(batch_uid="batch_x", request=request, response=response)
+        start += request.rows
+    assert (
+        output_lines(
+            batch_uid="batch_x",
+            numbers=[r.number for r in requests],
+            custom_ids=[r.custom_id for r in requests],
+            rows=[r.rows for r in requests],
+            forms=[r.form for r in requests],
+            outputs=outputs,
+        )
+        == expected
+    )
+
+
+def test_it_hashes_custom_ids_the_same_way_in_any_block():
+    from batches.validation import custom_id_hashes
+
+    ids = [f"id-{i}" for i in range(5000)] + ["é", "a" * 512, "b"]
+    hashes = custom_id_hashes(ids)
+    assert hashes.dtype == np.int64
+    assert len(set(hashes.tolist())) == len(ids)
+    assert custom_id_hashes(ids[4090:4100]).tolist() == hashes[4090:4100].tolist()
+    plain, padded = custom_id_hashes(["a", "a\u0000"]).tolist()
+    assert plain != padded

@@ -30,7 +30,7 @@ def _kill_hard(pid: int) -> None:
 
 def test_it_completes_a_job_whose_worker_was_killed_mid_job(transactional_db, api, diabetes, monkeypatch, tmp_path):
     monkeypatch.setattr(batch_validate, "delay", lambda batch_id: batch_validate.apply_async((batch_id,), queue=QUEUE))
-    env = {**WORKER_ENV, "CELERY_TASK_DEFAULT_QUEUE": QUEUE}
+    env = {**WORKER_ENV, "CELERY_TASK_DEFAULT_QUEUE": QUEUE, "BATCH_VALIDATION_PART_BYTES": "65536"}
     total = 8000
     with live.celery_worker(tmp_path, name="victim", **env) as victim:
         batch = create(api, upload(api, jsonl(total))["id"])

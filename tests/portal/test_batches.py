@@ -8,8 +8,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from apiservice.models import Organisation
-from batches import execution
-from batches.models import Batch, BatchChunk, File
+from batches import execution, validation
+from batches.models import Batch, BatchChunk, BatchPart, File
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
@@ -26,7 +26,10 @@ def start(client: Client, content: bytes = b"", name: str = "rows.jsonl", **fiel
 
 def run_in_process(batch: Batch) -> Batch:
     """What the Celery worker does (the browser test runs a real one): validate, chunks, finalise."""
-    execution.batch_validate(batch_id=batch.pk)
+    validation.batch_validate(batch_id=batch.pk)
+    for part in BatchPart.objects.filter(batch=batch):
+        validation.part_validate(part_id=part.pk)
+    validation.batch_validate_finish(batch_id=batch.pk)
     for chunk in BatchChunk.objects.filter(batch=batch):
         execution.chunk_run(chunk_id=chunk.pk)
     execution.batch_finalize(batch_id=batch.pk)
