@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False)
 class Pending:
     """One caller's call: what the sender fills in, and the caller's wake-up."""
 
@@ -38,15 +38,26 @@ class Coalescer(Generic[P]):
         self._pending: list[P] = []
         self._busy = False
 
-    def call(self, call: P, send: Callable[[Sequence[P]], None], *, timeout: float = 30.0) -> Any:
+    def call(self, call: P, send: Callable[[Sequence[P]], None], *, timeout: float | None = None) -> Any:
         """Have `call` sent, alone or with others, by `send(calls)`, which sets each call's result or
-        error (an exception out of `send` becomes the error of every call it carried)."""
+        error (an exception out of `send` becomes the error of every call it carried).
+
+        `timeout` bounds only the wait in the queue: a call still queued then is withdrawn (never
+        sent) and TimeoutError raised. A call already on its way waits for its answer, which the
+        sender's own timeouts bound, and a call handed the lead meanwhile leads.
+        """
         with self._lock:
             self._pending.append(call)
             lead, self._busy = not self._busy, True
         if not lead:
             if not call.done.wait(timeout):
-                raise TimeoutError("timed out waiting for a grouped round trip")
+                with self._lock:
+                    queued = next((i for i, p in enumerate(self._pending) if p is call), None)
+                    if queued is not None and not call.lead:
+                        del self._pending[queued]
+                if queued is not None and not call.lead:
+                    raise TimeoutError("timed out waiting for a grouped round trip")
+                call.done.wait()
             if not call.lead:
                 return call.outcome()
         with self._lock:

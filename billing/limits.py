@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 # --- Redis connection with a circuit breaker --------------------------------------------------------
-@dataclass
+@dataclass(eq=False)
 class _ScriptCall(Pending):
     source: str = ""
     keys: list[str] = field(default_factory=list)

@@ -40,7 +40,7 @@ def _ledger_insert_sql(rows: int = 1) -> str:
     return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)}"  # noqa: S608
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False)
 class _LedgerRow(Pending):
     request_id: str
     values: tuple[Any, ...]

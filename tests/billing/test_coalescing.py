@@ -86,3 +86,39 @@ def test_a_script_redis_forgot_is_loaded_again_within_a_grouped_round_trip() -> 
     client.script_flush()
     results = _run_together(8, lambda i: limits.link.evalsha(_COUNT, ["mm:test:reload"], []))
     assert sorted(int(r) for r in results) == list(range(2, 10))
+
+
+def test_a_call_that_waits_too_long_in_the_queue_is_withdrawn_and_the_queue_keeps_moving() -> None:
+    coalescer: Coalescer[limits._ScriptCall] = Coalescer()
+    sent: list[list[int]] = []
+    release = threading.Event()
+
+    def send(calls: list[limits._ScriptCall]) -> None:
+        sent.append([c.args[0] for c in calls])
+        if calls[0].args[0] == 0:
+            release.wait(5)  # the first round trip hangs until the test lets it go
+        for call in calls:
+            call.result = call.args[0]
+
+    first = threading.Thread(target=lambda: coalescer.call(limits._ScriptCall(args=[0]), send))
+    first.start()
+    time.sleep(0.05)
+    with pytest.raises(TimeoutError):
+        coalescer.call(limits._ScriptCall(args=[1]), send, timeout=0.1)
+    release.set()
+    first.join()
+    assert coalescer.call(limits._ScriptCall(args=[2]), send, timeout=1) == 2
+    assert sent == [[0], [2]], "the withdrawn call was never sent"
+
+
+def test_equal_calls_are_still_separate_calls() -> None:
+    coalescer: Coalescer[limits._ScriptCall] = Coalescer()
+
+    def send(calls: list[limits._ScriptCall]) -> None:
+        time.sleep(0.02)
+        for number, call in enumerate(calls):
+            call.result = number
+
+    results = _run_together(8, lambda i: coalescer.call(limits._ScriptCall(source="same", keys=["k"], args=[1]), send))
+    assert len(results) == 8
+    assert all(isinstance(r, int) for r in results)
