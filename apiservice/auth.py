@@ -25,6 +25,11 @@ from .models import APIKey
 
 KEY_PATTERN = re.compile(r"^mm_[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}$")
 WWW_AUTHENTICATE = 'Bearer realm="modelmeter"'
+NO_KEY = "Send your API key as 'Authorization: Bearer <key>'."
+
+
+def scope_missing(scope: str) -> str:
+    return f"This API key lacks the '{scope}' scope."
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ key_cache = _KeyCache()
 def parse_authorization(header: str) -> str:
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not credentials:
-        raise AuthError("Send your API key as 'Authorization: Bearer <key>'.")
+        raise AuthError(NO_KEY)
     key = credentials.strip()
     if not KEY_PATTERN.match(key):
         raise AuthError("Malformed API key.")
@@ -164,12 +169,26 @@ class HasAPIKey(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         principal = request.auth
         if not isinstance(principal, Principal):
-            raise exceptions.NotAuthenticated("Send your API key as 'Authorization: Bearer <key>'.")
+            raise exceptions.NotAuthenticated(NO_KEY)
         scope = getattr(view, "required_scope", None)
         if scope and not principal.has_scope(scope):
-            self.message = f"This API key lacks the '{scope}' scope."
+            self.message = scope_missing(scope)
             return False
         return True
+
+
+def access_refusal(request: HttpRequest, *, scope: str) -> exceptions.APIException | None:
+    """What `APIKeyAuthentication` + `HasAPIKey` refuse, for a call served outside DRF (the gateway's
+    fast routes): the same exceptions, so the same envelope, status and `WWW-Authenticate`."""
+    error = getattr(request, "auth_error", None)
+    if error is not None:
+        return exceptions.AuthenticationFailed(error)
+    principal = getattr(request, "principal", None)
+    if principal is None:
+        return exceptions.NotAuthenticated(NO_KEY)
+    if not principal.has_scope(scope):
+        return exceptions.PermissionDenied(scope_missing(scope))
+    return None
 
 
 class IsStaffUser(BasePermission):

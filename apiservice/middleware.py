@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from .auth import WWW_AUTHENTICATE, AuthError, authenticate_key
+from .auth import AuthError, access_refusal, authenticate_key
 from .errors import error_response, exception_response
 from .logging import request_id_var
 from .metrics import API_CALLS, API_LATENCY
@@ -179,19 +179,9 @@ class APIGatewayMiddleware:
             return self.get_response(request)
         route, kwargs = fast
         request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware would check it (DisallowedHost -> 400)
-        principal = request.principal  # type: ignore[attr-defined]
-        if principal is None:
-            return error_response(
-                request,
-                status=401,
-                code="invalid_api_key",
-                message=request.auth_error or "Send your API key as 'Authorization: Bearer <key>'.",  # type: ignore[attr-defined]
-                headers={"WWW-Authenticate": WWW_AUTHENTICATE},
-            )
-        if not principal.has_scope(route.scope):
-            return error_response(
-                request, status=403, code="insufficient_scope", message=f"This API key lacks the '{route.scope}' scope."
-            )
+        refusal = access_refusal(request, scope=route.scope)
+        if refusal is not None:
+            return exception_response(request, refusal)
         try:
             return route.handler(request, **kwargs)
         except Exception as exc:
