@@ -276,22 +276,27 @@ class RateState:
 
 
 # --- Quotas and budgets ---------------------------------------------------------------------------
-_RESERVE = """
-local n = tonumber(ARGV[3])
-for i = 1, 2 do
-  if ARGV[i] ~= '-1' and redis.call('exists', KEYS[i]) == 0 then return {-i, 0} end
-end
-for i = 1, 2 do
-  if ARGV[i] ~= '-1' then
-    local used = tonumber(redis.call('get', KEYS[i]))
-    if used + n > tonumber(ARGV[i]) then return {i, used} end
+# reserve(keys, limits, n): hold n units on each counter whose limit is not '-1', all or none.
+# Returns {0, 0} when held, {i, used} when counter i would pass its limit, {-i, 0} when counter i is
+# missing (to be seeded from the ledger first). Shared by _RESERVE and _ADMIT.
+_RESERVE_FUNCTION = """
+local function reserve(keys, limits, n)
+  for i = 1, 2 do
+    if limits[i] ~= '-1' and redis.call('exists', keys[i]) == 0 then return {-i, 0} end
   end
+  for i = 1, 2 do
+    if limits[i] ~= '-1' then
+      local used = tonumber(redis.call('get', keys[i]))
+      if used + n > tonumber(limits[i]) then return {i, used} end
+    end
+  end
+  for i = 1, 2 do
+    if limits[i] ~= '-1' then redis.call('incrby', keys[i], n) end
+  end
+  return {0, 0}
 end
-for i = 1, 2 do
-  if ARGV[i] ~= '-1' then redis.call('incrby', KEYS[i], n) end
-end
-return {0, 0}
 """
+_RESERVE = _RESERVE_FUNCTION + "return reserve(KEYS, ARGV, tonumber(ARGV[3]))\n"
 _SETTLE = """
 for i = 1, #KEYS do
   if redis.call('exists', KEYS[i]) == 1 then redis.call('incrby', KEYS[i], ARGV[1]) end
@@ -397,25 +402,16 @@ def _reserve_database(
 # KEYS[2], KEYS[3]: quota and budget counters; ARGV[1]: window expiry; ARGV[2]: the rate limit;
 # ARGV[3], ARGV[4]: cap and budget (-1: none). A rate-limited call reserves nothing.
 # Returns {count, which, used} where which/used are the reservation's (see _RESERVE), 0 when none.
-_ADMIT = """
+_ADMIT = (
+    _RESERVE_FUNCTION
+    + """
 local count = redis.call('incrby', KEYS[1], 1)
 if count == 1 then redis.call('expire', KEYS[1], ARGV[1]) end
 if #KEYS == 1 or count > tonumber(ARGV[2]) then return {count, 0, 0} end
-local limit = {ARGV[3], ARGV[4]}
-for i = 1, 2 do
-  if limit[i] ~= '-1' and redis.call('exists', KEYS[i + 1]) == 0 then return {count, -i, 0} end
-end
-for i = 1, 2 do
-  if limit[i] ~= '-1' then
-    local used = tonumber(redis.call('get', KEYS[i + 1]))
-    if used + 1 > tonumber(limit[i]) then return {count, i, used} end
-  end
-end
-for i = 1, 2 do
-  if limit[i] ~= '-1' then redis.call('incrby', KEYS[i + 1], 1) end
-end
-return {count, 0, 0}
+local held = reserve({KEYS[2], KEYS[3]}, {ARGV[3], ARGV[4]}, 1)
+return {count, held[1], held[2]}
 """
+)
 
 
 def admission(
