@@ -2,33 +2,14 @@
 
 import threading
 import time
-from typing import Any
 
 import pytest
 
 from billing import limits
 from billing.coalesce import Coalescer
+from tests.concurrency import run_together
 
 _COUNT = "return redis.call('incrby', KEYS[1], 1)"
-
-
-def _run_together(threads: int, work: Any) -> list[Any]:
-    barrier = threading.Barrier(threads)
-    results: list[Any] = [None] * threads
-
-    def one(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = work(index)
-        except Exception as exc:
-            results[index] = exc
-
-    pool = [threading.Thread(target=one, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return results
 
 
 def test_calls_made_while_a_round_trip_is_in_flight_go_out_together() -> None:
@@ -41,7 +22,7 @@ def test_calls_made_while_a_round_trip_is_in_flight_go_out_together() -> None:
         for call in calls:
             call.result = call.args[0]
 
-    results = _run_together(12, lambda i: coalescer.call(limits._ScriptCall(source="", keys=[], args=[i]), slow_send))
+    results = run_together(12, lambda i: coalescer.call(limits._ScriptCall(source="", keys=[], args=[i]), slow_send))
     assert results == list(range(12))
     assert sum(batches) == 12
     assert len(batches) < 12
@@ -60,7 +41,7 @@ def test_a_failed_round_trip_fails_every_call_it_carried_and_the_next_one_works(
         for call in batch:
             call.result = "ok"
 
-    results = _run_together(6, lambda i: coalescer.call(limits._ScriptCall(source="", keys=[], args=[i]), flaky_send))
+    results = run_together(6, lambda i: coalescer.call(limits._ScriptCall(source="", keys=[], args=[i]), flaky_send))
     failed = [r for r in results if isinstance(r, ConnectionError)]
     assert failed, "the first round trip's calls must see its error"
     assert all(r in ("ok",) or isinstance(r, ConnectionError) for r in results)
@@ -72,7 +53,7 @@ def test_forty_threads_counting_on_real_redis_get_forty_distinct_counts() -> Non
     client = limits.link.client()
     assert client is not None, "the test suite runs against Redis"
     client.delete("mm:test:coalesce")
-    results = _run_together(40, lambda i: limits.link.evalsha(_COUNT, ["mm:test:coalesce"], []))
+    results = run_together(40, lambda i: limits.link.evalsha(_COUNT, ["mm:test:coalesce"], []))
     assert sorted(int(r) for r in results) == list(range(1, 41))
     assert int(client.get("mm:test:coalesce") or 0) == 40
 
@@ -84,7 +65,7 @@ def test_a_script_redis_forgot_is_loaded_again_within_a_grouped_round_trip() -> 
     client.delete("mm:test:reload")
     assert int(limits.link.evalsha(_COUNT, ["mm:test:reload"], [])) == 1
     client.script_flush()
-    results = _run_together(8, lambda i: limits.link.evalsha(_COUNT, ["mm:test:reload"], []))
+    results = run_together(8, lambda i: limits.link.evalsha(_COUNT, ["mm:test:reload"], []))
     assert sorted(int(r) for r in results) == list(range(2, 10))
 
 
@@ -119,6 +100,6 @@ def test_equal_calls_are_still_separate_calls() -> None:
         for number, call in enumerate(calls):
             call.result = number
 
-    results = _run_together(8, lambda i: coalescer.call(limits._ScriptCall(source="same", keys=["k"], args=[1]), send))
+    results = run_together(8, lambda i: coalescer.call(limits._ScriptCall(source="same", keys=["k"], args=[1]), send))
     assert len(results) == 8
     assert all(isinstance(r, int) for r in results)

@@ -9,6 +9,7 @@ from django.db import IntegrityError, connection
 from apiservice.auth import authenticate_key
 from billing.models import UsageRecord
 from billing.services import usage_record
+from tests.concurrency import run_together
 
 
 def _record(principal: Any, request_id: str, **extra: Any) -> None:
@@ -73,30 +74,6 @@ def test_it_records_the_call_when_the_kept_connection_has_died(org: Any) -> None
     assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {"req_d1", "req_d2"}
 
 
-def _together(threads: int, work: Any) -> list[Any]:
-    import threading
-
-    barrier = threading.Barrier(threads)
-    outcomes: list[Any] = [None] * threads
-
-    def one(index: int) -> None:
-        barrier.wait()
-        try:
-            work(index)
-            outcomes[index] = "ok"
-        except Exception as exc:
-            outcomes[index] = exc
-        finally:
-            connection.close()  # each thread has its own connection
-
-    pool = [threading.Thread(target=one, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return outcomes
-
-
 @pytest.mark.django_db(transaction=True)
 def test_calls_recorded_at_the_same_moment_are_all_committed_when_each_returns(org: Any) -> None:
     from apiservice import services as org_services
@@ -111,7 +88,7 @@ def test_calls_recorded_at_the_same_moment_are_all_committed_when_each_returns(o
             found = other.execute("SELECT 1 FROM billing_usagerecord WHERE request_id = %s", (f"req_g{index}",))
             seen_on_return.append(found.fetchone() is not None)
 
-    assert _together(24, record_and_look) == ["ok"] * 24
+    assert run_together(24, record_and_look) == [None] * 24
     assert seen_on_return == [True] * 24
     assert UsageRecord.objects.filter(request_id__startswith="req_g").count() == 24
 
@@ -144,12 +121,12 @@ def test_a_duplicate_in_a_group_fails_only_its_own_call(org: Any, monkeypatch: p
     locked.wait(5)
     threading.Timer(0.5, release.set).start()
     started = time.monotonic()
-    outcomes = _together(12, lambda i: _record(principal, "req_dup" if i == 5 else f"req_h{i}"))
+    outcomes = run_together(12, lambda i: _record(principal, "req_dup" if i == 5 else f"req_h{i}"))
     holder.join()
     assert time.monotonic() - started >= 0.4
     assert max(group_sizes) > 1, group_sizes
     assert isinstance(outcomes[5], IntegrityError)
-    assert [o for i, o in enumerate(outcomes) if i != 5] == ["ok"] * 11
+    assert [o for i, o in enumerate(outcomes) if i != 5] == [None] * 11
     assert UsageRecord.objects.filter(request_id__startswith="req_h").count() == 11
     assert UsageRecord.objects.filter(request_id="req_dup").count() == 1
 
