@@ -57,6 +57,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from procstat import children, cpu_seconds  # noqa: E402
 
 from apiservice import services as org_services  # noqa: E402
 from apiservice.models import ALL_SCOPES  # noqa: E402
@@ -151,24 +152,11 @@ def runtime_path(version: Any) -> str:
     return str(model_version_local_path(version=version))
 
 
-def _pool_pids(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def _vm_hwm_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (this machine is shared: wall time is noisy)."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, Any]:
@@ -184,8 +172,7 @@ def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, An
                 timeout=600,
             ).json()
         uploaded = time.perf_counter()
-        pids = [pid for proc in procs for pid in [proc.process.pid, *_pool_pids(proc.process.pid)]]
-        cpu_before = _cpu_seconds(pids)
+        cpu_before = sum(cpu_seconds(proc.process.pid) for proc in procs)
         batch = requests.post(
             server.url + "/v1/batches", headers=headers, json={"input_file_id": file["id"], "model": MODEL}, timeout=60
         ).json()
@@ -193,7 +180,7 @@ def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, An
             time.sleep(0.05)  # the job time is read to within 50 ms
             batch = requests.get(server.url + f"/v1/batches/{batch['id']}", headers=headers, timeout=60).json()
         finished = time.perf_counter()
-        cpu = _cpu_seconds(pids) - cpu_before
+        cpu = sum(cpu_seconds(proc.process.pid) for proc in procs) - cpu_before
         size = 0
         with requests.get(
             server.url + f"/v1/files/{batch['output_file_id']}/content", headers=headers, stream=True, timeout=600
@@ -201,7 +188,7 @@ def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, An
             for block in response.iter_content(1024 * 1024):
                 size += len(block)
         downloaded = time.perf_counter()
-        peak = max(_vm_hwm_mb(pid) for proc in procs for pid in _pool_pids(proc.process.pid))
+        peak = max(_vm_hwm_mb(pid) for proc in procs for pid in children(proc.process.pid))
     return {
         "status": batch["status"],
         "counts": batch["request_counts"],

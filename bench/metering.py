@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from online import cpu_seconds  # noqa: E402
+from procstat import cpu_seconds  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apiservice.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/modelmeter_bench")
