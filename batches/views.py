@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from apiservice.auth import Principal, request_principal
 from apiservice.errors import InvalidInput
 from apiservice.middleware import usage_of
-from apiservice.pagination import CursorPagination
+from apiservice.pagination import paginated_response
 from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES, paginated
 
 from . import selectors, services, storage
@@ -87,11 +87,12 @@ class FileListView(APIView):
     )
     def get(self, request: Request) -> Response:
         principal = _principal(request)
-        paginator = CursorPagination()
-        page = paginator.paginate_queryset(
-            selectors.file_list(organisation_id=principal.organisation_id), request, view=self
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=selectors.file_list(organisation_id=principal.organisation_id),
+            render=lambda page: [FileOut(selectors.file_data(record=f)).data for f in page],
         )
-        return paginator.get_paginated_response([FileOut(selectors.file_data(record=f)).data for f in page or []])
 
 
 class FileDetailView(APIView):
@@ -259,11 +260,12 @@ class BatchListView(APIView):
     )
     def get(self, request: Request) -> Response:
         principal = _principal(request)
-        paginator = CursorPagination()
-        page = paginator.paginate_queryset(
-            selectors.batch_list(organisation_id=principal.organisation_id), request, view=self
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=selectors.batch_list(organisation_id=principal.organisation_id),
+            render=lambda page: [_batch_out(b) for b in page],
         )
-        return paginator.get_paginated_response([_batch_out(b) for b in page or []])
 
 
 class BatchDetailView(APIView):

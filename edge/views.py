@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from apiservice.auth import APIKeyAuthentication, Principal, request_principal
 from apiservice.middleware import usage_of
-from apiservice.pagination import CursorPagination
+from apiservice.pagination import paginated_response
 from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES, ErrorEnvelope, paginated
 from models_registry.selectors import model_get, model_version_resolve
 
@@ -105,9 +105,12 @@ class VersionBundlesView(APIView):
         found = model_get(name=model, organisation_id=_principal(request).organisation_id)
         resolved = model_version_resolve(model=found, ref=version)
         _note(request)
-        paginator = CursorPagination()
-        page = paginator.paginate_queryset(selectors.bundle_list_for_version(version=resolved), request, view=self)
-        return paginator.get_paginated_response(BundleOut(page, many=True).data)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=selectors.bundle_list_for_version(version=resolved),
+            render=lambda page: BundleOut(page, many=True).data,
+        )
 
 
 class BundleDetailView(APIView):
