@@ -5,6 +5,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -56,6 +57,7 @@ class UsageContext:
     model_version_id: int | None = None
     units: int = 0
     meter: str = ""
+    answer: Any = None  # billing's IdempotentAnswer: stored by the same statement as the ledger row
 
 
 def usage_of(request: object) -> UsageContext:
@@ -148,7 +150,7 @@ class APIGatewayMiddleware:
             API_CALLS.labels(usage.face, str(response.status_code)).inc()
             API_LATENCY.labels(usage.face).observe(elapsed)
 
-            self.usage_record(
+            billed = self.usage_record(
                 request_id=request.ledger_id,  # type: ignore[attr-defined]
                 client_request_id=request.client_request_id,  # type: ignore[attr-defined]
                 principal=request.principal,  # type: ignore[attr-defined]
@@ -158,7 +160,10 @@ class APIGatewayMiddleware:
                 units=usage.units if response.status_code < 400 else 0,
                 status_code=response.status_code,
                 latency_ms=elapsed * 1000.0,
+                answer=usage.answer,
             )
+            if not billed:  # another execution of the same Idempotency-Key was recorded first
+                response = self.billing.lost(request)
         return response
 
     def _respond(self, request: HttpRequest) -> HttpResponse:

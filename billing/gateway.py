@@ -2,13 +2,16 @@
 
 admit: rate limit (every authenticated call) -> for billable POSTs: account standing (402),
 Idempotency-Key (replay / 409 / 422), quota and key budget (429). Any refusal is answered here and
-the model never runs. settle: rate-limit headers, the idempotency record, the quota reservation
-turned into the real units. With `METERING_ENABLED` off both are no-ops (the ledger still records).
+the model never runs. settle: rate-limit headers, the idempotent answer (which the ledger row's
+statement stores), the quota reservation turned into the real units; lost: the rare call whose
+Idempotency-Key another execution recorded first. With `METERING_ENABLED` off all are no-ops (the
+ledger still records).
 """
 
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -51,12 +54,16 @@ def admit(request: HttpRequest) -> HttpResponse | None:
     entitlement = limits.entitlement_get(organisation_id=principal.organisation_id)
     item = limits.key_terms_get(api_key_id=principal.api_key_id).rate_limit or entitlement.rate_limit
     meter = meter_of(request)
-    context.rate, quota = limits.admission(
+    billable = meter is not None and not entitlement.blocked
+    asked = idempotency.idempotency_request(request, organisation_id=principal.organisation_id) if billable else None
+    claim = asked if isinstance(asked, idempotency.Claim) else None
+    context.rate, quota, claimed = limits.admission(
         api_key_id=principal.api_key_id,
         item=item,
         organisation_id=principal.organisation_id,
-        meter=meter if meter is not None and not entitlement.blocked else None,
+        meter=meter if billable else None,
         entitlement=entitlement,
+        claim=(claim.redis_key, claim.marker, idempotency.ttl_seconds()) if claim is not None else None,
     )
     if context.rate.exceeded:
         return error_response(
@@ -77,12 +84,23 @@ def admit(request: HttpRequest) -> HttpResponse | None:
             message=f"Your subscription {reason}; update billing at POST /v1/billing/portal.",
         )
     context.reservation = quota if isinstance(quota, limits.Reservation) else None
-    begun = idempotency.idempotency_begin(request, organisation_id=principal.organisation_id)
-    if isinstance(begun, HttpResponse):  # replay / 409 / 422 / 400: the view won't run, give the unit back
-        usage_of(request).face = "idempotent-replay" if begun.has_header("Idempotent-Replayed") else "refused"
+    if isinstance(asked, HttpResponse):  # a malformed Idempotency-Key: 400
         _release(context)
-        return begun
-    context.claim = begun
+        return asked
+    if claim is not None:
+        begun: idempotency.Claim | HttpResponse = claim
+        if isinstance(claimed, bytes):  # someone holds the key; the script reserved nothing
+            begun = idempotency.idempotency_taken(request, claim, marker=claimed)
+            if isinstance(begun, idempotency.Claim):  # a crashed worker's claim, taken over
+                quota = _reserve(principal, meter, entitlement)
+                context.reservation = quota if isinstance(quota, limits.Reservation) else None
+        elif claimed is None:  # Redis unavailable
+            begun = idempotency.idempotency_begin_database(request, claim)
+        if isinstance(begun, HttpResponse):  # replay / 409 / 422: the view won't run, give the unit back
+            usage_of(request).face = "idempotent-replay" if begun.has_header("Idempotent-Replayed") else "refused"
+            _release(context)
+            return begun
+        context.claim = begun
     if isinstance(quota, limits.QuotaRefused):
         _release(context)
         return error_response(
@@ -95,6 +113,18 @@ def admit(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
+def _reserve(principal: Any, meter: str, entitlement: limits.Entitlement) -> "limits.Reservation | limits.QuotaRefused":
+    try:
+        return limits.quota_reserve(
+            organisation_id=principal.organisation_id,
+            api_key_id=principal.api_key_id,
+            meter=meter,
+            entitlement=entitlement,
+        )
+    except limits.QuotaRefused as refused:
+        return refused
+
+
 def _release(context: BillingContext) -> None:
     if context.reservation is not None:
         limits.quota_settle(reservation=context.reservation, units=0)
@@ -105,18 +135,32 @@ def _release(context: BillingContext) -> None:
 
 
 def settle(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    """After the view: store the idempotent answer, settle the quota, add rate-limit headers."""
+    """After the view: the idempotent answer (stored with the ledger row), the quota settled to the
+    real units, the rate-limit headers."""
     context: BillingContext | None = getattr(request, "billing", None)
     if context is None:
         return response
     usage = usage_of(request)
     if context.claim is not None:
-        response, billed = idempotency.idempotency_finish(request, context.claim, response)
-        if not billed:  # another execution of the same key was recorded first
-            usage.units, usage.meter, usage.face = 0, "", "idempotent-replay"
+        usage.answer = idempotency.idempotency_answer(context.claim, response)
     if context.reservation is not None:
         units = usage.units if response.status_code < 400 else 0
         limits.quota_settle(reservation=context.reservation, units=units)
+        context.reservation.units = units
+    if context.rate is not None:
+        for name, value in context.rate.headers().items():
+            response[name] = value
+    return response
+
+
+def lost(request: HttpRequest) -> HttpResponse:
+    """The ledger says another execution of this Idempotency-Key was recorded first (Redis had lost
+    the claim): give back the units and answer as that execution did."""
+    context: BillingContext = request.billing  # type: ignore[attr-defined]
+    assert context.claim is not None
+    if context.reservation is not None:
+        limits.quota_settle(reservation=context.reservation, units=0)
+    response = idempotency.idempotency_lost(request, context.claim)
     if context.rate is not None:
         for name, value in context.rate.headers().items():
             response[name] = value

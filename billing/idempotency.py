@@ -1,10 +1,17 @@
 """`Idempotency-Key` for billable POSTs: replay the first response, bill the call once.
 
 The database is the source of truth: `IdempotencyRecord` is unique on (organisation, key), and the
-execution whose record is inserted first is the one that counts. Redis only keeps the hot path to one
-database write: an in-flight claim (`SET NX`, 60 s) turns concurrent duplicates into 409s, and a
-"done" marker sends repeats straight to the stored response. If Redis lost a claim (restart) and two
-executions ran, the loser finds the winner's row at insert time, replays it and is not billed.
+execution whose record is inserted first is the one that counts. The record is written by the same
+statement as the call's ledger row (`billing.services.usage_record`), so storing the answer costs no
+round trip of its own, and a call is never recorded without its answer or the other way round.
+
+Redis keeps concurrent duplicates apart without touching the database: the admission script
+(`billing.limits.admission`) claims the key (`SET NX`, marker `P:<fingerprint>:<unix time>`, kept for
+the TTL) in the same round trip as the rate limit and quota. A request that finds the marker has the
+same fingerprint or gets 422; then the database says whether the first answer is stored (replay) or
+still being made (409). A claim older than `CLAIM_SECONDS` without a stored answer belongs to a crashed
+worker and is taken over. If Redis lost a claim (restart) and two executions ran, the loser's ledger
+row is recorded as a replay (no units) and it answers with the winner's response.
 Without Redis the claim itself is the row (inserted in-flight, completed after the response).
 
 Stored: every response below 500 except the gateway's own refusals (402/409/429), which are not the
@@ -12,14 +19,14 @@ endpoint's answer and may be retried with the same key. Records live `IDEMPOTENC
 """
 
 import hashlib
-from contextlib import nullcontext
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -27,11 +34,18 @@ from apiservice.errors import error_response
 
 from .limits import link
 from .models import IdempotencyRecord
+from .services import IdempotentAnswer
 
 HEADER = "HTTP_IDEMPOTENCY_KEY"
 CLAIM_SECONDS = 60  # an in-flight claim older than this belongs to a crashed worker
 REPLAYED_HEADERS = ("X-Model-Version",)
 NOT_STORED = {402, 409, 429}
+# Give a Redis claim back only if it is still ours; take over a stale one only if it is unchanged.
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_TAKE_OVER = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end "
+    "return 0"
+)
 
 
 @dataclass
@@ -40,7 +54,8 @@ class Claim:
     key: str
     fingerprint: str
     redis_key: str
-    in_database: bool  # True: the claim is an unfinished IdempotencyRecord row (Redis was down)
+    marker: str  # the value the claim holds in Redis
+    in_database: bool = False  # True: the claim is an unfinished IdempotencyRecord row (Redis was down)
 
 
 def _ttl() -> timedelta:
@@ -87,8 +102,12 @@ def _live_record(organisation_id: int, key: str) -> IdempotencyRecord | None:
     ).first()
 
 
-def idempotency_begin(request: HttpRequest, *, organisation_id: int) -> Claim | HttpResponse | None:
-    """Claim the request's key, or answer now (replay / 409 / 422 / 400). None: no key sent."""
+def ttl_seconds() -> int:
+    return int(_ttl().total_seconds())
+
+
+def idempotency_request(request: HttpRequest, *, organisation_id: int) -> Claim | HttpResponse | None:
+    """The claim this request asks for (not taken yet), a 400 for a malformed key, or None: no key sent."""
     key = request.META.get(HEADER)
     if key is None:
         return None
@@ -105,33 +124,35 @@ def idempotency_begin(request: HttpRequest, *, organisation_id: int) -> Claim | 
     except RequestDataTooBig:
         return None  # the gateway answers 413 before the view runs
     redis_key = f"mm:idem:{organisation_id}:" + hashlib.sha256(key.encode()).hexdigest()[:32]
-    claim = Claim(organisation_id, key, fingerprint, redis_key, in_database=False)
-    client = link.client()
-    if client is not None:
-        try:
-            return _begin_redis(request, client, claim)
-        except redis.RedisError as exc:
-            link.failed(exc)
-    claim.in_database = True
-    return _begin_database(request, claim)
+    return Claim(organisation_id, key, fingerprint, redis_key, marker=f"P:{fingerprint}:{int(time.time())}")
 
 
-def _begin_redis(request: HttpRequest, client: redis.Redis, claim: Claim) -> Claim | HttpResponse:
-    if client.set(claim.redis_key, "P:" + claim.fingerprint, nx=True, ex=CLAIM_SECONDS):
-        return claim
-    marker = client.get(claim.redis_key)
-    if marker is None:
-        return _conflict(request)
-    state, _, fingerprint = bytes(marker).decode().partition(":")  # type: ignore[arg-type]
+def idempotency_taken(request: HttpRequest, claim: Claim, *, marker: bytes) -> Claim | HttpResponse:
+    """The admission script found `marker` on the key: 422, replay, 409, or the claim if it was stale."""
+    _, _, rest = marker.decode(errors="replace").partition(":")
+    fingerprint, _, since = rest.partition(":")
     if fingerprint != claim.fingerprint:
         return _mismatch(request)
-    if state == "P":
-        return _conflict(request)
     record = _live_record(claim.organisation_id, claim.key)
-    return replay(request, record) if record is not None else _conflict(request)
+    if record is not None:
+        if record.fingerprint != claim.fingerprint:
+            return _mismatch(request)
+        if record.done:
+            return replay(request, record)
+        return _conflict(request)
+    if not since.isdigit() or time.time() - int(since) < CLAIM_SECONDS:
+        return _conflict(request)
+    try:  # claimed over a minute ago and nothing stored: the worker that claimed it is gone
+        if link.evalsha(_TAKE_OVER, [claim.redis_key], [marker, claim.marker, ttl_seconds()]) == 1:
+            return claim
+    except redis.RedisError as exc:
+        link.failed(exc)
+    return _conflict(request)
 
 
-def _begin_database(request: HttpRequest, claim: Claim) -> Claim | HttpResponse:
+def idempotency_begin_database(request: HttpRequest, claim: Claim) -> Claim | HttpResponse:
+    """Claim the key with an unfinished record (Redis unavailable), or answer now (replay/409/422)."""
+    claim.in_database = True
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -162,65 +183,47 @@ def idempotency_release(claim: Claim) -> None:
             organisation_id=claim.organisation_id, key=claim.key, fingerprint=claim.fingerprint, done=False
         ).delete()
         return
-    client = link.client()
-    if client is not None:
-        try:
-            client.delete(claim.redis_key)
-        except redis.RedisError as exc:
-            link.failed(exc)
+    try:
+        link.evalsha(_RELEASE, [claim.redis_key], [claim.marker])
+    except redis.RedisError as exc:
+        link.failed(exc)
 
 
-def idempotency_finish(request: HttpRequest, claim: Claim, response: HttpResponse) -> tuple[HttpResponse, bool]:
-    """Store the first answer. Returns the response to send and whether this execution is the billed one."""
+def idempotency_answer(claim: Claim, response: HttpResponse) -> IdempotentAnswer | None:
+    """The answer to store with the call's ledger row, or None when this response is not stored (the
+    claim is then given back). A database claim (Redis was down) is completed here instead."""
     if response.status_code >= 500 or response.status_code in NOT_STORED or response.streaming:
         idempotency_release(claim)
-        return response, True
-    fields = {
-        "fingerprint": claim.fingerprint,
-        "done": True,
-        "status_code": response.status_code,
-        "content_type": response.get("Content-Type", "application/json"),
-        "body": response.content,
-        "headers": {name: response[name] for name in REPLAYED_HEADERS if name in response},
-    }
-    if claim.in_database:
-        IdempotencyRecord.objects.filter(organisation_id=claim.organisation_id, key=claim.key).update(**fields)
-        return response, True
-    won = _insert_or_take_over(claim, fields)
-    if not won:
-        winner = _live_record(claim.organisation_id, claim.key)
-        if winner is None or not winner.done:
-            return _conflict(request), False
-        if winner.fingerprint != claim.fingerprint:
-            return _mismatch(request), False
-        return replay(request, winner), False
-    client = link.client()
-    if client is not None:
-        try:
-            client.set(claim.redis_key, "D:" + claim.fingerprint, ex=int(_ttl().total_seconds()))
-        except redis.RedisError as exc:
-            link.failed(exc)
-    return response, True
+        return None
+    answer = IdempotentAnswer(
+        key=claim.key,
+        fingerprint=claim.fingerprint,
+        status_code=response.status_code,
+        content_type=response.get("Content-Type", "application/json"),
+        body=response.content,
+        headers={name: response[name] for name in REPLAYED_HEADERS if name in response},
+    )
+    if not claim.in_database:
+        return answer
+    IdempotencyRecord.objects.filter(organisation_id=claim.organisation_id, key=claim.key).update(
+        fingerprint=answer.fingerprint,
+        done=True,
+        status_code=answer.status_code,
+        content_type=answer.content_type,
+        body=answer.body,
+        headers=answer.headers,
+    )
+    return None
 
 
-def _insert_or_take_over(claim: Claim, fields: dict[str, object]) -> bool:
-    now = timezone.now()
-    # In autocommit a failed INSERT leaves the connection usable, so skip BEGIN/COMMIT round trips;
-    # inside someone's transaction, a savepoint keeps a conflict from aborting it.
-    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
-    try:
-        with guard:
-            IdempotencyRecord.objects.create(
-                organisation_id=claim.organisation_id, key=claim.key, created_at=now, **fields
-            )
-        return True
-    except IntegrityError:
-        # An expired record (older than the TTL) may be replaced; a live one won.
-        return bool(
-            IdempotencyRecord.objects.filter(
-                organisation_id=claim.organisation_id, key=claim.key, created_at__lt=now - _ttl()
-            ).update(created_at=now, **fields)
-        )
+def idempotency_lost(request: HttpRequest, claim: Claim) -> HttpResponse:
+    """What to answer when another execution of the key was recorded first: its answer, or 409/422."""
+    winner = _live_record(claim.organisation_id, claim.key)
+    if winner is None or not winner.done:
+        return _conflict(request)
+    if winner.fingerprint != claim.fingerprint:
+        return _mismatch(request)
+    return replay(request, winner)
 
 
 def idempotency_purge() -> int:

@@ -396,22 +396,30 @@ def _reserve_database(
     return Reservation(units=0)
 
 
-# --- Admission: the rate-limit hit and the quota reservation in one Redis round trip ------------------
+# --- Admission: the rate-limit hit, the idempotency claim and the quota reservation in one round trip --
 # KEYS[1]: the key's fixed-window counter, the key the `limits` library's own Redis storage counts in
 # (same name, same INCRBY-then-EXPIRE on first hit, so `limits` reads and resets it as its own).
-# KEYS[2], KEYS[3]: quota and budget counters; ARGV[1]: window expiry; ARGV[2]: the rate limit;
-# ARGV[3], ARGV[4]: cap and budget (-1: none). A rate-limited call reserves nothing.
-# Returns {count, which, used} where which/used are the reservation's (see _RESERVE), 0 when none.
+# KEYS[2], KEYS[3]: quota and budget counters; KEYS[4]: the Idempotency-Key's claim.
+# ARGV[1]: window expiry; ARGV[2]: the rate limit; ARGV[3], ARGV[4]: cap and budget (-1: none);
+# ARGV[5]: the claim's marker ('' = no key sent), ARGV[6]: its expiry.
+# A rate-limited call claims and reserves nothing; a call whose key is already claimed reserves nothing.
+# Returns {count, which, used} where which/used are the reservation's (see _RESERVE), 0 when none,
+# and a fourth element, the marker found, when the key was already claimed.
 _ADMIT = (
     _RESERVE_FUNCTION
     + """
 local count = redis.call('incrby', KEYS[1], 1)
 if count == 1 then redis.call('expire', KEYS[1], ARGV[1]) end
 if #KEYS == 1 or count > tonumber(ARGV[2]) then return {count, 0, 0} end
+if ARGV[5] ~= '' and not redis.call('set', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[6]) then
+  return {count, 0, 0, redis.call('get', KEYS[4]) or ''}
+end
 local held = reserve({KEYS[2], KEYS[3]}, {ARGV[3], ARGV[4]}, 1)
 return {count, held[1], held[2]}
 """
 )
+
+Claimed = bool | bytes | None  # True: claimed in Redis; bytes: the marker found; None: Redis not asked
 
 
 def admission(
@@ -421,9 +429,11 @@ def admission(
     organisation_id: int,
     meter: str | None,
     entitlement: Entitlement,
-) -> tuple[RateState, "Reservation | QuotaRefused | None"]:
-    """Count the call against the key's rate limit and, for a billable call (`meter`), hold one unit of
-    quota and budget: one Lua script, one Redis round trip. A rate-limited call holds nothing."""
+    claim: tuple[str, str, int] | None = None,
+) -> tuple[RateState, "Reservation | QuotaRefused | None", Claimed]:
+    """Count the call against the key's rate limit and, for a billable call (`meter`), claim its
+    Idempotency-Key (`claim`: Redis key, marker, expiry) and hold one unit of quota and budget: one Lua
+    script, one Redis round trip. A rate-limited call holds nothing."""
     now = time.time()
     window = int(item.get_expiry())
     state = RateState(limit=item.amount, window=window, remaining=None, reset=max(1, int(window - (now % window))))
@@ -432,24 +442,30 @@ def admission(
     wants_quota = meter is not None and (cap is not None or budget is not None)
     storage = link.storage()
     if storage is None:
-        return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None
+        return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None, None
     tag = _month_tag()
     keys = [f"mm:q:{organisation_id}:{meter}:{tag}", f"mm:b:{api_key_id}:{tag}"]
     args = [cap if cap is not None else -1, budget if budget is not None else -1, 1]
     rate_key = storage.prefixed_key(item.key_for(api_key_id, str(int(now // window))))
-    script_keys = [rate_key, *keys] if wants_quota else [rate_key]
+    script_keys: list[str] = [rate_key]
+    script_args: list[int | str] = [window + 1, item.amount]
+    if wants_quota or claim is not None:
+        claim_key, marker, expiry = claim or ("", "", 0)
+        script_keys += [*keys, claim_key]
+        script_args += [*args[:2], marker, expiry]
     try:
-        count, which, used = link.evalsha(_ADMIT, script_keys, [window + 1, item.amount, *args[:2]])
+        count, which, used, *found = link.evalsha(_ADMIT, script_keys, script_args)
         state.remaining, state.exceeded = max(0, item.amount - int(count)), int(count) > item.amount
         outcome = None
-        if wants_quota and not state.exceeded:
+        if wants_quota and not state.exceeded and not found:
             client = link.client()
             assert client is not None
             outcome = _quota_outcome(client, [which, used], keys, args, organisation_id, api_key_id, meter)
     except redis.RedisError as exc:
         link.failed(exc)
-        return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None
-    return state, outcome
+        return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None, None
+    claimed: Claimed = None if claim is None or state.exceeded else (bytes(found[0]) if found else True)
+    return state, outcome, claimed
 
 
 def _quota_outcome(

@@ -1,4 +1,5 @@
 import json
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -8,7 +9,8 @@ import pytest
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
-from billing import idempotency
+from apiservice.auth import authenticate_key
+from billing import gateway, idempotency, limits
 from billing.models import IdempotencyRecord, UsageRecord
 from tests.billing.conftest import IRIS_ROW
 from tests.live import free_port
@@ -21,6 +23,11 @@ BODY = {"instances": [IRIS_ROW, IRIS_ROW]}
 
 def send(api, body=BODY, key="key-1", path=PREDICT):
     return api.post_json(path, body, HTTP_IDEMPOTENCY_KEY=key)
+
+
+def forget_claims():
+    client = limits.link.client()
+    client.delete(*client.scan_iter(match="mm:idem:*"))
 
 
 def billed_units():
@@ -47,12 +54,18 @@ def test_it_answers_422_for_the_same_key_with_another_body(api, iris):
     assert billed_units() == 2
 
 
-def test_it_answers_409_with_retry_after_while_the_first_is_in_flight(api, org, iris):
+def admit_without_answering(api_key, key="key-1", body=BODY):
+    """Take a request through the gateway's admission (claim, quota) and leave it running."""
     request = RequestFactory().post(
-        PREDICT, data=json.dumps(BODY), content_type="application/json", HTTP_IDEMPOTENCY_KEY="key-1"
+        PREDICT, data=json.dumps(body), content_type="application/json", HTTP_IDEMPOTENCY_KEY=key
     )
-    claim = idempotency.idempotency_begin(request, organisation_id=org.pk)
-    assert isinstance(claim, idempotency.Claim)
+    request.principal = authenticate_key(f"Bearer {api_key}")
+    assert gateway.admit(request) is None
+    return request
+
+
+def test_it_answers_409_with_retry_after_while_the_first_is_in_flight(api, api_key, iris):
+    admit_without_answering(api_key)
     response = send(api)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "idempotency_in_progress"
@@ -113,6 +126,46 @@ def test_it_answers_409_from_the_database_while_in_flight(api, org, iris):
             )
         )
         assert send(api).status_code == 409
+
+
+def test_it_stores_the_answer_with_the_ledger_row(api, iris):
+    response = send(api)
+    record = IdempotencyRecord.objects.get(key="key-1")
+    row = UsageRecord.objects.get()
+    assert (record.done, record.status_code, bytes(record.body)) == (True, 200, response.content)
+    assert record.created_at == row.created_at  # written by the same statement
+
+
+def test_it_takes_over_a_claim_whose_worker_crashed(api, api_key, iris):
+    stale = admit_without_answering(api_key)
+    assert send(api).status_code == 409
+    claim = stale.billing.claim
+    marker = f"P:{claim.fingerprint}:{int(time.time()) - idempotency.CLAIM_SECONDS - 1}"
+    limits.link.client().set(claim.redis_key, marker)
+    response = send(api)
+    assert response.status_code == 200
+    assert "Idempotent-Replayed" not in response
+    assert send(api)["Idempotent-Replayed"] == "true"
+    assert billed_units() == 2
+
+
+def test_a_loser_whose_claim_redis_forgot_answers_with_the_winners_response(api, api_key, iris):
+    first = send(api)
+    forget_claims()  # Redis restarted: the claim is gone, the database still has the answer
+    second = send(api)
+    assert second.status_code == 200
+    assert (second.content, second["Idempotent-Replayed"]) == (first.content, "true")
+    assert billed_units() == 2
+    loser = UsageRecord.objects.get(units=0)
+    assert (loser.face, loser.meter, loser.status_code) == ("idempotent-replay", "", 200)
+
+
+def test_a_loser_with_another_body_gets_422_and_no_units(api, iris):
+    send(api)
+    forget_claims()
+    response = send(api, body={"instances": [IRIS_ROW]})
+    assert response.status_code == 422
+    assert billed_units() == 2
 
 
 def test_it_rejects_an_overlong_key(api, iris):

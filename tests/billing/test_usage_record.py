@@ -7,8 +7,8 @@ import pytest
 from django.db import IntegrityError, connection
 
 from apiservice.auth import authenticate_key
-from billing.models import UsageRecord
-from billing.services import usage_record
+from billing.models import IdempotencyRecord, UsageRecord
+from billing.services import IdempotentAnswer, usage_record
 from tests.concurrency import run_together
 
 
@@ -129,6 +129,85 @@ def test_a_duplicate_in_a_group_fails_only_its_own_call(org: Any, monkeypatch: p
     assert [o for i, o in enumerate(outcomes) if i != 5] == [None] * 11
     assert UsageRecord.objects.filter(request_id__startswith="req_h").count() == 11
     assert UsageRecord.objects.filter(request_id="req_dup").count() == 1
+
+
+def _grouped(monkeypatch: pytest.MonkeyPatch, calls: int, record: Any) -> tuple[list[Any], list[int]]:
+    """Run `record(i)` for `calls` threads while the ledger table is locked, so they queue into groups."""
+    import threading
+
+    from billing import services
+
+    group_sizes: list[int] = []
+    insert_rows = services._insert_rows
+    monkeypatch.setattr(services, "_insert_rows", lambda rows: (group_sizes.append(len(rows)), insert_rows(rows)))
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_table() -> None:
+        with psycopg.connect(**_dsn()) as other:
+            other.execute("LOCK TABLE billing_usagerecord IN EXCLUSIVE MODE")
+            locked.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold_table)
+    holder.start()
+    locked.wait(5)
+    threading.Timer(0.5, release.set).start()
+    outcomes = run_together(calls, record)
+    holder.join()
+    return outcomes, group_sizes
+
+
+def _answer(key: str, body: bytes = b'{"predictions": [1]}') -> IdempotentAnswer:
+    return IdempotentAnswer(
+        key=key, fingerprint="f" * 64, status_code=200, content_type="application/json", body=body, headers={}
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_group_stores_the_idempotent_answers_of_its_rows_in_the_same_statement(
+    org: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apiservice import services as org_services
+
+    _, key = org_services.api_key_create(organisation=org, name="k")
+    principal = authenticate_key(f"Bearer {key}")
+
+    def record(i: int) -> bool:
+        answer = _answer(f"key-{i}", body=b"%d" % i) if i % 3 else None
+        return usage_record(
+            request_id=f"req_a{i}", principal=principal, face="v1-predict", status_code=200, latency_ms=1.0,
+            units=1, meter="online_predictions", answer=answer,
+        )  # fmt: skip
+
+    outcomes, group_sizes = _grouped(monkeypatch, 12, record)
+    assert outcomes == [True] * 12
+    assert max(group_sizes) > 1, group_sizes
+    stored = {r.key: bytes(r.body) for r in IdempotencyRecord.objects.filter(done=True)}
+    assert stored == {f"key-{i}": b"%d" % i for i in range(12) if i % 3}
+    assert UsageRecord.objects.filter(face="v1-predict", units=1).count() == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_key_twice_in_a_group_is_billed_once(org: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from apiservice import services as org_services
+
+    _, key = org_services.api_key_create(organisation=org, name="k")
+    principal = authenticate_key(f"Bearer {key}")
+
+    def record(i: int) -> bool:
+        return usage_record(
+            request_id=f"req_s{i}", principal=principal, face="v1-predict", status_code=200, latency_ms=1.0,
+            units=1, meter="online_predictions", answer=_answer("same" if i in (3, 8) else f"key-{i}"),
+        )  # fmt: skip
+
+    outcomes, group_sizes = _grouped(monkeypatch, 10, record)
+    assert max(group_sizes) > 1, group_sizes
+    assert sorted(outcomes[i] for i in (3, 8)) == [False, True]
+    assert [o for i, o in enumerate(outcomes) if i not in (3, 8)] == [True] * 8
+    loser = UsageRecord.objects.get(request_id=f"req_s{8 if outcomes[3] else 3}")
+    assert (loser.face, loser.units, loser.meter) == ("idempotent-replay", 0, "")
+    assert UsageRecord.objects.filter(units=1).count() == 9
+    assert IdempotencyRecord.objects.filter(key="same").count() == 1
 
 
 def _dsn() -> dict[str, Any]:
