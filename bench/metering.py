@@ -41,7 +41,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %(key)s"
 local counter = 0
 local idem = %(idem)s
-local prefix = tostring(math.random(1, 1000000000))
+local prefix = "%(prefix)s"
 request = function()
   if idem then
     counter = counter + 1
@@ -121,17 +121,24 @@ def run_mode(mode: str, key: str, args: argparse.Namespace, media_root: str) -> 
     )
     try:
         wait_ready(port)
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(WRK_SCRIPT % {"key": key, "idem": "true" if mode == "on+idem" else "false"})
-        base = ["wrk", "-t1", f"-c{args.connections}", "-s", script.name, f"http://127.0.0.1:{port}"]
-        subprocess.run([*base[:2], "-d2s", *base[2:]], capture_output=True, check=True)  # warm-up
+
+        def wrk(seconds: int) -> str:
+            # wrk's Lua random numbers are not seeded: a prefix from here keeps every run's keys fresh
+            values = {"key": key, "idem": "true" if mode == "on+idem" else "false", "prefix": time.time_ns()}
+            with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+                script.write(WRK_SCRIPT % values)
+            command = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "-s", script.name]
+            run = subprocess.run([*command, f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True)
+            return run.stdout
+
+        wrk(2)  # warm-up
         cpu_before = cpu_seconds(server.pid)
-        out = subprocess.run([*base[:2], f"-d{args.seconds}s", *base[2:]], capture_output=True, text=True, check=True)
+        out = wrk(args.seconds)
         cpu = cpu_seconds(server.pid) - cpu_before
-        if "Non-2xx" in out.stdout:
-            raise RuntimeError(f"{mode}: non-2xx responses:\n{out.stdout}")
-        requests = int(re.search(r"(\d+) requests in", out.stdout).group(1))  # type: ignore[union-attr]
-        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+        if "Non-2xx" in out:
+            raise RuntimeError(f"{mode}: non-2xx responses:\n{out}")
+        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
         return rps, cpu / max(1, requests) * 1e6
     finally:
         server.terminate()

@@ -2,7 +2,7 @@
 """Profile the online hot path in-process: the real WSGI app (all middleware, DRF, ORT, ledger insert
 on PostgreSQL) called directly, no network, so the profile shows only our code.
 
-    .venv/bin/python bench/profile_hot_path.py --only "forest-1 :predict" -n 3000 [--cprofile]
+    .venv/bin/python bench/profile_hot_path.py --only "forest-1 :predict" -n 3000 [--cprofile] [--idempotency-keys]
 
 Without --cprofile it prints the mean µs per request (the number each optimisation commit quotes).
 """
@@ -10,6 +10,7 @@ Without --cprofile it prints the mean µs per request (the number each optimisat
 import argparse
 import cProfile
 import io
+import itertools
 import pstats
 import sys
 import time
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--idempotency-keys", action="store_true", help="a fresh Idempotency-Key on every request")
     args = parser.parse_args()
     ns = argparse.Namespace(
         pg="postgres://postgres@127.0.0.1:5432", db="mm_bench_profile", redis="redis://127.0.0.1:6379/15"
@@ -60,9 +62,13 @@ def main() -> None:
 
     app = get_wsgi_application()
     base = environ_for(scenario)
+    counter = itertools.count()
+    prefix = f"profile-{time.time()}-"
 
     def one() -> None:
         environ = dict(base)
+        if args.idempotency_keys:
+            environ["HTTP_IDEMPOTENCY_KEY"] = prefix + str(next(counter))
         environ["wsgi.input"] = io.BytesIO(scenario.body)
         statuses: list[str] = []
         body = b"".join(app(environ, lambda status, headers, exc=None: statuses.append(status)))
