@@ -70,11 +70,15 @@ def test_it_gives_the_same_dashboard_from_the_rollup_as_from_the_ledger(
 def test_it_rolls_up_idempotently(history: Any) -> None:
     services.usage_rollup_refresh()
     first = list(
-        UsageRollup.objects.order_by("day", "organisation_id", "model_version_id").values("calls", "units", "errors")
+        UsageRollup.objects.order_by("day", "organisation_id", "model_version_id", "meter").values(
+            "day", "meter", "calls", "units", "errors"
+        )
     )
     call_command("usage_rollup", "--since", (timezone.localdate() - timedelta(days=30)).isoformat())
     again = list(
-        UsageRollup.objects.order_by("day", "organisation_id", "model_version_id").values("calls", "units", "errors")
+        UsageRollup.objects.order_by("day", "organisation_id", "model_version_id", "meter").values(
+            "day", "meter", "calls", "units", "errors"
+        )
     )
     assert first == again
     assert (
