@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import IO, Any
 
 import numpy as np
-import orjson
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -24,7 +23,7 @@ from django.utils import timezone
 from billing.services import usage_record_batch_chunk
 from inference.services import Servable, predict, servable_from_version
 
-from . import storage
+from . import storage, tensors
 from .formats import (
     LineError,
     Parser,
@@ -228,13 +227,17 @@ def _chunk_work(chunk: BatchChunk, claim: str, *, poison: bool) -> None:
     batch = chunk.batch
     prefix = storage.batch_prefix(organisation_id=batch.organisation_id, batch_uid=batch.uid)
     result = _ChunkResult()
-    with storage.spool() as out, storage.spool() as err:
+    # The output goes straight into its stored file (local storage: no copy); errors, rare, via a spool.
+    with storage.writing(f"{prefix}/parts/{chunk.index:06d}-{claim}.out") as out, storage.spool() as err:
         if poison:
             _chunk_poison(chunk, err, result)
         else:
-            _chunk_predict(chunk, out, err, result)
-        out_name = storage.store(f"{prefix}/parts/{chunk.index:06d}-{claim}.out", out) if result.succeeded_lines else ""
+            _chunk_predict(chunk, out.file, err, result)
         err_name = storage.store(f"{prefix}/parts/{chunk.index:06d}-{claim}.err", err) if result.failed_lines else ""
+    out_name = out.name
+    if not result.succeeded_lines:
+        storage.delete_quietly([out_name])
+        out_name = ""
     status = BatchChunk.Status.FAILED if poison else BatchChunk.Status.SUCCEEDED
     if not _chunk_finish(chunk, claim, status, result, out_name, err_name):
         storage.delete_quietly([out_name, err_name])  # another attempt owns this chunk now
@@ -287,9 +290,7 @@ def _chunk_requests(chunk: BatchChunk) -> Iterator[Request]:
 
 def _chunk_tensors(chunk: BatchChunk) -> _Lines:
     """The requests validation stored for the chunk, as columns (no per-line objects)."""
-    with storage.open_read(chunk.tensors_name) as handle, np.load(handle, allow_pickle=False) as data:
-        meta = orjson.loads(data["meta"].tobytes())
-        feeds = {key.removeprefix("feed:"): data[key] for key in data.files if key.startswith("feed:")}
+    meta, feeds = tensors.tensors_load(chunk.tensors_name)
     shift = chunk.first_line - meta.get("first_line", chunk.first_line)  # numbered from the part's start
     numbers = [number + shift for number in meta["numbers"]] if shift else meta["numbers"]
     custom_ids = meta["custom_ids"]
@@ -298,7 +299,7 @@ def _chunk_tensors(chunk: BatchChunk) -> _Lines:
     return _Lines(
         numbers=numbers,
         custom_ids=custom_ids,
-        forms=meta["forms"],
+        forms=meta["forms"] or ["instances"] * len(numbers),
         rows=meta["rows"],
         csv_values=meta["csv_values"],
         feeds=feeds,

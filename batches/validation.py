@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import storage
+from . import storage, tensors
 from .execution import (
     batch_expire_if_due,
     batch_fail,
@@ -226,12 +226,17 @@ def _part_finish(part: BatchPart, claim: str, result: dict[str, Any]) -> None:
         status=BatchPart.Status.DONE, result=result
     )
     if not done:  # another attempt owns the part now
-        names = [result.get("rejected_name", ""), result.get("hashes_name", "")]
-        storage.delete_quietly([*names, *(chunk["tensors_name"] for chunk in result.get("chunks", []))])
+        storage.delete_quietly(_part_files(result))
         return
     unfinished = [BatchPart.Status.PENDING, BatchPart.Status.RUNNING]
     if not BatchPart.objects.filter(batch_id=part.batch_id, status__in=unfinished).exists():
         _finish_queue(part.batch_id)
+
+
+def _part_files(result: dict[str, Any]) -> list[str]:
+    """The stored files a part's result names."""
+    names = [result.get("rejected_name", ""), result.get("hashes_name", "")]
+    return [*names, *(chunk["tensors_name"] for chunk in result.get("chunks", []))]
 
 
 def _part_run(batch: Batch, part: BatchPart, claim: str) -> dict[str, Any]:
@@ -248,9 +253,9 @@ def _part_run(batch: Batch, part: BatchPart, claim: str) -> dict[str, Any]:
             physical = _check_lines(state, parser, cutter, lines, rejected)
         cutter.close(end=part.byte_offset + part.byte_length)
         rejected_name = storage.store(f"{name}.err", rejected) if state.invalid else ""
-    with storage.spool() as handle:
-        np.save(handle, np.concatenate(state.hashes) if state.hashes else np.empty(0, np.int64))
-        hashes_name = storage.store(f"{name}.hashes.npy", handle)
+    with storage.writing(f"{name}.hashes.npy") as hashes:
+        np.save(hashes.file, np.concatenate(state.hashes) if state.hashes else np.empty(0, np.int64))
+    hashes_name = hashes.name
     return {
         "lines": physical,
         "requests": state.lines,
@@ -392,9 +397,11 @@ class _ChunkCutter:
         self.state.rows += self.rows
         self.state.hashes.append(custom_id_hashes([c for c in custom_ids if c is not None]))
         self._stack()
-        forms = ["instances"] * len(numbers)
-        for index, form in self.forms.items():
-            forms[index] = form
+        forms: list[str] | None = None  # None: every line uses `instances` (the common case, stored small)
+        if self.forms:
+            forms = ["instances"] * len(numbers)
+            for index, form in self.forms.items():
+                forms[index] = form
         meta = {
             "first_line": chunk.first_line,  # the numbers are counted from the part's start, like this
             "numbers": numbers,
@@ -403,27 +410,9 @@ class _ChunkCutter:
             "rows": line_rows,
             "csv_values": self.csv_values,
         }
-        chunk.tensors_name = _tensors_store(f"{self.name}-{chunk.index:04d}.npz", self.feeds, meta)
+        chunk.tensors_name = tensors.tensors_store(f"{self.name}-{chunk.index:04d}.npy", self.feeds, meta)
         self.chunk, self.rows = None, 0
         self._columns()
-
-
-def _tensors_store(name: str, feeds: dict[str, list[np.ndarray]], meta: dict[str, Any]) -> str:
-    """Store a parsed chunk as tensors (.npz), so running it needs no second parse of the text.
-
-    A chunk whose feeds do not stack (different trailing shapes, strings) is not stored (""): it
-    re-parses its lines when it runs.
-    """
-    try:
-        arrays = {f"feed:{input_name}": np.concatenate(parts) for input_name, parts in feeds.items()}
-    except ValueError:
-        return ""
-    if any(array_.dtype == object for array_ in arrays.values()):
-        return ""
-    arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
-    with storage.spool() as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
-        return storage.store(name, handle)
 
 
 # --- Merging the parts, deciding, starting --------------------------------------------------------
