@@ -110,6 +110,8 @@ def start_chunks(
             )
             if stopped:  # cancelled or expired while validating
                 finalize_queue(batch.pk)
+            else:  # it ended otherwise meanwhile (finalised, failed): nothing names the merged error file
+                transaction.on_commit(lambda: storage.delete_quietly([rejected_name]))
             return
         BatchChunk.objects.bulk_create(chunks)
         chunk_ids = list(BatchChunk.objects.filter(batch=batch).order_by("index").values_list("pk", flat=True))
@@ -133,8 +135,11 @@ def finalize_queue(batch_id: int) -> None:
 
 def batch_fail(
     *, batch: Batch, errors: list[dict[str, Any]], rejected_name: str = "", total: int = 0, invalid: int = 0
-) -> None:
-    """Validation failed (or crashed): the batch fails, with the first errors and the bad lines' file."""
+) -> bool:
+    """Validation failed (or crashed): the batch fails, with the first errors and the bad lines' file.
+
+    False if the batch had already failed or was no longer validating (nothing changed).
+    """
     with transaction.atomic():
         # The status turns `failed` when finalisation has written the error file.
         failed = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING, failed_at__isnull=True).update(
@@ -146,6 +151,7 @@ def batch_fail(
         )
         if failed:
             finalize_queue(batch.pk)
+    return bool(failed)
 
 
 # --- Expiry ---------------------------------------------------------------------------------------

@@ -225,7 +225,9 @@ def _part_finish(part: BatchPart, claim: str, result: dict[str, Any]) -> None:
     done = BatchPart.objects.filter(pk=part.pk, claim=claim, status=BatchPart.Status.RUNNING).update(
         status=BatchPart.Status.DONE, result=result
     )
-    if not done:  # another attempt owns the part now
+    # Another attempt owns the part now, or the batch ended while this part ran (failed, cancelled or
+    # expired) and its finalisation has already emptied the parts folder: nothing will read the files.
+    if not done or Batch.objects.filter(pk=part.batch_id, finalized_at__isnull=False).exists():
         storage.delete_quietly(_part_files(result))
         return
     unfinished = [BatchPart.Status.PENDING, BatchPart.Status.RUNNING]
@@ -421,7 +423,7 @@ class _ChunkCutter:
 def batch_validate_finish(*, batch_id: int) -> None:
     """Once every part is done: file line numbers, counts, the verdict; then start the chunks or fail."""
     batch = Batch.objects.select_related("input_file", "model_version").filter(pk=batch_id).first()
-    if batch is None or batch.failed_at or batch.input_file is None:
+    if batch is None or batch.failed_at or batch.finalized_at or batch.input_file is None:
         return
     if batch.status not in (Batch.Status.VALIDATING, Batch.Status.CANCELLING) or batch.in_progress_at:
         return
@@ -434,7 +436,8 @@ def batch_validate_finish(*, batch_id: int) -> None:
         verdict = _verdict(batch, state, parts)
         if verdict:
             counts = {"total": state.lines, "invalid": state.invalid}
-            batch_fail(batch=batch, errors=[*verdict, *state.errors], rejected_name=rejected_name, **counts)
+            if not batch_fail(batch=batch, errors=[*verdict, *state.errors], rejected_name=rejected_name, **counts):
+                storage.delete_quietly([rejected_name])  # it ended otherwise meanwhile: nothing names the file
             return
     start_chunks(
         batch=batch,
