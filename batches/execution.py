@@ -297,16 +297,20 @@ def _chunk_requests(chunk: BatchChunk) -> Iterator[Request]:
 def _chunk_tensors(chunk: BatchChunk) -> _Lines:
     """The requests validation stored for the chunk, as columns (no per-line objects)."""
     meta, feeds = tensors.tensors_load(chunk.tensors_name)
-    shift = chunk.first_line - meta.get("first_line", chunk.first_line)  # numbered from the part's start
-    numbers = [number + shift for number in meta["numbers"]] if shift else meta["numbers"]
+    count = len(meta["custom_ids"])
+    if meta["numbers"] is None:  # consecutive lines from the chunk's first (see `_ChunkCutter._flush`)
+        numbers = list(range(chunk.first_line, chunk.first_line + count))
+    else:
+        shift = chunk.first_line - meta.get("first_line", chunk.first_line)  # numbered from the part's start
+        numbers = [number + shift for number in meta["numbers"]] if shift else meta["numbers"]
     custom_ids = meta["custom_ids"]
     if None in custom_ids:  # CSV without a custom_id column: named by file line numbers, known now
         custom_ids = [line_custom_id(n) if c is None else c for n, c in zip(numbers, custom_ids, strict=True)]
     return _Lines(
         numbers=numbers,
         custom_ids=custom_ids,
-        forms=meta["forms"] or ["instances"] * len(numbers),
-        rows=meta["rows"],
+        forms=meta["forms"] or ["instances"] * count,
+        rows=[1] * count if meta["rows"] is None else meta["rows"],
         csv_values=meta["csv_values"],
         feeds=feeds,
     )

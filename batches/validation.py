@@ -397,19 +397,24 @@ class _ChunkCutter:
         numbers, custom_ids, line_rows = (list(column) for column in zip(*self.lines, strict=True))
         chunk.lines, chunk.rows = len(numbers), self.rows
         self.state.rows += self.rows
-        self.state.hashes.append(custom_id_hashes([c for c in custom_ids if c is not None]))
+        self.state.hashes.append(
+            custom_id_hashes([c for c in custom_ids if c is not None] if self.numbered else custom_ids)
+        )
         self._stack()
         forms: list[str] | None = None  # None: every line uses `instances` (the common case, stored small)
         if self.forms:
             forms = ["instances"] * len(numbers)
             for index, form in self.forms.items():
                 forms[index] = form
+        # The common case is stored small: numbers None when the lines follow each other (no blank or
+        # bad line between them; numbers only increase), rows None when every line holds one row.
+        consecutive = numbers[-1] - numbers[0] == len(numbers) - 1
         meta = {
             "first_line": chunk.first_line,  # the numbers are counted from the part's start, like this
-            "numbers": numbers,
+            "numbers": None if consecutive else numbers,
             "custom_ids": custom_ids,
             "forms": forms,
-            "rows": line_rows,
+            "rows": None if self.rows == len(numbers) else line_rows,
             "csv_values": self.csv_values,
         }
         chunk.tensors_name = tensors.tensors_store(f"{self.name}-{chunk.index:04d}.npy", self.feeds, meta)
