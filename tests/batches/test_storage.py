@@ -44,9 +44,14 @@ def test_it_writes_a_file_into_place_replacing_an_earlier_one(settings, tmp_path
 
 def test_it_stores_nothing_when_writing_fails(settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path)
-    with pytest.raises(RuntimeError), storage.writing("t/w/broken") as target:
-        target.file.write(b"half")
-        raise RuntimeError("the chunk crashed")
+
+    def crash() -> None:
+        with storage.writing("t/w/broken") as target:
+            target.file.write(b"half")
+            raise RuntimeError("the chunk crashed")
+
+    with pytest.raises(RuntimeError):
+        crash()
     assert list((tmp_path / "t" / "w").iterdir()) == []
 
 
