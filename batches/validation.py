@@ -528,8 +528,10 @@ def _duplicates(batch: Batch, hash_names: list[str]) -> list[dict[str, Any]]:
     for name in hash_names:
         with storage.open_read(name) as handle:
             arrays.append(np.load(handle, allow_pickle=False))
-    values, counts = np.unique(np.concatenate(arrays) if arrays else np.empty(0, np.int64), return_counts=True)
-    repeated = set(values[counts > 1].tolist())
+    hashes = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+    del arrays
+    hashes.sort()  # in place: a repeated hash sits next to itself (np.unique would copy and count)
+    repeated = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
     if not repeated:
         return []
     assert batch.input_file is not None
