@@ -25,6 +25,16 @@ def check_nan_policy(app_configs: Any, **kwargs: Any) -> list[Error]:
     return []
 
 
+@register()
+def check_upload_chunk(app_configs: Any, **kwargs: Any) -> list[Error]:
+    size = settings.FILE_UPLOAD_CHUNK_BYTES
+    if not 0 < size <= 2**31 - 4 or size % 4:
+        return [
+            Error("FILE_UPLOAD_CHUNK_BYTES must be a positive multiple of 4, at most 2**31 - 4.", id="apiservice.E003")
+        ]
+    return []
+
+
 @register(deploy=True)
 def check_production_services(app_configs: Any, **kwargs: Any) -> list[Warning]:
     warnings = []

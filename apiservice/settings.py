@@ -173,6 +173,13 @@ STORAGES = {
 # Request bodies above this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=8 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Multipart uploads are parsed this many bytes at a time (Django's default is 64 KiB; see
+# apiservice/uploadhandlers.py). A multiple of 4 (base64 bodies), at most 2**31 - 4.
+FILE_UPLOAD_CHUNK_BYTES = env.int("FILE_UPLOAD_CHUNK_BYTES", default=1024 * 1024)
+FILE_UPLOAD_HANDLERS = [
+    "apiservice.uploadhandlers.MemoryUploadHandler",
+    "apiservice.uploadhandlers.TemporaryUploadHandler",
+]
 
 # --- REST framework and schema --------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import IO, Any
 
 import numpy as np
-import orjson
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -24,7 +23,7 @@ from django.utils import timezone
 from billing.services import usage_record_batch_chunk
 from inference.services import Servable, predict, servable_from_version
 
-from . import storage
+from . import storage, tensors
 from .formats import (
     LineError,
     Parser,
@@ -111,6 +110,8 @@ def start_chunks(
             )
             if stopped:  # cancelled or expired while validating
                 finalize_queue(batch.pk)
+            else:  # it ended otherwise meanwhile (finalised, failed): nothing names the merged error file
+                transaction.on_commit(lambda: storage.delete_quietly([rejected_name]))
             return
         BatchChunk.objects.bulk_create(chunks)
         chunk_ids = list(BatchChunk.objects.filter(batch=batch).order_by("index").values_list("pk", flat=True))
@@ -134,8 +135,11 @@ def finalize_queue(batch_id: int) -> None:
 
 def batch_fail(
     *, batch: Batch, errors: list[dict[str, Any]], rejected_name: str = "", total: int = 0, invalid: int = 0
-) -> None:
-    """Validation failed (or crashed): the batch fails, with the first errors and the bad lines' file."""
+) -> bool:
+    """Validation failed (or crashed): the batch fails, with the first errors and the bad lines' file.
+
+    False if the batch had already failed or was no longer validating (nothing changed).
+    """
     with transaction.atomic():
         # The status turns `failed` when finalisation has written the error file.
         failed = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING, failed_at__isnull=True).update(
@@ -147,6 +151,7 @@ def batch_fail(
         )
         if failed:
             finalize_queue(batch.pk)
+    return bool(failed)
 
 
 # --- Expiry ---------------------------------------------------------------------------------------
@@ -228,13 +233,17 @@ def _chunk_work(chunk: BatchChunk, claim: str, *, poison: bool) -> None:
     batch = chunk.batch
     prefix = storage.batch_prefix(organisation_id=batch.organisation_id, batch_uid=batch.uid)
     result = _ChunkResult()
-    with storage.spool() as out, storage.spool() as err:
+    # The output goes straight into its stored file (local storage: no copy); errors, rare, via a spool.
+    with storage.writing(f"{prefix}/parts/{chunk.index:06d}-{claim}.out") as out, storage.spool() as err:
         if poison:
             _chunk_poison(chunk, err, result)
         else:
-            _chunk_predict(chunk, out, err, result)
-        out_name = storage.store(f"{prefix}/parts/{chunk.index:06d}-{claim}.out", out) if result.succeeded_lines else ""
+            _chunk_predict(chunk, out.file, err, result)
         err_name = storage.store(f"{prefix}/parts/{chunk.index:06d}-{claim}.err", err) if result.failed_lines else ""
+    out_name = out.name
+    if not result.succeeded_lines:
+        storage.delete_quietly([out_name])
+        out_name = ""
     status = BatchChunk.Status.FAILED if poison else BatchChunk.Status.SUCCEEDED
     if not _chunk_finish(chunk, claim, status, result, out_name, err_name):
         storage.delete_quietly([out_name, err_name])  # another attempt owns this chunk now
@@ -287,19 +296,21 @@ def _chunk_requests(chunk: BatchChunk) -> Iterator[Request]:
 
 def _chunk_tensors(chunk: BatchChunk) -> _Lines:
     """The requests validation stored for the chunk, as columns (no per-line objects)."""
-    with storage.open_read(chunk.tensors_name) as handle, np.load(handle, allow_pickle=False) as data:
-        meta = orjson.loads(data["meta"].tobytes())
-        feeds = {key.removeprefix("feed:"): data[key] for key in data.files if key.startswith("feed:")}
-    shift = chunk.first_line - meta.get("first_line", chunk.first_line)  # numbered from the part's start
-    numbers = [number + shift for number in meta["numbers"]] if shift else meta["numbers"]
+    meta, feeds = tensors.tensors_load(chunk.tensors_name)
+    count = len(meta["custom_ids"])
+    if meta["numbers"] is None:  # consecutive lines from the chunk's first (see `_ChunkCutter._flush`)
+        numbers = list(range(chunk.first_line, chunk.first_line + count))
+    else:
+        shift = chunk.first_line - meta.get("first_line", chunk.first_line)  # numbered from the part's start
+        numbers = [number + shift for number in meta["numbers"]] if shift else meta["numbers"]
     custom_ids = meta["custom_ids"]
     if None in custom_ids:  # CSV without a custom_id column: named by file line numbers, known now
         custom_ids = [line_custom_id(n) if c is None else c for n, c in zip(numbers, custom_ids, strict=True)]
     return _Lines(
         numbers=numbers,
         custom_ids=custom_ids,
-        forms=meta["forms"],
-        rows=meta["rows"],
+        forms=meta["forms"] or ["instances"] * count,
+        rows=[1] * count if meta["rows"] is None else meta["rows"],
         csv_values=meta["csv_values"],
         feeds=feeds,
     )

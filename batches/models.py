@@ -171,7 +171,7 @@ class BatchChunk(models.Model):
     succeeded_rows = models.PositiveIntegerField(default=0)
     output_name = models.CharField(max_length=300, blank=True, default="")
     error_name = models.CharField(max_length=300, blank=True, default="")
-    # The chunk's requests as parsed by validation (.npz of feeds + ids); empty: parse the lines again.
+    # The chunk's requests as parsed by validation (.npy arrays: ids, then feeds); empty: parse the lines again.
     tensors_name = models.CharField(max_length=300, blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

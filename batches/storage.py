@@ -1,9 +1,18 @@
-"""Batch files in Django storage, written through local spool files so memory never holds a file."""
+"""Batch files in Django storage, streamed so that memory never holds a file.
+
+On local storage (`FileSystemStorage`) files are written straight into place (a temporary name in the
+target folder, renamed when complete) and joined with kernel copies; on other storages (S3) they go
+through a local spool file and the storage's own `save`.
+"""
 
 import io
+import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import IO
 
 from django.core.files import File as DjangoFile
@@ -11,6 +20,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 
 SPOOL_BYTES = 8 * 1024 * 1024
+COPY_BYTES = 16 * 1024 * 1024  # per kernel copy call when joining parts
 
 
 def batch_prefix(*, organisation_id: int, batch_uid: str) -> str:
@@ -32,6 +42,54 @@ def store(name: str, handle: IO[bytes]) -> str:
     return default_storage.save(name, DjangoFile(handle, name=name.rsplit("/", 1)[-1]))
 
 
+@dataclass
+class Written:
+    """A file being written by `writing`: write to `file`; `name` is the stored name once it is closed."""
+
+    file: IO[bytes]
+    name: str = ""
+
+
+def local_path(name: str) -> str | None:
+    """The file system path of `name` on local storage; None on storages without paths (S3)."""
+    try:
+        return str(default_storage.path(name))
+    except NotImplementedError:
+        return None
+
+
+@contextmanager
+def writing(name: str) -> Iterator[Written]:
+    """Write the stored file `name` as a stream, replacing any earlier file of that name.
+
+    Local storage: straight into a temporary file next to its final place, renamed over it when the
+    block ends without an exception (so a reader never sees half a file, and nothing is copied);
+    elsewhere: into a spool file, then `store`. On an exception nothing is stored.
+    """
+    path = local_path(name)
+    if path is None:
+        with spool() as handle:
+            written = Written(handle)
+            yield written
+            written.name = store(name, handle)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.{uuid.uuid4().hex}.partial"
+    try:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as handle:
+            written = Written(handle)  # type: ignore[arg-type]
+            yield written
+        mode = default_storage.file_permissions_mode  # type: ignore[attr-defined]
+        if mode is not None:
+            os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    written.name = name
+
+
 def store_upload(name: str, upload: UploadedFile) -> str:
     """Save an uploaded file under `name`: on local storage a spooled upload is moved, not copied."""
     upload.seek(0)
@@ -41,11 +99,50 @@ def store_upload(name: str, upload: UploadedFile) -> str:
 def store_joined(name: str, parts: list[str], *, header: bytes = b"") -> tuple[str, int]:
     """Save `header` and the files `parts`, one after the other, as `name`; (stored name, size).
 
-    The parts are streamed straight into the new file: one copy, no spool file in between.
+    Local storage: the kernel copies each part into the new file (`os.copy_file_range`, else
+    `os.sendfile`), so the bytes never pass through Python. Elsewhere the parts are streamed into the
+    storage's `save`: one copy, no spool file in between.
     """
-    with _Joined(header, parts) as joined:
-        stored = store(name, joined)  # type: ignore[arg-type]
-        return stored, joined.position
+    if local_path(name) is None:
+        with _Joined(header, parts) as joined:
+            stored = store(name, joined)  # type: ignore[arg-type]
+            return stored, joined.position
+    with writing(name) as target:
+        target.file.write(header)
+        target.file.flush()  # from here on only the kernel writes to the file
+        for part in parts:
+            path = local_path(part)
+            assert path is not None  # the parts are on the same storage
+            with open(path, "rb") as source:
+                _copy_file(source, target.file)
+        size = os.fstat(target.file.fileno()).st_size
+    return target.name, size
+
+
+def _copy_file(source: IO[bytes], target: IO[bytes]) -> None:
+    """Append all of `source` to `target` (unbuffered, at its position) with kernel copies."""
+    remaining = os.fstat(source.fileno()).st_size
+    copies = [_copy_file_range, _sendfile]
+    while remaining > 0:
+        try:
+            copied = copies[0](source.fileno(), target.fileno(), min(remaining, COPY_BYTES))
+        except OSError:  # not supported between these files: the next way, then plain reads and writes
+            copies.pop(0)
+            if copies:
+                continue
+            shutil.copyfileobj(source, target, COPY_BYTES)  # the kernel copies moved both positions
+            return
+        if copied == 0:
+            return  # the part ended early: it cannot (parts never change), but never loop forever
+        remaining -= copied
+
+
+def _copy_file_range(source_fd: int, target_fd: int, count: int) -> int:
+    return os.copy_file_range(source_fd, target_fd, count)
+
+
+def _sendfile(source_fd: int, target_fd: int, count: int) -> int:
+    return os.sendfile(target_fd, source_fd, None, count)
 
 
 class _Joined(io.RawIOBase):

@@ -4,11 +4,11 @@
 (a few bytes read at each cut; a CSV header is checked here) and queues one `batch_validate_part`
 task per range. Each part streams its range once: it checks every line against the model signature,
 counts and records the bad ones, and cuts its valid lines into chunks of `BATCH_CHUNK_ROWS` rows
-whose parsed feeds and ids it stores as an .npz, so that chunks do model work only. A part cannot
-know how many lines come before it, so it numbers its lines from its own start. When no part is
-pending or running (a count in the database, not a chord), `batch_validate_finish` turns those into
-file line numbers, decides (error rate, duplicate custom_ids) and starts the chunks or fails the batch.
-No chunk runs before that decision.
+whose parsed feeds and ids it stores as .npy arrays (tensors.py), so that chunks do model work
+only. A part cannot know how many lines come before it, so it numbers its lines from its own start.
+When no part is pending or running (a count in the database, not a chord), `batch_validate_finish`
+turns those into file line numbers, decides (error rate, duplicate custom_ids) and starts the chunks
+or fails the batch. No chunk runs before that decision.
 
 Parts follow the chunks' exactly-once rules: claimed with a conditional UPDATE and a fresh claim token
 (which their files carry in their names), and only the attempt still holding the token records its
@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import storage
+from . import storage, tensors
 from .execution import (
     batch_expire_if_due,
     batch_fail,
@@ -225,13 +225,20 @@ def _part_finish(part: BatchPart, claim: str, result: dict[str, Any]) -> None:
     done = BatchPart.objects.filter(pk=part.pk, claim=claim, status=BatchPart.Status.RUNNING).update(
         status=BatchPart.Status.DONE, result=result
     )
-    if not done:  # another attempt owns the part now
-        names = [result.get("rejected_name", ""), result.get("hashes_name", "")]
-        storage.delete_quietly([*names, *(chunk["tensors_name"] for chunk in result.get("chunks", []))])
+    # Another attempt owns the part now, or the batch ended while this part ran (failed, cancelled or
+    # expired) and its finalisation has already emptied the parts folder: nothing will read the files.
+    if not done or Batch.objects.filter(pk=part.batch_id, finalized_at__isnull=False).exists():
+        storage.delete_quietly(_part_files(result))
         return
     unfinished = [BatchPart.Status.PENDING, BatchPart.Status.RUNNING]
     if not BatchPart.objects.filter(batch_id=part.batch_id, status__in=unfinished).exists():
         _finish_queue(part.batch_id)
+
+
+def _part_files(result: dict[str, Any]) -> list[str]:
+    """The stored files a part's result names."""
+    names = [result.get("rejected_name", ""), result.get("hashes_name", "")]
+    return [*names, *(chunk["tensors_name"] for chunk in result.get("chunks", []))]
 
 
 def _part_run(batch: Batch, part: BatchPart, claim: str) -> dict[str, Any]:
@@ -248,9 +255,9 @@ def _part_run(batch: Batch, part: BatchPart, claim: str) -> dict[str, Any]:
             physical = _check_lines(state, parser, cutter, lines, rejected)
         cutter.close(end=part.byte_offset + part.byte_length)
         rejected_name = storage.store(f"{name}.err", rejected) if state.invalid else ""
-    with storage.spool() as handle:
-        np.save(handle, np.concatenate(state.hashes) if state.hashes else np.empty(0, np.int64))
-        hashes_name = storage.store(f"{name}.hashes.npy", handle)
+    with storage.writing(f"{name}.hashes.npy") as hashes:
+        np.save(hashes.file, np.concatenate(state.hashes) if state.hashes else np.empty(0, np.int64))
+    hashes_name = hashes.name
     return {
         "lines": physical,
         "requests": state.lines,
@@ -278,9 +285,10 @@ def _check_lines(
 ) -> int:
     """Check every line (the parser's fast path where it applies); the number of physical lines read.
 
-    This runs once per line of the file: locals rather than attributes, no call it can avoid.
+    This runs once per line of the file: locals rather than attributes, no call it can avoid (adding
+    a fast-path line to the cutter inline instead of in a method saves 0.13 s per million lines).
     """
-    parse, add_rows, add = parser.parse_rows, cutter.add_rows, cutter.add
+    parse, add = parser.parse_rows, cutter.add
     number = requests = 0
     for line in lines:
         number, data = line.number, line.data
@@ -291,13 +299,24 @@ def _check_lines(
             parsed = parse(line)
         except LineError as error:
             state.invalid += 1
-            state.report(error.code, error.message, line.number)
-            rejected.write(orjson.dumps([line.number, error.code, error.message], option=orjson.OPT_APPEND_NEWLINE))
+            state.report(error.code, error.message, number)
+            rejected.write(orjson.dumps([number, error.code, error.message], option=orjson.OPT_APPEND_NEWLINE))
             continue
         if isinstance(parsed, Request):
             add(line, parsed)
-        else:
-            add_rows(line, *parsed)
+            continue
+        # A fast-path line, added to the cutter here (one call less per line): its rows wait in
+        # `pending` with its neighbours' to be stacked into one array.
+        if cutter.rows >= cutter.limit:
+            cutter._cut(line)
+        custom_id, rows = parsed
+        count = len(rows)
+        cutter.lines.append((number, custom_id, count))
+        cutter.rows += count
+        pending = cutter.pending
+        pending.extend(rows)
+        if len(pending) >= _STACK_ROWS:
+            cutter._stack()
     state.lines += requests
     return number
 
@@ -311,7 +330,8 @@ class _ChunkCutter:
 
     This runs once per line of the file, so it does as little as it can per line: one tuple
     (number, custom_id, rows) per line, fast-path rows kept as Python lists and stacked into one
-    array per `_STACK_ROWS`; the columns are unzipped once per chunk.
+    array per `_STACK_ROWS`; the columns are unzipped once per chunk. `_check_lines` adds fast-path
+    lines itself (the cut, the tuple, the pending rows); `add` takes the others.
     """
 
     def __init__(self, batch: Batch, state: Validation, parser: Parser, *, name: str) -> None:
@@ -331,18 +351,6 @@ class _ChunkCutter:
         self.csv_values: list[list[str]] = []  # CSV input only
         self.feeds: dict[str, list[np.ndarray]] = {}
         self.pending: list[list[Any]] = []  # fast-path rows not yet stacked
-
-    def add_rows(self, line: RawLine, custom_id: str, rows: list[list[Any]]) -> None:
-        """A fast-path line: its rows are stacked with its neighbours' into one array later."""
-        if self.rows >= self.limit:
-            self._cut(line)
-        count = len(rows)
-        self.lines.append((line.number, custom_id, count))
-        self.rows += count
-        pending = self.pending
-        pending.extend(rows)
-        if len(pending) >= _STACK_ROWS:
-            self._stack()
 
     def add(self, line: RawLine, request: Request) -> None:
         if self.rows >= self.limit:
@@ -390,40 +398,29 @@ class _ChunkCutter:
         numbers, custom_ids, line_rows = (list(column) for column in zip(*self.lines, strict=True))
         chunk.lines, chunk.rows = len(numbers), self.rows
         self.state.rows += self.rows
-        self.state.hashes.append(custom_id_hashes([c for c in custom_ids if c is not None]))
+        self.state.hashes.append(
+            custom_id_hashes([c for c in custom_ids if c is not None] if self.numbered else custom_ids)
+        )
         self._stack()
-        forms = ["instances"] * len(numbers)
-        for index, form in self.forms.items():
-            forms[index] = form
+        forms: list[str] | None = None  # None: every line uses `instances` (the common case, stored small)
+        if self.forms:
+            forms = ["instances"] * len(numbers)
+            for index, form in self.forms.items():
+                forms[index] = form
+        # The common case is stored small: numbers None when the lines follow each other (no blank or
+        # bad line between them; numbers only increase), rows None when every line holds one row.
+        consecutive = numbers[-1] - numbers[0] == len(numbers) - 1
         meta = {
             "first_line": chunk.first_line,  # the numbers are counted from the part's start, like this
-            "numbers": numbers,
+            "numbers": None if consecutive else numbers,
             "custom_ids": custom_ids,
             "forms": forms,
-            "rows": line_rows,
+            "rows": None if self.rows == len(numbers) else line_rows,
             "csv_values": self.csv_values,
         }
-        chunk.tensors_name = _tensors_store(f"{self.name}-{chunk.index:04d}.npz", self.feeds, meta)
+        chunk.tensors_name = tensors.tensors_store(f"{self.name}-{chunk.index:04d}.npy", self.feeds, meta)
         self.chunk, self.rows = None, 0
         self._columns()
-
-
-def _tensors_store(name: str, feeds: dict[str, list[np.ndarray]], meta: dict[str, Any]) -> str:
-    """Store a parsed chunk as tensors (.npz), so running it needs no second parse of the text.
-
-    A chunk whose feeds do not stack (different trailing shapes, strings) is not stored (""): it
-    re-parses its lines when it runs.
-    """
-    try:
-        arrays = {f"feed:{input_name}": np.concatenate(parts) for input_name, parts in feeds.items()}
-    except ValueError:
-        return ""
-    if any(array_.dtype == object for array_ in arrays.values()):
-        return ""
-    arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
-    with storage.spool() as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]
-        return storage.store(name, handle)
 
 
 # --- Merging the parts, deciding, starting --------------------------------------------------------
@@ -432,7 +429,7 @@ def _tensors_store(name: str, feeds: dict[str, list[np.ndarray]], meta: dict[str
 def batch_validate_finish(*, batch_id: int) -> None:
     """Once every part is done: file line numbers, counts, the verdict; then start the chunks or fail."""
     batch = Batch.objects.select_related("input_file", "model_version").filter(pk=batch_id).first()
-    if batch is None or batch.failed_at or batch.input_file is None:
+    if batch is None or batch.failed_at or batch.finalized_at or batch.input_file is None:
         return
     if batch.status not in (Batch.Status.VALIDATING, Batch.Status.CANCELLING) or batch.in_progress_at:
         return
@@ -445,7 +442,8 @@ def batch_validate_finish(*, batch_id: int) -> None:
         verdict = _verdict(batch, state, parts)
         if verdict:
             counts = {"total": state.lines, "invalid": state.invalid}
-            batch_fail(batch=batch, errors=[*verdict, *state.errors], rejected_name=rejected_name, **counts)
+            if not batch_fail(batch=batch, errors=[*verdict, *state.errors], rejected_name=rejected_name, **counts):
+                storage.delete_quietly([rejected_name])  # it ended otherwise meanwhile: nothing names the file
             return
     start_chunks(
         batch=batch,
@@ -531,8 +529,10 @@ def _duplicates(batch: Batch, hash_names: list[str]) -> list[dict[str, Any]]:
     for name in hash_names:
         with storage.open_read(name) as handle:
             arrays.append(np.load(handle, allow_pickle=False))
-    values, counts = np.unique(np.concatenate(arrays) if arrays else np.empty(0, np.int64), return_counts=True)
-    repeated = set(values[counts > 1].tolist())
+    hashes = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
+    del arrays
+    hashes.sort()  # in place: a repeated hash sits next to itself (np.unique would copy and count)
+    repeated = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
     if not repeated:
         return []
     assert batch.input_file is not None

@@ -23,6 +23,8 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,31 +161,61 @@ def _vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
+class MultipartBody:
+    """A multipart/form-data body (`purpose=batch` and the file) streamed from disk in 1 MiB blocks.
+
+    What `curl -F file=@rows.jsonl` sends: requests given `files=` would first build the whole body
+    in memory (a copy of the file, before the first byte leaves); given an iterable with a length it
+    sends each block as it is read, with a Content-Length.
+    """
+
+    def __init__(self, path: Path, boundary: str) -> None:
+        self.path = path
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        self.head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        self.tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def __len__(self) -> int:
+        return len(self.head) + self.path.stat().st_size + len(self.tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.head
+        with open(self.path, "rb") as handle:
+            while block := handle.read(1024 * 1024):
+                yield block
+        yield self.tail
+
+
+def upload_file(client: requests.Session, url: str, path: Path) -> dict[str, Any]:
+    body = MultipartBody(path, boundary=uuid.uuid4().hex)
+    response = client.post(url + "/v1/files", headers={"Content-Type": body.content_type}, data=body, timeout=600)
+    response.raise_for_status()
+    return response.json()  # type: ignore[no-any-return]
+
+
 def through_api(path: Path, key: str, workers: int, server: Any) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {key}"}
-    with _workers(workers) as procs:
+    client = requests.Session()  # one keep-alive connection, as a client polling a job would use
+    client.headers["Authorization"] = f"Bearer {key}"
+    with _workers(workers) as procs, client:
         started = time.perf_counter()
-        with open(path, "rb") as handle:
-            file = requests.post(
-                server.url + "/v1/files",
-                headers=headers,
-                files={"file": ("rows.jsonl", handle)},
-                data={"purpose": "batch"},
-                timeout=600,
-            ).json()
+        file = upload_file(client, server.url, path)
         uploaded = time.perf_counter()
         cpu_before = sum(cpu_seconds(proc.process.pid) for proc in procs)
-        batch = requests.post(
-            server.url + "/v1/batches", headers=headers, json={"input_file_id": file["id"], "model": MODEL}, timeout=60
+        batch = client.post(
+            server.url + "/v1/batches", json={"input_file_id": file["id"], "model": MODEL}, timeout=60
         ).json()
         while batch["status"] not in ("completed", "failed", "expired", "cancelled"):
             time.sleep(0.05)  # the job time is read to within 50 ms
-            batch = requests.get(server.url + f"/v1/batches/{batch['id']}", headers=headers, timeout=60).json()
+            batch = client.get(server.url + f"/v1/batches/{batch['id']}", timeout=60).json()
         finished = time.perf_counter()
         cpu = sum(cpu_seconds(proc.process.pid) for proc in procs) - cpu_before
         size = 0
-        with requests.get(
-            server.url + f"/v1/files/{batch['output_file_id']}/content", headers=headers, stream=True, timeout=600
+        with client.get(
+            server.url + f"/v1/files/{batch['output_file_id']}/content", stream=True, timeout=600
         ) as response:
             for block in response.iter_content(1024 * 1024):
                 size += len(block)

@@ -53,7 +53,12 @@ def test_metrics_are_not_public(client, settings):
 
 @pytest.mark.parametrize(
     ("setting", "value", "check_id"),
-    [("API_KEY_CACHE_SECONDS", 5.0, "apiservice.E001"), ("INFERENCE_NAN_POLICY", "maybe", "apiservice.E002")],
+    [
+        ("API_KEY_CACHE_SECONDS", 5.0, "apiservice.E001"),
+        ("INFERENCE_NAN_POLICY", "maybe", "apiservice.E002"),
+        ("FILE_UPLOAD_CHUNK_BYTES", 0, "apiservice.E003"),
+        ("FILE_UPLOAD_CHUNK_BYTES", 1024 * 1024 + 2, "apiservice.E003"),
+    ],
 )
 def test_system_checks_catch_bad_configuration(settings, setting, value, check_id):
     setattr(settings, setting, value)

@@ -121,3 +121,24 @@ def test_it_refuses_to_delete_a_file_a_running_batch_reads(api, diabetes, no_que
     response = api.delete(f"/v1/files/{file['id']}")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "file_in_use"
+
+
+@pytest.mark.parametrize("chunk", [4096, 1024 * 1024])
+def test_it_parses_uploads_in_chunks_of_the_setting_byte_for_byte(api, no_queue, settings, monkeypatch, chunk):
+    from apiservice.uploadhandlers import TemporaryUploadHandler
+
+    settings.FILE_UPLOAD_CHUNK_BYTES = chunk
+    sizes: list[int] = []
+    receive = TemporaryUploadHandler.receive_data_chunk
+
+    def spy(self, raw_data, start):
+        sizes.append(len(raw_data))
+        return receive(self, raw_data, start)
+
+    monkeypatch.setattr(TemporaryUploadHandler, "receive_data_chunk", spy)
+    data = jsonl(30_000)  # ~4 MB: over FILE_UPLOAD_MAX_MEMORY_SIZE, so streamed to a temporary file
+    assert len(data) > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    file = upload(api, data)
+    assert max(sizes) == chunk and sum(sizes) == len(data)
+    assert file["bytes"] == len(data)
+    assert content(api, file["id"]) == data
