@@ -38,7 +38,7 @@ from .formats import (
     output_lines,
     parser_for,
 )
-from .models import Batch, BatchChunk, File
+from .models import Batch, BatchChunk, BatchPart, File
 
 logger = logging.getLogger(__name__)
 
@@ -199,13 +199,20 @@ class _ChunkResult:
     succeeded_rows: int = 0
 
 
+def work_claim(*, model: type[BatchChunk] | type[BatchPart], pk: int) -> str | None:
+    """Claim a pending chunk or validation part (or a running one whose message was redelivered) with
+    a conditional UPDATE: the fresh claim token, or None when it is already finished."""
+    claim = uuid.uuid4().hex
+    claimed = model.objects.filter(pk=pk, status__in=[model.Status.PENDING, model.Status.RUNNING]).update(
+        status=model.Status.RUNNING, attempts=F("attempts") + 1, claim=claim, started_at=timezone.now()
+    )
+    return claim if claimed else None
+
+
 def chunk_run(*, chunk_id: int) -> None:
     """Claim a chunk and run it; a no-op if it is already finished (a redelivered message)."""
-    claim = uuid.uuid4().hex
-    claimed = BatchChunk.objects.filter(
-        pk=chunk_id, status__in=[BatchChunk.Status.PENDING, BatchChunk.Status.RUNNING]
-    ).update(status=BatchChunk.Status.RUNNING, attempts=F("attempts") + 1, claim=claim, started_at=timezone.now())
-    if not claimed:
+    claim = work_claim(model=BatchChunk, pk=chunk_id)
+    if claim is None:
         return
     chunk = (
         BatchChunk.objects.select_related("batch__input_file", "batch__model_version__model")

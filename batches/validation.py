@@ -27,8 +27,6 @@ import numpy as np
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
-from django.utils import timezone
 
 from . import storage, tensors
 from .execution import (
@@ -38,6 +36,7 @@ from .execution import (
     is_blank,
     parsed_requests,
     start_chunks,
+    work_claim,
 )
 from .formats import (
     FileError,
@@ -195,11 +194,8 @@ def _finish_queue(batch_id: int) -> None:
 
 def part_validate(*, part_id: int) -> None:
     """Claim a part and validate its lines; a no-op if it is already done (a redelivered message)."""
-    claim = uuid.uuid4().hex
-    claimed = BatchPart.objects.filter(
-        pk=part_id, status__in=[BatchPart.Status.PENDING, BatchPart.Status.RUNNING]
-    ).update(status=BatchPart.Status.RUNNING, attempts=F("attempts") + 1, claim=claim, started_at=timezone.now())
-    if not claimed:
+    claim = work_claim(model=BatchPart, pk=part_id)
+    if claim is None:
         return
     part = BatchPart.objects.select_related("batch__input_file", "batch__model_version").get(pk=part_id)
     batch = part.batch
