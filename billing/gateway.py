@@ -147,10 +147,7 @@ def settle(request: HttpRequest, response: HttpResponse) -> HttpResponse:
         units = usage.units if response.status_code < 400 else 0
         limits.quota_settle(reservation=context.reservation, units=units)
         context.reservation.units = units
-    if context.rate is not None:
-        for name, value in context.rate.headers().items():
-            response[name] = value
-    return response
+    return _with_rate_headers(context, response)
 
 
 def lost(request: HttpRequest) -> HttpResponse:
@@ -161,6 +158,10 @@ def lost(request: HttpRequest) -> HttpResponse:
     if context.reservation is not None:
         limits.quota_settle(reservation=context.reservation, units=0)
     response = idempotency.idempotency_lost(request, context.claim)
+    return _with_rate_headers(context, response)
+
+
+def _with_rate_headers(context: BillingContext, response: HttpResponse) -> HttpResponse:
     if context.rate is not None:
         for name, value in context.rate.headers().items():
             response[name] = value

@@ -3,7 +3,7 @@
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -64,6 +64,11 @@ class IdempotentAnswer:
 
 
 _NO_ANSWER = (None,) * len(_ANSWER_FIELDS)
+
+
+def _answers_expired_before(now: datetime) -> datetime:
+    """Stored answers older than this are past `IDEMPOTENCY_TTL_HOURS` and may be replaced."""
+    return now - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
 
 
 @cache
@@ -216,15 +221,14 @@ def _insert_group(rows: Sequence[_LedgerRow]) -> None:
         return
     if connection.vendor != "postgresql":
         for row in rows:
+            if row.answer is None:
+                _execute(_ledger_insert_sql(), row.values)
+                continue
             with transaction.atomic():
-                row.result = (
-                    _store_answer_portably(row)
-                    if row.answer is not None
-                    else _execute(_ledger_insert_sql(), row.values)
-                )
+                row.result = _store_answer_portably(row)
         return
     values = [v for row in rows for v in (*row.values, *(row.answer.values() if row.answer else _NO_ANSWER))]
-    values.append(timezone.now() - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS))
+    values.append(_answers_expired_before(timezone.now()))
     faces = dict(_execute(_ledger_answer_insert_sql(len(rows)), tuple(values), prepare=prepare, fetch=True))
     for row in rows:
         row.result = faces[row.request_id] != LOST if row.answer is not None else None
@@ -252,9 +256,8 @@ def _store_answer_portably(row: _LedgerRow) -> bool:
             IdempotencyRecord.objects.create(organisation_id=organisation_id, **stored)
         won = True
     except IntegrityError:
-        cutoff = now - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
         records = IdempotencyRecord.objects.filter(organisation_id=organisation_id, key=answer.key)
-        won = bool(records.filter(created_at__lt=cutoff).update(**stored))
+        won = bool(records.filter(created_at__lt=_answers_expired_before(now)).update(**stored))
     values = list(row.values)
     if not won:
         for name, value in (("face", LOST), ("meter", ""), ("units", 0)):
@@ -268,11 +271,13 @@ def _insert_each(rows: Sequence[_LedgerRow], *, already_there_is_fine: bool) -> 
         try:
             _insert_one(row)
         except (IntegrityError, ProgrammingError) as exc:
-            face = UsageRecord.objects.filter(request_id=row.request_id).values_list("face", flat=True).first()
-            if already_there_is_fine and face is not None:
-                row.result = face != LOST if row.answer is not None else None
-            else:
+            face = None
+            if already_there_is_fine:  # the first attempt may have committed before the connection broke
+                face = UsageRecord.objects.filter(request_id=row.request_id).values_list("face", flat=True).first()
+            if face is None:
                 row.error = exc
+            elif row.answer is not None:
+                row.result = face != LOST
 
 
 def _execute(sql: str, values: tuple[Any, ...], *, prepare: bool = True, fetch: bool = False) -> list[Any]:

@@ -95,34 +95,17 @@ def test_calls_recorded_at_the_same_moment_are_all_committed_when_each_returns(o
 
 @pytest.mark.django_db(transaction=True)
 def test_a_duplicate_in_a_group_fails_only_its_own_call(org: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
     import time
 
     from apiservice import services as org_services
-    from billing import services
 
     _, key = org_services.api_key_create(organisation=org, name="k")
     principal = authenticate_key(f"Bearer {key}")
     _record(principal, "req_dup")
-    group_sizes: list[int] = []
-    insert_rows = services._insert_rows
-    monkeypatch.setattr(services, "_insert_rows", lambda rows: (group_sizes.append(len(rows)), insert_rows(rows)))
-    # Hold the table for a moment so the first INSERT waits and the other calls queue up behind it.
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_table() -> None:
-        with psycopg.connect(**_dsn()) as other:
-            other.execute("LOCK TABLE billing_usagerecord IN EXCLUSIVE MODE")
-            locked.set()
-            release.wait(5)
-
-    holder = threading.Thread(target=hold_table)
-    holder.start()
-    locked.wait(5)
-    threading.Timer(0.5, release.set).start()
     started = time.monotonic()
-    outcomes = run_together(12, lambda i: _record(principal, "req_dup" if i == 5 else f"req_h{i}"))
-    holder.join()
+    outcomes, group_sizes = _grouped(
+        monkeypatch, 12, lambda i: _record(principal, "req_dup" if i == 5 else f"req_h{i}")
+    )
     assert time.monotonic() - started >= 0.4
     assert max(group_sizes) > 1, group_sizes
     assert isinstance(outcomes[5], IntegrityError)
@@ -132,7 +115,8 @@ def test_a_duplicate_in_a_group_fails_only_its_own_call(org: Any, monkeypatch: p
 
 
 def _grouped(monkeypatch: pytest.MonkeyPatch, calls: int, record: Any) -> tuple[list[Any], list[int]]:
-    """Run `record(i)` for `calls` threads while the ledger table is locked, so they queue into groups."""
+    """Run `record(i)` for `calls` threads while the ledger table is held for 0.5 s, so the first INSERT
+    waits and the other calls queue up behind it into groups. Returns the outcomes and group sizes."""
     import threading
 
     from billing import services
