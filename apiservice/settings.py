@@ -285,6 +285,10 @@ BILLING_REDIS_URL = env.str("BILLING_REDIS_URL", default=REDIS_URL)
 BILLING_REDIS_TIMEOUT_SECONDS = env.float("BILLING_REDIS_TIMEOUT_SECONDS", default=0.5)
 BILLING_REDIS_RETRY_SECONDS = env.float("BILLING_REDIS_RETRY_SECONDS", default=5.0)
 BILLING_QUOTA_RESEED_SECONDS = env.int("BILLING_QUOTA_RESEED_SECONDS", default=300)
+# Units a process leases from a rate/quota/budget counter at once (1: every call counted in Redis) and
+# how long a quota lease lives; see billing/limits.py.
+BILLING_LEASE_UNITS = env.int("BILLING_LEASE_UNITS", default=32)
+BILLING_LEASE_SECONDS = env.float("BILLING_LEASE_SECONDS", default=1.0)
 IDEMPOTENCY_TTL_HOURS = 24
 # (path regex, meter) of billable POSTs: quota-checked and Idempotency-Key aware before the view runs.
 BILLING_METERED_POSTS: list[tuple[str, str]] = [

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from procstat import cpu_seconds  # noqa: E402
+from procstat import cpu_seconds, service_cpu_seconds  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apiservice.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/modelmeter_bench")
@@ -99,8 +99,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_mode(mode: str, key: str, args: argparse.Namespace, media_root: str) -> tuple[float, float]:
-    """req/s of one wrk run, and the server's CPU µs per request during it (all workers together)."""
+def run_mode(mode: str, key: str, args: argparse.Namespace, media_root: str) -> tuple[float, dict[str, float]]:
+    """req/s of one wrk run, and CPU µs per request during it: the gunicorn server (all workers
+    together), PostgreSQL (backends that live through the run) and Redis."""
     port = free_port()
     env = dict(os.environ, METERING_ENABLED="false" if mode == "off" else "true", MEDIA_ROOT=media_root)
     server = subprocess.Popen(
@@ -132,14 +133,15 @@ def run_mode(mode: str, key: str, args: argparse.Namespace, media_root: str) -> 
             return run.stdout
 
         wrk(2)  # warm-up
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before, services_before = cpu_seconds(server.pid), service_cpu_seconds()
         out = wrk(args.seconds)
-        cpu = cpu_seconds(server.pid) - cpu_before
+        cpu = {"gunicorn": cpu_seconds(server.pid) - cpu_before}
+        cpu.update({name: used - services_before[name] for name, used in service_cpu_seconds().items()})
         if "Non-2xx" in out:
             raise RuntimeError(f"{mode}: non-2xx responses:\n{out}")
         requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-        return rps, cpu / max(1, requests) * 1e6
+        return rps, {name: used / max(1, requests) * 1e6 for name, used in cpu.items()}
     finally:
         server.terminate()
         server.wait(30)
@@ -219,12 +221,16 @@ def main() -> None:
     print("in-process per request: " + ", ".join(f"{k} {v:.3f}" for k, v in micro.items()), flush=True)
     results: dict[str, list[float]] = {mode: [] for mode in args.order.split(",")}
     cpu: dict[str, list[float]] = {mode: [] for mode in results}
+    service_cpu: dict[str, dict[str, list[float]]] = {mode: {} for mode in results}
     for round_ in range(args.rounds):
         for mode in results:
-            rps, cpu_us = run_mode(mode, key, args, str(settings.MEDIA_ROOT))
+            rps, used = run_mode(mode, key, args, str(settings.MEDIA_ROOT))
             results[mode].append(rps)
-            cpu[mode].append(cpu_us)
-            print(f"round {round_ + 1} {mode:8s} {rps:8.1f} req/s {cpu_us:8.0f} server CPU µs/request", flush=True)
+            cpu[mode].append(used["gunicorn"])
+            for name, value in used.items():
+                service_cpu[mode].setdefault(name, []).append(value)
+            shares = " ".join(f"{name} {value:4.0f}" for name, value in used.items())
+            print(f"round {round_ + 1} {mode:8s} {rps:8.1f} req/s; CPU µs/request: {shares}", flush=True)
     medians = {mode: statistics.median(values) for mode, values in results.items()}
     cpu_medians = {mode: statistics.median(values) for mode, values in cpu.items()}
     summary = {
@@ -244,6 +250,11 @@ def main() -> None:
         # least. off/on is the req/s ratio the same workers would reach with the cores to themselves.
         "server_cpu_us_per_request": cpu_medians,
         "cpu_ratio_off_vs_on": cpu_medians["off"] / cpu_medians["on"],
+        # The same for PostgreSQL and Redis (they share the machine's cores with the server).
+        "cpu_us_per_request_by_process": {
+            mode: {name: statistics.median(values) for name, values in by_name.items()}
+            for mode, by_name in service_cpu.items()
+        },
         "in_process": micro,
         "args": vars(args),
     }

@@ -20,7 +20,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_display = ["created_at", "organisation", "face", "model_version", "units", "status_code", "latency_ms"]
     list_filter = ["face", "status_code", "meter"]
     list_select_related = ["organisation", "model_version__model"]
-    search_fields = ["request_id", "client_request_id", "organisation__name"]
+    search_fields = ["=request_id", "=client_request_id", "organisation__name"]  # exact ids: the unique index
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request: object) -> bool:

@@ -1,16 +1,22 @@
 """Rate limits, monthly quotas and per-key budgets: atomic in Redis, the database when Redis is down.
 
-Everything here runs on the request path, so each check is one Redis round trip and the plan terms
-come from a process-local cache (`BILLING_ENTITLEMENT_CACHE_SECONDS`).
+The counters live in Redis; each process leases small blocks of units from them and spends those
+locally, so most calls make no Redis round trip at all (`admission`):
 
-- Rate limit: per API key, a clock-aligned fixed window counted by the `limits` library's atomic
-  Redis increment script (so the reset time is known without a second round trip). It goes to Redis
-  in one pipeline with the quota reservation: one round trip per call (`admission`).
-- Quota / budget: a Lua script reserves one unit against the organisation's monthly counter (per
-  meter, only when the plan caps it) and the key's monthly budget counter, refusing if either would
-  pass its limit; after the response the reservation is settled to the real unit count. A counter
-  missing from Redis (new month, restart) is seeded from the ledger; counters expire every
+- Rate limit: per API key, a clock-aligned fixed window, counted in the key the `limits` library's
+  Redis storage uses. A lease is a block of the window's calls (valid until the window ends).
+- Quota / budget: the organisation's monthly counter per meter (only when the plan caps it) and the
+  key's monthly budget counter. A lease is a block held on both at once, all or none, refused if
+  either would pass its limit; it lives `BILLING_LEASE_SECONDS`, and what it did not spend is given
+  back with the process's next round trip for those counters. After the response the call's
+  reservation is settled to its real unit count, from the lease where it can.
+- Block sizes: at most `BILLING_LEASE_UNITS`, and at most a sixteenth of what is left under the limit,
+  so near a limit every block is one unit and each call is counted in Redis as it comes: a limit is
+  never passed, and units held by other processes delay a refusal by at most a sixteenth of the room.
+- A counter missing from Redis (new month, restart) is seeded from the ledger; counters expire every
   `BILLING_QUOTA_RESEED_SECONDS`, so any drift (e.g. settles lost while Redis was away) is bounded.
+  Units a process spent from a lease of a counter that was reseeded meanwhile are counted again in
+  the new counter (the seed may already hold some: the error is on the refusing side).
 - Redis down: calls are still served; quotas and budgets are checked against the ledger in the
   database; the rate limit (abuse control, not money) is not enforced until Redis answers again.
 """
@@ -41,9 +47,12 @@ logger = logging.getLogger(__name__)
 # --- Redis connection with a circuit breaker --------------------------------------------------------
 @dataclass(eq=False)
 class _ScriptCall(Pending):
-    source: str = ""
+    source: str = ""  # a Lua script, or "" for a plain command (`args`)
     keys: list[str] = field(default_factory=list)
     args: list[Any] = field(default_factory=list)
+
+    def packed(self, sha: str) -> tuple[Any, ...]:
+        return ("EVALSHA", sha, len(self.keys), *self.keys, *self.args) if self.source else tuple(self.args)
 
 
 class _RedisLink:
@@ -87,14 +96,17 @@ class _RedisLink:
     def evalsha(self, source: str, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script, grouped with the calls other threads of this process make at the same
         moment into one pipelined round trip (see `_Coalescer`). Raises redis.RedisError."""
+        return self._call(_ScriptCall(source=source, keys=keys, args=args))
+
+    def command(self, *args: Any) -> Any:
+        """Run one plain command, grouped like `evalsha`. Raises redis.RedisError."""
+        return self._call(_ScriptCall(args=list(args)))
+
+    def _call(self, call: _ScriptCall) -> Any:
         if self.client() is None:
             raise redis.ConnectionError("billing redis is not configured or is in its retry pause")
         try:
-            return self._coalescer.call(
-                _ScriptCall(source=source, keys=keys, args=args),
-                self._send,
-                timeout=settings.BILLING_REDIS_TIMEOUT_SECONDS * 4,
-            )
+            return self._coalescer.call(call, self._send, timeout=settings.BILLING_REDIS_TIMEOUT_SECONDS * 4)
         except TimeoutError as exc:  # waited on another thread's round trip for too long
             raise redis.TimeoutError(str(exc)) from exc
 
@@ -117,9 +129,7 @@ class _RedisLink:
         try:
             todo = calls
             for attempt in range(2):
-                conn.send_packed_command(
-                    conn.pack_commands([("EVALSHA", self._sha(c.source), len(c.keys), *c.keys, *c.args) for c in todo])
-                )
+                conn.send_packed_command(conn.pack_commands([c.packed(self._sha(c.source)) for c in todo]))
                 missing: list[_ScriptCall] = []
                 for call in todo:
                     try:
@@ -142,7 +152,7 @@ class _RedisLink:
             raise
 
     def _sha(self, source: str) -> str:
-        return str(self.script(source).sha)
+        return str(self.script(source).sha) if source else ""
 
     def failed(self, exc: Exception) -> None:
         logger.warning("billing redis unavailable, falling back to the database: %s", exc)
@@ -156,6 +166,7 @@ class _RedisLink:
         self._client = None
         self._storage = None
         self.down_until = 0.0
+        leases.clear()
 
 
 link = _RedisLink()
@@ -278,7 +289,7 @@ class RateState:
 # --- Quotas and budgets ---------------------------------------------------------------------------
 # reserve(keys, limits, n): hold n units on each counter whose limit is not '-1', all or none.
 # Returns {0, 0} when held, {i, used} when counter i would pass its limit, {-i, 0} when counter i is
-# missing (to be seeded from the ledger first). Shared by _RESERVE and _ADMIT.
+# missing (to be seeded from the ledger first).
 _RESERVE_FUNCTION = """
 local function reserve(keys, limits, n)
   for i = 1, 2 do
@@ -314,10 +325,13 @@ class QuotaRefused(Exception):
 
 @dataclass
 class Reservation:
-    """Units held for a call until it is settled; `keys` are the Redis counters that hold them."""
+    """Units held for a call until it is settled; `keys` are the Redis counters that hold them, `lease`
+    the process's lease they came from (settled locally where it can)."""
 
     units: int
     keys: list[str] = field(default_factory=list)
+    lease: "Lease | None" = None
+    lease_key: str = ""
 
 
 def month_start(now: datetime | None = None) -> datetime:
@@ -396,30 +410,183 @@ def _reserve_database(
     return Reservation(units=0)
 
 
-# --- Admission: the rate-limit hit, the idempotency claim and the quota reservation in one round trip --
+# --- Leases: blocks of units a process took from a Redis counter and spends locally -----------------
+@dataclass(eq=False)
+class Lease:
+    """Units granted to this process on one counter (rate) or one pair of counters (quota + budget)."""
+
+    units: int  # still to spend here
+    until: float  # monotonic: not spent after this
+    count: int = 0  # rate: the window's count in Redis when granted (for the RateLimit header)
+    spent: int = 0  # quota: units spent from it, counted again if the counters were reseeded meanwhile
+    incarnations: tuple[int, int] = (0, 0)  # quota: the counters' PEXPIRETIME when granted
+
+
+class _Leases:
+    """This process's leases, by counter key; spending from them is atomic under one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[str, Lease] = {}
+
+    def take(self, key: str, units: int = 1) -> Lease | None:
+        """Spend `units` from the live lease on `key`; None (nothing spent) if it cannot cover them."""
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is None or lease.units < units or lease.until < time.monotonic():
+                return None
+            lease.units -= units
+            lease.spent += units
+            return lease
+
+    def give_back(self, key: str, lease: Lease, units: int) -> bool:
+        """Return `units` to `lease` if it is still the live lease on `key` (it may have expired: what
+        it has not spent is given back to Redis with the next round trip)."""
+        with self._lock:
+            if self._leases.get(key) is not lease:
+                return False
+            lease.units += units
+            lease.spent -= units
+            return True
+
+    def replace(self, key: str, lease: Lease | None) -> Lease | None:
+        """Put `lease` in place of the lease on `key` (None: remove it); return the lease it replaced.
+        A live lease of the same counters (another thread's, granted at the same moment) is merged
+        into it rather than dropped."""
+        with self._lock:
+            previous = self._leases.pop(key, None)
+            if (
+                lease is not None
+                and previous is not None
+                and previous.incarnations == lease.incarnations
+                and previous.until >= time.monotonic()
+            ):
+                lease.units, lease.spent = lease.units + previous.units, lease.spent + previous.spent
+                lease.count = max(lease.count, previous.count)
+                previous.units = 0
+            if lease is not None:
+                if len(self._leases) > 20_000:
+                    self._leases.clear()
+                self._leases[key] = lease
+            return previous
+
+    def clear(self) -> None:
+        with self._lock:
+            self._leases.clear()
+
+
+leases = _Leases()
+
+
+# --- Admission: the rate-limit hit, the idempotency claim and the quota reservation ---------------------
+# One Lua script, one round trip, made only when a lease is missing or spent, or to claim a key.
 # KEYS[1]: the key's fixed-window counter, the key the `limits` library's own Redis storage counts in
-# (same name, same INCRBY-then-EXPIRE on first hit, so `limits` reads and resets it as its own).
+# (same name, expiry set on the first hit, so `limits` reads and resets it as its own).
 # KEYS[2], KEYS[3]: quota and budget counters; KEYS[4]: the Idempotency-Key's claim.
-# ARGV[1]: window expiry; ARGV[2]: the rate limit; ARGV[3], ARGV[4]: cap and budget (-1: none);
-# ARGV[5]: the claim's marker ('' = no key sent), ARGV[6]: its expiry.
+# ARGV[1]: window expiry; ARGV[2]: the rate limit; ARGV[3]: the rate block wanted (0: this call's hit is
+# already counted by a lease); ARGV[4], ARGV[5]: cap and budget (-1: none); ARGV[6]: the quota block
+# wanted (0: none needed); ARGV[7]: the claim's marker ('' = no key sent), ARGV[8]: its expiry;
+# ARGV[9], ARGV[10]: the previous quota lease's counter incarnations (PEXPIRETIME), ARGV[11], ARGV[12]:
+# what it spent and what it left unspent: given back to the same incarnation, spent units counted
+# again in a new one.
 # A rate-limited call claims and reserves nothing; a call whose key is already claimed reserves nothing.
-# Returns {count, which, used} where which/used are the reservation's (see _RESERVE), 0 when none,
-# and a fourth element, the marker found, when the key was already claimed.
-_ADMIT = (
-    _RESERVE_FUNCTION
-    + """
-local count = redis.call('incrby', KEYS[1], 1)
-if count == 1 then redis.call('expire', KEYS[1], ARGV[1]) end
-if #KEYS == 1 or count > tonumber(ARGV[2]) then return {count, 0, 0} end
-if ARGV[5] ~= '' and not redis.call('set', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[6]) then
-  return {count, 0, 0, redis.call('get', KEYS[4]) or ''}
+# Returns {count, which, used, rate block, quota block, marker found, incarnation 1, incarnation 2}:
+# count -1 when the rate was not counted here; which/used as _RESERVE's (0 when none, which < 0: a
+# counter is missing and must be seeded); the marker '' when the key was claimed here or not asked.
+_ADMIT = """
+local function block(room, want)
+  if room <= 0 then return 0 end
+  return math.max(1, math.min(want, math.floor(room / 16)))
 end
-local held = reserve({KEYS[2], KEYS[3]}, {ARGV[3], ARGV[4]}, 1)
-return {count, held[1], held[2]}
+local count, rate = -1, 0
+if ARGV[3] ~= '0' then
+  local used = tonumber(redis.call('get', KEYS[1]) or '0')
+  rate = block(tonumber(ARGV[2]) - used, tonumber(ARGV[3]))
+  count = redis.call('incrby', KEYS[1], math.max(rate, 1))
+  if used == 0 then redis.call('expire', KEYS[1], ARGV[1]) end
+  if rate == 0 then return {count, 0, 0, 0, 0, '', 0, 0} end
+end
+if #KEYS == 1 then return {count, 0, 0, rate, 0, '', 0, 0} end
+if ARGV[7] ~= '' and not redis.call('set', KEYS[4], ARGV[7], 'NX', 'EX', ARGV[8]) then
+  return {count, 0, 0, rate, 0, redis.call('get', KEYS[4]) or '', 0, 0}
+end
+local limits = {ARGV[4], ARGV[5]}
+local spent, unspent = tonumber(ARGV[11]), tonumber(ARGV[12])
+for i = 1, 2 do
+  if limits[i] ~= '-1' and (spent > 0 or unspent > 0) and redis.call('exists', KEYS[i + 1]) == 1 then
+    if redis.call('pexpiretime', KEYS[i + 1]) == tonumber(ARGV[8 + i]) then
+      redis.call('decrby', KEYS[i + 1], unspent)
+    else
+      redis.call('incrby', KEYS[i + 1], spent)
+    end
+  end
+end
+local want = tonumber(ARGV[6])
+if want == 0 then return {count, 0, 0, rate, 0, '', 0, 0} end
+local room = want * 16
+for i = 1, 2 do
+  if limits[i] ~= '-1' then
+    if redis.call('exists', KEYS[i + 1]) == 0 then return {count, -i, 0, rate, 0, '', 0, 0} end
+    local used = tonumber(redis.call('get', KEYS[i + 1]))
+    if used >= tonumber(limits[i]) then return {count, i, used, rate, 0, '', 0, 0} end
+    room = math.min(room, tonumber(limits[i]) - used)
+  end
+end
+local held = block(room, want)
+local incarnations = {0, 0}
+for i = 1, 2 do
+  if limits[i] ~= '-1' then
+    redis.call('incrby', KEYS[i + 1], held)
+    incarnations[i] = redis.call('pexpiretime', KEYS[i + 1])
+  end
+end
+return {count, 0, 0, rate, held, '', incarnations[1], incarnations[2]}
 """
-)
 
 Claimed = bool | bytes | None  # True: claimed in Redis; bytes: the marker found; None: Redis not asked
+
+
+@dataclass
+class _Counters:
+    """The quota and budget counters one billable call holds a unit on, and the key of their lease."""
+
+    organisation_id: int
+    api_key_id: str
+    meter: str
+    cap: int | None
+    budget: int | None
+
+    def __post_init__(self) -> None:
+        tag = _month_tag()
+        self.keys = [f"mm:q:{self.organisation_id}:{self.meter}:{tag}", f"mm:b:{self.api_key_id}:{tag}"]
+        self.limits = [self.cap if self.cap is not None else -1, self.budget if self.budget is not None else -1]
+        self.lease_key = "|".join(self.keys)
+
+    def leased(self, lease: Lease) -> "Reservation":
+        counters = [k for k, a in zip(self.keys, self.limits, strict=True) if a != -1]
+        return Reservation(units=1, keys=counters, lease=lease, lease_key=self.lease_key)
+
+    def give_back(self, lease: Lease | None) -> None:
+        if lease is not None:
+            leases.give_back(self.lease_key, lease, 1)
+
+    def database(self) -> "Reservation | QuotaRefused":
+        try:
+            return _reserve_database(self.organisation_id, self.api_key_id, self.meter, 1, self.cap, self.budget)
+        except QuotaRefused as refused:
+            return refused
+
+    def seeded(self, which: int) -> "Reservation | QuotaRefused":
+        """A block the script did not grant: a refusal (which > 0), or a counter to seed from the ledger
+        first (which < 0: new month, restart, expiry), then one unit reserved exactly."""
+        if which > 0:
+            return _refusal(which, meter=self.meter, cap=self.limits[which - 1])
+        client = link.client()
+        assert client is not None
+        try:
+            return _reserve_redis(client, self.organisation_id, self.api_key_id, self.meter, 1, self.cap, self.budget)
+        except QuotaRefused as refused:
+            return refused
 
 
 def admission(
@@ -432,71 +599,101 @@ def admission(
     claim: tuple[str, str, int] | None = None,
 ) -> tuple[RateState, "Reservation | QuotaRefused | None", Claimed]:
     """Count the call against the key's rate limit and, for a billable call (`meter`), claim its
-    Idempotency-Key (`claim`: Redis key, marker, expiry) and hold one unit of quota and budget: one Lua
-    script, one Redis round trip. A rate-limited call holds nothing."""
+    Idempotency-Key (`claim`: Redis key, marker, expiry) and hold one unit of quota and budget.
+
+    The units come from this process's leases. When one runs out, the `_ADMIT` script takes new ones
+    (and claims the key) in one round trip; when they cover the call, a key is claimed by one plain
+    `SET NX`, and a call without a key makes no round trip. A rate-limited call holds nothing."""
     now = time.time()
     window = int(item.get_expiry())
     state = RateState(limit=item.amount, window=window, remaining=None, reset=max(1, int(window - (now % window))))
     cap = entitlement.caps.get(meter) if meter else None
     budget = key_terms_get(api_key_id=api_key_id).monthly_budget_units if meter else None
-    wants_quota = meter is not None and (cap is not None or budget is not None)
+    counters = (
+        _Counters(organisation_id, api_key_id, meter, cap, budget)
+        if meter is not None and (cap is not None or budget is not None)
+        else None
+    )
     storage = link.storage()
     if storage is None:
-        return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None, None
-    tag = _month_tag()
-    keys = [f"mm:q:{organisation_id}:{meter}:{tag}", f"mm:b:{api_key_id}:{tag}"]
-    args = [cap if cap is not None else -1, budget if budget is not None else -1, 1]
+        return state, counters.database() if counters else None, None
     rate_key = storage.prefixed_key(item.key_for(api_key_id, str(int(now // window))))
+    rate_lease = leases.take(rate_key)
+    quota_lease = leases.take(counters.lease_key) if counters else None
+    if rate_lease is not None and (counters is None or quota_lease is not None):
+        state.remaining = max(0, item.amount - rate_lease.count + rate_lease.units)
+        reservation = counters.leased(quota_lease) if counters and quota_lease else None
+        if claim is None:
+            return state, reservation, None
+        try:  # Redis >= 7.0: SET with both NX and GET
+            found = link.command("SET", claim[0], claim[1], "NX", "GET", "EX", claim[2])
+        except redis.RedisError as exc:
+            link.failed(exc)
+            if counters:
+                counters.give_back(quota_lease)
+            return state, counters.database() if counters else None, None
+        if found is None:
+            return state, reservation, True
+        if counters:
+            counters.give_back(quota_lease)
+        return state, None, bytes(found)
+
+    block = max(1, settings.BILLING_LEASE_UNITS)
+    wants_block = counters is not None and quota_lease is None
+    previous = leases.replace(counters.lease_key, None) if counters and wants_block else None
     script_keys: list[str] = [rate_key]
-    script_args: list[int | str] = [window + 1, item.amount]
-    if wants_quota or claim is not None:
+    script_args: list[int | str] = [window + 1, item.amount, 0 if rate_lease is not None else block]
+    if counters is not None or claim is not None:
         claim_key, marker, expiry = claim or ("", "", 0)
-        script_keys += [*keys, claim_key]
-        script_args += [*args[:2], marker, expiry]
+        script_keys += [*(counters.keys if counters else ["", ""]), claim_key]
+        script_args += [*(counters.limits if counters else [-1, -1]), block if wants_block else 0, marker, expiry]
+        script_args += [*previous.incarnations, previous.spent, previous.units] if previous else [0, 0, 0, 0]
     try:
-        count, which, used, *found = link.evalsha(_ADMIT, script_keys, script_args)
-        state.remaining, state.exceeded = max(0, item.amount - int(count)), int(count) > item.amount
-        outcome = None
-        if wants_quota and not state.exceeded and not found:
-            client = link.client()
-            assert client is not None
-            outcome = _quota_outcome(client, [which, used], keys, args, organisation_id, api_key_id, meter)
+        count, which, _, rate, held, found, *incarnations = link.evalsha(_ADMIT, script_keys, script_args)
     except redis.RedisError as exc:
         link.failed(exc)
-        return state, _quota_database(organisation_id, api_key_id, meter, cap, budget) if wants_quota else None, None
-    claimed: Claimed = None if claim is None or state.exceeded else (bytes(found[0]) if found else True)
-    return state, outcome, claimed
-
-
-def _quota_outcome(
-    client: redis.Redis, result: list[int], keys: list[str], args: list[int], org: int, key: str, meter: str | None
-) -> "Reservation | QuotaRefused":
-    which = int(result[0])
-    if which == 0:
-        return Reservation(units=1, keys=[k for k, a in zip(keys, args[:2], strict=True) if a != -1])
-    if which > 0:
-        return _refusal(which, meter=meter or "", cap=int(args[which - 1]))
-    cap, budget = (a if a != -1 else None for a in args[:2])
-    try:  # a counter had to be seeded from the ledger first (new month, restart, expiry)
-        return _reserve_redis(client, org, key, meter or "", 1, cap, budget)
-    except QuotaRefused as refused:
-        return refused
-
-
-def _quota_database(
-    org: int, key: str, meter: str | None, cap: int | None, budget: int | None
-) -> "Reservation | QuotaRefused":
-    try:
-        return _reserve_database(org, key, meter or "", 1, cap, budget)
-    except QuotaRefused as refused:
-        return refused
+        if counters:
+            counters.give_back(quota_lease)
+        return state, counters.database() if counters else None, None
+    if rate_lease is None:
+        state.exceeded = int(rate) == 0
+        rate_lease = Lease(units=max(0, int(rate) - 1), until=time.monotonic() + state.reset, count=int(count))
+        if not state.exceeded:
+            leases.replace(rate_key, rate_lease)
+    state.remaining = max(0, item.amount - rate_lease.count + rate_lease.units)
+    if state.exceeded or found:  # nothing claimed or reserved; a found marker: the key is taken
+        if counters:
+            counters.give_back(quota_lease)
+        return state, None, bytes(found) if found and not state.exceeded else None
+    claimed: Claimed = None if claim is None else True
+    if counters is None:
+        return state, None, claimed
+    if quota_lease is not None:
+        return state, counters.leased(quota_lease), claimed
+    if int(held) == 0:
+        return state, counters.seeded(int(which)), claimed
+    lease = Lease(
+        units=int(held) - 1,
+        spent=1,
+        until=time.monotonic() + settings.BILLING_LEASE_SECONDS,
+        incarnations=(int(incarnations[0]), int(incarnations[1])),
+    )
+    leases.replace(counters.lease_key, lease)
+    return state, counters.leased(lease), claimed
 
 
 def quota_settle(*, reservation: Reservation, units: int) -> None:
-    """Turn a reservation into the call's real units (0 for a failed call). Best effort: drift is reseeded."""
+    """Turn a reservation into the call's real units (0 for a failed call): from or back to its lease
+    where it can, else in Redis. Best effort: drift is reseeded."""
     delta = units - reservation.units
     if not reservation.keys or delta == 0:
         return
+    lease = reservation.lease
+    if lease is not None:
+        if delta < 0 and leases.give_back(reservation.lease_key, lease, -delta):
+            return
+        if delta > 0 and leases.take(reservation.lease_key, delta) is not None:
+            return
     client = link.client()
     if client is None:
         return
