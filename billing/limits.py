@@ -488,7 +488,7 @@ leases = _Leases()
 # wanted (0: none needed); ARGV[7]: the claim's marker ('' = no key sent), ARGV[8]: its expiry;
 # ARGV[9], ARGV[10]: the previous quota lease's counter incarnations (PEXPIRETIME), ARGV[11], ARGV[12]:
 # what it spent and what it left unspent: given back to the same incarnation, spent units counted
-# again in a new one.
+# again in a new one (first, whatever this call's own outcome).
 # A rate-limited call claims and reserves nothing; a call whose key is already claimed reserves nothing.
 # Returns {count, which, used, rate block, quota block, marker found, incarnation 1, incarnation 2}:
 # count -1 when the rate was not counted here; which/used as _RESERVE's (0 when none, which < 0: a
@@ -497,6 +497,19 @@ _ADMIT = """
 local function block(room, want)
   if room <= 0 then return 0 end
   return math.max(1, math.min(want, math.floor(room / 16)))
+end
+if #KEYS > 1 then
+  local limits = {ARGV[4], ARGV[5]}
+  local spent, unspent = tonumber(ARGV[11]), tonumber(ARGV[12])
+  for i = 1, 2 do
+    if limits[i] ~= '-1' and (spent > 0 or unspent > 0) and redis.call('exists', KEYS[i + 1]) == 1 then
+      if redis.call('pexpiretime', KEYS[i + 1]) == tonumber(ARGV[8 + i]) then
+        redis.call('decrby', KEYS[i + 1], unspent)
+      else
+        redis.call('incrby', KEYS[i + 1], spent)
+      end
+    end
+  end
 end
 local count, rate = -1, 0
 if ARGV[3] ~= '0' then
@@ -511,16 +524,6 @@ if ARGV[7] ~= '' and not redis.call('set', KEYS[4], ARGV[7], 'NX', 'EX', ARGV[8]
   return {count, 0, 0, rate, 0, redis.call('get', KEYS[4]) or '', 0, 0}
 end
 local limits = {ARGV[4], ARGV[5]}
-local spent, unspent = tonumber(ARGV[11]), tonumber(ARGV[12])
-for i = 1, 2 do
-  if limits[i] ~= '-1' and (spent > 0 or unspent > 0) and redis.call('exists', KEYS[i + 1]) == 1 then
-    if redis.call('pexpiretime', KEYS[i + 1]) == tonumber(ARGV[8 + i]) then
-      redis.call('decrby', KEYS[i + 1], unspent)
-    else
-      redis.call('incrby', KEYS[i + 1], spent)
-    end
-  end
-end
 local want = tonumber(ARGV[6])
 if want == 0 then return {count, 0, 0, rate, 0, '', 0, 0} end
 local room = want * 16

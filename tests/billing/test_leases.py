@@ -137,3 +137,15 @@ def test_one_block_size_counts_every_call_in_redis(api, org, iris, settings):
     for calls in range(1, 4):
         assert predict(api).status_code == 200
         assert quota_counter(org) == calls
+
+
+def test_a_rate_limited_call_still_gives_back_what_the_last_lease_left(api, api_key, org, iris, settings):
+    settings.BILLING_LEASE_UNITS = 32
+    settings.BILLING_LEASE_SECONDS = 0  # every quota lease expires at once: each call reports the last
+    free_quota("online_predictions", 100_000)
+    key_limit(api_key, rate_limit="3/hour")  # blocks of one: every call reaches Redis
+    assert [predict(api).status_code for _ in range(3)] == [200, 200, 200]
+    assert quota_counter(org) == 3 + 31  # the third call's block, 31 of it unspent
+    assert predict(api).status_code == 429
+    assert quota_counter(org) == 3  # the refused call's round trip gave the 31 back
+    assert billed_units() == 3
