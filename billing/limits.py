@@ -592,6 +592,17 @@ class _Counters:
             return refused
 
 
+def _redis_failed(
+    exc: redis.RedisError, counters: _Counters | None, lease: Lease | None
+) -> "Reservation | QuotaRefused | None":
+    """Redis failed mid-admission: the leased unit goes back, and quotas are checked in the database."""
+    link.failed(exc)
+    if counters is None:
+        return None
+    counters.give_back(lease)
+    return counters.database()
+
+
 def admission(
     *,
     api_key_id: str,
@@ -631,10 +642,7 @@ def admission(
         try:  # Redis >= 7.0: SET with both NX and GET
             found = link.command("SET", claim[0], claim[1], "NX", "GET", "EX", claim[2])
         except redis.RedisError as exc:
-            link.failed(exc)
-            if counters:
-                counters.give_back(quota_lease)
-            return state, counters.database() if counters else None, None
+            return state, _redis_failed(exc, counters, quota_lease), None
         if found is None:
             return state, reservation, True
         if counters:
@@ -654,10 +662,7 @@ def admission(
     try:
         count, which, _, rate, held, found, *incarnations = link.evalsha(_ADMIT, script_keys, script_args)
     except redis.RedisError as exc:
-        link.failed(exc)
-        if counters:
-            counters.give_back(quota_lease)
-        return state, counters.database() if counters else None, None
+        return state, _redis_failed(exc, counters, quota_lease), None
     if rate_lease is None:
         state.exceeded = int(rate) == 0
         rate_lease = Lease(units=max(0, int(rate) - 1), until=time.monotonic() + state.reset, count=int(count))
