@@ -12,6 +12,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (its threads included, not its children).
+    Raises FileNotFoundError / ProcessLookupError once it has gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and all its living descendants (e.g. a gunicorn master and
     its workers, a Celery worker and its pool): on a shared machine, what other load disturbs least."""
@@ -19,8 +26,7 @@ def cpu_seconds(pid: int) -> float:
     while todo:
         current = todo.pop()
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += own_cpu_seconds(current)
             todo += children(current)
         except (FileNotFoundError, ProcessLookupError):
             continue
@@ -47,9 +53,8 @@ def service_cpu_seconds() -> dict[str, float]:
         total = 0.0
         for pid in pids_named(*names):
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += own_cpu_seconds(pid)
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         totals[service] = total
     return totals

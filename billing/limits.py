@@ -287,27 +287,25 @@ class RateState:
 
 
 # --- Quotas and budgets ---------------------------------------------------------------------------
-# reserve(keys, limits, n): hold n units on each counter whose limit is not '-1', all or none.
+# Hold ARGV[3] units on each counter whose limit (ARGV[1], ARGV[2]) is not '-1', all or none.
 # Returns {0, 0} when held, {i, used} when counter i would pass its limit, {-i, 0} when counter i is
 # missing (to be seeded from the ledger first).
-_RESERVE_FUNCTION = """
-local function reserve(keys, limits, n)
-  for i = 1, 2 do
-    if limits[i] ~= '-1' and redis.call('exists', keys[i]) == 0 then return {-i, 0} end
-  end
-  for i = 1, 2 do
-    if limits[i] ~= '-1' then
-      local used = tonumber(redis.call('get', keys[i]))
-      if used + n > tonumber(limits[i]) then return {i, used} end
-    end
-  end
-  for i = 1, 2 do
-    if limits[i] ~= '-1' then redis.call('incrby', keys[i], n) end
-  end
-  return {0, 0}
+_RESERVE = """
+local n = tonumber(ARGV[3])
+for i = 1, 2 do
+  if ARGV[i] ~= '-1' and redis.call('exists', KEYS[i]) == 0 then return {-i, 0} end
 end
+for i = 1, 2 do
+  if ARGV[i] ~= '-1' then
+    local used = tonumber(redis.call('get', KEYS[i]))
+    if used + n > tonumber(ARGV[i]) then return {i, used} end
+  end
+end
+for i = 1, 2 do
+  if ARGV[i] ~= '-1' then redis.call('incrby', KEYS[i], n) end
+end
+return {0, 0}
 """
-_RESERVE = _RESERVE_FUNCTION + "return reserve(KEYS, ARGV, tonumber(ARGV[3]))\n"
 _SETTLE = """
 for i = 1, #KEYS do
   if redis.call('exists', KEYS[i]) == 1 then redis.call('incrby', KEYS[i], ARGV[1]) end
@@ -362,6 +360,49 @@ def _refusal(which: int, *, meter: str, cap: int) -> QuotaRefused:
     return QuotaRefused("budget_exceeded", f"This API key's monthly budget of {cap} units is spent.")
 
 
+@dataclass
+class _Counters:
+    """The quota and budget counters a billable call holds units on, and the key of their lease."""
+
+    organisation_id: int
+    api_key_id: str | None
+    meter: str
+    cap: int | None
+    budget: int | None
+
+    def __post_init__(self) -> None:
+        tag = _month_tag()
+        self.keys = [f"mm:q:{self.organisation_id}:{self.meter}:{tag}", f"mm:b:{self.api_key_id}:{tag}"]
+        self.limits = [self.cap if self.cap is not None else -1, self.budget if self.budget is not None else -1]
+        self.held_keys = [k for k, a in zip(self.keys, self.limits, strict=True) if a != -1]  # capped ones
+        self.lease_key = "|".join(self.keys)
+
+    def leased(self, lease: "Lease") -> Reservation:
+        return Reservation(units=1, keys=self.held_keys, lease=lease, lease_key=self.lease_key)
+
+    def give_back(self, lease: "Lease | None") -> None:
+        if lease is not None:
+            leases.give_back(self.lease_key, lease, 1)
+
+    def database(self) -> "Reservation | QuotaRefused":
+        try:
+            return _reserve_database(self, 1)
+        except QuotaRefused as refused:
+            return refused
+
+    def seeded(self, which: int) -> "Reservation | QuotaRefused":
+        """A block the script did not grant: a refusal (which > 0), or a counter to seed from the ledger
+        first (which < 0: new month, restart, expiry), then one unit reserved exactly."""
+        if which > 0:
+            return _refusal(which, meter=self.meter, cap=self.limits[which - 1])
+        client = link.client()
+        assert client is not None
+        try:
+            return _reserve_redis(client, self, 1)
+        except QuotaRefused as refused:
+            return refused
+
+
 def quota_reserve(
     *, organisation_id: int, api_key_id: str | None, meter: str, units: int = 1, entitlement: Entitlement
 ) -> Reservation:
@@ -370,43 +411,38 @@ def quota_reserve(
     budget = key_terms_get(api_key_id=api_key_id).monthly_budget_units if api_key_id else None
     if cap is None and budget is None:
         return Reservation(units=0)
+    counters = _Counters(organisation_id, api_key_id, meter, cap, budget)
     client = link.client()
     if client is not None:
         try:
-            return _reserve_redis(client, organisation_id, api_key_id, meter, units, cap, budget)
+            return _reserve_redis(client, counters, units)
         except redis.RedisError as exc:
             link.failed(exc)
-    return _reserve_database(organisation_id, api_key_id, meter, units, cap, budget)
+    return _reserve_database(counters, units)
 
 
-def _reserve_redis(
-    client: redis.Redis, org: int, key: str | None, meter: str, units: int, cap: int | None, budget: int | None
-) -> Reservation:
-    tag = _month_tag()
-    keys = [f"mm:q:{org}:{meter}:{tag}", f"mm:b:{key}:{tag}"]
-    args = [cap if cap is not None else -1, budget if budget is not None else -1, units]
+def _reserve_redis(client: redis.Redis, counters: _Counters, units: int) -> Reservation:
     for _ in range(3):
-        which, _used = link.script(_RESERVE)(keys=keys, args=args)
+        which, _used = link.script(_RESERVE)(keys=counters.keys, args=[*counters.limits, units])
         if which == 0:
-            return Reservation(units=units, keys=[k for k, a in zip(keys, args[:2], strict=True) if a != -1])
+            return Reservation(units=units, keys=counters.held_keys)
         if which > 0:
-            raise _refusal(which, meter=meter, cap=int(args[which - 1]))
+            raise _refusal(which, meter=counters.meter, cap=counters.limits[which - 1])
         seed = (
-            _ledger_units(organisation_id=org, meter=meter)
+            _ledger_units(organisation_id=counters.organisation_id, meter=counters.meter)
             if which == -1
-            else _ledger_units(organisation_id=org, api_key_id=key)
+            else _ledger_units(organisation_id=counters.organisation_id, api_key_id=counters.api_key_id)
         )
-        client.set(keys[-which - 1], seed, ex=settings.BILLING_QUOTA_RESEED_SECONDS, nx=True)
+        client.set(counters.keys[-which - 1], seed, ex=settings.BILLING_QUOTA_RESEED_SECONDS, nx=True)
     raise redis.RedisError("quota counters could not be seeded")
 
 
-def _reserve_database(
-    org: int, key: str | None, meter: str, units: int, cap: int | None, budget: int | None
-) -> Reservation:
-    if cap is not None and _ledger_units(organisation_id=org, meter=meter) + units > cap:
-        raise _refusal(1, meter=meter, cap=cap)
-    if budget is not None and _ledger_units(organisation_id=org, api_key_id=key) + units > budget:
-        raise _refusal(2, meter=meter, cap=budget)
+def _reserve_database(counters: _Counters, units: int) -> Reservation:
+    org, cap, budget = counters.organisation_id, counters.cap, counters.budget
+    if cap is not None and _ledger_units(organisation_id=org, meter=counters.meter) + units > cap:
+        raise _refusal(1, meter=counters.meter, cap=cap)
+    if budget is not None and _ledger_units(organisation_id=org, api_key_id=counters.api_key_id) + units > budget:
+        raise _refusal(2, meter=counters.meter, cap=budget)
     return Reservation(units=0)
 
 
@@ -547,49 +583,6 @@ return {count, 0, 0, rate, held, '', incarnations[1], incarnations[2]}
 """
 
 Claimed = bool | bytes | None  # True: claimed in Redis; bytes: the marker found; None: Redis not asked
-
-
-@dataclass
-class _Counters:
-    """The quota and budget counters one billable call holds a unit on, and the key of their lease."""
-
-    organisation_id: int
-    api_key_id: str
-    meter: str
-    cap: int | None
-    budget: int | None
-
-    def __post_init__(self) -> None:
-        tag = _month_tag()
-        self.keys = [f"mm:q:{self.organisation_id}:{self.meter}:{tag}", f"mm:b:{self.api_key_id}:{tag}"]
-        self.limits = [self.cap if self.cap is not None else -1, self.budget if self.budget is not None else -1]
-        self.lease_key = "|".join(self.keys)
-
-    def leased(self, lease: Lease) -> "Reservation":
-        counters = [k for k, a in zip(self.keys, self.limits, strict=True) if a != -1]
-        return Reservation(units=1, keys=counters, lease=lease, lease_key=self.lease_key)
-
-    def give_back(self, lease: Lease | None) -> None:
-        if lease is not None:
-            leases.give_back(self.lease_key, lease, 1)
-
-    def database(self) -> "Reservation | QuotaRefused":
-        try:
-            return _reserve_database(self.organisation_id, self.api_key_id, self.meter, 1, self.cap, self.budget)
-        except QuotaRefused as refused:
-            return refused
-
-    def seeded(self, which: int) -> "Reservation | QuotaRefused":
-        """A block the script did not grant: a refusal (which > 0), or a counter to seed from the ledger
-        first (which < 0: new month, restart, expiry), then one unit reserved exactly."""
-        if which > 0:
-            return _refusal(which, meter=self.meter, cap=self.limits[which - 1])
-        client = link.client()
-        assert client is not None
-        try:
-            return _reserve_redis(client, self.organisation_id, self.api_key_id, self.meter, 1, self.cap, self.budget)
-        except QuotaRefused as refused:
-            return refused
 
 
 def _redis_failed(
