@@ -16,6 +16,7 @@ from apiservice.auth import Principal
 
 from .coalesce import Coalescer, Pending
 from .models import IdempotencyRecord, UsageRecord
+from .prepared import execute_prepared
 
 _LEDGER_FIELDS = (  # model field names, in the order of the values below
     "request_id",
@@ -281,16 +282,20 @@ def _insert_each(rows: Sequence[_LedgerRow], *, already_there_is_fine: bool) -> 
 
 
 def _execute(sql: str, values: tuple[Any, ...], *, prepare: bool = True, fetch: bool = False) -> list[Any]:
-    """On PostgreSQL, a prepared statement with server-side binding on the connection's psycopg handle
-    (no SQL interpolation per call; a third less CPU than Django's client-side-binding cursor).
-    Errors are Django's (`wrap_database_errors`), and it joins the connection's transaction as usual.
-    `fetch`: return the rows the statement returns."""
+    """On PostgreSQL, a prepared statement with server-side binding: in autocommit (every API call's
+    row) sent straight through libpq (`billing.prepared`), else through a psycopg cursor, which joins
+    the connection's transaction as usual. Errors are Django's (`wrap_database_errors`).
+    `fetch`: return the rows the statement returns (as text on the libpq path)."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, values)
             return list(cursor.fetchall()) if fetch else []
     connection.ensure_connection()
     with connection.wrap_database_errors:
+        if prepare:
+            rows = execute_prepared(connection.connection, sql, values, fetch=fetch)
+            if rows is not None:
+                return rows
         handle = psycopg.Cursor(connection.connection).execute(sql, values, prepare=prepare or None)
         return handle.fetchall() if fetch else []
 

@@ -18,10 +18,9 @@ def _record(principal: Any, request_id: str, **extra: Any) -> None:
     )
 
 
-def test_it_writes_every_column(api_key: str, diabetes: Any) -> None:
-    principal = authenticate_key(f"Bearer {api_key}")
+def _assert_every_column_written(principal: Any, version_id: int) -> None:
     _record(
-        principal, "req_a", units=3, meter="online_predictions", model_version_id=diabetes.pk, client_request_id="c-1"
+        principal, "req_a", units=3, meter="online_predictions", model_version_id=version_id, client_request_id="c-1"
     )
     row = UsageRecord.objects.get(request_id="req_a")
     assert (row.organisation_id, row.api_key_id, row.face, row.meter, row.units) == (
@@ -32,12 +31,29 @@ def test_it_writes_every_column(api_key: str, diabetes: Any) -> None:
         3,
     )
     assert (row.model_version_id, row.client_request_id, row.status_code, row.latency_ms) == (
-        diabetes.pk,
+        version_id,
         "c-1",
         200,
         1.235,
     )
     assert row.created_at is not None
+
+
+def test_it_writes_every_column(api_key: str, diabetes: Any) -> None:
+    _assert_every_column_written(authenticate_key(f"Bearer {api_key}"), diabetes.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_it_writes_every_column_through_libpq(org: Any, diabetes: Any) -> None:
+    from apiservice import services as org_services
+    from billing.prepared import _prepared_on, _statement
+    from billing.services import _ledger_insert_sql
+
+    _, key = org_services.api_key_create(organisation=org, name="k")
+    _assert_every_column_written(authenticate_key(f"Bearer {key}"), diabetes.pk)
+    assert _statement(_ledger_insert_sql())[0] in _prepared_on[connection.connection]
+    _record(authenticate_key(f"Bearer {key}"), "req_no_version")
+    assert UsageRecord.objects.values_list("model_version_id", "meter").get(request_id="req_no_version") == (None, "")
 
 
 def test_it_leaves_the_meter_empty_without_units(api_key: str) -> None:
