@@ -2,7 +2,7 @@
 
 The ledger INSERT runs on every API call. psycopg's cursor spends more CPU on it than the statement
 costs PostgreSQL (cursor set-up, query conversion, one dumper per parameter, its prepared-statement
-cache): 60-70 µs per call on the benchmark host. Here a statement is prepared once per connection
+cache): 45-60 µs of the worker's CPU per call on the benchmark host. Here a statement is prepared once per connection
 under its own name and then sent with `PQsendQueryPrepared`, its parameters as text (bytes values
 in binary), PostgreSQL inferring their types from the statement; the answer is awaited with psycopg's
 own wait loop, and errors are psycopg's exceptions, so Django's wrapper maps them as usual.
@@ -66,7 +66,7 @@ def _prepare(conn: "psycopg.Connection[Any]", name: bytes, sql: bytes) -> None:
 
 def execute_prepared(
     conn: "psycopg.Connection[Any]", sql: str, values: Sequence[Any], *, fetch: bool
-) -> list[tuple[str, ...]] | None:
+) -> list[tuple[str | None, ...]] | None:
     """Run `sql` with `values` as a prepared statement; its rows as text when `fetch`. None when this
     connection or these values need psycopg's cursor instead (nothing was sent)."""
     pgconn = conn.pgconn
@@ -94,7 +94,9 @@ def execute_prepared(
             result = _wait_ok(conn)
     if not fetch:
         return []
-    columns = range(result.nfields)
-    return [
-        tuple((result.get_value(row, column) or b"").decode() for column in columns) for row in range(result.ntuples)
-    ]
+    return [_text_row(result, row) for row in range(result.ntuples)]
+
+
+def _text_row(result: pq.abc.PGresult, row: int) -> tuple[str | None, ...]:
+    values = (result.get_value(row, column) for column in range(result.nfields))
+    return tuple(None if value is None else bytes(value).decode() for value in values)

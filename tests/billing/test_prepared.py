@@ -93,7 +93,7 @@ def test_values_it_cannot_encode_and_open_transactions_are_left_to_psycopg() -> 
     connection.ensure_connection()
     conn = connection.connection
     assert execute_prepared(conn, "SELECT %s::numeric", [Decimal("1.5")], fetch=True) is None
-    assert execute_prepared(conn, "SELECT %s::int + 1, %s", [41, "x"], fetch=True) == [("42", "x")]
+    assert execute_prepared(conn, "SELECT %s::int + 1, %s, NULL::text", [41, "x"], fetch=True) == [("42", "x", None)]
     with transaction.atomic():
         assert execute_prepared(connection.connection, "SELECT %s::int", [1], fetch=True) is None
 
