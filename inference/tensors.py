@@ -128,6 +128,12 @@ def _shape_text(shape: Sequence[int]) -> str:
 # --- :predict (TF-Serving / Vertex) ---------------------------------------------------------------
 
 
+def dense_input(signature: Signature) -> dict[str, Any] | None:
+    """The model's input when it has exactly one and it holds floats, else None."""
+    inputs = signature["inputs"]
+    return inputs[0] if len(inputs) == 1 and inputs[0]["datatype"] in FLOAT_TYPES else None
+
+
 def predict_feeds(body: Any, *, signature: Signature) -> tuple[dict[str, np.ndarray], str]:
     """Feeds from `{"instances": [...]}` (row format) or `{"inputs": ...}` (columnar); and which."""
     if not isinstance(body, dict):
