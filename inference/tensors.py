@@ -46,7 +46,7 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
         return raw
     if kind in ("U", "S"):
         raise InvalidInput(f"Input '{name}' expects numbers ({datatype}), got strings.", param=param)
-    if kind == "b":
+    if kind == "b" or _hides_bool(data, raw):
         raise InvalidInput(f"Input '{name}' expects numbers ({datatype}), got booleans.", param=param)
     if datatype in INT_TYPES:
         # Integral decimals (3.0) are accepted, as most JSON encoders write them; fractions are not.
@@ -60,6 +60,23 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
         with np.errstate(over="ignore"):  # overflow becomes inf, which the NaN policy then judges
             return raw.astype(target, copy=False)
     raise InvalidInput(f"Input '{name}' has an unsupported datatype {datatype}.", param=param)
+
+
+def _hides_bool(data: Any, array: np.ndarray) -> bool:
+    """Whether numpy read a JSON boolean among numbers (as 1 or 0). A large array without a 0 or a 1
+    cannot hold one, and is not scanned."""
+    if array.size > 1024 and not bool(((array == 0) | (array == 1)).any()):
+        return False
+    return _holds_bool(data)
+
+
+def _holds_bool(data: Any) -> bool:
+    if isinstance(data, bool):
+        return True
+    if not isinstance(data, list):
+        return False  # a number, or an array parsed straight to numbers (`numeric_json`)
+    types = set(map(type, data))
+    return bool in types or (list in types and any(_holds_bool(item) for item in data if isinstance(item, list)))
 
 
 def _is_ragged(data: Any) -> bool:

@@ -21,6 +21,7 @@ ROW = [5.1, 3.5, 1.4, 0.2]
         ({"instances": [["a", "b", "c", "d"]]}, 400, "invalid_input", "instances.input"),
         ({"instances": [[True, False, True, False]]}, 400, "invalid_input", "instances.input"),
         ({"instances": [[1.0, None, 2.0, 3.0]]}, 400, "invalid_input", "instances.input"),
+        ({"instances": [[5.1, True, 1.4, 0.2]]}, 400, "invalid_input", "instances.input"),
         ({"instances": [{"nope": ROW}]}, 400, "invalid_input", "instances.0.nope"),
         ({"inputs": {"input": [ROW], "extra": [1]}}, 400, "invalid_input", "inputs.extra"),
         ({"inputs": [[ROW]]}, 400, "invalid_input", "inputs.input"),
@@ -37,6 +38,7 @@ ROW = [5.1, 3.5, 1.4, 0.2]
         "strings",
         "booleans",
         "null",
+        "a-boolean-among-numbers",
         "unknown-input-name",
         "extra-input",
         "wrong-rank",
@@ -89,9 +91,26 @@ def test_it_refuses_broken_json_and_empty_bodies(api, iris):
         ({"instances": [{"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [1.5]}]}, "expects integers"),
         ({"inputs": {"a": [[1.0, 2.0]], "b": [[1.0, 2.0], [3.0, 4.0]], "count": [[1]]}}, "same number of rows"),
         ({"instances": [{"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [2**70]}]}, "out of range"),
+        (
+            {
+                "instances": [
+                    {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [1]},
+                    {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [False]},
+                ]
+            },
+            "got booleans",
+        ),
         ({"instances": [{"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [2**40]}], "x": 1}, None),
     ],
-    ids=["missing-input", "rows-for-several-inputs", "decimal-for-int64", "mismatched-rows", "int64-overflow", "ok"],
+    ids=[
+        "missing-input",
+        "rows-for-several-inputs",
+        "decimal-for-int64",
+        "mismatched-rows",
+        "int64-overflow",
+        "boolean-for-int64",
+        "ok",
+    ],
 )
 def test_it_checks_every_input_of_a_multi_input_model(api, db, body, message):
     model_version_register(

@@ -103,8 +103,18 @@ def test_binary_tensors_in_and_out(api, iris):
         ({"inputs": [_tensor(IRIS_ROWS)], "outputs": [{"name": "nope"}]}, 400, "Unknown output"),
         ({"inputs": [{**_tensor(IRIS_ROWS), "parameters": {"binary_data_size": 32}}]}, 400, "binary_data_size"),
         ({"inputs": [_tensor([[1, 2, 3, 4], [1, 2]])]}, 400, "ragged"),
+        ({"inputs": [_tensor([5.1, 3.5, True, 0.2, 6.7, 3.0, 5.2, 2.3])]}, 400, "got booleans"),
     ],
-    ids=["no-inputs", "count-mismatch", "datatype", "unknown-input", "unknown-output", "binary-missing", "ragged"],
+    ids=[
+        "no-inputs",
+        "count-mismatch",
+        "datatype",
+        "unknown-input",
+        "unknown-output",
+        "binary-missing",
+        "ragged",
+        "a-boolean-among-numbers",
+    ],
 )
 def test_infer_errors_use_the_spec_shape(api, iris, body, status, fragment):
     response = _infer(api, "/v2/models/iris/infer", body)
