@@ -74,15 +74,18 @@ def _parsed(raw: bytes, build: Any) -> Any:
         return None
 
 
-def instances_matrix(raw: bytes) -> np.ndarray | None:
-    """`{"instances": [[n, n, ...], ...]}` (nothing else in the body) as a float64 matrix, or None."""
-    return _parsed(raw, _instances_matrix)  # type: ignore[no-any-return]
+def predict_matrix(raw: bytes) -> tuple[str, np.ndarray] | None:
+    """A `:predict` body that is only rows of numbers, `{"instances": [[n, ...], ...]}` or the columnar
+    `{"inputs": [[n, ...], ...]}` of a one-input model: its form and a float64 matrix, or None."""
+    return _parsed(raw, _predict_matrix)  # type: ignore[no-any-return]
 
 
-def _instances_matrix(document: Any, raw: bytes) -> np.ndarray | None:
-    if _unique_keys(document) != ["instances"]:
+def _predict_matrix(document: Any, raw: bytes) -> tuple[str, np.ndarray] | None:
+    keys = _unique_keys(document)
+    if keys not in (["instances"], ["inputs"]):
         return None
-    rows = document["instances"]
+    form = keys[0]
+    rows = document[form]
     if not isinstance(rows, simdjson.Array) or not len(rows) or _brackets(raw) != len(rows) + 1:
         return None
     widths = {len(row) if isinstance(row, simdjson.Array) else -1 for row in rows}
@@ -90,7 +93,7 @@ def _instances_matrix(document: Any, raw: bytes) -> np.ndarray | None:
         return None
     (width,) = widths
     values = _numbers(rows)
-    return None if values is None else values.reshape(len(rows), width)
+    return None if values is None else (form, values.reshape(len(rows), width))
 
 
 def oip_request(raw: bytes) -> dict[str, Any] | None:

@@ -67,11 +67,13 @@ def _predict_feeds(request: HttpRequest, servable: services.Servable) -> tuple[d
     """Rows of numbers for a model with one float input go straight to numpy when the body proves its
     shape (`inference.numeric_json`); everything else through orjson and `predict_feeds`."""
     spec = dense_input(servable.signature)
-    matrix = numeric_json.instances_matrix(request.body) if spec is not None else None
-    if spec is None or matrix is None:
+    parsed = numeric_json.predict_matrix(request.body) if spec is not None else None
+    if spec is None or parsed is None:
         return predict_feeds(_json_body(request), signature=servable.signature)
+    form, matrix = parsed
     name = spec["name"]
-    return {name: to_array(matrix, datatype=spec["datatype"], name=name, param=f"instances.{name}")}, "instances"
+    param = f"instances.{name}" if form == "instances" else "inputs"  # as `predict_feeds` names them
+    return {name: to_array(matrix, datatype=spec["datatype"], name=name, param=param)}, form
 
 
 def predict(request: HttpRequest, *, model: str, ref: str | None = None) -> HttpResponse:

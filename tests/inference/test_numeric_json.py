@@ -23,16 +23,23 @@ def body_of(value: object) -> bytes:
     return raw
 
 
-def test_dense_instances_become_the_matrix_the_general_path_builds():
+def matrix_of(raw: bytes) -> np.ndarray | None:
+    parsed = numeric_json.predict_matrix(raw)
+    return None if parsed is None else parsed[1]
+
+
+@pytest.mark.parametrize("form", ["instances", "inputs"])
+def test_dense_rows_become_the_matrix_the_general_path_builds(form):
     rows = dense_rows()
     rows[3] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]  # integers mixed in, as JSON encoders write them
-    raw = body_of({"instances": rows})
+    raw = body_of({form: rows})
 
-    matrix = numeric_json.instances_matrix(raw)
+    parsed = numeric_json.predict_matrix(raw)
 
-    assert matrix is not None
-    assert matrix.dtype == np.float64 and matrix.shape == (80, WIDTH)
-    assert np.array_equal(matrix, np.asarray(orjson.loads(raw)["instances"], dtype=np.float64))
+    assert parsed is not None
+    assert parsed[0] == form
+    assert parsed[1].dtype == np.float64 and parsed[1].shape == (80, WIDTH)
+    assert np.array_equal(parsed[1], np.asarray(orjson.loads(raw)[form], dtype=np.float64))
 
 
 @pytest.mark.parametrize(
@@ -53,17 +60,17 @@ def test_dense_instances_become_the_matrix_the_general_path_builds():
 def test_anything_but_plain_rows_of_numbers_is_left_to_the_general_path(change):
     body = {"instances": dense_rows()}
     change(body)
-    assert numeric_json.instances_matrix(body_of(body)) is None
+    assert matrix_of(body_of(body)) is None
 
 
 def test_duplicate_keys_broken_json_and_small_or_huge_bodies_are_left_to_the_general_path():
     rows = json.dumps(dense_rows())
-    assert numeric_json.instances_matrix(f'{{"instances": [[1.0]], "instances": {rows}}}'.encode()) is None
-    assert numeric_json.instances_matrix(f'{{"instances": {rows}'.encode()) is None
-    assert numeric_json.instances_matrix(json.dumps({"instances": dense_rows(2)}).encode()) is None
+    assert matrix_of(f'{{"instances": [[1.0]], "instances": {rows}}}'.encode()) is None
+    assert matrix_of(f'{{"instances": {rows}'.encode()) is None
+    assert matrix_of(json.dumps({"instances": dense_rows(2)}).encode()) is None
     huge = json.dumps({"instances": dense_rows(12_000)}).encode()
     assert len(huge) > numeric_json.MAX_BYTES
-    assert numeric_json.instances_matrix(huge) is None
+    assert matrix_of(huge) is None
 
 
 def oip_body(rows: list[list[float]], **extra: object) -> dict:
@@ -128,12 +135,35 @@ def test_a_bracket_inside_a_string_sends_the_request_to_the_general_path():
 
 def test_a_large_predict_body_gets_the_predictions_of_the_general_path(api, diabetes):
     rows = dense_rows()
-    assert numeric_json.instances_matrix(body_of({"instances": rows})) is not None
+    assert matrix_of(body_of({"instances": rows})) is not None
     fast = api.post_json("/v1/models/diabetes:predict", {"instances": rows})
     general = api.post_json("/v1/models/diabetes:predict", {"instances": rows, "parameters": {}})
     assert fast.status_code == general.status_code == 200
     assert fast.json() == general.json()
     assert len(fast.json()["predictions"]) == 80
+
+
+def test_a_large_columnar_predict_body_gets_the_outputs_of_the_general_path(api, diabetes):
+    rows = dense_rows()
+    assert numeric_json.predict_matrix(body_of({"inputs": rows})) is not None
+    fast = api.post_json("/v1/models/diabetes:predict", {"inputs": rows})
+    general = api.post_json("/v1/models/diabetes:predict", {"inputs": rows, "parameters": {}})
+    assert fast.status_code == general.status_code == 200
+    assert fast.json() == general.json()
+    assert len(fast.json()["outputs"]) == 80
+
+
+def test_a_bad_columnar_body_gets_the_errors_of_the_general_path(api, diabetes):
+    rows = dense_rows(120)
+    rows[7][2] = True
+    fast = api.post_json("/v1/models/diabetes:predict", {"inputs": rows})
+    general = api.post_json("/v1/models/diabetes:predict", {"inputs": rows, "parameters": {}})
+    assert fast.status_code == general.status_code == 400
+    assert fast.json()["error"]["param"] == general.json()["error"]["param"] == "inputs"
+    rows[7][2] = 1e39
+    fast = api.post_json("/v1/models/diabetes:predict", {"inputs": rows})
+    assert fast.status_code == 400 and fast.json()["error"]["code"] == "non_finite_input"
+    assert fast.json()["error"]["param"] == "inputs.input"
 
 
 def test_a_large_infer_body_gets_the_outputs_of_the_general_path(api, diabetes):
@@ -188,6 +218,6 @@ def test_the_general_path_reads_the_same_feeds_for_a_fast_body(diabetes):
     rows = dense_rows()
     signature = diabetes.signature
     feeds, form = predict_feeds(orjson.loads(body_of({"instances": rows})), signature=signature)
-    matrix = numeric_json.instances_matrix(body_of({"instances": rows}))
+    matrix = matrix_of(body_of({"instances": rows}))
     assert form == "instances" and matrix is not None
     assert np.array_equal(feeds["input"], matrix.astype(np.float32))
