@@ -63,18 +63,15 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
 
 
 def _hides_bool(data: Any, array: np.ndarray) -> bool:
-    """Whether numpy read a JSON boolean among numbers (as 1 or 0). A large array without a 0 or a 1
-    cannot hold one, and is not scanned."""
-    if array.size > 1024 and not bool(((array == 0) | (array == 1)).any()):
+    """Whether numpy read a JSON boolean among numbers (as 1 or 0). Only a JSON list can hold one (not
+    a lone value, which numpy keeps as a boolean, nor an array `numeric_json` parsed straight to
+    numbers); a large one without a 0 or a 1 cannot, and is not scanned."""
+    if not isinstance(data, list) or (array.size > 1024 and not bool(((array == 0) | (array == 1)).any())):
         return False
     return _holds_bool(data)
 
 
-def _holds_bool(data: Any) -> bool:
-    if isinstance(data, bool):
-        return True
-    if not isinstance(data, list):
-        return False  # a number, or an array parsed straight to numbers (`numeric_json`)
+def _holds_bool(data: list[Any]) -> bool:
     types = set(map(type, data))
     return bool in types or (list in types and any(_holds_bool(item) for item in data if isinstance(item, list)))
 
