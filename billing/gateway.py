@@ -52,7 +52,8 @@ def admit(request: HttpRequest) -> HttpResponse | None:
     context = BillingContext()
     request.billing = context  # type: ignore[attr-defined]
     entitlement = limits.entitlement_get(organisation_id=principal.organisation_id)
-    item = limits.key_terms_get(api_key_id=principal.api_key_id).rate_limit or entitlement.rate_limit
+    key_terms = limits.key_terms_get(api_key_id=principal.api_key_id)
+    item = key_terms.rate_limit or entitlement.rate_limit
     meter = meter_of(request)
     billable = meter is not None and not entitlement.blocked
     asked = idempotency.idempotency_request(request, organisation_id=principal.organisation_id) if billable else None
@@ -63,6 +64,7 @@ def admit(request: HttpRequest) -> HttpResponse | None:
         organisation_id=principal.organisation_id,
         meter=meter if billable else None,
         entitlement=entitlement,
+        key_terms=key_terms,
         claim=(claim.redis_key, claim.marker, idempotency.ttl_seconds()) if claim is not None else None,
     )
     if context.rate.exceeded:

@@ -534,8 +534,8 @@ local function block(room, want)
   if room <= 0 then return 0 end
   return math.max(1, math.min(want, math.floor(room / 16)))
 end
+local limits = {ARGV[4], ARGV[5]}
 if #KEYS > 1 then
-  local limits = {ARGV[4], ARGV[5]}
   local spent, unspent = tonumber(ARGV[11]), tonumber(ARGV[12])
   for i = 1, 2 do
     if limits[i] ~= '-1' and (spent > 0 or unspent > 0) and redis.call('exists', KEYS[i + 1]) == 1 then
@@ -559,7 +559,6 @@ if #KEYS == 1 then return {count, 0, 0, rate, 0, '', 0, 0} end
 if ARGV[7] ~= '' and not redis.call('set', KEYS[4], ARGV[7], 'NX', 'EX', ARGV[8]) then
   return {count, 0, 0, rate, 0, redis.call('get', KEYS[4]) or '', 0, 0}
 end
-local limits = {ARGV[4], ARGV[5]}
 local want = tonumber(ARGV[6])
 if want == 0 then return {count, 0, 0, rate, 0, '', 0, 0} end
 local room = want * 16
@@ -603,6 +602,7 @@ def admission(
     organisation_id: int,
     meter: str | None,
     entitlement: Entitlement,
+    key_terms: KeyTerms,
     claim: tuple[str, str, int] | None = None,
 ) -> tuple[RateState, "Reservation | QuotaRefused | None", Claimed]:
     """Count the call against the key's rate limit and, for a billable call (`meter`), claim its
@@ -615,7 +615,7 @@ def admission(
     window = int(item.get_expiry())
     state = RateState(limit=item.amount, window=window, remaining=None, reset=max(1, int(window - (now % window))))
     cap = entitlement.caps.get(meter) if meter else None
-    budget = key_terms_get(api_key_id=api_key_id).monthly_budget_units if meter else None
+    budget = key_terms.monthly_budget_units if meter else None
     counters = (
         _Counters(organisation_id, api_key_id, meter, cap, budget)
         if meter is not None and (cap is not None or budget is not None)
