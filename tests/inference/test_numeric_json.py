@@ -133,24 +133,15 @@ def test_a_bracket_inside_a_string_sends_the_request_to_the_general_path():
 # --- Through the API: the same answers and errors as the general path ---------------------------
 
 
-def test_a_large_predict_body_gets_the_predictions_of_the_general_path(api, diabetes):
+@pytest.mark.parametrize(("form", "answer"), [("instances", "predictions"), ("inputs", "outputs")])
+def test_a_large_predict_body_gets_the_answer_of_the_general_path(api, diabetes, form, answer):
     rows = dense_rows()
-    assert matrix_of(body_of({"instances": rows})) is not None
-    fast = api.post_json("/v1/models/diabetes:predict", {"instances": rows})
-    general = api.post_json("/v1/models/diabetes:predict", {"instances": rows, "parameters": {}})
+    assert matrix_of(body_of({form: rows})) is not None
+    fast = api.post_json("/v1/models/diabetes:predict", {form: rows})
+    general = api.post_json("/v1/models/diabetes:predict", {form: rows, "parameters": {}})
     assert fast.status_code == general.status_code == 200
     assert fast.json() == general.json()
-    assert len(fast.json()["predictions"]) == 80
-
-
-def test_a_large_columnar_predict_body_gets_the_outputs_of_the_general_path(api, diabetes):
-    rows = dense_rows()
-    assert numeric_json.predict_matrix(body_of({"inputs": rows})) is not None
-    fast = api.post_json("/v1/models/diabetes:predict", {"inputs": rows})
-    general = api.post_json("/v1/models/diabetes:predict", {"inputs": rows, "parameters": {}})
-    assert fast.status_code == general.status_code == 200
-    assert fast.json() == general.json()
-    assert len(fast.json()["outputs"]) == 80
+    assert len(fast.json()[answer]) == 80
 
 
 def test_a_bad_columnar_body_gets_the_errors_of_the_general_path(api, diabetes):
