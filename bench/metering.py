@@ -220,19 +220,21 @@ def main() -> None:
     micro = gateway_micro(key)
     print("in-process per request: " + ", ".join(f"{k} {v:.3f}" for k, v in micro.items()), flush=True)
     results: dict[str, list[float]] = {mode: [] for mode in args.order.split(",")}
-    cpu: dict[str, list[float]] = {mode: [] for mode in results}
     service_cpu: dict[str, dict[str, list[float]]] = {mode: {} for mode in results}
     for round_ in range(args.rounds):
         for mode in results:
             rps, used = run_mode(mode, key, args, str(settings.MEDIA_ROOT))
             results[mode].append(rps)
-            cpu[mode].append(used["gunicorn"])
             for name, value in used.items():
                 service_cpu[mode].setdefault(name, []).append(value)
             shares = " ".join(f"{name} {value:4.0f}" for name, value in used.items())
             print(f"round {round_ + 1} {mode:8s} {rps:8.1f} req/s; CPU µs/request: {shares}", flush=True)
     medians = {mode: statistics.median(values) for mode, values in results.items()}
-    cpu_medians = {mode: statistics.median(values) for mode, values in cpu.items()}
+    cpu_by_process = {
+        mode: {name: statistics.median(values) for name, values in by_name.items()}
+        for mode, by_name in service_cpu.items()
+    }
+    cpu_medians = {mode: by_name["gunicorn"] for mode, by_name in cpu_by_process.items()}
     summary = {
         "req_per_s": medians,
         "runs": results,
@@ -251,10 +253,7 @@ def main() -> None:
         "server_cpu_us_per_request": cpu_medians,
         "cpu_ratio_off_vs_on": cpu_medians["off"] / cpu_medians["on"],
         # The same for PostgreSQL and Redis (they share the machine's cores with the server).
-        "cpu_us_per_request_by_process": {
-            mode: {name: statistics.median(values) for name, values in by_name.items()}
-            for mode, by_name in service_cpu.items()
-        },
+        "cpu_us_per_request_by_process": cpu_by_process,
         "in_process": micro,
         "args": vars(args),
     }
