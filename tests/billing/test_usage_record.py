@@ -44,15 +44,13 @@ def test_it_writes_every_column(api_key: str, diabetes: Any) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_outside_a_transaction_it_writes_every_column_through_libpq(org: Any, diabetes: Any) -> None:
-    from apiservice import services as org_services
+def test_outside_a_transaction_it_writes_every_column_through_libpq(api_key: str, diabetes: Any) -> None:
     from billing.prepared import _prepared_on, _statement
     from billing.services import _ledger_insert_sql
 
-    _, key = org_services.api_key_create(organisation=org, name="k")
-    _assert_every_column_written(authenticate_key(f"Bearer {key}"), diabetes.pk)
+    _assert_every_column_written(authenticate_key(f"Bearer {api_key}"), diabetes.pk)
     assert _statement(_ledger_insert_sql())[0] in _prepared_on[connection.connection]
-    _record(authenticate_key(f"Bearer {key}"), "req_no_version")
+    _record(authenticate_key(f"Bearer {api_key}"), "req_no_version")
     assert UsageRecord.objects.values_list("model_version_id", "meter").get(request_id="req_no_version") == (None, "")
 
 
