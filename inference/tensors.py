@@ -53,6 +53,10 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
         if kind == "f" and not (np.isfinite(raw).all() and (raw == np.floor(raw)).all()):
             raise InvalidInput(f"Input '{name}' expects integers ({datatype}), got decimals.", param=param)
         info = np.iinfo(target)
+        if kind == "f" and raw.size and float(np.abs(raw).max()) >= _EXACT_FLOAT_INTEGERS:
+            # numpy made floats of JSON integers it could not hold as one integer type (say 2**63 beside 2):
+            # past 2**53 they are rounded, so the range is judged on the JSON values themselves.
+            return _exact_integers(data, target=target, datatype=datatype, name=name, param=param)
         if raw.size and (raw.min() < info.min or raw.max() > info.max):
             raise InvalidInput(f"Input '{name}' has values out of range for {datatype}.", param=param)
         return raw.astype(target, copy=False)
@@ -60,6 +64,27 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
         with np.errstate(over="ignore"):  # overflow becomes inf, which the NaN policy then judges
             return raw.astype(target, copy=False)
     raise InvalidInput(f"Input '{name}' has an unsupported datatype {datatype}.", param=param)
+
+
+_EXACT_FLOAT_INTEGERS = 2**53  # every integer up to this is exact in a float64
+
+
+def _exact_integers(data: Any, *, target: np.dtype, datatype: str, name: str, param: str) -> np.ndarray:
+    """Integers checked one by one as JSON gave them. A JSON integer is exact; a decimal (or an integer
+    beyond 64 bits, which the parser reads as one) past 2**53 may be another integer rounded, so it is
+    refused rather than guessed."""
+    values = np.asarray(data, dtype=object)
+    info = np.iinfo(target)
+    for value in values.flat:
+        if not info.min <= value <= info.max:
+            raise InvalidInput(f"Input '{name}' has values out of range for {datatype}.", param=param)
+        if isinstance(value, float) and abs(value) >= _EXACT_FLOAT_INTEGERS:
+            raise InvalidInput(
+                f"Input '{name}' has a value past 2**53 that is not written as an integer ({datatype} needs exact "
+                "integers).",
+                param=param,
+            )
+    return np.array([int(value) for value in values.flat], dtype=target).reshape(values.shape)
 
 
 def _hides_bool(data: Any, array: np.ndarray) -> bool:
@@ -248,7 +273,9 @@ def split_binary_body(body: bytes, header_length: str | None) -> tuple[bytes, by
         length = int(header_length)
     except ValueError:
         raise InvalidInput("Inference-Header-Content-Length must be an integer.") from None
-    if length < 0 or length > len(body):
+    if length < 0:
+        raise InvalidInput("Inference-Header-Content-Length must be a non-negative integer.")
+    if length > len(body):
         raise InvalidInput("Inference-Header-Content-Length is larger than the body.")
     return body[:length], body[length:]
 
@@ -256,6 +283,8 @@ def split_binary_body(body: bytes, header_length: str | None) -> tuple[bytes, by
 def oip_feeds(request: Any, binary: bytes, *, signature: Signature) -> dict[str, np.ndarray]:
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise InvalidInput("The request needs a non-empty 'inputs' list.")
+    if "id" in request and not isinstance(request["id"], str):
+        raise InvalidInput("'id' must be a string.")
     specs = _input_specs(signature)
     feeds: dict[str, np.ndarray] = {}
     offset = 0
@@ -268,15 +297,22 @@ def oip_feeds(request: Any, binary: bytes, *, signature: Signature) -> dict[str,
         if name in feeds:
             raise InvalidInput(f"Input '{name}' is given twice.")
         datatype, shape = tensor.get("datatype"), tensor.get("shape")
+        if datatype is None:
+            raise InvalidInput(f"Input '{name}' needs a 'datatype' ({specs[name]['datatype']}).")
         if datatype != specs[name]["datatype"]:
             raise InvalidInput(f"Input '{name}' has datatype {datatype}; the model expects {specs[name]['datatype']}.")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        # `type(...) is int`: JSON true/false are Python bools, which isinstance(_, int) would take as 1/0.
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise InvalidInput(f"Input '{name}' needs a 'shape' of non-negative integers.")
         size = math.prod(shape)
         parameters = tensor.get("parameters") or {}
         binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if binary_size is not None:
-            if not isinstance(binary_size, int) or binary_size < 0 or offset + binary_size > len(binary):
+            if type(binary_size) is not int or binary_size < 0:
+                raise InvalidInput(f"Input '{name}' needs a 'binary_data_size' that is a non-negative integer.")
+            if "data" in tensor:
+                raise InvalidInput(f"Input '{name}' has both 'data' and 'binary_data_size'; send one.")
+            if offset + binary_size > len(binary):
                 raise InvalidInput(f"Input '{name}' has a binary_data_size beyond the request body.")
             chunk = binary[offset : offset + binary_size]
             offset += binary_size
@@ -287,7 +323,17 @@ def oip_feeds(request: Any, binary: bytes, *, signature: Signature) -> dict[str,
             array = to_array(tensor["data"], datatype=datatype, name=name, param=name)
             if array.size != size:
                 raise InvalidInput(f"Input '{name}' has {array.size} elements; shape {shape} needs {size}.")
+            if array.ndim > 1 and list(array.shape) != shape:
+                raise InvalidInput(
+                    f"Input '{name}' has nested data of shape {list(array.shape)}; its 'shape' says {shape} "
+                    "(send the data flat, or nested as the shape says)."
+                )
         feeds[name] = array.reshape(shape)
+    if offset != len(binary):
+        raise InvalidInput(
+            f"The body has {len(binary) - offset} bytes after the binary tensors its inputs' binary_data_size "
+            "values account for."
+        )
     return feeds
 
 
@@ -309,6 +355,11 @@ def _from_binary(chunk: bytes, *, datatype: str, size: int, name: str) -> np.nda
     dtype = OIP_TO_NUMPY[datatype]
     if len(chunk) != size * dtype.itemsize:
         raise InvalidInput(f"Input '{name}' has {len(chunk)} bytes; shape and datatype need {size * dtype.itemsize}.")
+    if datatype == "BOOL":
+        raw = np.frombuffer(chunk, dtype=np.uint8)
+        if raw.size and raw.max() > 1:
+            raise InvalidInput(f"Input '{name}' has BOOL bytes other than 0 and 1.")
+        return raw.view(np.bool_)
     return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
 
 

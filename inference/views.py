@@ -292,6 +292,8 @@ class ModelMetadataView(APIView):
         organisation_id = _organisation_id(request)
         servable = services.servable_resolve(organisation_id=organisation_id, model_name=model, ref=version)
         _note_version(request, servable)
+        if servable.status != ModelVersion.Status.READY:  # no signature to describe (failed or validating)
+            raise Unavailable(f"Version {servable.number} of '{servable.model_name}' is not ready.")
         versions = (
             model_get(name=model, organisation_id=organisation_id)
             .versions.filter(status=ModelVersion.Status.READY)

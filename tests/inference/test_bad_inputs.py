@@ -94,6 +94,24 @@ def test_it_refuses_broken_json_and_empty_bodies(api, iris):
         (
             {
                 "instances": [
+                    {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [2**63]},
+                    {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [2]},
+                ]
+            },
+            "out of range",
+        ),
+        (
+            {
+                "instances": [
+                    {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [-(2**63) - 1]},
+                    {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [2]},
+                ]
+            },
+            "not written as an integer",
+        ),
+        (
+            {
+                "instances": [
                     {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [1]},
                     {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [False]},
                 ]
@@ -108,6 +126,8 @@ def test_it_refuses_broken_json_and_empty_bodies(api, iris):
         "decimal-for-int64",
         "mismatched-rows",
         "int64-overflow",
+        "int64-one-past-the-top-beside-a-small-value",
+        "int64-one-past-the-bottom-which-the-parser-rounds",
         "boolean-for-int64",
         "ok",
     ],
@@ -123,6 +143,20 @@ def test_it_checks_every_input_of_a_multi_input_model(api, db, body, message):
         return
     assert response.status_code == 400, response.content
     assert message in response.json()["error"]["message"]
+
+
+def test_a_large_int64_beside_a_decimal_keeps_its_exact_value(api, db):
+    """numpy reads [2**53 + 1, 1.0] as floats, which would round the first value; it is checked exactly."""
+    model_version_register(
+        model=model_get_or_create(name="pair"), content=onnx_factories.two_inputs(), aliases=["production"]
+    )
+    rows = [
+        {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [2**53 + 1]},
+        {"a": [1.0, 2.0], "b": [1.0, 2.0], "count": [1.0]},
+    ]
+    response = api.post_json("/v1/models/pair:predict", {"instances": rows})
+    assert response.status_code == 200, response.content
+    assert [p["count_out"] for p in response.json()["predictions"]] == [[2**53 + 1], [1]]
 
 
 def test_bad_inputs_are_recorded_in_the_ledger_as_unbilled(api, iris):

@@ -101,7 +101,39 @@ def test_binary_tensors_in_and_out(api, iris):
         ({"inputs": [{**_tensor(IRIS_ROWS), "datatype": "INT64"}]}, 400, "model expects FP32"),
         ({"inputs": [{**_tensor(IRIS_ROWS), "name": "x"}]}, 400, "Unknown input 'x'"),
         ({"inputs": [_tensor(IRIS_ROWS)], "outputs": [{"name": "nope"}]}, 400, "Unknown output"),
-        ({"inputs": [{**_tensor(IRIS_ROWS), "parameters": {"binary_data_size": 32}}]}, 400, "binary_data_size"),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "datatype": "FP32", "shape": [2, 4], "parameters": {"binary_data_size": 32}}
+                ]
+            },
+            400,
+            "binary_data_size beyond the request body",
+        ),
+        ({"inputs": [{**_tensor(IRIS_ROWS), "parameters": {"binary_data_size": 32}}]}, 400, "both 'data' and"),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "datatype": "FP32", "shape": [2, 4], "parameters": {"binary_data_size": -4}}
+                ]
+            },
+            400,
+            "non-negative integer",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "datatype": "FP32", "shape": [2, 4], "parameters": {"binary_data_size": True}}
+                ]
+            },
+            400,
+            "non-negative integer",
+        ),
+        ({"inputs": [{**_tensor(IRIS_ROWS), "shape": [True, 4]}]}, 400, "'shape' of non-negative integers"),
+        ({"inputs": [{**_tensor(IRIS_ROWS), "shape": [2, True]}]}, 400, "'shape' of non-negative integers"),
+        ({"inputs": [{"name": "input", "shape": [2, 4], "data": IRIS_ROWS}]}, 400, "needs a 'datatype' (FP32)"),
+        ({"inputs": [_tensor([[5.1, 3.5], [1.4, 0.2], [6.7, 3.0], [5.2, 2.3]])]}, 400, "nested data of shape [4, 2]"),
+        ({"id": 5, "inputs": [_tensor(IRIS_ROWS)]}, 400, "'id' must be a string"),
         ({"inputs": [_tensor([[1, 2, 3, 4], [1, 2]])]}, 400, "ragged"),
         ({"inputs": [_tensor([5.1, 3.5, True, 0.2, 6.7, 3.0, 5.2, 2.3])]}, 400, "got booleans"),
     ],
@@ -112,6 +144,14 @@ def test_binary_tensors_in_and_out(api, iris):
         "unknown-input",
         "unknown-output",
         "binary-missing",
+        "data-and-binary",
+        "binary-size-negative",
+        "binary-size-boolean",
+        "shape-with-a-boolean-first",
+        "shape-with-a-boolean-last",
+        "no-datatype",
+        "nested-unlike-the-shape",
+        "id-not-a-string",
         "ragged",
         "a-boolean-among-numbers",
     ],
@@ -123,6 +163,53 @@ def test_infer_errors_use_the_spec_shape(api, iris, body, status, fragment):
     assert fragment in response.json()["error"]
 
 
+def _binary_infer(api, model, tensors, blob, extra=b""):
+    header = json.dumps({"inputs": tensors}).encode()
+    return api.generic(
+        "POST",
+        f"/v2/models/{model}/infer",
+        header + blob + extra,
+        content_type="application/octet-stream",
+        HTTP_INFERENCE_HEADER_CONTENT_LENGTH=str(len(header)),
+    )
+
+
+def test_binary_bytes_past_the_last_tensor_are_refused(api, iris):
+    raw = np.array(IRIS_ROWS, dtype=np.float32).tobytes()
+    tensor = {"name": "input", "datatype": "FP32", "shape": [2, 4], "parameters": {"binary_data_size": len(raw)}}
+    assert _binary_infer(api, "iris", [tensor], raw).status_code == 200
+    response = _binary_infer(api, "iris", [tensor], raw, extra=b"\0\0\0\0")
+    assert response.status_code == 400
+    assert "4 bytes after the binary tensors" in response.json()["error"]
+
+
+def test_binary_booleans_must_be_zero_or_one(api, db):
+    from models_registry.services import model_get_or_create, model_version_register
+    from tests import onnx_factories
+
+    model_version_register(model=model_get_or_create(name="flags"), content=onnx_factories.bool_and_int8())
+    small = {"name": "small", "datatype": "INT8", "shape": [2, 1], "parameters": {"binary_data_size": 2}}
+    flag = {"name": "flag", "datatype": "BOOL", "shape": [2, 1], "parameters": {"binary_data_size": 2}}
+    good = _binary_infer(api, "flags", [flag, small], b"\x01\x00" + b"\x05\x06")
+    assert good.status_code == 200, good.content
+    assert {o["name"]: o["data"] for o in good.json()["outputs"]} == {"flag_out": [True, False], "small_out": [5, 6]}
+    bad = _binary_infer(api, "flags", [flag, small], b"\x01\x07" + b"\x05\x06")
+    assert bad.status_code == 400
+    assert "BOOL bytes other than 0 and 1" in bad.json()["error"]
+
+
+def test_oip_header_length_must_not_be_negative(api, iris):
+    response = api.generic(
+        "POST",
+        "/v2/models/iris/infer",
+        b"{}",
+        content_type="application/octet-stream",
+        HTTP_INFERENCE_HEADER_CONTENT_LENGTH="-1",
+    )
+    assert response.status_code == 400
+    assert "non-negative" in response.json()["error"]
+
+
 def test_v2_not_found_and_not_ready(api, iris):
     from models_registry.services import model_version_register
 
@@ -131,6 +218,8 @@ def test_v2_not_found_and_not_ready(api, iris):
     not_ready = _infer(api, "/v2/models/iris/versions/2/infer", {"inputs": [_tensor(IRIS_ROWS)]})
     assert not_ready.status_code == 503 and "not ready" in not_ready.json()["error"]
     assert api.get("/v2/models/iris/versions/2/ready").status_code == 503
+    metadata = api.get("/v2/models/iris/versions/2")  # a failed version has no signature to describe
+    assert metadata.status_code == 503 and "not ready" in metadata.json()["error"]
 
 
 def test_v2_auth_errors_use_the_spec_shape(client, iris):
