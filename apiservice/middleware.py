@@ -14,6 +14,7 @@ from .auth import AuthError, access_refusal, authenticate_key
 from .errors import error_response, exception_response
 from .logging import request_id_var
 from .metrics import API_CALLS, API_LATENCY
+from .wsgi_input import BODY_ERROR, BODY_OVER_LIMIT
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 API_PREFIXES = ("/v1/", "/v2/", "/v1", "/v2")
@@ -167,17 +168,22 @@ class APIGatewayMiddleware:
         return response
 
     def _respond(self, request: HttpRequest) -> HttpResponse:
+        refused = request.META.get(BODY_ERROR)  # a body wsgi_input.PlainBody could not make plain
+        if refused is not None:
+            status, code, message = refused
+            return error_response(request, status=status, code=code, message=message)
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
         limit = max_body_bytes(request)
         if length > limit:
+            size = "" if request.META.get(BODY_OVER_LIMIT) else f" ({length} bytes)"  # else: read only to limit + 1
             return error_response(
                 request,
                 status=413,
                 code="payload_too_large",
-                message=f"The request body ({length} bytes) is over the {limit}-byte limit.",
+                message=f"The request body{size} is over the {limit}-byte limit.",
             )
         fast = fast_route_match(request, self.fast_routes)
         if fast is None:

@@ -2,5 +2,7 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from .wsgi_input import PlainBody
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apiservice.settings")
-application = get_wsgi_application()
+application = PlainBody(get_wsgi_application())

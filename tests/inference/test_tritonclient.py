@@ -80,3 +80,13 @@ def test_errors_reach_the_client_as_exceptions_with_the_servers_message(triton):
         client.infer("missing-model", [_input(binary=True)], headers=headers)
     with pytest.raises(InferenceServerException, match="Bearer"):
         client.infer("iris", [_input(binary=True)])
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_are_answered_like_plain_ones(triton, algorithm):
+    client, headers = triton
+    for binary in (True, False):
+        result = client.infer(
+            "iris", [_input(binary=binary)], headers=dict(headers), request_compression_algorithm=algorithm
+        )
+        assert result.as_numpy("label").tolist() == [b"setosa", b"virginica"]

@@ -1,0 +1,108 @@
+"""Request bodies Django cannot read by itself, made plain before it sees them (API paths only).
+
+Django reads `CONTENT_LENGTH` bytes of `wsgi.input`, so a body sent with `Transfer-Encoding: chunked`
+(no length; gunicorn de-chunks it and says so with `wsgi.input_terminated`) would read as empty, and a
+`Content-Encoding: gzip` / `deflate` body (tritonclient's `request_compression_algorithm`) as bytes no
+parser understands. This WSGI wrapper reads such a body up to the request-size cap (one byte more, so
+that the gateway can answer 413), decompresses it with the same cap (a small bomb cannot inflate past
+it), and hands Django a plain body with its length. What it cannot decode it leaves for the gateway to
+refuse in the error envelope (`BODY_ERROR`), with the request id and a ledger row like any other call.
+"""
+
+import io
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+
+BODY_ERROR = "modelmeter.body_error"  # (status, code, message) for the gateway to answer
+BODY_OVER_LIMIT = "modelmeter.body_over_limit"  # True: the body is longer than the cap (413)
+_API_PREFIXES = ("/v1", "/v2")
+_ENCODINGS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+_READ_CHUNK = 64 * 1024
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _limit(environ: dict[str, Any]) -> int:
+    if environ.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
+        return int(getattr(settings, "FILE_MAX_BYTES", settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+    return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
+def _read_at_most(stream: Any, limit: int) -> bytes:
+    """Up to `limit` bytes of a stream that ends by itself."""
+    parts, size = [], 0
+    while size < limit:
+        part = stream.read(min(_READ_CHUNK, limit - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
+def _inflate(data: bytes, *, wbits: int, limit: int) -> bytes:
+    """Decompressed `data`, at most `limit` bytes; zlib.error for a corrupt or truncated stream."""
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(data, limit)
+    if not inflater.eof and len(out) < limit:
+        raise zlib.error("the compressed body is truncated")
+    return out
+
+
+def plain_body(environ: dict[str, Any]) -> None:
+    """Rewrite `environ` in place so that `wsgi.input` holds the plain body and `CONTENT_LENGTH` its size."""
+    encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() and not environ.get("CONTENT_LENGTH")
+    if not chunked and encoding in ("", "identity"):
+        return
+    limit = _limit(environ)
+    if chunked:
+        if not environ.get("wsgi.input_terminated"):  # a server that cannot tell where the body ends
+            environ[BODY_ERROR] = (411, "length_required", "Send a Content-Length; chunked bodies cannot be read here.")
+            return
+        body = _read_at_most(environ["wsgi.input"], limit + 1)
+    else:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return  # the gateway treats an unreadable length as none
+        if length > limit:
+            return  # the gateway answers 413 from the length alone
+        body = _read_at_most(environ["wsgi.input"], length)
+    if encoding not in ("", "identity"):
+        wbits = _ENCODINGS.get(encoding)
+        if wbits is None:
+            environ[BODY_ERROR] = (
+                415,
+                "unsupported_content_encoding",
+                f"Content-Encoding '{encoding}' is not supported; send identity, gzip or deflate.",
+            )
+            return
+        try:
+            body = _inflate(body, wbits=wbits, limit=limit + 1)
+        except zlib.error:
+            environ[BODY_ERROR] = (400, "invalid_body", f"The body is not valid {encoding} data.")
+            return
+        del environ["HTTP_CONTENT_ENCODING"]
+    if len(body) > limit:
+        environ[BODY_OVER_LIMIT] = True
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+class PlainBody:
+    """WSGI middleware around Django's application: see the module docstring."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if ("HTTP_CONTENT_ENCODING" in environ or "HTTP_TRANSFER_ENCODING" in environ) and environ.get(
+            "PATH_INFO", ""
+        ).startswith(_API_PREFIXES):
+            plain_body(environ)
+        return self.app(environ, start_response)

@@ -1,0 +1,98 @@
+"""Chunked and compressed request bodies reach the API as the bytes the client meant, under the same cap."""
+
+import gzip
+import http.client
+import io
+import json
+import zlib
+from urllib.parse import urlsplit
+
+import pytest
+
+from apiservice.wsgi_input import BODY_ERROR, BODY_OVER_LIMIT, plain_body
+from billing.models import UsageRecord
+
+pytestmark = pytest.mark.live
+
+BODY = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+
+
+def _post(server, key, body, headers, *, chunks=None):
+    """POST with http.client: `chunks` sends the body with Transfer-Encoding: chunked."""
+    url = urlsplit(server.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    all_headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **headers}
+    if chunks is not None:
+        connection.request(
+            "POST", "/v1/models/iris:predict", body=iter(chunks), headers=all_headers, encode_chunked=True
+        )
+    else:
+        connection.request("POST", "/v1/models/iris:predict", body=body, headers=all_headers)
+    response = connection.getresponse()
+    answer = response.status, json.loads(response.read())
+    connection.close()
+    return answer
+
+
+@pytest.fixture
+def server(transactional_db, live_gunicorn, iris):
+    return live_gunicorn
+
+
+def test_a_chunked_body_is_read_whole(server, api_key):
+    status, body = _post(server, api_key, None, {}, chunks=[BODY[:10], BODY[10:25], BODY[25:]])
+    assert status == 200, body
+    assert body["predictions"][0]["label"] == "setosa"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress)],
+)
+def test_a_compressed_body_is_decompressed(server, api_key, encoding, compress):
+    status, body = _post(server, api_key, compress(BODY), {"Content-Encoding": encoding})
+    assert status == 200, body
+    assert body["predictions"][0]["label"] == "setosa"
+
+
+def test_a_compressed_and_chunked_body_is_read_and_decompressed(server, api_key):
+    packed = gzip.compress(BODY)
+    status, body = _post(server, api_key, None, {"Content-Encoding": "gzip"}, chunks=[packed[:7], packed[7:]])
+    assert status == 200, body
+
+
+def test_a_small_body_that_inflates_past_the_cap_is_413(server, api_key):
+    bomb = gzip.compress(b" " * (9 * 1024 * 1024))  # ~9 KB on the wire, over the 8 MiB cap inflated
+    status, body = _post(server, api_key, bomb, {"Content-Encoding": "gzip"})
+    assert status == 413
+    assert body["error"]["code"] == "payload_too_large"
+    assert "8388608-byte limit" in body["error"]["message"]
+
+
+def test_a_chunked_body_over_the_cap_is_413(server, api_key):
+    status, body = _post(server, api_key, None, {}, chunks=[b" " * (1024 * 1024)] * 9)
+    assert status == 413
+    assert body["error"]["code"] == "payload_too_large"
+
+
+def test_an_unknown_encoding_is_415_and_a_corrupt_one_400_both_recorded(server, api_key):
+    status, body = _post(server, api_key, BODY, {"Content-Encoding": "br"})
+    assert status == 415
+    assert body["error"]["code"] == "unsupported_content_encoding"
+    status, body = _post(server, api_key, b"not gzip at all", {"Content-Encoding": "gzip"})
+    assert status == 400
+    assert body["error"]["code"] == "invalid_body"
+    assert sorted(UsageRecord.objects.values_list("status_code", flat=True)) == [400, 415]
+
+
+def test_a_server_that_cannot_tell_where_a_chunked_body_ends_gets_411(settings):
+    environ = {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": io.BytesIO(b"{}")}
+    plain_body(environ)
+    assert environ[BODY_ERROR][0] == 411
+
+
+def test_a_plain_body_is_left_alone():
+    stream = io.BytesIO(BODY)
+    environ = {"CONTENT_LENGTH": str(len(BODY)), "wsgi.input": stream, "HTTP_CONTENT_ENCODING": "identity"}
+    plain_body(environ)
+    assert environ["wsgi.input"] is stream and BODY_OVER_LIMIT not in environ and BODY_ERROR not in environ
