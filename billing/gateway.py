@@ -20,6 +20,7 @@ from apiservice.errors import error_response
 from apiservice.middleware import usage_of
 
 from . import idempotency, limits
+from .models import Meter
 
 
 @dataclass
@@ -27,6 +28,15 @@ class BillingContext:
     rate: limits.RateState | None = None
     claim: idempotency.Claim | None = None
     reservation: limits.Reservation | None = None
+
+
+# The scope a key needs for the calls billed on each meter: a key without it is refused by the endpoint,
+# so it must never reach an Idempotency-Key replay (which would hand it another key's answer).
+METER_SCOPES: dict[str, str] = {
+    Meter.ONLINE_PREDICTIONS: "predict",
+    Meter.BATCH_ROWS: "batch",
+    Meter.BUNDLE_DOWNLOADS: "bundles",
+}
 
 
 @lru_cache(maxsize=1)
@@ -55,6 +65,8 @@ def admit(request: HttpRequest) -> HttpResponse | None:
     key_terms = limits.key_terms_get(api_key_id=principal.api_key_id)
     item = key_terms.rate_limit or entitlement.rate_limit
     meter = meter_of(request)
+    if meter is not None and not principal.has_scope(METER_SCOPES[meter]):
+        meter = None  # the endpoint refuses this key (403): nothing to bill, claim or replay to it
     billable = meter is not None and not entitlement.blocked
     asked = idempotency.idempotency_request(request, organisation_id=principal.organisation_id) if billable else None
     claim = asked if isinstance(asked, idempotency.Claim) else None

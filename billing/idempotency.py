@@ -14,8 +14,10 @@ worker and is taken over. If Redis lost a claim (restart) and two executions ran
 row is recorded as a replay (no units) and it answers with the winner's response.
 Without Redis the claim itself is the row (inserted in-flight, completed after the response).
 
-Stored: every response below 500 except the gateway's own refusals (402/409/429), which are not the
-endpoint's answer and may be retried with the same key. Records live `IDEMPOTENCY_TTL_HOURS` (24 h).
+Stored: every response below 500 except refusals of the caller rather than the call (401/402/403/409/429),
+which are not the endpoint's answer and may be retried with the same key. A key without the endpoint's
+scope never reaches the claim or a replay (`billing.gateway.METER_SCOPES`). Records live
+`IDEMPOTENCY_TTL_HOURS` (24 h).
 """
 
 import hashlib
@@ -39,7 +41,7 @@ from .services import IdempotentAnswer
 HEADER = "HTTP_IDEMPOTENCY_KEY"
 CLAIM_SECONDS = 60  # an in-flight claim older than this belongs to a crashed worker
 REPLAYED_HEADERS = ("X-Model-Version",)
-NOT_STORED = {402, 409, 429}
+NOT_STORED = {401, 402, 403, 409, 429}
 # Give a Redis claim back only if it is still ours; take over a stale one only if it is unchanged.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _TAKE_OVER = (

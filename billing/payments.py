@@ -292,17 +292,40 @@ def webhook_receive(*, payload: bytes, signature: str) -> str:
         event = stripe_client.webhook_event_verify(payload=payload, signature=signature)
     except stripe_client.SignatureInvalid as exc:
         raise WebhookRejected("The Stripe-Signature header is missing, forged or too old.") from exc
+    if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        raise WebhookRejected("The event has no 'id' or 'type'.", code="malformed_event")
     row = _event_claim(event)
     if row is None:
         return "duplicate"
     handler = EVENT_HANDLERS.get(event["type"])
+    data = event.get("data")
+    subject = data.get("object") if isinstance(data, dict) else None
+    if handler is not None and not isinstance(subject, dict):
+        _event_failed(row, "no data.object")
+        raise WebhookRejected("The event has no 'data.object'.", code="malformed_event")
     try:
-        outcome = handler(event["data"]["object"]) if handler else "ignored"
-    except (stripe_client.StripeTransient, stripe_client.StripeRejected) as exc:
-        StripeEvent.objects.filter(pk=row.pk).update(outcome="failed", detail=str(exc)[:2000])
+        outcome = handler(subject) if handler is not None and subject is not None else "ignored"
+    except stripe_client.StripeRejected as exc:
+        if exc.code != "resource_missing":
+            _event_failed(row, str(exc))
+            raise StripeUnavailable("Stripe refused the re-fetch; deliver again later.") from exc
+        # The object is not in this Stripe account (deleted, or another mode's): no redelivery will
+        # change that, so the event is answered and kept, with the reason, for staff.
+        outcome = "rejected"
+        StripeEvent.objects.filter(pk=row.pk).update(detail=str(exc)[:2000])
+    except stripe_client.StripeTransient as exc:
+        _event_failed(row, str(exc))
         raise StripeUnavailable("Could not re-fetch state from Stripe; deliver again later.") from exc
+    except Exception as exc:  # our own failure: leave the event open, so Stripe's redelivery runs it again
+        _event_failed(row, repr(exc))
+        raise
     StripeEvent.objects.filter(pk=row.pk).update(outcome=outcome[:32], processed_at=timezone.now())
     return outcome
+
+
+def _event_failed(row: StripeEvent, detail: str) -> None:
+    """Mark an event so that its next delivery is handled again (`_event_claim` takes failed rows)."""
+    StripeEvent.objects.filter(pk=row.pk).update(outcome="failed", detail=detail[:2000])
 
 
 def _event_claim(event: dict[str, Any]) -> StripeEvent | None:

@@ -36,7 +36,10 @@ class PeriodSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict) -> dict:
         end = attrs.get("end") or timezone.now()
-        start = attrs.get("start") or end - timedelta(days=30)
+        try:
+            start = attrs.get("start") or end - timedelta(days=30)
+        except OverflowError:  # an `end` within 30 days of year 1
+            raise serializers.ValidationError({"end": "end is too early; give a start as well."}) from None
         if start >= end:
             raise serializers.ValidationError({"start": "start must be before end."})
         if end - start > timedelta(days=366):

@@ -212,3 +212,27 @@ def test_it_bills_one_of_20_concurrent_identical_requests(transactional_db, live
     assert billed.count() == 1
     assert billed.get().units == 2
     assert UsageRecord.objects.count() == 21
+
+
+def test_a_key_without_the_predict_scope_never_gets_a_replay(org, iris, client_for):
+    from apiservice.services import api_key_create
+
+    _, predictor = api_key_create(organisation=org, name="predicts", scopes=["predict"])
+    _, reader = api_key_create(organisation=org, name="reads usage", scopes=["usage"])
+    assert send(client_for(predictor), key="shared").status_code == 200
+    refused = send(client_for(reader), key="shared")
+    assert refused.status_code == 403
+    assert "Idempotent-Replayed" not in refused
+    assert "predictions" not in refused.content.decode()
+
+
+def test_a_refusal_for_scope_is_not_stored_for_the_key(org, iris, client_for):
+    from apiservice.services import api_key_create
+
+    _, reader = api_key_create(organisation=org, name="reads usage", scopes=["usage"])
+    _, predictor = api_key_create(organisation=org, name="predicts", scopes=["predict"])
+    assert send(client_for(reader), key="first-try").status_code == 403
+    answered = send(client_for(predictor), key="first-try")
+    assert answered.status_code == 200, answered.content
+    assert "Idempotent-Replayed" not in answered
+    assert not IdempotencyRecord.objects.filter(status_code=403).exists()

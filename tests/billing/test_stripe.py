@@ -189,3 +189,35 @@ def test_it_asks_for_redelivery_when_stripe_cannot_be_reached(api, client, synce
         assert post_event(client, synced, event).status_code == 502
     assert StripeEvent.objects.get().outcome == "failed"
     assert post_event(client, synced, event).json()["outcome"] == "subscription active"
+
+
+def test_it_answers_a_malformed_event_400_and_processes_its_redelivery(api, client, synced, org):
+    subscription = checkout_and_subscribe(api, synced)["subscription"]
+    event = synced.event("customer.subscription.updated", synced.subscription_set(subscription))
+    broken = {key: value for key, value in event.items() if key != "data"}
+    response = post_event(client, synced, broken)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_event"
+    assert StripeEvent.objects.get().outcome == "failed"
+    assert post_event(client, synced, event).json()["outcome"] == "subscription active"
+
+
+def test_it_keeps_an_event_open_when_its_handler_fails(api, client, synced, org):
+    """Our own failure (here: this process has no Stripe key to re-fetch with) is not a duplicate later."""
+    subscription = checkout_and_subscribe(api, synced)["subscription"]
+    event = synced.event("customer.subscription.updated", synced.subscription_set(subscription))
+    with override_settings(STRIPE_SECRET_KEY=""):  # the re-fetch cannot even be attempted: not a Stripe error
+        response = post_event(client, synced, event)
+    assert response.status_code >= 400
+    assert StripeEvent.objects.get().outcome == "failed"
+    assert post_event(client, synced, event).json()["outcome"] == "subscription active"
+
+
+def test_it_answers_an_event_for_an_object_stripe_does_not_have_and_keeps_the_reason(client, synced):
+    event = synced.event("customer.subscription.updated", {"id": "sub_missing"})
+    response = post_event(client, synced, event)
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "rejected"}
+    row = StripeEvent.objects.get()
+    assert row.outcome == "rejected" and "sub_missing" in row.detail
+    assert post_event(client, synced, event).json()["outcome"] == "duplicate"

@@ -72,3 +72,11 @@ def test_it_rejects_an_unknown_export_format(api):
     response = api.get("/v1/usage/export?format=xml")
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "format"
+
+
+@pytest.mark.parametrize("path", ["/v1/usage", "/v1/usage/export?format=csv"])
+def test_it_refuses_an_end_too_early_to_count_back_from(api, path):
+    joiner = "&" if "?" in path else "?"
+    response = api.get(f"{path}{joiner}end=0001-01-10T00:00:00Z")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "end"
