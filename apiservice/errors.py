@@ -171,12 +171,21 @@ def _translate(exc: Exception) -> tuple[int, str, str, str | None, dict[str, str
     return 500, "internal_error", "The server failed to handle this request; it has been logged.", None, {}
 
 
+def _log(exc: Exception, status: int) -> None:
+    """A bug is logged with its traceback; a 5xx we raise on purpose (Stripe or a model unavailable)
+    is an expected outcome, logged as a warning without one."""
+    if isinstance(exc, APIError):
+        if status >= 500:
+            logger.warning("%s: %s", exc.code, exc.message, extra={"status": status})
+    elif status >= 500:
+        logger.exception("unhandled error", exc_info=exc)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every error leaves as the envelope, never as HTML or a traceback."""
     request = context["request"]._request
     status, code, message, param, headers = _translate(exc)
-    if status >= 500:
-        logger.exception("unhandled error", exc_info=exc)
+    _log(exc, status)
     body = error_body(request, status=status, code=code, message=message, param=param)
     return Response(body, status=status, headers=headers)
 
@@ -184,8 +193,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 def exception_response(request: HttpRequest, exc: Exception) -> HttpResponse:
     """The envelope for an exception raised outside DRF (the gateway's fast routes)."""
     status, code, message, param, headers = _translate(exc)
-    if status >= 500:
-        logger.exception("unhandled error", exc_info=exc)
+    _log(exc, status)
     return error_response(request, status=status, code=code, message=message, param=param, headers=headers)
 
 

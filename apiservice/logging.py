@@ -10,7 +10,9 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        # django.request logs a 4xx/5xx after the middleware has returned (and reset the variable); its
+        # record carries the request itself.
+        record.request_id = request_id_var.get() or getattr(getattr(record, "request", None), "request_id", "")
         return True
 
 

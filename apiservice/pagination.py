@@ -2,10 +2,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db.models import QuerySet
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination as _CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from .errors import InvalidInput
 
 
 class CursorPagination(_CursorPagination):
@@ -15,6 +18,20 @@ class CursorPagination(_CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 100
     ordering = "-id"
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise InvalidInput(f"limit must be an integer from 1 to {self.max_page_size}.", param="limit")
+        return int(raw)
+
+    def decode_cursor(self, request: Request) -> Any:
+        try:
+            return super().decode_cursor(request)
+        except NotFound:  # DRF answers a bad cursor with 404; it is a bad parameter
+            raise InvalidInput("The cursor is not one this list gave out; follow `next`.", param="cursor") from None
 
 
 def paginated_response(

@@ -74,6 +74,12 @@ def paginated(name: str, item: object) -> object:
     )
 
 
+PAGE_PARAMETERS = [
+    OpenApiParameter("limit", int, OpenApiParameter.QUERY, description="Items per page, 1 to 100 (default 20)."),
+    OpenApiParameter(
+        "cursor", str, OpenApiParameter.QUERY, description="Opaque; from the previous page's `next` or `previous`."
+    ),
+]
 MODEL_PATH = OpenApiParameter(
     "model", str, OpenApiParameter.PATH, description="Model name.", examples=[OpenApiExample("iris", value="iris")]
 )

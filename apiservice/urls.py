@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views
+from . import errors, views
 
 handler404 = "apiservice.errors.not_found_view"
 handler500 = "apiservice.errors.server_error_view"
@@ -19,4 +19,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Any other API path: the JSON envelope's 404, also with DEBUG on (where handler404 is not used).
+    re_path(r"^v[12](?:/.*)?$", errors.not_found_view),
 ]

@@ -21,7 +21,7 @@ from apiservice.auth import Principal, request_principal
 from apiservice.errors import InvalidInput
 from apiservice.middleware import usage_of
 from apiservice.pagination import paginated_response
-from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES, paginated
+from apiservice.schema import ERROR_RESPONSES, PAGE_PARAMETERS, READ_ERROR_RESPONSES, paginated
 
 from . import selectors, services, storage
 from .models import File
@@ -80,6 +80,7 @@ class FileListView(APIView):
         return Response(FileOut(selectors.file_data(record=record)).data, status=201)
 
     @extend_schema(
+        parameters=PAGE_PARAMETERS,
         operation_id="files_list",
         summary="List files",
         responses={200: paginated("PaginatedFileList", FileOut()), **READ_ERROR_RESPONSES},
@@ -253,6 +254,7 @@ class BatchListView(APIView):
         return Response(_batch_out(batch), status=201 if created else 200)
 
     @extend_schema(
+        parameters=PAGE_PARAMETERS,
         operation_id="batches_list",
         summary="List batches, newest first",
         responses={200: paginated("PaginatedBatchList", BatchOut()), **READ_ERROR_RESPONSES},

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from apiservice.auth import APIKeyAuthentication, Principal, request_principal
 from apiservice.middleware import usage_of
 from apiservice.pagination import paginated_response
-from apiservice.schema import ERROR_RESPONSES, READ_ERROR_RESPONSES, ErrorEnvelope, paginated
+from apiservice.schema import ERROR_RESPONSES, PAGE_PARAMETERS, READ_ERROR_RESPONSES, ErrorEnvelope, paginated
 from models_registry.selectors import model_get, model_version_resolve
 
 from . import keys, selectors, services
@@ -96,6 +96,7 @@ class VersionBundlesView(APIView):
         return Response(BundleOut(bundle).data, status=202, headers={"Location": f"/v1/bundles/{bundle.public_id}"})
 
     @extend_schema(
+        parameters=PAGE_PARAMETERS,
         operation_id="bundles_list_for_version",
         summary="List a version's bundles",
         responses={200: paginated("PaginatedBundleList", BundleOut()), **READ_ERROR_RESPONSES},

@@ -67,6 +67,7 @@ def model_version_register(
 
 
 def model_version_validate(*, version: ModelVersion, content: bytes) -> None:
+    sandbox_path = ""
     try:
         inspection = inspect(
             content,
@@ -75,6 +76,7 @@ def model_version_validate(*, version: ModelVersion, content: bytes) -> None:
         )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
+            sandbox_path = str(path)
             path.write_bytes(inspection.content)
             run_in_sandbox(
                 path,
@@ -84,7 +86,8 @@ def model_version_validate(*, version: ModelVersion, content: bytes) -> None:
             )
     except (ModelRejected, SandboxFailure) as exc:
         version.status = ModelVersion.Status.FAILED
-        version.failure_reason = str(exc)
+        reason = str(exc)
+        version.failure_reason = reason.replace(sandbox_path, "model.onnx") if sandbox_path else reason  # no host paths
         if len(content) <= settings.MODEL_MAX_BYTES:
             version.file.save("model.onnx", ContentFile(content), save=False)
         version.save()

@@ -13,7 +13,14 @@ from rest_framework.views import APIView
 from apiservice.auth import request_principal
 from apiservice.errors import InvalidInput
 from apiservice.pagination import CursorPagination
-from apiservice.schema import ERROR_RESPONSES, MODEL_PATH, READ_ERROR_RESPONSES, VERSION_PATH, paginated
+from apiservice.schema import (
+    ERROR_RESPONSES,
+    MODEL_PATH,
+    PAGE_PARAMETERS,
+    READ_ERROR_RESPONSES,
+    VERSION_PATH,
+    paginated,
+)
 
 from . import selectors, services
 from .models import MLModel, ModelAlias, ModelVersion
@@ -91,6 +98,7 @@ def _with_relations(queryset: QuerySet[MLModel]) -> QuerySet[MLModel]:
 
 class ModelListView(APIView):
     @extend_schema(
+        parameters=PAGE_PARAMETERS,
         operation_id="models_list",
         responses={200: paginated("PaginatedModelList", ModelOut()), **READ_ERROR_RESPONSES},
         tags=["catalogue"],
@@ -118,7 +126,7 @@ class ModelDetailView(APIView):
 class VersionListView(APIView):
     @extend_schema(
         operation_id="model_versions_list",
-        parameters=[MODEL_PATH],
+        parameters=[MODEL_PATH, *PAGE_PARAMETERS],
         responses={200: paginated("PaginatedVersionList", VersionOut()), **READ_ERROR_RESPONSES},
         tags=["catalogue"],
     )

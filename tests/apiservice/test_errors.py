@@ -11,6 +11,49 @@ def test_an_unknown_v1_route_is_a_json_404(api):
     assert response.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize("path", ["/v1/nothing-here", "/v1/usage/", "/v2/nothing-here"])
+def test_an_unknown_api_route_is_a_json_404_with_debug_on_too(api, settings, path):
+    settings.DEBUG = True  # `make run`: Django's own HTML 404 page would list every URL pattern
+    response = api.get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    if path.startswith("/v2"):
+        assert error == "No such endpoint."  # the OIP spec's shape
+    else:
+        assert error["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [("cursor=garbage", "cursor"), ("limit=abc", "limit"), ("limit=0", "limit"), ("limit=101", "limit")],
+)
+def test_list_parameters_that_make_no_sense_are_400(api, iris, query, param):
+    response = api.get(f"/v1/models?{query}")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"] == param
+
+
+def test_lists_follow_their_cursor_with_a_valid_limit(api, iris, diabetes):
+    first = api.get("/v1/models?limit=1").json()
+    assert len(first["results"]) == 1 and first["next"]
+    second = api.get(first["next"].split("testserver", 1)[-1]).json()
+    assert [m["name"] for m in first["results"] + second["results"]] == ["diabetes", "iris"]
+
+
+def test_logs_from_django_request_carry_the_request_id(api, caplog):
+    import logging
+
+    from apiservice.logging import RequestIdFilter
+
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        response = api.get("/v1/nothing-here")
+    records = [r for r in caplog.records if r.name == "django.request"]
+    assert records, "django.request logs a 404"
+    RequestIdFilter().filter(records[-1])
+    assert records[-1].request_id == response["X-Request-Id"]
+
+
 def test_a_wrong_method_is_a_json_405(api, iris):
     response = api.get("/v1/models/iris:predict")
     assert response.status_code == 405

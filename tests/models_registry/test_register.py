@@ -1,4 +1,5 @@
 import hashlib
+import tempfile
 from io import StringIO
 
 import onnx
@@ -91,6 +92,8 @@ def test_it_allows_a_foreign_domain_listed_in_settings_past_the_static_checks(db
     version = _register("custom", onnx_factories.foreign_domain())
     # Static checks pass; ONNX Runtime has no such op, so the sandbox run refuses it instead.
     assert "could not run the model" in version.failure_reason
+    assert tempfile.gettempdir() not in version.failure_reason  # the sandbox's file, not this host's path
+    assert "model.onnx" in version.failure_reason
 
 
 def test_it_fails_a_model_that_exceeds_the_sandbox_memory_limit(db, settings):

@@ -40,7 +40,8 @@ class Command(BaseCommand):
         self.stdout.write("Try:\n")
         self.stdout.write(
             f"    curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
-            "-d '{\"instances\": [[5.1, 3.5, 1.4, 0.2]]}' http://127.0.0.1:8000/v1/models/iris:predict\n"
+            "-d '{\"instances\": [[5.1, 3.5, 1.4, 0.2]]}' "
+            f"http://{os.environ.get('GUNICORN_BIND', '127.0.0.1:8000')}/v1/models/iris:predict\n"
         )
 
     def _staff_user(self, *, announce: bool) -> Any:
