@@ -149,7 +149,11 @@ def _translate(exc: Exception) -> tuple[int, str, str, str | None, dict[str, str
     if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
         from .auth import WWW_AUTHENTICATE
 
-        return 401, "invalid_api_key", str(exc.detail), None, {"WWW-Authenticate": WWW_AUTHENTICATE}
+        # DRF's view sets the challenge of its first authentication class (Basic on staff endpoints);
+        # the gateway's fast routes raise these without one: theirs is the API key's.
+        challenge = getattr(exc, "auth_header", None) or WWW_AUTHENTICATE
+        code = "invalid_api_key" if challenge.startswith("Bearer") else "not_authenticated"
+        return 401, code, str(exc.detail), None, {"WWW-Authenticate": challenge}
     if isinstance(exc, (drf.PermissionDenied, PermissionDenied)):
         message = str(getattr(exc, "detail", "")) or "You may not do this."
         return 403, "insufficient_scope", message, None, {}

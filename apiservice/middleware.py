@@ -83,6 +83,7 @@ class FastRoute:
     pattern: re.Pattern[str]
     handler: Callable[..., HttpResponse]
     scope: str
+    face: str  # the ledger's name for the operation, also for a call refused before the handler ran
 
 
 _PLAIN_ACCEPT = frozenset({"", "*/*", "application/json"})
@@ -144,6 +145,8 @@ class APIGatewayMiddleware:
         response = self.billing.admit(request) or self._respond(request)
         response = self.billing.settle(request, response)
         usage = usage_of(request)
+        if usage.face == UsageContext.face and response.status_code >= 400:  # refused before the view ran
+            usage.face = next((r.face for r in self.fast_routes if r.pattern.match(request.path_info)), usage.face)
         if usage.model_version_id is not None and "X-Model-Version" not in response:
             response["X-Model-Version"] = str(getattr(request, "model_version_number", ""))
         if request.principal is not None:  # type: ignore[attr-defined]

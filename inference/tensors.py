@@ -156,7 +156,11 @@ def check_feeds(
                     param=param,
                 )
         if nan_policy == "reject" and array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise InvalidInput(f"Input '{name}' contains NaN or infinity.", code="non_finite_input", param=param)
+            raise InvalidInput(
+                f"Input '{name}' contains NaN or infinity, or a number too large for {spec['datatype']}.",
+                code="non_finite_input",
+                param=param,
+            )
     return rows or 1
 
 

@@ -40,11 +40,24 @@ _NAME, _REF = NameConverter.regex, RefConverter.regex
 # the session/CSRF/message middleware, URL resolving and DRF, none of which a key-authenticated JSON
 # call uses. Same handlers (`views.predict`, `views.infer`), same checks, same envelope.
 fast_routes = (
-    FastRoute(re.compile(rf"^/v1/models/(?P<model>{_NAME}):predict$"), views.predict, "predict"),
+    FastRoute(re.compile(rf"^/v1/models/(?P<model>{_NAME}):predict$"), views.predict, "predict", "v1-predict"),
     FastRoute(
-        re.compile(rf"^/v1/models/(?P<model>{_NAME})/versions/(?P<ref>{_REF}):predict$"), views.predict, "predict"
+        re.compile(rf"^/v1/models/(?P<model>{_NAME})/versions/(?P<ref>{_REF}):predict$"),
+        views.predict,
+        "predict",
+        "v1-predict",
     ),
-    FastRoute(re.compile(rf"^/v1/models/(?P<model>{_NAME})/labels/(?P<ref>{_REF}):predict$"), views.predict, "predict"),
-    FastRoute(re.compile(rf"^/v2/models/(?P<model>{_NAME})/infer$"), views.infer, "predict"),
-    FastRoute(re.compile(rf"^/v2/models/(?P<model>{_NAME})/versions/(?P<ref>{_REF})/infer$"), views.infer, "predict"),
+    FastRoute(
+        re.compile(rf"^/v1/models/(?P<model>{_NAME})/labels/(?P<ref>{_REF}):predict$"),
+        views.predict,
+        "predict",
+        "v1-predict",
+    ),
+    FastRoute(re.compile(rf"^/v2/models/(?P<model>{_NAME})/infer$"), views.infer, "predict", "v2-infer"),
+    FastRoute(
+        re.compile(rf"^/v2/models/(?P<model>{_NAME})/versions/(?P<ref>{_REF})/infer$"),
+        views.infer,
+        "predict",
+        "v2-infer",
+    ),
 )

@@ -8,7 +8,8 @@ from django.utils import timezone
 NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9._-]{0,62}$", "Lower-case letters, digits, '.', '_' and '-', starting alphanumeric."
 )
-ALIAS_VALIDATOR = RegexValidator(r"^[a-z][a-z0-9_-]{0,39}$", "A slug starting with a letter.")
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
+ALIAS_VALIDATOR = RegexValidator(ALIAS_PATTERN, "A slug starting with a letter.")
 RESERVED_ALIASES = {"latest"}
 
 

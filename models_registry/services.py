@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from apiservice.errors import InvalidInput, Unprocessable
+from apiservice.errors import Conflict, InvalidInput, Unprocessable
 from inference.sandbox import SandboxFailure, run_in_sandbox
 
 from .models import RESERVED_ALIASES, AliasMove, MLModel, ModelAlias, ModelVersion
@@ -118,7 +118,9 @@ def alias_move(*, model: MLModel, alias: str, version: ModelVersion, moved_by: A
     if version.model_id != model.pk:
         raise InvalidInput("That version belongs to another model.", param="version")
     if not version.is_servable:
-        raise Unprocessable(f"Version {version.number} is not ready ({version.status}).", param="version")
+        raise Conflict(
+            f"Version {version.number} is not ready ({version.status}).", code="version_not_ready", param="version"
+        )
     user = moved_by if getattr(moved_by, "pk", None) else None
     with transaction.atomic():
         current = ModelAlias.objects.select_for_update().filter(model=model, name=alias).first()

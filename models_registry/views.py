@@ -1,7 +1,7 @@
 """Catalogue (any key) and the staff-only registration API."""
 
 from django.db.models import Prefetch, QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.parsers import MultiPartParser
@@ -23,7 +23,7 @@ from apiservice.schema import (
 )
 
 from . import selectors, services
-from .models import MLModel, ModelAlias, ModelVersion
+from .models import ALIAS_PATTERN, MLModel, ModelAlias, ModelVersion
 
 
 class TensorSpec(serializers.Serializer):
@@ -165,7 +165,8 @@ class AliasMoveSerializer(serializers.Serializer):
 class StaffVersionCreateView(APIView):
     """Staff only (Django staff user via session or HTTP Basic): upload a new version."""
 
-    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    # Basic first: a caller without credentials (or with an API key) is challenged for them (401).
+    authentication_classes = [BasicAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
     parser_classes = [MultiPartParser]
 
@@ -203,13 +204,24 @@ def _organisation_by_slug(slug: str) -> int | None:
 
 
 class StaffAliasView(APIView):
-    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    # Basic first: a caller without credentials (or with an API key) is challenged for them (401).
+    authentication_classes = [BasicAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
 
     InputSerializer = AliasMoveSerializer
 
     @extend_schema(
         operation_id="staff_model_alias_move",
+        parameters=[
+            MODEL_PATH,
+            OpenApiParameter(
+                "alias",
+                str,
+                OpenApiParameter.PATH,
+                pattern=ALIAS_PATTERN,
+                description="A slug starting with a letter; `latest` is reserved.",
+            ),
+        ],
         request=InputSerializer,
         responses={
             200: inline_serializer(

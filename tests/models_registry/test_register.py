@@ -6,7 +6,7 @@ import onnx
 import pytest
 from django.core.management import CommandError, call_command
 
-from models_registry.models import AliasMove, ModelVersion
+from models_registry.models import AliasMove, MLModel, ModelVersion
 from models_registry.selectors import model_version_resolve
 from models_registry.services import alias_move, model_get_or_create, model_version_register
 from tests import onnx_factories
@@ -118,3 +118,11 @@ def test_the_register_model_command_fails_loudly_on_a_bad_file(db, tmp_path):
     path.write_bytes(b"nope")
     with pytest.raises(CommandError, match="failed validation"):
         call_command("register_model", "bad", str(path))
+
+
+def test_the_register_model_command_refuses_an_empty_file_and_creates_nothing(db, tmp_path):
+    path = tmp_path / "empty.onnx"
+    path.write_bytes(b"")
+    with pytest.raises(CommandError, match="is empty"):
+        call_command("register_model", "empty", str(path))
+    assert not MLModel.objects.filter(name="empty").exists()

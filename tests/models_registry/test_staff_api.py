@@ -42,7 +42,9 @@ def test_it_refuses_non_staff_and_api_keys(db, django_user_model, api_key):
     client.force_login(user)
     assert _upload(client, "x", model_bytes("diabetes")).status_code == 403
     keyed = Client(HTTP_AUTHORIZATION=f"Bearer {api_key}")
-    assert _upload(keyed, "x", model_bytes("diabetes")).status_code in (401, 403)
+    refused = _upload(keyed, "x", model_bytes("diabetes"))
+    assert refused.status_code == 401
+    assert refused["WWW-Authenticate"].startswith("Basic")  # staff credentials, not an API key
     assert not ModelVersion.objects.filter(model__name="x").exists()
 
 
@@ -54,5 +56,6 @@ def test_it_refuses_moving_an_alias_to_a_failed_version(staff_user):
     response = client.put(
         "/v1/staff/models/iris/aliases/production", data={"version": 2}, content_type="application/json"
     )
-    assert response.status_code == 422
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "version_not_ready"
     assert response.json()["error"]["param"] == "version"

@@ -26,6 +26,8 @@ class Command(BaseCommand):
     ) -> None:
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
+        if path.stat().st_size == 0:  # as the staff API refuses it: nothing is created
+            raise CommandError(f"{path} is empty.")
         organisation_id = None
         if organisation:
             found = Organisation.objects.filter(slug=organisation).first()
