@@ -12,7 +12,17 @@ from apiservice.models import Membership, Organisation, Scope
 from models_registry.models import ALIAS_VALIDATOR, NAME_VALIDATOR, RESERVED_ALIASES, MLModel, ModelVersion
 
 from .billing_link import budgets_supported
-from .selectors import MAX_RANGE_DAYS
+from .selectors import MAX_RANGE_DAYS, organisation_label
+
+
+class OrganisationChoiceField(forms.ModelChoiceField):
+    """Organisations by id, shown as "name (slug)": two organisations may share a name."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(queryset=Organisation.objects.order_by("name", "slug"), **kwargs)
+
+    def label_from_instance(self, obj: Any) -> str:
+        return organisation_label(name=obj.name, slug=obj.slug)
 
 
 class SignupForm(UserCreationForm):
@@ -114,12 +124,7 @@ class UsageFilterForm(DateRangeForm):
 
 
 class StaffUsageFilterForm(UsageFilterForm):
-    organisation = forms.ModelChoiceField(
-        label="Organisation",
-        required=False,
-        queryset=Organisation.objects.order_by("name"),
-        empty_label="All organisations",
-    )
+    organisation = OrganisationChoiceField(label="Organisation", required=False, empty_label="All organisations")
 
 
 class VersionUploadForm(forms.Form):
@@ -129,11 +134,8 @@ class VersionUploadForm(forms.Form):
         validators=[NAME_VALIDATOR],
         help_text="An existing model gets a new version; a new name creates the model.",
     )
-    organisation = forms.ModelChoiceField(
-        label="Owner (new models only)",
-        required=False,
-        queryset=Organisation.objects.order_by("name"),
-        empty_label="Public catalogue",
+    organisation = OrganisationChoiceField(
+        label="Owner (new models only)", required=False, empty_label="Public catalogue"
     )
     description = forms.CharField(
         label="Description (new models only)", required=False, widget=forms.Textarea(attrs={"rows": 2})

@@ -1,7 +1,7 @@
 """Reads behind the portal and staff pages: memberships, keys, and usage from rollup + ledger."""
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -35,6 +35,16 @@ def invitation_list(*, organisation: Organisation) -> QuerySet[Invitation]:
 
 def api_key_list(*, organisation: Organisation) -> QuerySet[APIKey]:
     return APIKey.objects.filter(organisation=organisation).select_related("created_by").order_by("-created")
+
+
+def organisation_label(*, name: str, slug: str) -> str:
+    """How staff pages name an organisation: names need not be unique, slugs are."""
+    return f"{name} ({slug})"
+
+
+def organisation_labels(*, ids: Iterable[int]) -> dict[int, str]:
+    rows = Organisation.objects.filter(pk__in=list(ids)).values_list("pk", "name", "slug")
+    return {pk: organisation_label(name=name, slug=slug) for pk, name, slug in rows}
 
 
 def latest_calls(*, organisation_id: int, limit: int = 25) -> QuerySet[UsageRecord]:
@@ -142,11 +152,20 @@ def _version_labels(ids: set[int | None]) -> dict[int | None, tuple[str, str]]:
     return labels
 
 
-def _series(days: list[date], per_day: dict[str, dict[date, float]], limit: int = 8) -> dict[str, Any]:
-    """Chart.js data: one dataset per key (largest first; the tail folded into 'others')."""
+def _series(
+    days: list[date],
+    per_day: Mapping[Any, dict[date, float]],
+    limit: int = 8,
+    labels: Mapping[Any, str] | None = None,
+) -> dict[str, Any]:
+    """Chart.js data: one dataset per key (largest first; the tail folded into 'others').
+
+    Keys are what identifies a series (an organisation's id); `labels` names them (default: the key).
+    """
     totals = sorted(per_day, key=lambda k: -sum(per_day[k].values()))
     head, tail = totals[:limit], totals[limit:]
-    datasets = [{"label": k, "data": [per_day[k].get(d, 0) for d in days]} for k in head]
+    named = labels or {}
+    datasets = [{"label": named.get(k, str(k)), "data": [per_day[k].get(d, 0) for d in days]} for k in head]
     if tail:
         datasets.append(
             {"label": f"{len(tail)} others", "data": [sum(per_day[k].get(d, 0) for k in tail) for d in days]}
@@ -209,10 +228,9 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
     for day, version_id, hist in data.hists:
         hists_by_day[day].append(hist)
         hists_by_version[version_id].append(hist)
-    org_names = dict(Organisation.objects.filter(pk__in=list(per_org)).values_list("pk", "name"))
-
-    def org_series(per_day: dict[int, dict[date, float]]) -> dict[str, Any]:
-        return _series(days, {org_names.get(k, str(k)): v for k, v in per_day.items()})
+    orgs = list(Organisation.objects.filter(pk__in=list(per_org)).values_list("pk", "name", "slug"))
+    org_names = {pk: name for pk, name, _ in orgs}
+    org_labels = {pk: organisation_label(name=name, slug=slug) for pk, name, slug in orgs}
 
     daily_percentiles = {d: latency.percentiles(latency.merge(hists_by_day.get(d, [])), QUANTILES) for d in days}
     version_rows = []
@@ -222,7 +240,14 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
         version_rows.append(row)
     version_rows.sort(key=lambda r: -r["calls"])
     customers: list[dict[str, Any]] = [
-        {"organisation_id": k, "name": org_names.get(k, str(k)), "calls": v[0], "units": v[1], "errors": v[2]}
+        {
+            "organisation_id": k,
+            "name": org_names.get(k, str(k)),
+            "label": org_labels.get(k, str(k)),
+            "calls": v[0],
+            "units": v[1],
+            "errors": v[2],
+        }
         for k, v in per_org.items()
     ]
     top_customers = sorted(customers, key=lambda r: (-r["units"], -r["calls"]))[:top]
@@ -238,8 +263,8 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
         "calls_by_version": _series(days, by_version_calls),
         "units_by_version": _series(days, by_version_units),
         "units_by_meter": _series(days, by_meter),
-        "calls_by_org": org_series(by_org_calls),
-        "units_by_org": org_series(by_org_units),
+        "calls_by_org": _series(days, by_org_calls, labels=org_labels),
+        "units_by_org": _series(days, by_org_units, labels=org_labels),
         "errors": {
             "labels": labels,
             "datasets": [
@@ -266,12 +291,12 @@ def usage_csv_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
         usage_facts(flt=flt).facts, key=lambda f: (f.day, f.organisation_id, f.model_version_id or 0, f.meter)
     )
     versions = _version_labels({f.model_version_id for f in facts})
-    org_names = dict(Organisation.objects.filter(pk__in={f.organisation_id for f in facts}).values_list("pk", "name"))
+    org_labels = organisation_labels(ids={f.organisation_id for f in facts})
     yield ["day", "organisation", "model_version", "meter", "calls", "units", "errors", "latency_avg_ms"]
     for f in facts:
         yield [
             f.day.isoformat(),
-            org_names.get(f.organisation_id, f.organisation_id),
+            org_labels.get(f.organisation_id, f.organisation_id),
             versions.get(f.model_version_id, ("?", "?"))[1],
             f.meter,
             f.calls,

@@ -2,6 +2,8 @@ from typing import Any
 
 from django import template
 
+from portal.selectors import organisation_label
+
 register = template.Library()
 
 
@@ -23,3 +25,9 @@ def batch_finished(batch: Any) -> bool:
 @register.filter
 def percent(done: int, total: int) -> int:
     return int(100 * done / total) if total else 0
+
+
+@register.filter
+def org_label(organisation: Any) -> str:
+    """An organisation as "name (slug)": names need not be unique."""
+    return organisation_label(name=organisation.name, slug=organisation.slug)
