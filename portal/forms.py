@@ -88,12 +88,28 @@ class DateRangeForm(forms.Form):
     start = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     DEFAULT_DAYS = 30
+    # The pages count days before and after the range, and Python's dates stop at years 1 and 9999;
+    # no usage is older than 2000.
+    FIRST_DAY = date(2000, 1, 1)
+    LAST_DAY = date(9998, 12, 31)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         end = timezone.localdate()
         self.fields["start"].initial = end - timedelta(days=self.DEFAULT_DAYS - 1)
         self.fields["end"].initial = end
+
+    def _within_bounds(self, name: str) -> date | None:
+        day: date | None = self.cleaned_data.get(name)
+        if day is not None and not self.FIRST_DAY <= day <= self.LAST_DAY:
+            raise forms.ValidationError(f"Choose a day between {self.FIRST_DAY} and {self.LAST_DAY}.")
+        return day
+
+    def clean_start(self) -> date | None:
+        return self._within_bounds("start")
+
+    def clean_end(self) -> date | None:
+        return self._within_bounds("end")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

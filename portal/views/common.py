@@ -4,7 +4,8 @@ import csv
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django import forms
+from django.http import HttpResponse, StreamingHttpResponse
 
 
 class _Echo:
@@ -23,3 +24,9 @@ def csv_response(rows: Iterable[list[Any]], filename: str) -> StreamingHttpRespo
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def invalid_filter_response(form: forms.Form) -> HttpResponse:
+    """A 400 naming what is wrong with an export's filters (an export never falls back to another range)."""
+    problems = [str(message) for errors in form.errors.values() for message in errors]
+    return HttpResponse("\n".join(problems) + "\n", status=400, content_type="text/plain; charset=utf-8")

@@ -25,7 +25,7 @@ from ..access import SESSION_ORG, portal_view
 from ..forms import APIKeyCreateForm, InvitationSignupForm, InviteForm, SignupForm, UsageFilterForm
 from ..playground import example_body
 from .billing import billing_summary
-from .common import csv_response
+from .common import csv_response, invalid_filter_response
 
 
 def _is_owner(request: HttpRequest) -> bool:
@@ -254,8 +254,10 @@ def usage_calls(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @portal_view()
-def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
-    _, flt = _usage_filter(request)
+def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    form, flt = _usage_filter(request)
+    if form.is_bound and not form.is_valid():
+        return invalid_filter_response(form)
     tz = timezone.get_current_timezone()
     start = datetime.combine(flt.start, time.min, tzinfo=tz)
     end = datetime.combine(flt.end + timedelta(days=1), time.min, tzinfo=tz)

@@ -16,7 +16,7 @@ from models_registry.services import alias_move, model_get_or_create, model_vers
 from .. import billing_link, selectors
 from ..access import staff_view
 from ..forms import AliasMoveForm, StaffUsageFilterForm, VersionUploadForm
-from .common import csv_response
+from .common import csv_response, invalid_filter_response
 
 
 def _usage_filter(request: HttpRequest) -> tuple[StaffUsageFilterForm, selectors.UsageFilter]:
@@ -49,8 +49,10 @@ def usage(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @staff_view
-def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
-    _, flt = _usage_filter(request)
+def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    form, flt = _usage_filter(request)
+    if form.is_bound and not form.is_valid():
+        return invalid_filter_response(form)
     return csv_response(selectors.usage_csv_rows(flt=flt), f"usage-all-{flt.start}-{flt.end}.csv")
 
 

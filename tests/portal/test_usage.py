@@ -86,3 +86,45 @@ def test_it_exports_organisations_with_the_same_name_as_separate_rows(
         ("Acme Corp (acme-corp)", "1"),
         ("Acme Corp (acme-corp-2)", "2"),
     ]
+
+
+# --- Dates the pages refuse -------------------------------------------------------------------------
+
+FAR_DATES = [{"end": "9999-12-31"}, {"end": "0001-01-01"}, {"start": "0001-01-01"}, {"start": "9999-12-31"}]
+OUT_OF_BOUNDS = "Choose a day between 2000-01-01 and 9998-12-31."
+BACKWARDS = {"start": "2026-02-01", "end": "2026-01-01"}
+
+
+def _as(path: str, owner_client: Client, staff_client: Client) -> Client:
+    return staff_client if path.startswith("/staff/") else owner_client
+
+
+@pytest.mark.parametrize("dates", FAR_DATES)
+@pytest.mark.parametrize("path", ["/portal/usage/", "/staff/"])
+def test_it_explains_a_day_too_far_in_the_past_or_future_on_the_usage_pages(
+    owner_client: Client, staff_client: Client, path: str, dates: dict[str, str]
+) -> None:
+    response = _as(path, owner_client, staff_client).get(path, dates)
+    assert response.status_code == 200
+    assert OUT_OF_BOUNDS in response.content.decode()
+    assert len(response.context["flt"].days) == 30  # the default range is drawn meanwhile
+
+
+@pytest.mark.parametrize(
+    ("dates", "problem"), [*((dates, OUT_OF_BOUNDS) for dates in FAR_DATES), (BACKWARDS, "'From' must be on")]
+)
+@pytest.mark.parametrize("path", ["/portal/usage/export.csv", "/staff/usage/export.csv"])
+def test_it_refuses_to_export_a_range_it_cannot_use(
+    owner_client: Client, staff_client: Client, path: str, dates: dict[str, str], problem: str
+) -> None:
+    response = _as(path, owner_client, staff_client).get(path, dates)
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/plain")
+    assert problem in response.content.decode()
+
+
+def test_it_accepts_the_first_and_last_days_it_allows(owner_client: Client) -> None:
+    first = owner_client.get("/portal/usage/", {"start": "2000-01-01", "end": "2000-01-31"})
+    last = owner_client.get("/portal/usage/export.csv", {"start": "9998-12-01", "end": "9998-12-31"})
+    assert len(first.context["flt"].days) == 31
+    assert _csv(last) == []
