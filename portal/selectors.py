@@ -306,8 +306,10 @@ def usage_csv_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
         ]
 
 
-def usage_call_rows(*, organisation_id: int, start: datetime, end: datetime) -> Iterator[list[Any]]:
-    """Every call of one organisation in [start, end), oldest first, for the customer's CSV export."""
+def usage_call_rows(
+    *, organisation_id: int, start: datetime, end: datetime, model_id: int | None = None
+) -> Iterator[list[Any]]:
+    """Every call of one organisation in [start, end) (to one model, if given), oldest first, for the CSV."""
     yield [
         "created_at",
         "request_id",
@@ -321,22 +323,21 @@ def usage_call_rows(*, organisation_id: int, start: datetime, end: datetime) -> 
         "status_code",
         "latency_ms",
     ]
-    rows = (
-        UsageRecord.objects.filter(organisation_id=organisation_id, created_at__gte=start, created_at__lt=end)
-        .order_by("created_at", "id")
-        .values_list(
-            "created_at",
-            "request_id",
-            "client_request_id",
-            "api_key__prefix",
-            "face",
-            "model_version__model__name",
-            "model_version__number",
-            "meter",
-            "units",
-            "status_code",
-            "latency_ms",
-        )
+    calls = UsageRecord.objects.filter(organisation_id=organisation_id, created_at__gte=start, created_at__lt=end)
+    if model_id is not None:
+        calls = calls.filter(model_version__model_id=model_id)
+    rows = calls.order_by("created_at", "id").values_list(
+        "created_at",
+        "request_id",
+        "client_request_id",
+        "api_key__prefix",
+        "face",
+        "model_version__model__name",
+        "model_version__number",
+        "meter",
+        "units",
+        "status_code",
+        "latency_ms",
     )
     for row in rows.iterator(chunk_size=2000):
         yield [row[0].isoformat(), *("" if v is None else v for v in row[1:])]

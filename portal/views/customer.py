@@ -261,7 +261,9 @@ def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     tz = timezone.get_current_timezone()
     start = datetime.combine(flt.start, time.min, tzinfo=tz)
     end = datetime.combine(flt.end + timedelta(days=1), time.min, tzinfo=tz)
-    rows = selectors.usage_call_rows(organisation_id=flt.organisation_id or 0, start=start, end=end)
+    rows = selectors.usage_call_rows(
+        organisation_id=flt.organisation_id or 0, start=start, end=end, model_id=flt.model_id
+    )
     return csv_response(rows, f"usage-{flt.start}-{flt.end}.csv")
 
 

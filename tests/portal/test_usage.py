@@ -128,3 +128,22 @@ def test_it_accepts_the_first_and_last_days_it_allows(owner_client: Client) -> N
     last = owner_client.get("/portal/usage/export.csv", {"start": "9998-12-01", "end": "9998-12-31"})
     assert len(first.context["flt"].days) == 31
     assert _csv(last) == []
+
+
+# --- The model filter -------------------------------------------------------------------------------
+
+
+def test_it_exports_only_the_calls_to_the_chosen_model(
+    owner_client: Client, org: Organisation, iris: ModelVersion, diabetes: ModelVersion
+) -> None:
+    _calls(org, iris, 2)
+    _calls(org, diabetes, 1)
+    everything = _csv(owner_client.get("/portal/usage/export.csv"))
+    chosen = _csv(owner_client.get("/portal/usage/export.csv", {"model": diabetes.model_id}))
+    assert sorted(r["model"] for r in everything) == ["diabetes", "iris", "iris"]
+    assert [r["model"] for r in chosen] == ["diabetes"]
+
+
+def test_it_links_the_export_with_the_pages_filter(owner_client: Client, iris: ModelVersion) -> None:
+    page = owner_client.get("/portal/usage/", {"model": iris.model_id}).content.decode()
+    assert f'href="/portal/usage/export.csv?model={iris.model_id}"' in page
