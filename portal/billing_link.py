@@ -13,6 +13,9 @@ from django.conf import settings
 from apiservice.models import APIKey, Organisation
 
 CENT = Decimal(100)
+# The largest monthly budget a key can have: stored as a bigint, and compared in Redis' Lua scripts,
+# whose numbers are doubles (exact only below 2**53). A quadrillion units is no limit in practice.
+MAX_MONTHLY_BUDGET_UNITS = 10**15
 
 
 def budgets_supported() -> bool:

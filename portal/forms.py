@@ -11,7 +11,7 @@ from django.utils import timezone
 from apiservice.models import Membership, Organisation, Scope
 from models_registry.models import ALIAS_VALIDATOR, NAME_VALIDATOR, RESERVED_ALIASES, MLModel, ModelVersion
 
-from .billing_link import budgets_supported
+from .billing_link import MAX_MONTHLY_BUDGET_UNITS, budgets_supported
 from .selectors import MAX_RANGE_DAYS, organisation_label
 
 
@@ -70,7 +70,11 @@ class APIKeyCreateForm(forms.Form):
         # HOOK(billing, issue 5): a per-key monthly budget appears once APIKey has the field.
         if budgets_supported():
             self.fields["monthly_budget_units"] = forms.IntegerField(
-                label="Monthly budget in units (optional)", required=False, min_value=1
+                label="Monthly budget in units (optional)",
+                required=False,
+                min_value=1,
+                max_value=MAX_MONTHLY_BUDGET_UNITS,
+                error_messages={"max_value": f"Choose at most {MAX_MONTHLY_BUDGET_UNITS:,} units, or no budget."},
             )
 
     def clean_expires_on(self) -> date | None:

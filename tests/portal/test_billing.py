@@ -4,6 +4,7 @@ import io
 from datetime import date, timedelta
 from typing import Any
 
+import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -101,6 +102,22 @@ def test_it_sets_a_monthly_budget_on_a_new_key(owner_client: Client, org: Organi
     assert "budget 500 units/month" in owner_client.get("/portal/keys/").content.decode()
     bad = owner_client.post("/portal/keys/", {"name": "zero", "scopes": ["predict"], "monthly_budget_units": 0})
     assert "greater than or equal to 1" in bad.content.decode() and not APIKey.objects.filter(name="zero").exists()
+
+
+@pytest.mark.parametrize("budget", ["1000000000000001", "9223372036854775808", "99999999999999999999999"])
+def test_it_explains_a_budget_too_large_to_store(owner_client: Client, budget: str) -> None:
+    data = {"name": "huge", "scopes": ["predict"], "monthly_budget_units": budget}
+    response = owner_client.post("/portal/keys/", data, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200  # htmx swaps only successful answers: the form comes back with its error
+    assert "Choose at most 1,000,000,000,000,000 units, or no budget." in response.content.decode()
+    assert "new-key" not in response.content.decode()
+    assert not APIKey.objects.filter(name="huge").exists()
+
+
+def test_it_accepts_the_largest_budget(owner_client: Client) -> None:
+    data = {"name": "roomy", "scopes": ["predict"], "monthly_budget_units": 10**15}
+    owner_client.post("/portal/keys/", data, HTTP_HX_REQUEST="true")
+    assert KeyLimit.objects.get(api_key__name="roomy").monthly_budget_units == 10**15
 
 
 def test_it_estimates_revenue_for_staff(staff_client: Client, org: Organisation, other_org: Organisation) -> None:
