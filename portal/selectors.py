@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from apiservice.models import APIKey, Membership, Organisation
 from billing.models import UsageRecord
-from models_registry.models import ModelVersion
+from models_registry import selectors as registry
+from models_registry.models import MLModel, ModelVersion
 
 from . import latency
 from .models import Invitation, LatencyRollup, UsageRollup, UsageRollupCursor
@@ -45,6 +46,12 @@ def organisation_label(*, name: str, slug: str) -> str:
 def organisation_labels(*, ids: Iterable[int]) -> dict[int, str]:
     rows = Organisation.objects.filter(pk__in=list(ids)).values_list("pk", "name", "slug")
     return {pk: organisation_label(name=name, slug=slug) for pk, name, slug in rows}
+
+
+def model_catalogue(*, organisation_id: int) -> QuerySet[MLModel]:
+    """The models a customer can call: public and their own, with at least one ready version."""
+    ready = ModelVersion.objects.filter(model=OuterRef("pk"), status=ModelVersion.Status.READY)
+    return registry.model_list(organisation_id=organisation_id).filter(Exists(ready))
 
 
 def latest_calls(*, organisation_id: int, limit: int = 25) -> QuerySet[UsageRecord]:

@@ -66,7 +66,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "active_keys": selectors.api_key_list(organisation=organisation).filter(revoked=False).count(),
         "month_calls": sum(f.calls for f in facts),
         "month_units": sum(f.units for f in facts),
-        "models": registry.model_list(organisation_id=organisation.pk).count(),
+        "models": selectors.model_catalogue(organisation_id=organisation.pk).count(),
         "memberships": selectors.membership_list(user=request.user),
         "billing": billing_summary(organisation_id=organisation.pk),
     }
@@ -275,7 +275,7 @@ def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
 def models(request: HttpRequest) -> HttpResponse:
     organisation = request.membership.organisation  # type: ignore[attr-defined]
     catalogue = (
-        registry.model_list(organisation_id=organisation.pk)
+        selectors.model_catalogue(organisation_id=organisation.pk)
         .annotate(version_count=Count("versions"))
         .prefetch_related(Prefetch("aliases", queryset=ModelAlias.objects.select_related("version")))
     )

@@ -1,0 +1,31 @@
+"""The customer catalogue and a model's page with its playground."""
+
+from typing import Any
+
+from django.test import Client
+
+from apiservice.models import Organisation
+from models_registry.models import ModelVersion
+from models_registry.services import model_get_or_create, model_version_register
+from tests.conftest import model_bytes
+
+
+def test_it_lists_only_models_with_a_ready_version(
+    owner_client: Client, staff_client: Client, org: Organisation, iris: ModelVersion
+) -> None:
+    failed = model_get_or_create(name="broken")
+    assert model_version_register(model=failed, content=b"not onnx").status == "failed"
+    model_get_or_create(name="empty", organisation_id=org.pk)
+    listed = [m.name for m in owner_client.get("/portal/models/").context["models"]]
+    assert listed == ["iris"]
+    assert owner_client.get("/portal/").context["models"] == 1
+    staff = staff_client.get("/staff/models/").content.decode()
+    assert all(name in staff for name in ("iris", "broken", "empty"))  # staff still see everything
+
+
+def test_it_lists_a_model_again_once_a_version_is_ready(owner_client: Client, iris: Any) -> None:
+    failed = model_get_or_create(name="second-try")
+    model_version_register(model=failed, content=b"not onnx")
+    assert "second-try" not in [m.name for m in owner_client.get("/portal/models/").context["models"]]
+    model_version_register(model=failed, content=model_bytes("iris"))
+    assert "second-try" in [m.name for m in owner_client.get("/portal/models/").context["models"]]
