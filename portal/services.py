@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -69,32 +70,64 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@dataclass
+class InvitationSent:
+    invitation: Invitation
+    token: str
+    resent: bool  # an open invitation to the same address was renewed instead of a second one made
+
+
 def invitation_create(
     *, organisation: Organisation, email: str, role: str, invited_by: Any, accept_url: str
-) -> tuple[Invitation, str]:
-    """Create an invitation and email its link. `accept_url` has a `{token}` placeholder."""
+) -> InvitationSent:
+    """Invite an address and email the link. `accept_url` has a `{token}` placeholder.
+
+    An address has at most one open (not accepted, not revoked) invitation per organisation: inviting it
+    again renews that one (new link, role, inviter and expiry; the earlier link stops working) and
+    sends it again.
+    """
     email = email.strip().lower()
     if Membership.objects.filter(organisation=organisation, user__email__iexact=email).exists():
         raise PortalError(f"{email} is already a member of {organisation.name}.")
     token = secrets.token_urlsafe(32)
-    invitation = Invitation.objects.create(
-        organisation=organisation,
-        email=email,
-        role=role,
-        token_hash=_token_hash(token),
-        invited_by=invited_by,
-        expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
-    )
-    link = accept_url.format(token=token)
-    inviter = getattr(invited_by, "email", "") or getattr(invited_by, "username", "A teammate")
+    now = timezone.now()
+    fields = {
+        "role": role,
+        "token_hash": _token_hash(token),
+        "invited_by": invited_by,
+        "created_at": now,  # shown as "Sent"
+        "expires_at": now + timedelta(days=INVITATION_DAYS),
+    }
+    with transaction.atomic():
+        Organisation.objects.select_for_update().only("pk").get(pk=organisation.pk)  # one invitation at a time
+        invitation = (
+            Invitation.objects.filter(
+                organisation=organisation, email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True
+            )
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        resent = invitation is not None
+        if invitation is None:
+            invitation = Invitation.objects.create(organisation=organisation, email=email, **fields)
+        else:
+            for name, value in fields.items():
+                setattr(invitation, name, value)
+            invitation.save(update_fields=list(fields))
+    _invitation_email(invitation=invitation, link=accept_url.format(token=token))
+    return InvitationSent(invitation=invitation, token=token, resent=resent)
+
+
+def _invitation_email(*, invitation: Invitation, link: str) -> None:
+    organisation, inviter = invitation.organisation, invitation.invited_by
+    name = getattr(inviter, "email", "") or getattr(inviter, "username", "") or "A teammate"
     send_mail(
         subject=f"Join {organisation.name} on ModelMeter",
-        message=f"{inviter} invited you to {organisation.name} as {role}.\n\nAccept: {link}\n\n"
+        message=f"{name} invited you to {organisation.name} as {invitation.role}.\n\nAccept: {link}\n\n"
         f"The link works for {INVITATION_DAYS} days.",
         from_email=None,
-        recipient_list=[email],
+        recipient_list=[invitation.email],
     )
-    return invitation, token
 
 
 def invitation_find(*, token: str) -> Invitation | None:
@@ -117,6 +150,20 @@ def invitation_accept(*, invitation: Invitation, user: AbstractBaseUser) -> Memb
         if not claimed:
             raise PortalError("This invitation has already been used.")
         return membership_ensure(user=user, organisation=invitation.organisation, role=invitation.role)
+
+
+def invitation_signup(*, invitation: Invitation, username: str, password: str) -> Any:
+    """A new account with the invited address that joins the organisation, or nothing at all.
+
+    Refused when the address already has an account (sign-up refuses it too): its owner logs in and
+    accepts instead, so an invitation never makes a second account for one address.
+    """
+    with transaction.atomic():
+        if get_user_model().objects.filter(email__iexact=invitation.email).exists():
+            raise PortalError(f"An account with {invitation.email} already exists: log in to accept the invitation.")
+        user = get_user_model().objects.create_user(username=username, email=invitation.email, password=password)
+        invitation_accept(invitation=invitation, user=user)
+    return user
 
 
 def invitation_revoke(*, invitation: Invitation) -> None:

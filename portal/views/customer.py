@@ -23,6 +23,7 @@ from models_registry.models import ModelAlias, ModelVersion
 from .. import billing_link, selectors, services
 from ..access import SESSION_ORG, portal_view
 from ..forms import APIKeyCreateForm, InvitationSignupForm, InviteForm, SignupForm, UsageFilterForm
+from ..models import Invitation
 from ..playground import example_body
 from .billing import billing_summary
 from .common import csv_response, invalid_filter_response
@@ -95,7 +96,7 @@ def team(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             accept_url = request.build_absolute_uri(reverse("portal:invitation-accept", args=["TOKEN"]))
             try:
-                services.invitation_create(
+                sent = services.invitation_create(
                     organisation=organisation,
                     email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
@@ -105,7 +106,11 @@ def team(request: HttpRequest) -> HttpResponse:
             except services.PortalError as exc:
                 form.add_error("email", str(exc))
             else:
-                messages.success(request, f"Invitation sent to {form.cleaned_data['email']}.")
+                email = sent.invitation.email
+                if sent.resent:
+                    messages.success(request, f"Invitation sent again to {email}; the earlier link no longer works.")
+                else:
+                    messages.success(request, f"Invitation sent to {email}.")
                 return redirect("portal:team")
     context = {
         "form": form,
@@ -147,25 +152,37 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     invitation = services.invitation_find(token=token)
     if invitation is None:
         raise Http404("This invitation link is unknown, used, revoked or expired.")
-    form = InvitationSignupForm(request.POST or None) if not request.user.is_authenticated else None
-    if request.method == "POST":
-        user: Any = request.user
-        if form is not None:
-            if not form.is_valid():
-                return render(request, "portal/invitation.html", {"invitation": invitation, "form": form})
-            user = form.save(commit=False)
-            user.email = invitation.email
-            user.save()
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    if request.user.is_authenticated:
+        return _invitation_accept_signed_in(request, invitation)
+    form = InvitationSignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
         try:
-            services.invitation_accept(invitation=invitation, user=user)
+            user = services.invitation_signup(
+                invitation=invitation, username=form.cleaned_data["username"], password=form.cleaned_data["password1"]
+            )
         except services.PortalError as exc:
-            messages.error(request, str(exc))
-            return redirect("portal:home")
-        request.session[SESSION_ORG] = invitation.organisation_id
-        messages.success(request, f"You joined {invitation.organisation.name}.")
-        return redirect("portal:home")
+            form.add_error(None, str(exc))
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return _joined(request, invitation)
     return render(request, "portal/invitation.html", {"invitation": invitation, "form": form})
+
+
+def _invitation_accept_signed_in(request: HttpRequest, invitation: Invitation) -> HttpResponse:
+    if request.method != "POST":
+        return render(request, "portal/invitation.html", {"invitation": invitation, "form": None})
+    try:
+        services.invitation_accept(invitation=invitation, user=request.user)  # type: ignore[arg-type]  # signed in
+    except services.PortalError as exc:
+        messages.error(request, str(exc))
+        return redirect("portal:home")
+    return _joined(request, invitation)
+
+
+def _joined(request: HttpRequest, invitation: Invitation) -> HttpResponse:
+    request.session[SESSION_ORG] = invitation.organisation_id
+    messages.success(request, f"You joined {invitation.organisation.name}.")
+    return redirect("portal:home")
 
 
 # --- API keys -------------------------------------------------------------------------------------

@@ -139,3 +139,54 @@ def test_it_refuses_an_invitation_to_an_account_with_another_address(owner_clien
     assert "log in with that address" in response.content.decode()
     assert other_owner.memberships.count() == 1
     assert Invitation.objects.get().status == "pending"
+
+
+def _invitation_path(message: Any) -> str:
+    return re.search(r"http://testserver(/portal/invitations/\S+/)", message.body).group(1)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("address", ["gary@example.com", "Gary@Example.COM"])
+def test_it_refuses_to_make_a_second_account_for_an_address_from_an_invitation(
+    owner_client: Client, other_owner: Any, org: Organisation, address: str
+) -> None:
+    owner_client.post("/portal/team/", {"email": address, "role": "member"})
+    path = _invitation_path(mail.outbox[0])
+    visitor = Client()
+    response = visitor.post(
+        path, {"username": "gary2", "password1": "Welcome-aboard-7", "password2": "Welcome-aboard-7"}
+    )
+    assert response.status_code == 200
+    assert "An account with gary@example.com already exists: log in to accept the invitation." in str(
+        response.context["form"].non_field_errors()
+    )
+    assert get_user_model().objects.filter(email__iexact="gary@example.com").count() == 1
+    assert not Membership.objects.filter(organisation=org, user=other_owner).exists()
+    assert Invitation.objects.get().status == "pending"  # still there for gary, once logged in
+    assert "_auth_user_id" not in visitor.session
+
+
+def test_it_renews_and_resends_an_open_invitation_instead_of_making_a_second(
+    owner_client: Client, org: Organisation
+) -> None:
+    owner_client.post("/portal/team/", {"email": "twice@example.com", "role": "member"})
+    first_path = _invitation_path(mail.outbox[0])
+    response = owner_client.post("/portal/team/", {"email": "Twice@Example.com", "role": "owner"}, follow=True)
+    assert "Invitation sent again to twice@example.com" in response.content.decode()
+    invitation = Invitation.objects.get()
+    assert (invitation.email, invitation.role, invitation.status) == ("twice@example.com", "owner", "pending")
+    assert [m.to for m in mail.outbox] == [["twice@example.com"], ["twice@example.com"]]
+    second_path = _invitation_path(mail.outbox[1])
+    assert Client().get(first_path).status_code == 404  # only the latest link works
+    accepted = Client().post(
+        second_path, {"username": "twice", "password1": "Welcome-aboard-7", "password2": "Welcome-aboard-7"}
+    )
+    assert accepted.status_code == 302
+    assert Membership.objects.get(user__username="twice", organisation=org).role == "owner"
+
+
+def test_it_invites_an_address_again_once_its_invitation_was_revoked(owner_client: Client) -> None:
+    owner_client.post("/portal/team/", {"email": "again@example.com", "role": "member"})
+    owner_client.post(f"/portal/team/invitations/{Invitation.objects.get().pk}/revoke/")
+    response = owner_client.post("/portal/team/", {"email": "again@example.com", "role": "member"}, follow=True)
+    assert "Invitation sent to again@example.com." in response.content.decode()
+    assert sorted(i.status for i in Invitation.objects.all()) == ["pending", "revoked"]
