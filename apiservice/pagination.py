@@ -27,11 +27,21 @@ class CursorPagination(_CursorPagination):
             raise InvalidInput(f"limit must be an integer from 1 to {self.max_page_size}.", param="limit")
         return int(raw)
 
+    # The ordering field's values are integers (ids, version numbers): a cursor's position must be one.
+    numeric_position = True
+
     def decode_cursor(self, request: Request) -> Any:
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound:  # DRF answers a bad cursor with 404; it is a bad parameter
-            raise InvalidInput("The cursor is not one this list gave out; follow `next`.", param="cursor") from None
+            cursor = None
+            valid = False
+        else:
+            position = cursor.position if cursor is not None else None
+            valid = position is None or not self.numeric_position or str(position).lstrip("-").isdigit()
+        if not valid:
+            raise InvalidInput("The cursor is not one this list gave out; follow `next`.", param="cursor")
+        return cursor
 
 
 def paginated_response(

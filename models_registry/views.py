@@ -84,6 +84,7 @@ def _org(request: Request) -> int | None:
 
 class ModelNamePagination(CursorPagination):
     ordering = "name"
+    numeric_position = False
 
 
 class VersionPagination(CursorPagination):

@@ -34,6 +34,16 @@ def test_list_parameters_that_make_no_sense_are_400(api, iris, query, param):
     assert response.json()["error"]["param"] == param
 
 
+@pytest.mark.parametrize("position", ["abc", "1e999", "nan", ""])
+def test_a_well_formed_cursor_with_a_position_that_is_not_a_number_is_400(api, iris, position):
+    import base64
+
+    cursor = base64.b64encode(f"p={position}".encode()).decode()
+    response = api.get(f"/v1/models/iris/versions?cursor={cursor}")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"] == "cursor"
+
+
 def test_lists_follow_their_cursor_with_a_valid_limit(api, iris, diabetes):
     first = api.get("/v1/models?limit=1").json()
     assert len(first["results"]) == 1 and first["next"]
