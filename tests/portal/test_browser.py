@@ -3,6 +3,7 @@
 Screenshots land in test-artifacts/portal-*.png; every page is checked for console errors.
 """
 
+import ast
 import json
 import re
 import shutil
@@ -181,3 +182,23 @@ def test_it_lets_staff_upload_a_version_and_move_an_alias(
     expect(page.get_by_test_id("alias-production")).to_have_text("2")
     expect(page.locator("main")).to_contain_text("iris@production now points at version 2")
     shot(page, artifacts_dir, "staff-model")
+
+
+def test_it_writes_the_playground_body_as_a_python_literal_in_the_python_snippet(
+    transactional_db: Any, live_gunicorn: Any, iris: Any, owner: Any, page: Page, console: list[str]
+) -> None:
+    base = live_gunicorn.url
+    page.goto(base + "/portal/login/")
+    page.get_by_label("Username").fill("olivia")
+    page.get_by_label("Password").fill("pw-Secret-123")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(base + "/portal/models/iris/")
+    body = {
+        "instances": [[True, False, None, 1.5, -2, 1e21]],
+        "parameters": {"note": 'Zoë said "hi" \\ \n\t\u2028 \u00e9', "flags": {"a": True, "b": None}},
+    }
+    page.get_by_label("Request body (JSON)").fill(json.dumps(body))  # fires `input`: the snippets follow
+    snippet = page.locator("#pg-python").text_content() or ""
+    call = next(n for n in ast.walk(ast.parse(snippet)) if isinstance(n, ast.Call) and n.keywords)
+    sent = next(k.value for k in call.keywords if k.arg == "json")
+    assert ast.literal_eval(sent) == body  # valid Python that means the same body (True/False/None)

@@ -47,6 +47,21 @@
   });
 
   /* --- Playground ---------------------------------------------------------------------------- */
+  /* A parsed JSON value as a Python literal (True, False, None), so the Python snippet runs as shown.
+     Strings and numbers are written as JSON writes them: those escapes and forms mean the same in Python. */
+  function pythonLiteral(value) {
+    if (value === null) return "None";
+    if (value === true) return "True";
+    if (value === false) return "False";
+    if (Array.isArray(value)) return "[" + value.map(pythonLiteral).join(", ") + "]";
+    if (typeof value === "object") {
+      return "{" + Object.keys(value).map(function (key) {
+        return JSON.stringify(key) + ": " + pythonLiteral(value[key]);
+      }).join(", ") + "}";
+    }
+    return JSON.stringify(value);
+  }
+
   function playground() {
     var form = document.getElementById("playground-form");
     if (!form) return;
@@ -57,12 +72,16 @@
     var body = document.getElementById("pg-body");
     var url = function () { return base + "/v1/models/" + model + "/versions/" + version.value + ":predict"; };
     var snippets = function () {
-      var compact = body.value.trim();
-      try { compact = JSON.stringify(JSON.parse(compact)); } catch (e) { /* shown as typed */ }
+      var compact = body.value.trim(), literal = compact;
+      try {
+        var parsed = JSON.parse(compact);
+        compact = JSON.stringify(parsed);
+        literal = pythonLiteral(parsed);
+      } catch (e) { /* not JSON: both shown as typed */ }
       document.getElementById("pg-curl").textContent =
         "curl -X POST '" + url() + "' \\\n  -H \"Authorization: Bearer $MODELMETER_API_KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d '" + compact.replace(/'/g, "'\\''") + "'";
       document.getElementById("pg-python").textContent =
-        "import os\nimport requests\n\nresponse = requests.post(\n    " + JSON.stringify(url()) + ",\n    headers={\"Authorization\": f\"Bearer {os.environ['MODELMETER_API_KEY']}\"},\n    json=" + compact + ",\n    timeout=30,\n)\nresponse.raise_for_status()\nprint(response.json())";
+        "import os\nimport requests\n\nresponse = requests.post(\n    " + JSON.stringify(url()) + ",\n    headers={\"Authorization\": f\"Bearer {os.environ['MODELMETER_API_KEY']}\"},\n    json=" + literal + ",\n    timeout=30,\n)\nresponse.raise_for_status()\nprint(response.json())";
     };
     var reset = function () { body.value = JSON.stringify(JSON.parse(examples[version.value]), null, 2); snippets(); };
     version.addEventListener("change", reset);
