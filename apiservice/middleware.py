@@ -59,6 +59,8 @@ class UsageContext:
     units: int = 0
     meter: str = ""
     answer: Any = None  # billing's IdempotentAnswer: stored by the same statement as the ledger row
+    # billing's quota check for the call's rows, once the view knows them (None: nothing to check)
+    hold: Callable[[int], None] | None = None
 
 
 def usage_of(request: object) -> UsageContext:

@@ -16,11 +16,16 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from apiservice.errors import error_response
+from apiservice.errors import APIError, error_response
 from apiservice.middleware import usage_of
 
 from . import idempotency, limits
 from .models import Meter
+
+
+class QuotaExceeded(APIError):
+    status_code = 429
+    code = "quota_exceeded"
 
 
 @dataclass
@@ -28,6 +33,18 @@ class BillingContext:
     rate: limits.RateState | None = None
     claim: idempotency.Claim | None = None
     reservation: limits.Reservation | None = None
+
+    def hold(self, units: int) -> None:
+        """The call's real size, once the view has read its body: hold all of it, or refuse (429)
+        before the model runs. One row, the usual call, is already held by the admission."""
+        if self.reservation is None or units <= max(1, self.reservation.units):  # admission covered one
+            return
+        try:
+            limits.quota_extend(reservation=self.reservation, units=units)
+        except limits.QuotaRefused as refused:
+            raise QuotaExceeded(
+                refused.message, code=refused.code, headers={"Retry-After": str(limits.seconds_to_next_month())}
+            ) from None
 
 
 # The scope a key needs for the calls billed on each meter: a key without it is refused by the endpoint,
@@ -98,6 +115,7 @@ def admit(request: HttpRequest) -> HttpResponse | None:
             message=f"Your subscription {reason}; update billing at POST /v1/billing/portal.",
         )
     context.reservation = quota if isinstance(quota, limits.Reservation) else None
+    usage_of(request).hold = context.hold
     if isinstance(asked, HttpResponse):  # a malformed Idempotency-Key: 400
         _release(context)
         return asked

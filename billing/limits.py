@@ -330,6 +330,7 @@ class Reservation:
     keys: list[str] = field(default_factory=list)
     lease: "Lease | None" = None
     lease_key: str = ""
+    counters: "_Counters | None" = None  # what the units are held on, to hold more (`quota_extend`)
 
 
 def month_start(now: datetime | None = None) -> datetime:
@@ -378,7 +379,7 @@ class _Counters:
         self.lease_key = "|".join(self.keys)
 
     def leased(self, lease: "Lease") -> Reservation:
-        return Reservation(units=1, keys=self.held_keys, lease=lease, lease_key=self.lease_key)
+        return Reservation(units=1, keys=self.held_keys, lease=lease, lease_key=self.lease_key, counters=self)
 
     def give_back(self, lease: "Lease | None") -> None:
         if lease is not None:
@@ -425,7 +426,7 @@ def _reserve_redis(client: redis.Redis, counters: _Counters, units: int) -> Rese
     for _ in range(3):
         which, _used = link.script(_RESERVE)(keys=counters.keys, args=[*counters.limits, units])
         if which == 0:
-            return Reservation(units=units, keys=counters.held_keys)
+            return Reservation(units=units, keys=counters.held_keys, counters=counters)
         if which > 0:
             raise _refusal(which, meter=counters.meter, cap=counters.limits[which - 1])
         seed = (
@@ -443,7 +444,32 @@ def _reserve_database(counters: _Counters, units: int) -> Reservation:
         raise _refusal(1, meter=counters.meter, cap=cap)
     if budget is not None and _ledger_units(organisation_id=org, api_key_id=counters.api_key_id) + units > budget:
         raise _refusal(2, meter=counters.meter, cap=budget)
-    return Reservation(units=0)
+    return Reservation(units=0, counters=counters)  # checked, not held: the ledger is the count
+
+
+def quota_extend(*, reservation: Reservation, units: int) -> None:
+    """Hold `units` in all for a call whose size became known after admission (its rows), or raise
+    QuotaRefused holding nothing more: so a call never takes a counter past its cap or budget.
+    From the call's lease when it covers them (no round trip), else atomically in Redis, else (Redis
+    unavailable) checked against the ledger like the admission was."""
+    delta = units - reservation.units
+    counters = reservation.counters
+    if delta <= 0 or counters is None:
+        return
+    if reservation.keys:
+        if reservation.lease is not None and leases.take(reservation.lease_key, delta) is not None:
+            reservation.units = units
+            return
+        client = link.client()
+        if client is not None:
+            try:
+                _reserve_redis(client, counters, delta)
+            except redis.RedisError as exc:
+                link.failed(exc)
+            else:
+                reservation.units = units
+                return
+    _reserve_database(counters, units)  # the ledger's count plus all of this call's units
 
 
 # --- Leases: blocks of units a process took from a Redis counter and spends locally -----------------

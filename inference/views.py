@@ -86,6 +86,8 @@ def predict(request: HttpRequest, *, model: str, ref: str | None = None) -> Http
     services.require_ready(servable)
     feeds, form = _predict_feeds(request, servable)
     rows = services.feeds_check(servable=servable, feeds=feeds, param_prefix=form)
+    if usage.hold is not None:  # the quota and budget hold every row before the model runs
+        usage.hold(rows)
     outputs = services.predict(servable=servable, feeds=feeds)
     usage.units, usage.meter = rows, Meter.ONLINE_PREDICTIONS
     key = "predictions" if form == "instances" else "outputs"
@@ -112,6 +114,8 @@ def infer(request: HttpRequest, *, model: str, ref: str | None = None) -> HttpRe
             raise InvalidInput(f"The body is not valid JSON: {exc}") from None
     feeds = oip_feeds(body, binary, signature=servable.signature)
     rows = services.feeds_check(servable=servable, feeds=feeds, param_prefix="inputs")
+    if usage.hold is not None:
+        usage.hold(rows)
     available = [o["name"] for o in servable.signature["outputs"]]
     wanted = requested_outputs(body, available=available)
     outputs = services.predict(servable=servable, feeds=feeds, output_names=[name for name, _ in wanted])

@@ -59,6 +59,31 @@ def test_it_refuses_calls_past_the_free_quota_before_the_model_runs(api, iris):
     assert UsageRecord.objects.get(status_code=429).model_version_id is None  # the model never ran
 
 
+@pytest.mark.parametrize("lease_units", [32, 1], ids=["from-a-lease", "each-call-in-redis"])
+def test_a_call_whose_rows_do_not_fit_the_quota_is_refused_whole(api, iris, settings, lease_units):
+    settings.BILLING_LEASE_UNITS = lease_units
+    free_quota("online_predictions", 5)
+    assert predict(api, rows=3).status_code == 200
+    refused = predict(api, rows=3)  # 6 > 5: nothing of it runs or is billed
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "quota_exceeded"
+    assert int(refused["Retry-After"]) > 0
+    assert predict(api, rows=2).status_code == 200  # the refused call held nothing
+    assert predict(api).status_code == 429
+    assert sum(UsageRecord.objects.values_list("units", flat=True)) == 5
+
+
+def test_a_call_whose_rows_pass_the_key_budget_is_refused_on_the_v2_face_too(api, api_key, org, iris):
+    account_on(org, "payg")
+    key_limit(api_key, monthly_budget_units=3)
+    body = {"inputs": [{"name": "input", "shape": [4, 4], "datatype": "FP32", "data": IRIS_ROW * 4}]}
+    refused = api.post_json("/v2/models/iris/infer", body)
+    assert refused.status_code == 429
+    assert "budget" in refused.json()["error"]
+    assert predict(api, rows=3).status_code == 200
+    assert sum(UsageRecord.objects.values_list("units", flat=True)) == 3
+
+
 def test_it_does_not_cap_pay_as_you_go(api, org, iris):
     free_quota("online_predictions", 1)
     account_on(org, "payg")
@@ -107,6 +132,11 @@ def test_it_checks_quotas_in_the_database_when_redis_is_down(api, iris):
         assert "RateLimit" not in first
         assert predict(api).json()["error"]["code"] == "quota_exceeded"
     assert UsageRecord.objects.filter(units=2).count() == 1
+    free_quota("online_predictions", 4)
+    with override_settings(BILLING_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+        assert predict(api, rows=3).json()["error"]["code"] == "quota_exceeded"  # 2 + 3 > 4, from the ledger
+        assert predict(api, rows=2).status_code == 200
+    assert sum(UsageRecord.objects.values_list("units", flat=True)) == 4
 
 
 def test_it_skips_every_check_with_metering_disabled(api, api_key, iris):
