@@ -2,10 +2,23 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import FileResponse, Http404, HttpRequest
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
 from . import services
-from .models import AliasMove, MLModel, ModelAlias, ModelVersion
+from .models import ALIAS_VALIDATOR, RESERVED_ALIASES, AliasMove, MLModel, ModelAlias, ModelVersion
+
+
+def _check_alias(alias: str) -> None:
+    """The alias rules of `services.alias_move`, as form errors (the admin cannot show the service's)."""
+    try:
+        ALIAS_VALIDATOR(alias)
+    except ValidationError:
+        raise ValidationError(f"'{alias}' is not a valid alias (a slug starting with a letter).") from None
+    if alias in RESERVED_ALIASES:
+        raise ValidationError(f"'{alias}' is reserved.")
 
 
 class VersionInline(admin.TabularInline):
@@ -36,6 +49,12 @@ class VersionUploadForm(forms.ModelForm):
         model = ModelVersion
         fields = ["model"]
 
+    def clean_aliases(self) -> list[str]:
+        aliases = [a.strip() for a in self.cleaned_data.get("aliases", "").split(",") if a.strip()]
+        for alias in aliases:
+            _check_alias(alias)
+        return aliases
+
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
@@ -46,7 +65,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     readonly_fields = [
         "model",
         "number",
-        "file",
+        "stored_file",
         "sha256",
         "size_bytes",
         "opset",
@@ -73,18 +92,42 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ModelVersion, form: Any, change: bool) -> None:
         if change:
             return  # versions are immutable
-        aliases = [a.strip() for a in form.cleaned_data.get("aliases", "").split(",") if a.strip()]
         version = services.model_version_register(
             model=form.cleaned_data["model"],
             content=form.cleaned_data["upload"].read(),
             created_by=request.user,
-            aliases=aliases,
+            aliases=form.cleaned_data["aliases"],
         )
-        obj.pk = version.pk
+        obj.pk, obj.number, obj.status = version.pk, version.number, version.status  # named in "was added"
         if version.status == ModelVersion.Status.FAILED:
             messages.error(request, f"Version {version.number} failed validation: {version.failure_reason}")
         else:
             messages.success(request, f"Version {version.number} is ready.")
+
+    @admin.display(description="File")
+    def stored_file(self, obj: ModelVersion) -> str:
+        """The stored name, and a staff-only download: model files are private, /media/ is not served."""
+        if not obj.file:
+            return "-"
+        url = reverse("admin:models_registry_modelversion_file", args=[obj.pk])
+        return format_html('{} (<a href="{}">download</a>)', obj.file.name, url)
+
+    def get_urls(self) -> list[URLPattern]:
+        download = path(
+            "<path:object_id>/file/",
+            self.admin_site.admin_view(self.file_download),
+            name="models_registry_modelversion_file",
+        )
+        return [download, *super().get_urls()]
+
+    def file_download(self, request: HttpRequest, object_id: str) -> FileResponse:
+        version = self.get_object(request, object_id)
+        if version is None or not version.file:
+            raise Http404("No such model file.")
+        if not self.has_view_permission(request, version):
+            raise PermissionDenied
+        name = f"{version.model.name}-{version.number}.onnx"
+        return FileResponse(version.file.open("rb"), as_attachment=True, filename=name)
 
 
 class AliasMoveInline(admin.TabularInline):
@@ -97,11 +140,44 @@ class AliasMoveInline(admin.TabularInline):
         return False
 
 
+class AliasForm(forms.ModelForm):
+    """Refuses what `services.alias_move` would refuse, as form errors instead of a 500."""
+
+    class Meta:
+        model = ModelAlias
+        fields = ["model", "name", "version"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        versions = ModelVersion.objects.filter(status=ModelVersion.Status.READY).select_related("model")
+        if self.instance.model_id:  # an existing alias moves within its model
+            versions = versions.filter(model_id=self.instance.model_id)
+        self.fields["version"].queryset = versions.order_by("model__name", "number")  # type: ignore[attr-defined]
+        self.fields["version"].help_text = "A ready version of the alias's model (shown as model:number)."
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        _check_alias(name)
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        model = data.get("model") if "model" in self.fields else self.instance.model
+        version = data.get("version")
+        if model is not None and version is not None and version.model_id != model.pk:
+            self.add_error("version", f"Version {version} belongs to another model; choose one of {model.name}'s.")
+        return data
+
+
 @admin.register(ModelAlias)
 class ModelAliasAdmin(admin.ModelAdmin):
+    form = AliasForm
     list_display = ["model", "name", "version", "updated_at"]
     list_select_related = ["model", "version"]
     inlines = [AliasMoveInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ["model", "name"] if obj is not None else []  # moving an alias never renames or re-homes it
 
     def save_model(self, request: HttpRequest, obj: ModelAlias, form: Any, change: bool) -> None:
         moved = services.alias_move(model=obj.model, alias=obj.name, version=obj.version, moved_by=request.user)

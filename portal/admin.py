@@ -1,6 +1,10 @@
 from django.contrib import admin
+from django.urls import reverse_lazy
 
 from .models import Invitation
+
+# The admin's "View site" link goes to the portal: "/" has no page.
+admin.site.site_url = reverse_lazy("portal:home")  # type: ignore[assignment]  # a lazy str
 
 
 @admin.register(Invitation)

@@ -1,8 +1,11 @@
+from typing import Any
+
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from models_registry.models import MLModel, ModelVersion
-from models_registry.services import model_get_or_create
+from models_registry.models import MLModel, ModelAlias, ModelVersion
+from models_registry.services import model_get_or_create, model_version_register
 from tests.conftest import model_bytes
 
 
@@ -11,6 +14,11 @@ def _admin(django_user_model) -> Client:
     client = Client()
     client.force_login(admin)
     return client
+
+
+def _no_moves() -> dict[str, str]:
+    """The management form of the read-only alias-move history inline."""
+    return {"moves-TOTAL_FORMS": "0", "moves-INITIAL_FORMS": "0"}
 
 
 def test_staff_can_upload_a_version_in_the_admin(db, django_user_model):
@@ -52,3 +60,107 @@ def test_the_admin_pages_render(db, django_user_model, iris):
         "/admin/billing/usagerecord/",
     ]:
         assert client.get(path).status_code == 200, path
+
+
+# --- Refusals are form errors, not 500s -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("aliases", ["latest", "Bad Alias!", "staging, latest"])
+def test_the_admin_explains_an_alias_it_cannot_point_at_an_upload(
+    db: Any, django_user_model: Any, aliases: str
+) -> None:
+    client = _admin(django_user_model)
+    model = model_get_or_create(name="admin-iris")
+    response = client.post(
+        "/admin/models_registry/modelversion/add/",
+        {"model": model.pk, "upload": SimpleUploadedFile("iris.onnx", model_bytes("iris")), "aliases": aliases},
+    )
+    assert response.status_code == 200
+    assert "aliases" in response.context["adminform"].form.errors
+    assert not ModelVersion.objects.filter(model=model).exists()
+
+
+def test_the_admin_names_the_new_version_in_its_success_message(db: Any, django_user_model: Any) -> None:
+    client = _admin(django_user_model)
+    model = model_get_or_create(name="admin-iris")
+    response = client.post(
+        "/admin/models_registry/modelversion/add/",
+        {"model": model.pk, "upload": SimpleUploadedFile("iris.onnx", model_bytes("iris")), "aliases": ""},
+        follow=True,
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert any("admin-iris:1" in m and "was added successfully" in m for m in shown), shown
+    assert not any("None" in m for m in shown)
+
+
+def test_the_admin_refuses_an_alias_to_another_models_version(
+    db: Any, django_user_model: Any, iris: ModelVersion, diabetes: ModelVersion
+) -> None:
+    client = _admin(django_user_model)
+    response = client.post(
+        "/admin/models_registry/modelalias/add/",
+        {"model": iris.model_id, "name": "canary", "version": diabetes.pk, **_no_moves()},
+    )
+    assert response.status_code == 200
+    assert "belongs to another model" in str(response.context["adminform"].form.errors["version"])
+    assert not ModelAlias.objects.filter(name="canary").exists()
+
+
+@pytest.mark.parametrize("name", ["latest", "Bad Alias!"])
+def test_the_admin_refuses_an_alias_name_the_service_would_refuse(
+    db: Any, django_user_model: Any, iris: ModelVersion, name: str
+) -> None:
+    client = _admin(django_user_model)
+    response = client.post(
+        "/admin/models_registry/modelalias/add/",
+        {"model": iris.model_id, "name": name, "version": iris.pk, **_no_moves()},
+    )
+    assert response.status_code == 200
+    assert "name" in response.context["adminform"].form.errors
+    assert ModelAlias.objects.count() == 1  # iris's own production alias
+
+
+def test_the_admin_adds_and_moves_an_alias_within_its_model(
+    db: Any, django_user_model: Any, iris: ModelVersion
+) -> None:
+    client = _admin(django_user_model)
+    second = model_version_register(model=iris.model, content=model_bytes("iris"))
+    added = client.post(
+        "/admin/models_registry/modelalias/add/",
+        {"model": iris.model_id, "name": "canary", "version": second.pk, **_no_moves()},
+    )
+    assert added.status_code == 302
+    alias = ModelAlias.objects.get(name="canary")
+    change = f"/admin/models_registry/modelalias/{alias.pk}/change/"
+    offered = client.get(change).context["adminform"].form.fields["version"].queryset
+    assert set(offered) == {iris, second}  # only this model's ready versions
+    assert client.post(change, {"version": iris.pk, **_no_moves()}).status_code == 302
+    alias.refresh_from_db()
+    assert (alias.model_id, alias.name, alias.version_id) == (iris.model_id, "canary", iris.pk)
+    assert [m.to_version_id for m in alias.moves.all()] == [iris.pk, second.pk]
+
+
+# --- Links ------------------------------------------------------------------------------------------
+
+
+def test_the_admin_links_to_the_portal_as_its_site(db: Any, django_user_model: Any) -> None:
+    page = _admin(django_user_model).get("/admin/").content.decode()
+    assert '<a href="/portal/">View site</a>' in page
+
+
+def test_the_admin_shows_a_model_file_by_name_with_a_staff_only_download(
+    db: Any, django_user_model: Any, iris: ModelVersion
+) -> None:
+    client = _admin(django_user_model)
+    page = client.get(f"/admin/models_registry/modelversion/{iris.pk}/change/").content.decode()
+    download = f"/admin/models_registry/modelversion/{iris.pk}/file/"
+    assert f'{iris.file.name} (<a href="{download}">download</a>)' in page
+    assert "/media/" not in page
+    response = client.get(download)
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'attachment; filename="iris-1.onnx"'
+    assert b"".join(response.streaming_content) == iris.file.open("rb").read()
+    customer = django_user_model.objects.create_user("cust", "cust@example.com", "pw-cust-123")
+    outsider = Client()
+    outsider.force_login(customer)
+    assert outsider.get(download).status_code == 302  # to the admin's login: not staff
