@@ -20,6 +20,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from billing.limits import QuotaRefused, Reservation, entitlement_get, quota_reserve, quota_settle
+from billing.models import Meter
 from billing.services import usage_record_batch_chunk
 from inference.services import Servable, predict, servable_from_version
 
@@ -237,13 +239,50 @@ def chunk_run(*, chunk_id: int) -> None:
 
 
 def _chunk_work(chunk: BatchChunk, claim: str, *, poison: bool) -> None:
+    """Run the chunk's lines (or fail them: poison, quota refused), then record and bill it.
+
+    Before the model runs, the chunk's rows are held on the organisation's monthly `batch_rows` quota
+    (and its key's budget): a chunk that does not fit is not predicted, its lines fail with the
+    refusal's code. The hold is settled to the rows billed (0 when this attempt did not bill).
+    """
+    reservation: Reservation | None = None
+    refused: QuotaRefused | None = None
+    if not poison:
+        try:
+            reservation = _chunk_reserve(chunk)
+        except QuotaRefused as exc:
+            refused = exc
+    billed = 0
+    try:
+        billed = _chunk_write(chunk, claim, poison=poison, refused=refused)
+    finally:
+        if reservation is not None:
+            quota_settle(reservation=reservation, units=billed)
+
+
+def _chunk_reserve(chunk: BatchChunk) -> Reservation:
+    batch = chunk.batch
+    return quota_reserve(
+        organisation_id=batch.organisation_id,
+        api_key_id=batch.api_key_id,
+        meter=Meter.BATCH_ROWS,
+        units=chunk.rows,
+        entitlement=entitlement_get(organisation_id=batch.organisation_id),
+    )
+
+
+def _chunk_write(chunk: BatchChunk, claim: str, *, poison: bool, refused: QuotaRefused | None) -> int:
+    """Write the chunk's output and error parts and finish it; the rows billed."""
     batch = chunk.batch
     prefix = storage.batch_prefix(organisation_id=batch.organisation_id, batch_uid=batch.uid)
     result = _ChunkResult()
     # The output goes straight into its stored file (local storage: no copy); errors, rare, via a spool.
     with storage.writing(f"{prefix}/parts/{chunk.index:06d}-{claim}.out") as out, storage.spool() as err:
         if poison:
-            _chunk_poison(chunk, err, result)
+            message = f"This chunk failed {chunk.attempts - 1} times; its lines were not run again."
+            _chunk_fail_lines(chunk, err, result, code="chunk_failed", message=message)
+        elif refused is not None:
+            _chunk_fail_lines(chunk, err, result, code=refused.code, message=refused.message)
         else:
             _chunk_predict(chunk, out.file, err, result)
         err_name = storage.store(f"{prefix}/parts/{chunk.index:06d}-{claim}.err", err) if result.failed_lines else ""
@@ -251,9 +290,12 @@ def _chunk_work(chunk: BatchChunk, claim: str, *, poison: bool) -> None:
     if not result.succeeded_lines:
         storage.delete_quietly([out_name])
         out_name = ""
-    status = BatchChunk.Status.FAILED if poison else BatchChunk.Status.SUCCEEDED
-    if not _chunk_finish(chunk, claim, status, result, out_name, err_name):
+    status = BatchChunk.Status.FAILED if poison or refused else BatchChunk.Status.SUCCEEDED
+    refusal = {"code": refused.code, "message": refused.message, "line": None} if refused else None
+    billed = _chunk_finish(chunk, claim, status, result, out_name, err_name, batch_error=refusal)
+    if billed is None:
         storage.delete_quietly([out_name, err_name])  # another attempt owns this chunk now
+    return billed or 0
 
 
 @dataclass
@@ -336,15 +378,15 @@ def _chunk_lines(chunk: BatchChunk, parser: Parser) -> Iterator[Request]:
                 yield item
 
 
-def _chunk_poison(chunk: BatchChunk, err: IO[bytes], result: _ChunkResult) -> None:
-    message = f"This chunk failed {chunk.attempts - 1} times; its lines were not run again."
+def _chunk_fail_lines(chunk: BatchChunk, err: IO[bytes], result: _ChunkResult, *, code: str, message: str) -> None:
+    """Fail every valid line of the chunk without running the model (poison chunk, quota refused)."""
     for request in _chunk_requests(chunk):
         err.write(
             error_line(
                 batch_uid=chunk.batch.uid,
                 number=request.number,
                 custom_id=request.custom_id,
-                code="chunk_failed",
+                code=code,
                 message=message,
             )
         )
@@ -466,10 +508,23 @@ def _run_group(servable: Servable, group: list[Request], writer: _Writer) -> Non
 
 
 def _chunk_finish(
-    chunk: BatchChunk, claim: str, status: str, result: _ChunkResult, out_name: str, err_name: str
-) -> bool:
-    """Mark the chunk done if this attempt still owns it; add its counts and bill it, all at once."""
+    chunk: BatchChunk,
+    claim: str,
+    status: str,
+    result: _ChunkResult,
+    out_name: str,
+    err_name: str,
+    *,
+    batch_error: dict[str, Any] | None = None,
+) -> int | None:
+    """Mark the chunk done if this attempt still owns it; add its counts and bill it, all at once.
+
+    The rows this call billed (0 when skipped, or when the chunk's ledger row already existed), or
+    None when another attempt owns the chunk (nothing changed). `batch_error` is added once to the
+    batch's `errors` (a quota refusal).
+    """
     batch = chunk.batch
+    billed = 0
     with transaction.atomic():
         owned = BatchChunk.objects.filter(pk=chunk.pk, claim=claim, status=BatchChunk.Status.RUNNING).update(
             status=status,
@@ -481,15 +536,17 @@ def _chunk_finish(
             finished_at=timezone.now(),
         )
         if not owned:
-            return False
+            return None
         Batch.objects.filter(pk=batch.pk).update(
             completed=F("completed") + result.succeeded_lines,
             failed=F("failed") + result.failed_lines,
             rows_done=F("rows_done") + (chunk.rows if status != BatchChunk.Status.SKIPPED else 0),
             chunks_done=F("chunks_done") + 1,
         )
+        if batch_error is not None:
+            _batch_error_add(batch_id=batch.pk, error=batch_error)
         if status != BatchChunk.Status.SKIPPED:
-            usage_record_batch_chunk(
+            written = usage_record_batch_chunk(
                 batch_id=batch.uid,
                 chunk_index=chunk.index,
                 organisation_id=batch.organisation_id,
@@ -497,13 +554,23 @@ def _chunk_finish(
                 model_version_id=batch.model_version_id,
                 units=result.succeeded_rows,
             )
+            billed = result.succeeded_rows if written else 0
     if not BatchChunk.objects.filter(
         batch_id=batch.pk, status__in=[BatchChunk.Status.PENDING, BatchChunk.Status.RUNNING]
     ).exists():
         from .tasks import batch_finalize
 
         batch_finalize.delay(batch.pk)
-    return True
+    return billed
+
+
+def _batch_error_add(*, batch_id: int, error: dict[str, Any]) -> None:
+    """Put a batch-level error first in the batch's `errors`, once per code (the row is locked)."""
+    batch = Batch.objects.select_for_update().only("errors").get(pk=batch_id)
+    if any(existing.get("code") == error["code"] and existing.get("line") is None for existing in batch.errors):
+        return
+    batch.errors = [error, *batch.errors]
+    batch.save(update_fields=["errors"])
 
 
 # --- Finalisation ---------------------------------------------------------------------------------

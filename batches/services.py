@@ -18,6 +18,9 @@ from django.utils.text import get_valid_filename
 
 from apiservice.auth import Principal
 from apiservice.errors import Conflict, InvalidInput, PayloadTooLarge, Unprocessable
+from billing import limits
+from billing.gateway import QuotaExceeded
+from billing.models import Meter
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get, model_version_resolve
 
@@ -115,6 +118,7 @@ def batch_create(*, principal: Principal, spec: BatchSpec, idempotency_key: str 
         existing = _idempotent_replay(principal.organisation_id, idempotency_key, digest)
         if existing is not None:
             return existing, False
+    _quota_check(principal=principal)
     batch = _batch_build(principal=principal, spec=spec)
     batch.idempotency_key, batch.request_hash = idempotency_key or None, digest
     try:
@@ -132,6 +136,24 @@ def batch_create(*, principal: Principal, spec: BatchSpec, idempotency_key: str 
             raise
         return existing, False
     return batch, True
+
+
+def _quota_check(*, principal: Principal) -> None:
+    """Refuse a batch (429) when not one more row fits in the month's `batch_rows` quota or the key's
+    budget; each chunk is checked again before it runs (`execution._chunk_reserve`)."""
+    try:
+        reservation = limits.quota_reserve(
+            organisation_id=principal.organisation_id,
+            api_key_id=principal.api_key_id,
+            meter=Meter.BATCH_ROWS,
+            units=1,
+            entitlement=limits.entitlement_get(organisation_id=principal.organisation_id),
+        )
+    except limits.QuotaRefused as refused:
+        raise QuotaExceeded(
+            refused.message, code=refused.code, headers={"Retry-After": str(limits.seconds_to_next_month())}
+        ) from None
+    limits.quota_settle(reservation=reservation, units=0)  # a probe: nothing is held for the batch
 
 
 def _idempotent_replay(organisation_id: int, key: str, digest: str) -> Batch | None:

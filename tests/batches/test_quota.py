@@ -1,0 +1,134 @@
+"""A hard-capped plan's monthly `batch_rows` quota: held per chunk before the model runs, never passed."""
+
+import time
+from typing import Any
+
+import pytest
+
+from batches import execution, validation
+from batches.models import Batch, BatchChunk, BatchPart
+from billing import limits
+from billing.models import Meter, UsageRecord
+from tests.billing.conftest import _fresh_billing_caches, account_on, free_quota, key_limit  # noqa: F401
+
+from .conftest import TERMINAL, content, create, json_lines, jsonl, upload
+
+FREE_CAP = 10_000  # billing/catalog.py: the free plan's batch_rows per month
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    """Run a batch's tasks here, by hand (`run`); nothing is queued."""
+    monkeypatch.setattr("batches.tasks.batch_validate.delay", lambda *_: None)
+    monkeypatch.setattr("batches.tasks.batch_finalize.delay", lambda *_: None)
+    monkeypatch.setattr("batches.tasks.webhook_deliver.delay", lambda *_: None)
+
+
+def run(uid: str) -> Batch:
+    """What the Celery worker does: validate, run every chunk, finalise."""
+    batch = Batch.objects.get(uid=uid)
+    validation.batch_validate(batch_id=batch.pk)
+    for part in BatchPart.objects.filter(batch=batch):
+        validation.part_validate(part_id=part.pk)
+    validation.batch_validate_finish(batch_id=batch.pk)
+    for chunk in BatchChunk.objects.filter(batch=batch).order_by("index"):
+        execution.chunk_run(chunk_id=chunk.pk)
+    execution.batch_finalize(batch_id=batch.pk)
+    return Batch.objects.get(pk=batch.pk)
+
+
+def billed_rows() -> int:
+    return sum(UsageRecord.objects.filter(meter=Meter.BATCH_ROWS).values_list("units", flat=True))
+
+
+def test_it_stops_a_free_organisation_exactly_at_its_monthly_cap(api, org, diabetes, in_process, settings):
+    account_on(org, "free")
+    settings.BATCH_CHUNK_ROWS = 2500  # 12,000 rows: four chunks of 2,500 fit in 10,000, the fifth does not
+    batch = run(create(api, upload(api, jsonl(12_000))["id"])["id"])
+    assert billed_rows() == FREE_CAP
+    done = api.get(f"/v1/batches/{batch.uid}").json()
+    assert done["status"] == "completed"
+    assert done["request_counts"] == {"total": 12_000, "completed": FREE_CAP, "failed": 2_000}
+    refusal = done["errors"]["data"][0]
+    assert refusal["code"] == "quota_exceeded"
+    assert refusal["line"] is None
+    assert f"{FREE_CAP} batch_rows" in refusal["message"]
+    errors = json_lines(content(api, done["error_file_id"]))
+    assert {error["error"]["code"] for error in errors} == {"quota_exceeded"}
+    assert [error["custom_id"] for error in errors] == [f"req-{i}" for i in range(FREE_CAP, 12_000)]
+    assert len(json_lines(content(api, done["output_file_id"]))) == FREE_CAP
+
+
+def test_it_runs_no_model_for_a_refused_chunk(api, org, diabetes, in_process, settings, monkeypatch):
+    account_on(org, "free")
+    free_quota(Meter.BATCH_ROWS, 10)
+    monkeypatch.setattr(execution, "predict", lambda **_: pytest.fail("the model ran"))
+    batch = run(create(api, upload(api, jsonl(11))["id"])["id"])
+    assert (batch.status, batch.completed, batch.failed) == ("completed", 0, 11)
+    assert billed_rows() == 0
+
+
+def test_it_bills_a_chunk_run_again_once_and_holds_nothing_for_it(api, org, diabetes, in_process, settings):
+    account_on(org, "free")
+    settings.BATCH_CHUNK_ROWS = 50
+    batch = run(create(api, upload(api, jsonl(100))["id"])["id"])
+    assert billed_rows() == 100
+    first = BatchChunk.objects.get(batch=batch, index=0)
+    BatchChunk.objects.filter(pk=first.pk).update(status=BatchChunk.Status.PENDING)  # a redelivered chunk
+    execution.chunk_run(chunk_id=first.pk)
+    assert billed_rows() == 100
+    # The counter holds exactly what was billed: all the rest of the month's quota still fits, no more.
+    entitlement = limits.entitlement_get(organisation_id=org.pk)
+    hold = {"organisation_id": org.pk, "api_key_id": None, "meter": Meter.BATCH_ROWS, "entitlement": entitlement}
+    with pytest.raises(limits.QuotaRefused):
+        limits.quota_reserve(**hold, units=FREE_CAP - 100 + 1)
+    limits.quota_reserve(**hold, units=FREE_CAP - 100)
+
+
+def test_it_refuses_to_create_a_batch_once_the_quota_is_used_up(api, org, diabetes, in_process):
+    account_on(org, "free")
+    free_quota(Meter.BATCH_ROWS, 5)
+    file = upload(api, jsonl(5))
+    run(create(api, file["id"])["id"])
+    assert billed_rows() == 5
+    response = api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes"})
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "quota_exceeded"
+    assert 0 < int(response["Retry-After"]) <= limits.seconds_to_next_month()
+    assert Batch.objects.count() == 1
+
+
+def test_it_creates_batches_on_uncapped_plans_whatever_they_used(api, org, diabetes, in_process):
+    account_on(org, "payg")
+    UsageRecord.objects.create(
+        organisation=org, request_id="earlier", face="batch", meter=Meter.BATCH_ROWS, units=10**7, status_code=200
+    )
+    file = upload(api, jsonl(2))
+    assert api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes"}).status_code == 201
+
+
+@pytest.mark.live
+def test_a_worker_never_bills_past_the_cap_with_chunks_running_at_once(
+    transactional_db, batch_worker, api, api_key, org, diabetes
+):
+    cap = 120
+    account_on(org, "free")
+    free_quota(Meter.BATCH_ROWS, cap)
+    key_limit(api_key, rate_limit="100000/minute")  # the free plan's 60/minute is not what this tests
+    batch = create(api, upload(api, jsonl(230))["id"])
+    deadline = time.monotonic() + 180
+    while Batch.objects.get(uid=batch["id"]).status not in TERMINAL:
+        assert time.monotonic() < deadline, "batch stuck"
+        time.sleep(0.2)
+    done = api.get(f"/v1/batches/{batch['id']}").json()
+    assert done["status"] == "completed", done
+    billed = billed_rows()
+    assert 0 < billed <= cap
+    assert done["request_counts"] == {"total": 230, "completed": billed, "failed": 230 - billed}
+    assert done["errors"]["data"][0]["code"] == "quota_exceeded"
+    refused = BatchChunk.objects.filter(batch__uid=batch["id"], status=BatchChunk.Status.FAILED)
+    assert refused.exists()
+    assert all(chunk.rows > cap - billed for chunk in refused)  # refused only when it did not fit
+    errors = json_lines(content(api, done["error_file_id"]))
+    assert len(errors) == 230 - billed
+    assert {error["error"]["code"] for error in errors} == {"quota_exceeded"}
