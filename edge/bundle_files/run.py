@@ -13,16 +13,24 @@ the manifest's Ed25519 signature and every file's size and SHA-256 before anythi
 Exit status: 0 ok, 1 golden outputs out of tolerance, 2 verification failed, 3 bad usage or input.
 """
 
-import argparse
-import base64
-import csv
-import hashlib
-import io
-import json
+# First, before any other import: Python puts this script's folder at the head of sys.path, so a file
+# dropped beside run.py (onnxruntime.py, numpy.py, even json.py) would be imported instead of the real
+# module. `os` and `sys` are loaded (or frozen) before this line runs, so they cannot be shadowed.
+import os
 import sys
-import zipfile
-import zlib
-from pathlib import Path
+
+_HERE = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import base64  # noqa: E402
+import csv  # noqa: E402
+import hashlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import zipfile  # noqa: E402
+import zlib  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 SIGNED = ("manifest.json", "manifest.sig")
 
@@ -80,7 +88,34 @@ class Bundle:
         except (zipfile.BadZipFile, zlib.error) as exc:
             raise VerificationError(f"corrupt member {path}: {exc}") from None
 
-    def verify(self, public_key):
+    def members(self):
+        """Every entry of the bundle: the zip's member names, or the folder's files and links."""
+        if self._zip is not None:
+            return set(self._zip.namelist())
+        found = set()
+        for folder, dirs, files in os.walk(self.location):  # does not follow linked folders...
+            links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # ...which are entries too
+            for name in files + links:
+                found.add(Path(folder, name).relative_to(self.location).as_posix())
+        return found
+
+    def _outside(self, paths):
+        """Of the files named on the command line, those inside this folder, relative to it."""
+        if self._zip is not None:
+            return set()
+        root = self.location.resolve()
+        inside = set()
+        for path in paths:
+            resolved = Path(path).resolve()
+            if resolved.is_file() and root in resolved.parents:
+                inside.add(resolved.relative_to(root).as_posix())
+        return inside
+
+    def verify(self, public_key, yours=()):
+        """Check the signature, every listed file, and that nothing else is in the bundle.
+
+        `yours`: files named on the command line (the input, the public key). They are the caller's
+        data, read and never executed, so they may sit in the bundle's folder."""
         from cryptography.exceptions import InvalidSignature
 
         manifest_bytes, signature = self.read("manifest.json"), self.read("manifest.sig")
@@ -96,10 +131,12 @@ class Bundle:
             data = self.read(entry["path"])
             if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 raise VerificationError(f"file changed: {entry['path']}")
-        if self._zip is not None:
-            extra = set(self._zip.namelist()) - listed - set(SIGNED)
-            if extra:
-                raise VerificationError(f"files not in the manifest: {sorted(extra)}")
+        extra = self.members() - listed - set(SIGNED) - self._outside(yours)
+        if extra:
+            raise VerificationError(
+                f"files not in the manifest: {sorted(extra)} (a bundle holds only its signed files: "
+                "extract the zip again into an empty folder)"
+            )
         self.manifest = manifest
         return manifest
 
@@ -274,7 +311,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         bundle = Bundle(args.bundle)
-        bundle.verify(load_public_key(args.public_key))
+        named = [args.public_key, getattr(args, "input", None)]
+        bundle.verify(load_public_key(args.public_key), yours=[path for path in named if path and path != "-"])
         return {"verify": cmd_verify, "golden": cmd_golden, "predict": cmd_predict}[args.command](bundle, args)
     except VerificationError as exc:
         print(f"VERIFICATION FAILED: {exc}", file=sys.stderr)

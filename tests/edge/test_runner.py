@@ -64,6 +64,61 @@ def test_it_detects_a_one_byte_change_anywhere(iris_folder, key_file, path):
     assert "VERIFICATION FAILED" in result.stderr
 
 
+def _rows_file(folder: Path, target: Path) -> Path:
+    """The bundle's golden inputs as a JSON rows file at `target` (outside the bundle, as advised)."""
+    inputs = json.loads((folder / "golden/inputs.json").read_text())["inputs"][0]
+    target.write_text(json.dumps(np.asarray(inputs["data"]).reshape(inputs["shape"]).tolist()))
+    return target
+
+
+@pytest.mark.parametrize("planted", ["onnxruntime.py", "numpy/__init__.py", "json.py", "models/fp32/extra.onnx"])
+def test_it_refuses_a_file_dropped_into_the_bundle_folder(iris_folder, key_file, tmp_path, planted):
+    target = iris_folder / planted
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("raise SystemExit('pwned')\n")
+    rows = _rows_file(iris_folder, tmp_path / "rows.json")
+    for command in (["verify"], ["predict", "--input", str(rows)]):
+        result = run(iris_folder, *command, "--public-key", str(key_file))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"files not in the manifest: ['{planted}']" in result.stderr
+        assert "pwned" not in result.stdout + result.stderr
+
+
+def test_it_refuses_a_linked_folder_in_the_bundle_folder(iris_folder, key_file, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (iris_folder / "extras").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    result = run(iris_folder, "verify", "--public-key", str(key_file))
+    assert result.returncode == 2
+    assert "files not in the manifest: ['extras']" in result.stderr
+
+
+def test_it_lets_the_input_and_key_you_name_sit_in_the_bundle_folder(iris_folder, key_file):
+    (iris_folder / "modelmeter.pem").write_bytes(key_file.read_bytes())
+    _rows_file(iris_folder, iris_folder / "rows.json")
+    result = run(iris_folder, "predict", "--public-key", "modelmeter.pem", "--input", "rows.json")
+    assert result.returncode == 0, result.stderr
+    assert run(iris_folder, "verify", "--public-key", "modelmeter.pem").returncode == 2  # rows.json: not named
+
+
+def test_it_never_imports_modules_planted_beside_run_py(iris_folder, key_file, tmp_path):
+    runner = tmp_path / "runner"
+    runner.mkdir()
+    (runner / "run.py").write_bytes((iris_folder / "run.py").read_bytes())
+    for module in ("onnxruntime.py", "numpy.py", "cryptography.py", "argparse.py", "json.py", "zipfile.py"):
+        (runner / module).write_text("raise SystemExit('pwned')\n")
+    rows = _rows_file(iris_folder, tmp_path / "rows.json")
+    outside = [sys.executable, str(runner / "run.py"), "--bundle", str(iris_folder)]
+    result = subprocess.run(
+        [*outside, "predict", "--public-key", str(key_file), "--input", str(rows)],
+        cwd=runner,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["variant"] == "fp32"
+
+
 def test_it_refuses_another_public_key(iris_folder, tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
