@@ -5,6 +5,7 @@ the whole file. Parsing reuses the `:predict` body rules of `inference.tensors`,
 accepted exactly when the same body would be accepted online.
 """
 
+import codecs
 import csv
 import io
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,6 +21,7 @@ from inference.tensors import check_feeds, predict_feeds, predict_response, to_a
 
 Signature = Mapping[str, list[dict[str, Any]]]
 READ_BLOCK = 1024 * 1024
+UTF8_BOM = codecs.BOM_UTF8  # Excel's "CSV UTF-8" and some JSONL writers start the file with it
 
 
 class LineError(Exception):
@@ -52,7 +54,22 @@ class RawLine(NamedTuple):
 def iter_lines(
     stream: IO[bytes], *, offset: int = 0, length: int | None = None, first_number: int = 1
 ) -> Iterator[RawLine]:
-    """The lines of a binary stream (or of `length` bytes of it from `offset`), read in 1 MiB blocks."""
+    """The lines of a binary stream (or of `length` bytes of it from `offset`), read in 1 MiB blocks.
+
+    A UTF-8 byte order mark at the start of the file is not part of the first line's data (its offset
+    stays 0, the offsets of the lines after it are unchanged).
+    """
+    stream.seek(offset)
+    bom = offset == 0 and stream.read(len(UTF8_BOM)) == UTF8_BOM
+    lines = _lines(stream, offset=offset, length=length, first_number=first_number)
+    if bom:  # outside the per-line loop: it costs nothing to the files without one
+        first = next(lines, None)
+        if first is not None:
+            yield first._replace(data=first.data[len(UTF8_BOM) :])
+    yield from lines
+
+
+def _lines(stream: IO[bytes], *, offset: int, length: int | None, first_number: int) -> Iterator[RawLine]:
     stream.seek(offset)
     remaining = length
     pending, pending_offset, number, position = b"", offset, first_number, offset

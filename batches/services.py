@@ -26,7 +26,7 @@ from models_registry.selectors import model_get, model_version_resolve
 
 from . import storage
 from .execution import chunks_skip_pending
-from .formats import FileError, csv_output_columns
+from .formats import UTF8_BOM, FileError, csv_output_columns
 from .models import Batch, File
 from .selectors import batch_get, file_get
 from .webhooks import webhook_url_check
@@ -57,7 +57,7 @@ def file_create(*, organisation_id: int, upload: UploadedFile, purpose: str) -> 
             f"The file ({size} bytes) is over the {settings.FILE_MAX_BYTES}-byte limit.", param="file"
         )
     upload.seek(0)
-    head = upload.read(4096)
+    head = upload.read(4096).removeprefix(UTF8_BOM)
     if size == 0 or not head.strip():
         raise InvalidInput("The file is empty.", code="empty_file", param="file")
     upload.seek(0)

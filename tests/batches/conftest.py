@@ -152,3 +152,27 @@ def no_queue(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr("batches.tasks.batch_validate.delay", queued.append)
     monkeypatch.setattr("batches.tasks.webhook_deliver.delay", lambda *_: None)
     return queued
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    """Run a batch's tasks here, by hand (`run`); nothing is queued."""
+    monkeypatch.setattr("batches.tasks.batch_validate.delay", lambda *_: None)
+    monkeypatch.setattr("batches.tasks.batch_finalize.delay", lambda *_: None)
+    monkeypatch.setattr("batches.tasks.webhook_deliver.delay", lambda *_: None)
+
+
+def run(uid: str) -> Any:
+    """What the Celery worker does: validate, run every chunk, finalise (use with `in_process`)."""
+    from batches import execution, validation
+    from batches.models import Batch, BatchChunk, BatchPart
+
+    batch = Batch.objects.get(uid=uid)
+    validation.batch_validate(batch_id=batch.pk)
+    for part in BatchPart.objects.filter(batch=batch):
+        validation.part_validate(part_id=part.pk)
+    validation.batch_validate_finish(batch_id=batch.pk)
+    for chunk in BatchChunk.objects.filter(batch=batch).order_by("index"):
+        execution.chunk_run(chunk_id=chunk.pk)
+    execution.batch_finalize(batch_id=batch.pk)
+    return Batch.objects.get(pk=batch.pk)

@@ -1,40 +1,18 @@
 """A hard-capped plan's monthly `batch_rows` quota: held per chunk before the model runs, never passed."""
 
 import time
-from typing import Any
 
 import pytest
 
-from batches import execution, validation
-from batches.models import Batch, BatchChunk, BatchPart
+from batches import execution
+from batches.models import Batch, BatchChunk
 from billing import limits
 from billing.models import Meter, UsageRecord
 from tests.billing.conftest import _fresh_billing_caches, account_on, free_quota, key_limit  # noqa: F401
 
-from .conftest import TERMINAL, content, create, json_lines, jsonl, upload
+from .conftest import TERMINAL, content, create, json_lines, jsonl, run, upload
 
 FREE_CAP = 10_000  # billing/catalog.py: the free plan's batch_rows per month
-
-
-@pytest.fixture
-def in_process(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
-    """Run a batch's tasks here, by hand (`run`); nothing is queued."""
-    monkeypatch.setattr("batches.tasks.batch_validate.delay", lambda *_: None)
-    monkeypatch.setattr("batches.tasks.batch_finalize.delay", lambda *_: None)
-    monkeypatch.setattr("batches.tasks.webhook_deliver.delay", lambda *_: None)
-
-
-def run(uid: str) -> Batch:
-    """What the Celery worker does: validate, run every chunk, finalise."""
-    batch = Batch.objects.get(uid=uid)
-    validation.batch_validate(batch_id=batch.pk)
-    for part in BatchPart.objects.filter(batch=batch):
-        validation.part_validate(part_id=part.pk)
-    validation.batch_validate_finish(batch_id=batch.pk)
-    for chunk in BatchChunk.objects.filter(batch=batch).order_by("index"):
-        execution.chunk_run(chunk_id=chunk.pk)
-    execution.batch_finalize(batch_id=batch.pk)
-    return Batch.objects.get(pk=batch.pk)
 
 
 def billed_rows() -> int:
