@@ -5,7 +5,7 @@ Needs only the standard library, onnxruntime (with its numpy) and cryptography.
 
     python run.py verify  --public-key modelmeter.pem
     python run.py golden  --public-key modelmeter.pem [--variant int8]
-    python run.py predict --public-key modelmeter.pem --input rows.csv [--variant fp32]
+    python run.py predict --public-key modelmeter.pem --input rows.csv [--variant fp32] [--allow-nan]
 
 `--bundle` is the bundle's zip or its extracted folder (default: the folder holding this file).
 `--public-key` is a PEM file, or the base64 raw key from `GET /v1/edge/keys`. Every command verifies
@@ -227,25 +227,110 @@ def compare(expected, actual, tolerance):
     return {"passed": not failures, "outputs": outputs, "failures": failures}
 
 
-def read_input(path, signature):
-    """JSON (`{"instances": rows}`, `{"inputs": {name: tensor}}` or a bare list of rows) or CSV rows."""
-    import numpy as np
-
+def read_input(path, signature, allow_nan=False):
+    """JSON (`{"instances": rows}`, `{"inputs": {name: tensor}}` or a bare list of rows) or CSV rows,
+    checked against the model's inputs (see `check_input`) so a bad input is a usage error (3)."""
     specs = signature["inputs"]
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     if str(path).endswith(".csv"):
-        rows = [row for row in csv.reader(io.StringIO(text)) if row]
-        if rows and not _numeric(rows[0]):
-            rows = rows[1:]  # a header line
-        body = {"instances": [[float(v) for v in row] for row in rows]}
+        body = {"instances": _csv_rows(text)}
     else:
-        body = json.loads(text)
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"the input is not valid JSON: {exc}") from None
         body = {"instances": body} if isinstance(body, list) else body
-    if "inputs" in body and isinstance(body["inputs"], dict):
-        return {s["name"]: np.asarray(body["inputs"][s["name"]], dtype=DTYPES[s["datatype"]]) for s in specs}
-    if len(specs) != 1:
+    if not isinstance(body, dict):
+        raise UsageError('send rows (a list), {"instances": rows} or {"inputs": {name: tensor}}')
+    if isinstance(body.get("inputs"), dict):
+        given = body["inputs"]
+        unknown = sorted(set(given) - {s["name"] for s in specs})
+        missing = [s["name"] for s in specs if s["name"] not in given]
+        if unknown or missing:
+            raise UsageError(
+                f"unknown input(s) {unknown}, missing input(s) {missing}; "
+                f"this model's inputs are: {', '.join(s['name'] for s in specs)}"
+            )
+    elif len(specs) != 1:
         raise UsageError('this model has several inputs: send {"inputs": {name: tensor}}')
-    return {specs[0]["name"]: np.asarray(body["instances"], dtype=DTYPES[specs[0]["datatype"]])}
+    elif "instances" not in body:
+        raise UsageError('send rows (a list), {"instances": rows} or {"inputs": {name: tensor}}')
+    else:
+        given = {specs[0]["name"]: body["instances"]}
+    feeds = {s["name"]: check_input(given[s["name"]], s, allow_nan=allow_nan) for s in specs}
+    _check_rows(feeds, specs)
+    return feeds
+
+
+def _csv_rows(text):
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    if rows and not _numeric(rows[0]):
+        rows = rows[1:]  # a header line
+    for number, row in enumerate(rows, start=1):
+        if not _numeric(row):
+            raise UsageError(f"CSV row {number} holds a value that is not a number: {row}")
+    return [[float(v) for v in row] for row in rows]
+
+
+def check_input(value, spec, allow_nan=False):
+    """One input as an array of the model's datatype, refused (UsageError) as the online API refuses it:
+    ragged rows, strings or decimals where numbers or integers go, values out of range, the wrong rank
+    or a wrong fixed dimension, and NaN or infinity (unless `allow_nan`)."""
+    import numpy as np
+
+    name, datatype = spec["name"], spec["datatype"]
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raw = np.asarray(None)
+    if raw.dtype.kind == "O":
+        raise UsageError(f"input '{name}' is ragged (rows of different lengths) or mixes value types")
+    if datatype == "BYTES":
+        if raw.dtype.kind != "U":
+            raise UsageError(f"input '{name}' expects strings (BYTES)")
+        array = raw.astype(object)
+    elif datatype == "BOOL":
+        if raw.dtype.kind != "b":
+            raise UsageError(f"input '{name}' expects booleans (BOOL)")
+        array = raw
+    else:
+        array = _numbers(raw, name, datatype, allow_nan)
+    expected = spec["shape"]
+    wanted = "[" + ", ".join("N" if d < 0 else str(d) for d in expected) + "]"
+    if array.ndim != len(expected) or any(w >= 0 and g != w for g, w in zip(array.shape, expected)):  # noqa: B905
+        raise UsageError(f"input '{name}' has shape {list(array.shape)}; the model expects {wanted}")
+    if array.ndim and array.shape[0] == 0:
+        raise UsageError(f"input '{name}' is empty")
+    return array
+
+
+def _numbers(raw, name, datatype, allow_nan):
+    import numpy as np
+
+    if raw.dtype.kind not in "iuf":
+        raise UsageError(f"input '{name}' expects numbers ({datatype})")
+    target = np.dtype(DTYPES[datatype])
+    if target.kind in "iu":
+        if raw.dtype.kind == "f" and not (np.isfinite(raw).all() and (raw == np.floor(raw)).all()):
+            raise UsageError(f"input '{name}' expects integers ({datatype}), got decimals, NaN or infinity")
+        limits = np.iinfo(target)
+        if raw.size and (raw.min() < limits.min or raw.max() > limits.max):
+            raise UsageError(f"input '{name}' has values out of range for {datatype}")
+        return raw.astype(target)
+    with np.errstate(over="ignore"):  # too large for the type: infinity, judged below
+        array = raw.astype(target)
+    if not allow_nan and not np.isfinite(array).all():
+        raise UsageError(
+            f"input '{name}' contains NaN or infinity (or a number too large for {datatype}); the online API "
+            "refuses these too. Pass --allow-nan to run the model on them anyway."
+        )
+    return array
+
+
+def _check_rows(feeds, specs):
+    rows = {s["name"]: feeds[s["name"]].shape[0] for s in specs if s["shape"] and s["shape"][0] < 0}
+    if len(set(rows.values())) > 1:
+        raise UsageError(f"every input needs the same number of rows; got {rows}")
 
 
 def _numeric(row):
@@ -291,8 +376,14 @@ def cmd_golden(bundle, args):
 
 
 def cmd_predict(bundle, args):
+    feeds = read_input(args.input, bundle.manifest["signature"], allow_nan=args.allow_nan)
     runner = Runner(bundle, args.variant)
-    outputs = runner.run(read_input(args.input, bundle.manifest["signature"]))
+    try:
+        outputs = runner.run(feeds)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        raise UsageError(f"ONNX Runtime refused this input: {exc}") from None
     print(json.dumps({"variant": runner.variant, "outputs": {n: _jsonable(v) for n, v in outputs.items()}}))
     return 0
 
@@ -308,6 +399,9 @@ def main(argv=None):
             command.add_argument("--variant", choices=["fp32", "int8", "ort"])
         if name == "predict":
             command.add_argument("--input", required=True, help="a .json or .csv file, or - for JSON on stdin")
+            command.add_argument(
+                "--allow-nan", action="store_true", help="run on NaN or infinite floats (refused by default)"
+            )
     args = parser.parse_args(argv)
     try:
         bundle = Bundle(args.bundle)

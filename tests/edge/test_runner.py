@@ -181,3 +181,44 @@ def test_it_predicts_the_online_labels_with_the_int8_variant(digits, api, key_fi
     agreement = np.mean(np.asarray(local["label"]) == np.asarray(online["label"]))
     assert agreement >= 0.99
     np.testing.assert_allclose(np.asarray(local["probabilities"]), np.asarray(online["probabilities"]), atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([[5.1, 3.5, 1.4]], "has shape [1, 3]; the model expects [N, 4]"),
+        ([5.1, 3.5, 1.4, 0.2], "has shape [4]; the model expects [N, 4]"),
+        ([[[5.1, 3.5, 1.4, 0.2]]], "has shape [1, 1, 4]; the model expects [N, 4]"),
+        ([[5.1, 3.5, 1.4, 0.2], [5.1, 3.5]], "is ragged"),
+        ([["a", "b", "c", "d"]], "expects numbers (FP32)"),
+        ({"inputs": {"pixels": [[1, 2, 3, 4]]}}, "unknown input(s) ['pixels'], missing input(s)"),
+        ({"rows": [[5.1, 3.5, 1.4, 0.2]]}, "send rows (a list)"),
+    ],
+)
+def test_it_refuses_an_input_the_model_cannot_take_as_bad_input(iris_folder, key_file, tmp_path, body, message):
+    (tmp_path / "rows.json").write_text(json.dumps(body))
+    result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(tmp_path / "rows.json"))
+    assert result.returncode == 3, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("rows.json", "[[5.1, 3.5, NaN, 0.2]]"),
+        ("rows.json", '{"instances": [[5.1, Infinity, 1.4, 0.2]]}'),
+        ("rows.json", "[[5.1, 3.5, 1e400, 0.2]]"),
+        ("rows.csv", "5.1,3.5,1.4,0.2\n5.1,-inf,1.4,nan\n"),
+    ],
+)
+def test_it_refuses_nan_and_infinity_unless_allowed(iris_folder, key_file, tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    command = ["predict", "--public-key", str(key_file), "--input", str(tmp_path / name)]
+    refused = run(iris_folder, *command)
+    assert refused.returncode == 3
+    assert "contains NaN or infinity" in refused.stderr
+    assert "--allow-nan" in refused.stderr
+    allowed = run(iris_folder, *command, "--allow-nan")
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["variant"] == "fp32"
