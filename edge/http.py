@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 from typing import IO
 
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
+from django.utils.http import parse_etags
 
 from apiservice.errors import error_response
 
@@ -39,6 +40,13 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+def none_match(header: str, etag: str) -> bool:
+    """If-None-Match with RFC 9110's weak comparison (13.1.2): `W/"x"` matches `"x"`; `*` matches any
+    current representation, and a bundle being served has one."""
+    tags = parse_etags(header)
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
+
+
 def _slice(handle: IO[bytes], start: int, length: int) -> Iterator[bytes]:
     try:
         handle.seek(start)
@@ -62,7 +70,7 @@ def file_response(
     content_type: str = "application/zip",
 ) -> HttpResponse | StreamingHttpResponse | FileResponse:
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-transform"}
-    if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
+    if none_match(request.headers.get("If-None-Match", ""), etag):
         response_304 = HttpResponseNotModified()
         for name, value in headers.items():
             response_304[name] = value

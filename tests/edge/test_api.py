@@ -131,6 +131,23 @@ def test_it_serves_byte_ranges(api, iris):
     assert APIClient().get(path, HTTP_IF_NONE_MATCH=grant["etag"]).status_code == 304
 
 
+@pytest.mark.parametrize("if_none_match", ["{etag}", "W/{etag}", "*", '"other", W/{etag}'])
+def test_it_answers_not_modified_for_any_matching_if_none_match_and_bills_nothing(api, iris, if_none_match):
+    bundle_id = _ready(api)
+    grant = api.get(f"/v1/bundles/{bundle_id}/download").json()
+    response = APIClient().get(_file_path(grant["url"]), HTTP_IF_NONE_MATCH=if_none_match.format(etag=grant["etag"]))
+    assert response.status_code == 304
+    assert response["ETag"] == grant["etag"]
+    assert not UsageRecord.objects.filter(face="bundle-download").exists()
+
+
+def test_it_serves_the_file_when_if_none_match_names_other_versions(api, iris):
+    bundle_id = _ready(api)
+    grant = api.get(f"/v1/bundles/{bundle_id}/download").json()
+    response = APIClient().get(_file_path(grant["url"]), HTTP_IF_NONE_MATCH='W/"other", "another"')
+    assert response.status_code == 200
+
+
 def test_it_meters_each_download_url_once_however_many_requests_it_takes(api, iris):
     bundle_id = _ready(api)
     grant = api.get(f"/v1/bundles/{bundle_id}/download").json()
