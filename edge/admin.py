@@ -34,6 +34,7 @@ class BundleAdmin(admin.ModelAdmin):
         "size_bytes",
         "sha256",
         "key_id",
+        "report",
         "manifest",
         "build_seconds",
         "attempts",

@@ -37,7 +37,12 @@ class VariantSkipped(Exception):
 
 
 class BuildFailed(Exception):
-    """The bundle as a whole cannot be built; the message is shown to the customer."""
+    """The bundle as a whole cannot be built; the message is shown to the customer, with the per-variant
+    report when the variants were tried."""
+
+    def __init__(self, message: str, *, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
 
 
 @dataclass
@@ -187,7 +192,8 @@ def bundle_assemble(
         published = [name for name in VARIANTS if outcomes[name].status == "published"]
         if not published:
             lines = "; ".join(f"{n}: {o.reason}" for n, o in outcomes.items() if n in variants)
-            raise BuildFailed(f"no variant could be published ({lines})")
+            report = {name: outcome.report() for name, outcome in outcomes.items()}
+            raise BuildFailed(f"no variant could be published ({lines})", report=report)
         members = {path: local.read_bytes() for name in published for path, local in outcomes[name].files.items()}
     members["golden/inputs.json"] = packaging.canonical_json({"inputs": parity.tensors_json(golden_in)})
     members["golden/outputs.json"] = packaging.canonical_json({"outputs": parity.tensors_json(golden_out)})

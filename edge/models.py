@@ -37,6 +37,9 @@ class Bundle(models.Model):
     sha256 = models.CharField(max_length=64, blank=True, default="")
     key_id = models.CharField(max_length=40, blank=True, default="")
     manifest = models.JSONField(null=True, blank=True)
+    # Per variant: published, rejected (parity gate), skipped (not applicable) or not_requested, with the
+    # reason; set when a build ends, ready or failed (a failed bundle has no manifest to read it from).
+    report = models.JSONField(default=dict, blank=True)
     build_seconds = models.FloatField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
@@ -55,11 +58,6 @@ class Bundle(models.Model):
     @property
     def variants(self) -> list[str]:
         return self.variants_key.split(",") if self.variants_key else []
-
-    @property
-    def report(self) -> dict[str, dict]:
-        """Per variant: published, rejected (parity gate), skipped (not applicable) or not requested."""
-        return dict((self.manifest or {}).get("variants", {}))
 
     @property
     def etag(self) -> str:

@@ -68,7 +68,7 @@ def bundle_request(*, version: ModelVersion, variants: list[str] | None = None) 
 
 def _requeue(bundle: Bundle, *, from_statuses: tuple[str, ...] = (Bundle.Status.FAILED,)) -> bool:
     claimed = Bundle.objects.filter(pk=bundle.pk, status__in=from_statuses).update(
-        status=Bundle.Status.QUEUED, progress=0, reason=""
+        status=Bundle.Status.QUEUED, progress=0, reason="", report={}
     )
     if claimed:
         _queue(bundle.pk)
@@ -113,7 +113,7 @@ def bundle_build(*, bundle_id: int) -> None:
             progress=lambda percent: _progress(bundle_id, percent),
         )
     except builder.BuildFailed as exc:
-        _fail(bundle_id, str(exc))
+        _fail(bundle_id, str(exc), report=exc.report)
         return
     except OperationalError:
         Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.BUILDING).update(status=Bundle.Status.QUEUED)
@@ -129,9 +129,9 @@ def _progress(bundle_id: int, percent: int) -> None:
     Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.BUILDING).update(progress=min(percent, 99))
 
 
-def _fail(bundle_id: int, reason: str) -> None:
+def _fail(bundle_id: int, reason: str, *, report: dict[str, Any] | None = None) -> None:
     Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.BUILDING).update(
-        status=Bundle.Status.FAILED, reason=reason[:2000], finished_at=timezone.now()
+        status=Bundle.Status.FAILED, reason=reason[:2000], report=report or {}, finished_at=timezone.now()
     )
 
 
@@ -148,6 +148,7 @@ def _store(bundle: Bundle, assembled: builder.Assembled, *, seconds: float) -> N
         sha256=packaging.sha256_of(assembled.content),
         key_id=assembled.key_id,
         manifest=assembled.manifest,
+        report=assembled.manifest["variants"],
         build_seconds=round(seconds, 3),
         finished_at=timezone.now(),
     )

@@ -57,6 +57,20 @@ def test_it_reports_status_progress_and_the_variant_report(api, iris):
     assert [b["id"] for b in listed["results"]] == [bundle_id]
 
 
+def test_it_reports_per_variant_why_a_bundle_failed(api, diabetes, django_capture_on_commit_callbacks):
+    bundle_id = api.post_json("/v1/models/diabetes/versions/1/bundles", {"variants": ["int8"]}).json()["id"]
+    bundle_build(bundle_id=Bundle.objects.get(public_id=bundle_id).pk)
+    body = api.get(f"/v1/bundles/{bundle_id}").json()
+    assert body["status"] == "failed"
+    assert body["reason"].startswith("no variant could be published (int8: dynamic quantisation does not apply")
+    assert body["report"]["int8"]["status"] == "skipped"
+    assert body["report"]["int8"]["reason"].startswith("dynamic quantisation does not apply")
+    assert body["report"]["fp32"] == body["report"]["ort"] == {"status": "not_requested", "reason": "not requested"}
+    with django_capture_on_commit_callbacks():
+        again = api.post_json("/v1/models/diabetes/versions/1/bundles", {"variants": ["int8"]}).json()
+    assert (again["id"], again["status"], again["reason"], again["report"]) == (bundle_id, "queued", "", {})
+
+
 def test_it_refuses_unknown_variants_and_unready_versions(api, iris):
     response = api.post_json("/v1/models/iris/versions/1/bundles", {"variants": ["fp64"]})
     assert response.status_code == 400

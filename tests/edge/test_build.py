@@ -90,3 +90,17 @@ def test_it_takes_over_a_build_whose_worker_died(iris, settings):
     bundle_build(bundle_id=bundle.pk)
     bundle.refresh_from_db()
     assert (bundle.status, bundle.attempts) == ("ready", 2)
+
+
+def test_it_copies_the_report_of_bundles_built_before_it_had_a_column(iris):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("edge.migrations.0002_bundle_report")
+    bundle = build_now(iris, ["fp32"])
+    Bundle.objects.filter(pk=bundle.pk).update(report={})
+    migration.reports_from_manifests(apps, None)
+    bundle.refresh_from_db()
+    assert bundle.report == bundle.manifest["variants"]
+    assert bundle.report["fp32"]["status"] == "published"

@@ -44,6 +44,9 @@ def test_it_fails_the_bundle_when_no_variant_passes(digits, monkeypatch):
     assert bundle.status == Bundle.Status.FAILED
     assert bundle.reason.startswith("no variant could be published (int8: parity gate:")
     assert not bundle.file
+    assert bundle.report["int8"]["status"] == "rejected"
+    assert bundle.report["int8"]["parity"]["outputs"]["label"]["label_agreement"] < 0.99
+    assert bundle.report["fp32"] == {"status": "not_requested", "reason": "not requested"}
 
 
 def test_it_reports_a_variant_that_does_not_apply(iris):
