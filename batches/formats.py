@@ -25,12 +25,14 @@ UTF8_BOM = codecs.BOM_UTF8  # Excel's "CSV UTF-8" and some JSONL writers start t
 
 
 class LineError(Exception):
-    """A bad input line: reported with its number, the rest of the file goes on."""
+    """A bad input line: reported with its number (and its custom_id when that was valid), the rest
+    of the file goes on."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, custom_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.custom_id = custom_id
 
 
 class FileError(Exception):
@@ -202,8 +204,12 @@ class JSONLParser:
         try:
             feeds, form = predict_feeds(body, signature=self.signature)
         except APIError as exc:
-            raise LineError(exc.code, exc.message) from None
-        rows = _check(feeds, self.signature, max_rows=self.max_rows, nan_policy=self.nan_policy, prefix=form)
+            raise LineError(exc.code, exc.message, custom_id) from None
+        try:
+            rows = _check(feeds, self.signature, max_rows=self.max_rows, nan_policy=self.nan_policy, prefix=form)
+        except LineError as exc:
+            exc.custom_id = custom_id
+            raise
         return Request(number=line.number, custom_id=custom_id, form=form, feeds=feeds, rows=rows, offset=line.offset)
 
 
@@ -309,6 +315,14 @@ class CSVParser:
         custom_id = values[position] if position is not None else line_custom_id(line.number)
         if not custom_id:
             raise LineError("invalid_custom_id", "Row has an empty custom_id.")
+        try:
+            return self._request(line, values, custom_id)
+        except LineError as exc:
+            # A custom_id named by the line number is filled in once the file's numbers are known.
+            exc.custom_id = custom_id if position is not None else None
+            raise
+
+    def _request(self, line: RawLine, values: list[str], custom_id: str) -> Request:
         cells: dict[str, list[Any]] = {}
         for (column, name, _), position in zip(self.columns, self.positions, strict=True):
             datatype = self.specs[name]["datatype"]

@@ -49,6 +49,7 @@ from .formats import (
     error_line,
     ids_from_line_numbers,
     iter_lines,
+    line_custom_id,
 )
 from .models import Batch, BatchChunk, BatchPart
 
@@ -68,9 +69,9 @@ class Validation:
     chunks: list[BatchChunk] = field(default_factory=list)
     hashes: list[np.ndarray] = field(default_factory=list)  # int64, one per valid line
 
-    def report(self, code: str, message: str, line: int | None) -> None:
+    def report(self, code: str, message: str, line: int | None, custom_id: str | None = None) -> None:
         if len(self.errors) < settings.BATCH_MAX_REPORTED_ERRORS:
-            self.errors.append({"code": code, "message": message, "line": line})
+            self.errors.append({"code": code, "message": message, "line": line, "custom_id": custom_id})
 
 
 _HASH_BLOCK = 4096
@@ -295,8 +296,9 @@ def _check_lines(
             parsed = parse(line)
         except LineError as error:
             state.invalid += 1
-            state.report(error.code, error.message, number)
-            rejected.write(orjson.dumps([number, error.code, error.message], option=orjson.OPT_APPEND_NEWLINE))
+            state.report(error.code, error.message, number, error.custom_id)
+            record = [number, error.code, error.message, error.custom_id]
+            rejected.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
             continue
         if isinstance(parsed, Request):
             add(line, parsed)
@@ -459,7 +461,7 @@ def _merge(batch: Batch, parts: list[BatchPart], state: Validation) -> str:
     ends there (the batch is cancelled or expired: no verdict, no chunks).
     """
     assert batch.input_file is not None
-    base = _lines_before_parts(batch)
+    base, numbered = _lines_before_parts(batch)
     prefix = storage.batch_prefix(organisation_id=batch.organisation_id, batch_uid=batch.uid)
     with storage.spool() as rejected:
         for part in parts:
@@ -470,9 +472,11 @@ def _merge(batch: Batch, parts: list[BatchPart], state: Validation) -> str:
             state.invalid += result["invalid"]
             state.rows += result["rows"]
             for error in result["errors"]:
-                state.report(error["code"], error["message"], error["line"] + base)
+                line = error["line"] + base
+                custom_id = error.get("custom_id") or (line_custom_id(line) if numbered else None)
+                state.report(error["code"], error["message"], line, custom_id)
             if result["rejected_name"]:
-                _rejected_renumber(batch, result["rejected_name"], base, rejected)
+                _rejected_renumber(batch, result["rejected_name"], base, rejected, numbered=numbered)
             for chunk in result["chunks"]:
                 state.chunks.append(
                     BatchChunk(
@@ -485,22 +489,25 @@ def _merge(batch: Batch, parts: list[BatchPart], state: Validation) -> str:
         return storage.store(f"{prefix}/parts/validation-{uuid.uuid4().hex}.err", rejected)
 
 
-def _lines_before_parts(batch: Batch) -> int:
-    """The physical lines before the first part: a CSV file's header and any blank lines above it."""
+def _lines_before_parts(batch: Batch) -> tuple[int, bool]:
+    """The physical lines before the first part (a CSV file's header and any blank lines above it),
+    and whether requests are named by their line numbers (a CSV file without a custom_id column)."""
     assert batch.input_file is not None
     parser = batch_parser(batch)
     if parser.format != "csv":
-        return 0
+        return 0, False
     with storage.open_read(batch.input_file.storage_name) as stream:
-        return _csv_header(parser, stream)[1]
+        return _csv_header(parser, stream)[1], ids_from_line_numbers(parser)
 
 
-def _rejected_renumber(batch: Batch, name: str, base: int, target: IO[bytes]) -> None:
+def _rejected_renumber(batch: Batch, name: str, base: int, target: IO[bytes], *, numbered: bool) -> None:
     with storage.open_read(name) as source:
         for line in source:
-            number, code, message = orjson.loads(line)
+            number, code, message, *rest = orjson.loads(line)  # [number, code, message, custom_id]
+            number += base
+            custom_id = rest[0] if rest and rest[0] else (line_custom_id(number) if numbered else None)
             target.write(
-                error_line(batch_uid=batch.uid, number=number + base, custom_id=None, code=code, message=message)
+                error_line(batch_uid=batch.uid, number=number, custom_id=custom_id, code=code, message=message)
             )
 
 
@@ -551,6 +558,7 @@ def _duplicates(batch: Batch, hash_names: list[str]) -> list[dict[str, Any]]:
                             "code": "duplicate_custom_id",
                             "message": f"custom_id '{request.custom_id}' is used twice.",
                             "line": request.number,
+                            "custom_id": request.custom_id,
                         }
                     )
                 seen.add(request.custom_id)

@@ -161,6 +161,7 @@ class BatchErrorOut(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
     line = serializers.IntegerField(allow_null=True)
+    custom_id = serializers.CharField(allow_null=True, default=None, help_text="The line's, when it was valid.")
 
 
 BatchErrorsOut = inline_serializer(

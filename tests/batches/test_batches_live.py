@@ -156,9 +156,11 @@ def test_it_reports_bad_files(transactional_db, batch_worker, api, diabetes, nam
         assert done["failed_at"] is not None
         return
     assert done["request_counts"] == {"total": 40, "completed": 39, "failed": 1}
-    assert done["errors"]["data"] == [{"code": code, "message": done["errors"]["data"][0]["message"], "line": line}]
+    custom_id = {"broken.jsonl": None, "shape.jsonl": "req-5"}[name]  # kept when the line's own was valid
+    message = done["errors"]["data"][0]["message"]
+    assert done["errors"]["data"] == [{"code": code, "message": message, "line": line, "custom_id": custom_id}]
     (error,) = json_lines(content(api, done["error_file_id"]))
-    assert error["line"] == line
+    assert (error["line"], error["custom_id"]) == (line, custom_id)
     assert error["error"]["code"] == code
     assert error["response"] is None
     assert len(json_lines(content(api, done["output_file_id"]))) == 39

@@ -34,3 +34,31 @@ def test_it_runs_a_jsonl_file_with_a_byte_order_mark(api, diabetes, in_process):
 def test_it_sniffs_the_format_of_a_txt_file_behind_a_byte_order_mark(api):
     assert upload(api, BOM + jsonl(1), "rows.txt")["format"] == "jsonl"
     assert upload(api, BOM + csv_text(1), "rows.txt")["format"] == "csv"
+
+
+def test_it_keeps_a_valid_custom_id_in_the_errors_of_a_bad_jsonl_line(api, diabetes, in_process):
+    lines = jsonl(20).splitlines()
+    lines[3] = b'{"custom_id": "w", "instances": [[0, 0, 0, 0, 0, 0, 0, 0, 0]]}'  # 9 features, not 10
+    lines[5] = b'{"custom_id": 7, "instances": [[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]]}'
+    batch = run(create(api, upload(api, b"\n".join(lines) + b"\n")["id"])["id"])
+    assert (batch.status, batch.failed) == ("completed", 2)
+    errors = json_lines(content(api, batch.error_file.uid))
+    assert [(e["line"], e["custom_id"], e["error"]["code"]) for e in errors] == [
+        (4, "w", "invalid_input"),
+        (6, None, "invalid_custom_id"),
+    ]
+    reported = api.get(f"/v1/batches/{batch.uid}").json()["errors"]["data"]
+    assert [(e["line"], e["custom_id"]) for e in reported] == [(4, "w"), (6, None)]
+
+
+def test_it_keeps_a_csv_rows_custom_id_and_names_unnamed_rows_by_line(api, diabetes, in_process):
+    named = csv_text(20).splitlines()
+    named[3] = b"bad,abc" + b",0" * 9
+    unnamed = csv_text(20, custom_id=False).splitlines()
+    unnamed[3] = b"abc" + b",0" * 9
+    for data, custom_id in [(named, "bad"), (unnamed, "line-4")]:
+        batch = run(create(api, upload(api, b"\n".join(data) + b"\n", "rows.csv")["id"])["id"])
+        (error,) = json_lines(content(api, batch.error_file.uid))
+        assert (error["line"], error["custom_id"], error["error"]["code"]) == (4, custom_id, "invalid_value")
+        (reported,) = api.get(f"/v1/batches/{batch.uid}").json()["errors"]["data"]
+        assert reported["custom_id"] == custom_id
