@@ -63,3 +63,23 @@ class Bundle(models.Model):
     def etag(self) -> str:
         """A strong validator: the zip's SHA-256 (the bytes never change once ready)."""
         return f'"{self.sha256}"'
+
+
+class DownloadURL(models.Model):
+    """One signed download URL. Its token carries only the bundle's public id and this row's nonce (signed,
+    not encrypted: anyone holding the URL can read it); who asked for it, the organisation and the API key
+    its download is billed to, stays here on the server."""
+
+    nonce = models.CharField(max_length=32, unique=True)
+    bundle = models.ForeignKey(Bundle, on_delete=models.CASCADE, related_name="+")
+    organisation = models.ForeignKey("apiservice.Organisation", on_delete=models.CASCADE, related_name="+")
+    # NULL for a portal session (no key), or once the key is deleted (the ledger row then has none either).
+    api_key = models.ForeignKey("apiservice.APIKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "download URL"
+
+    def __str__(self) -> str:
+        return f"dl_{self.nonce}"

@@ -21,7 +21,7 @@ from billing.services import usage_record_once
 from models_registry.models import ModelVersion
 
 from . import builder, packaging, selectors
-from .models import VARIANTS, Bundle
+from .models import VARIANTS, Bundle, DownloadURL
 
 logger = logging.getLogger(__name__)
 
@@ -172,45 +172,62 @@ class DownloadClaims:
 
 
 def bundle_download_grant(*, bundle: Bundle, principal: Principal) -> DownloadGrant:
-    """A short-lived token for one download of a ready bundle, bound to the caller's organisation."""
+    """A short-lived URL token for one download of a ready bundle, bound to the caller's organisation.
+
+    The token is signed, not encrypted, so it carries only the bundle's public id and a random nonce;
+    the organisation and the key to bill live in a `DownloadURL` row found by that nonce."""
     if bundle.status != Bundle.Status.READY:
         raise Conflict(f"Bundle {bundle.public_id} is not ready ({bundle.status}).", code="bundle_not_ready")
-    payload = {
-        "b": bundle.public_id,
-        "o": principal.organisation_id,
-        "k": str(principal.api_key_id or ""),  # "" for a portal session (no key)
-        "n": secrets.token_hex(16),
-    }
-    token = signing.dumps(payload, salt=DOWNLOAD_SALT, compress=False)
-    expires = timezone.now() + timedelta(seconds=settings.EDGE_DOWNLOAD_URL_SECONDS)
-    return DownloadGrant(token=token, expires_at=expires)
+    now = timezone.now()
+    url = DownloadURL.objects.create(
+        nonce=secrets.token_hex(16),
+        bundle=bundle,
+        organisation_id=principal.organisation_id,
+        api_key_id=principal.api_key_id or None,  # None for a portal session (no key)
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.EDGE_DOWNLOAD_URL_SECONDS),
+    )
+    # Expired URLs can never be used again; their downloads are in the ledger. Keep a day for support.
+    DownloadURL.objects.filter(expires_at__lt=now - timedelta(days=1)).delete()
+    token = signing.dumps({"b": bundle.public_id, "n": url.nonce}, salt=DOWNLOAD_SALT, compress=False)
+    return DownloadGrant(token=token, expires_at=url.expires_at)
 
 
 def _refused(message: str, code: str) -> APIError:
     return APIError(message, code=code, status_code=403)
 
 
-def bundle_download_authorise(
-    *, public_id: str, token: str, principal: Principal | None
-) -> tuple[Bundle, DownloadClaims]:
-    """Check a download URL: signature, expiry, bundle, organisation (and the caller's key, if any)."""
+def _download_url_of(*, public_id: str, token: str) -> DownloadURL:
     try:
         payload: dict[str, Any] = signing.loads(token, salt=DOWNLOAD_SALT, max_age=settings.EDGE_DOWNLOAD_URL_SECONDS)
     except signing.SignatureExpired:
         raise _refused("This download URL has expired; ask for a new one.", "download_url_expired") from None
     except signing.BadSignature:
         raise _refused("This download URL is not valid.", "download_url_invalid") from None
-    claims = DownloadClaims(
-        bundle_id=payload["b"], organisation_id=payload["o"], api_key_id=payload["k"], nonce=payload["n"]
-    )
-    if claims.bundle_id != public_id:
+    if not isinstance(payload, dict) or payload.get("b") != public_id:
         raise _refused("This download URL is for another bundle.", "download_url_invalid")
-    if principal is not None and principal.organisation_id != claims.organisation_id:
+    url = DownloadURL.objects.filter(nonce=str(payload.get("n", "")), bundle__public_id=public_id).first()
+    if url is None:  # issued before URLs had rows, or purged long after expiry
+        raise _refused("This download URL is not valid.", "download_url_invalid")
+    if url.expires_at <= timezone.now():
+        raise _refused("This download URL has expired; ask for a new one.", "download_url_expired")
+    return url
+
+
+def bundle_download_authorise(
+    *, public_id: str, token: str, principal: Principal | None
+) -> tuple[Bundle, DownloadClaims]:
+    """Check a download URL: signature, expiry, bundle, organisation (and the caller's key, if any)."""
+    url = _download_url_of(public_id=public_id, token=token)
+    if principal is not None and principal.organisation_id != url.organisation_id:
         raise _refused("This download URL belongs to another organisation.", "download_url_wrong_organisation")
     # The bundle must still be visible to the organisation the URL was issued to, and still ready.
-    bundle = selectors.bundle_get(public_id=public_id, organisation_id=claims.organisation_id)
+    bundle = selectors.bundle_get(public_id=public_id, organisation_id=url.organisation_id)
     if bundle.status != Bundle.Status.READY or not bundle.file:
         raise Conflict(f"Bundle {bundle.public_id} is not ready ({bundle.status}).", code="bundle_not_ready")
+    claims = DownloadClaims(
+        bundle_id=public_id, organisation_id=url.organisation_id, api_key_id=url.api_key_id or "", nonce=url.nonce
+    )
     return bundle, claims
 
 

@@ -1,9 +1,11 @@
 """The bundles API: request (cached), read, list, signed download URLs, ranges, metering, isolation."""
 
+import base64
 import hashlib
+import json
 import time
 from unittest import mock
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -185,6 +187,37 @@ def test_it_meters_each_download_url_once_however_many_requests_it_takes(api, ir
     assert UsageRecord.objects.filter(face="bundle-download", units=1).count() == 2
 
 
+def test_it_keeps_the_key_that_asked_out_of_the_download_url_and_still_bills_it(api, api_key, iris):
+    from apiservice.models import APIKey
+
+    bundle_id = _ready(api)
+    grant = api.get(f"/v1/bundles/{bundle_id}/download").json()
+    token = parse_qs(urlsplit(grant["url"]).query)["token"][0]
+    readable = base64.urlsafe_b64decode(token.split(":")[0] + "==").decode()  # signed, not encrypted
+    payload = json.loads(readable)
+    assert set(payload) == {"b", "n"}
+    assert payload["b"] == bundle_id
+    key = APIKey.objects.get_from_key(api_key)
+    assert key.pk not in readable
+    assert key.prefix not in readable
+    assert key.pk.rsplit("$", 1)[-1] not in readable  # the stored hash
+    APIClient().get(_file_path(grant["url"]))
+    row = UsageRecord.objects.get(face="bundle-download")
+    assert (row.request_id, row.api_key_id, row.units) == (f"dl_{payload['n']}", key.pk, 1)
+
+
+def test_it_refuses_a_signed_url_the_server_has_no_record_of(api, iris):
+    from edge.models import DownloadURL
+
+    bundle_id = _ready(api)
+    path = _file_path(api.get(f"/v1/bundles/{bundle_id}/download").json()["url"])
+    DownloadURL.objects.all().delete()  # e.g. issued before this release, or purged long after expiry
+    response = APIClient().get(path)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "download_url_invalid"
+    assert not UsageRecord.objects.filter(face="bundle-download").exists()
+
+
 def test_it_refuses_an_expired_download_url(api, iris, settings):
     bundle_id = _ready(api)
     an_hour_ago = time.time() - 3600
@@ -194,6 +227,21 @@ def test_it_refuses_an_expired_download_url(api, iris, settings):
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "download_url_expired"
     assert not UsageRecord.objects.filter(face="bundle-download").exists()
+
+
+def test_it_refuses_a_download_url_past_the_expiry_recorded_when_it_was_issued(api, iris):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from edge.models import DownloadURL
+
+    bundle_id = _ready(api)
+    path = _file_path(api.get(f"/v1/bundles/{bundle_id}/download").json()["url"])
+    DownloadURL.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = APIClient().get(path)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "download_url_expired"
 
 
 def test_it_refuses_a_download_url_presented_by_another_organisation(api, other_key, iris):
