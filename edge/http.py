@@ -68,7 +68,10 @@ def file_response(
     etag: str,
     filename: str,
     content_type: str = "application/zip",
+    before_body: Callable[[int], None] | None = None,
 ) -> HttpResponse | StreamingHttpResponse | FileResponse:
+    """The file, a range of it, 304 or 416. `before_body(status)` runs just before a 200 or 206 opens
+    the file; it may raise to serve nothing (e.g. a quota refusal)."""
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-transform"}
     if none_match(request.headers.get("If-None-Match", ""), etag):
         response_304 = HttpResponseNotModified()
@@ -87,6 +90,8 @@ def file_response(
             message=f"The file has {size} bytes.",
             headers={**headers, "Content-Range": f"bytes */{size}"},
         )
+    if before_body is not None:
+        before_body(200 if span is None else 206)
     response: FileResponse | StreamingHttpResponse
     if span is None:
         response = FileResponse(open_file(), as_attachment=True, filename=filename, content_type=content_type)

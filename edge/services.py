@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from apiservice.auth import Principal
 from apiservice.errors import APIError, Conflict, InvalidInput
-from billing.models import Meter
+from billing import limits
+from billing.models import Meter, UsageRecord
 from billing.services import usage_record_once
 from models_registry.models import ModelVersion
 
@@ -178,6 +179,8 @@ def bundle_download_grant(*, bundle: Bundle, principal: Principal) -> DownloadGr
     the organisation and the key to bill live in a `DownloadURL` row found by that nonce."""
     if bundle.status != Bundle.Status.READY:
         raise Conflict(f"Bundle {bundle.public_id} is not ready ({bundle.status}).", code="bundle_not_ready")
+    # A read-only check: no new URL once the month's downloads are used up (the download holds its own).
+    limits.quota_settle(reservation=_download_hold(principal.organisation_id, principal.api_key_id), units=0)
     now = timezone.now()
     url = DownloadURL.objects.create(
         nonce=secrets.token_hex(16),
@@ -229,6 +232,51 @@ def bundle_download_authorise(
         bundle_id=public_id, organisation_id=url.organisation_id, api_key_id=url.api_key_id or "", nonce=url.nonce
     )
     return bundle, claims
+
+
+def _download_hold(organisation_id: int, api_key_id: str | None) -> limits.Reservation:
+    """One bundle download held on the plan's monthly cap and the key's budget, or 429 (nothing held).
+    With METERING_ENABLED off nothing is held or refused, as on the rest of the request path."""
+    if not settings.METERING_ENABLED:
+        return limits.Reservation(units=0)
+    try:
+        return limits.quota_reserve(
+            organisation_id=organisation_id,
+            api_key_id=api_key_id or None,
+            meter=Meter.BUNDLE_DOWNLOADS,
+            units=1,
+            entitlement=limits.entitlement_get(organisation_id=organisation_id),
+        )
+    except limits.QuotaRefused as refused:
+        raise APIError(
+            refused.message,
+            code=refused.code,
+            status_code=429,
+            headers={"Retry-After": str(limits.seconds_to_next_month())},
+        ) from None
+
+
+def bundle_download_bill(*, bundle: Bundle, claims: DownloadClaims, status_code: int) -> bool:
+    """Called before a GET through a download URL sends bytes (200/206): the URL's first such request
+    holds one unit of the monthly quota (429 when it is used up: nothing is served or billed), writes
+    the ledger row and settles the hold. A URL already billed (retries, resumes, further ranges) holds
+    and bills nothing. Requests of one URL take turns on its row's lock, so parallel ranges never hold a
+    second unit (which near the cap would refuse a download that is already paid for).
+    Returns whether this request billed."""
+    hold: limits.Reservation | None = None
+    billed = committed = False
+    try:
+        with transaction.atomic():
+            list(DownloadURL.objects.select_for_update().filter(nonce=claims.nonce).values_list("pk", flat=True))
+            if UsageRecord.objects.filter(request_id=f"dl_{claims.nonce}").exists():
+                return False
+            hold = _download_hold(claims.organisation_id, claims.api_key_id)
+            billed = bundle_download_record(bundle=bundle, claims=claims, status_code=status_code)
+        committed = True
+    finally:
+        if hold is not None:  # the unit becomes the billed download, or goes back
+            limits.quota_settle(reservation=hold, units=1 if billed and committed else 0)
+    return billed
 
 
 def bundle_download_record(*, bundle: Bundle, claims: DownloadClaims, status_code: int) -> bool:

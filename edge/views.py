@@ -179,6 +179,9 @@ class BundleFileView(APIView):
             404: OpenApiResponse(ErrorEnvelope, description="No such bundle."),
             409: OpenApiResponse(ErrorEnvelope, description="The bundle is not ready."),
             416: OpenApiResponse(ErrorEnvelope, description="Range not satisfiable."),
+            429: OpenApiResponse(
+                ErrorEnvelope, description="The plan's monthly bundle downloads are used up (Retry-After)."
+            ),
         },
         auth=[],
         tags=TAGS,
@@ -188,16 +191,18 @@ class BundleFileView(APIView):
         bundle, claims = services.bundle_download_authorise(
             public_id=bundle_id, token=request.query_params.get("token", ""), principal=request_principal(request)
         )
-        response = file_response(
+
+        def bill(status_code: int) -> None:  # a GET about to send bytes; HEAD, 304 and 416 never get here
+            services.bundle_download_bill(bundle=bundle, claims=claims, status_code=status_code)
+
+        return file_response(
             request._request,
             open_file=lambda: bundle.file.open("rb"),
             size=bundle.size_bytes,
             etag=bundle.etag,
             filename=f"{bundle.model_version.model.name}-v{bundle.model_version.number}-{bundle.public_id}.zip",
+            before_body=bill if request.method == "GET" else None,
         )
-        if request.method == "GET" and response.status_code in (200, 206):
-            services.bundle_download_record(bundle=bundle, claims=claims, status_code=response.status_code)
-        return response
 
 
 class KeysView(APIView):
