@@ -58,11 +58,17 @@ def models() -> dict[str, bytes]:
 
 
 def load_runner(folder: Path) -> Any:
+    """The bundle's run.py as a module, without caching its bytecode in `folder/__pycache__/`: a file the
+    manifest does not list would fail the verification that follows."""
     spec = importlib.util.spec_from_file_location(f"edge_run_{folder.name}", folder / "run.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = dont_write
     return module
 
 
