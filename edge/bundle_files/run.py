@@ -9,7 +9,8 @@ Needs only the standard library, onnxruntime (with its numpy) and cryptography.
 
 `--bundle` is the bundle's zip or its extracted folder (default: the folder holding this file).
 `--public-key` is a PEM file, or the base64 raw key from `GET /v1/edge/keys`. Every command verifies
-the manifest's Ed25519 signature and every file's size and SHA-256 before anything runs.
+the manifest's Ed25519 signature, every file's size and SHA-256, and that the bundle holds no other
+file (bar the --input and --public-key files you name), before anything runs.
 Exit status: 0 ok, 1 golden outputs out of tolerance, 2 verification failed, 3 bad usage or input.
 """
 
@@ -19,8 +20,13 @@ Exit status: 0 ok, 1 golden outputs out of tolerance, 2 verification failed, 3 b
 import os
 import sys
 
-_HERE = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != _HERE]
+
+def _canonical(path):
+    return os.path.normcase(os.path.realpath(path or os.curdir))
+
+
+_HERE = _canonical(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [entry for entry in sys.path if _canonical(entry) != _HERE]
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
