@@ -39,7 +39,7 @@ def _url(api: APIClient, bundle_id: str) -> str:
 
 
 def _downloads_billed() -> tuple[int, int]:
-    rows = UsageRecord.objects.filter(face="bundle-download", meter="bundle_downloads")
+    rows = UsageRecord.objects.filter(meter="bundle_downloads", units__gt=0)
     return rows.count(), rows.aggregate(units=Sum("units"))["units"] or 0
 
 
