@@ -7,6 +7,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,11 +39,23 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # --- Files ----------------------------------------------------------------------------------------
 
 
+JSONL_EXTENSIONS, CSV_EXTENSIONS, SNIFFED_EXTENSIONS = (".jsonl", ".ndjson", ".json"), (".csv",), ("", ".txt")
+ARCHIVE_MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"PK\x05\x06")  # gzip, zip (also .xlsx), empty zip
+
+
 def _file_format(name: str, head: bytes) -> str:
-    lowered = name.lower()
-    if lowered.endswith((".jsonl", ".ndjson", ".json")):
+    """JSONL or CSV from the extension; `.txt` or none: sniffed (a line starting with `{` is JSONL)."""
+    extension = Path(name.lower()).suffix
+    if head.startswith(ARCHIVE_MAGIC) or extension not in (*JSONL_EXTENSIONS, *CSV_EXTENSIONS, *SNIFFED_EXTENSIONS):
+        accepted = ", ".join((*JSONL_EXTENSIONS, *CSV_EXTENSIONS, ".txt"))
+        raise InvalidInput(
+            f"Upload an uncompressed JSONL or CSV file ({accepted}, or no extension).",
+            code="unsupported_file_type",
+            param="file",
+        )
+    if extension in JSONL_EXTENSIONS:
         return File.Format.JSONL
-    if lowered.endswith(".csv"):
+    if extension in CSV_EXTENSIONS:
         return File.Format.CSV
     return File.Format.JSONL if head.lstrip()[:1] == b"{" else File.Format.CSV
 

@@ -1,6 +1,10 @@
 """What an input file may look like: byte order marks, custom_ids in error lines, line sizes, file types."""
 
+import gzip
 import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from batches.formats import RawLine, iter_lines
 
@@ -62,3 +66,25 @@ def test_it_keeps_a_csv_rows_custom_id_and_names_unnamed_rows_by_line(api, diabe
         assert (error["line"], error["custom_id"], error["error"]["code"]) == (4, custom_id, "invalid_value")
         (reported,) = api.get(f"/v1/batches/{batch.uid}").json()["errors"]["data"]
         assert reported["custom_id"] == custom_id
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("rows.jsonl.gz", gzip.compress(jsonl(2))),
+        ("rows.xlsx", b"PK\x03\x04" + b"\0" * 100),
+        ("rows.parquet", b"PAR1" + b"\0" * 100),
+        ("rows.csv", gzip.compress(csv_text(2))),  # the extension says CSV, the bytes say gzip
+    ],
+)
+def test_it_refuses_file_types_it_cannot_read_at_upload(api, name, data):
+    response = api.post("/v1/files", {"file": SimpleUploadedFile(name, data), "purpose": "batch"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("unsupported_file_type", "file")
+    assert ".jsonl" in error["message"] and ".csv" in error["message"]
+
+
+def test_it_sniffs_files_without_an_extension(api):
+    assert upload(api, jsonl(1), "rows")["format"] == "jsonl"
+    assert upload(api, csv_text(1), "rows")["format"] == "csv"
