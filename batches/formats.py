@@ -109,6 +109,10 @@ def _check(feeds: dict[str, np.ndarray], signature: Signature, *, max_rows: int,
     try:
         return check_feeds(feeds, signature=signature, max_rows=max_rows, nan_policy=nan_policy, param_prefix=prefix)
     except APIError as exc:
+        if exc.code == "too_many_rows":  # the online wording says "use a batch job": this is one
+            rows = max(int(value.shape[0]) for value in feeds.values() if value.ndim)
+            message = f"The line has {rows} rows; at most {max_rows} rows per line: split the line."
+            raise LineError(exc.code, message) from None
         raise LineError(exc.code, exc.message) from None
 
 

@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -88,3 +89,15 @@ def test_it_refuses_file_types_it_cannot_read_at_upload(api, name, data):
 def test_it_sniffs_files_without_an_extension(api):
     assert upload(api, jsonl(1), "rows")["format"] == "jsonl"
     assert upload(api, csv_text(1), "rows")["format"] == "csv"
+
+
+def test_it_tells_a_batch_line_with_too_many_rows_to_split_the_line(api, diabetes, in_process, settings):
+    lines = jsonl(20).splitlines()
+    too_many = settings.INFERENCE_MAX_ROWS + 1
+    lines[2] = json.dumps({"custom_id": "big", "instances": [[0.0] * 10] * too_many}).encode()
+    batch = run(create(api, upload(api, b"\n".join(lines) + b"\n")["id"])["id"])
+    (error,) = json_lines(content(api, batch.error_file.uid))
+    assert (error["custom_id"], error["error"]["code"]) == ("big", "too_many_rows")
+    assert error["error"]["message"] == (
+        f"The line has {too_many} rows; at most {settings.INFERENCE_MAX_ROWS} rows per line: split the line."
+    )
