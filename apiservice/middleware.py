@@ -7,14 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from .auth import AuthError, access_refusal, authenticate_key
 from .errors import error_response, exception_response
 from .logging import request_id_var
 from .metrics import API_CALLS, API_LATENCY
-from .wsgi_input import BODY_ERROR, BODY_OVER_LIMIT
+from .wsgi_input import BODY_ERROR, BODY_OVER_LIMIT, max_body_bytes
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 API_PREFIXES = ("/v1/", "/v2/", "/v1", "/v2")
@@ -107,12 +106,6 @@ def fast_route_match(request: HttpRequest, routes: tuple[FastRoute, ...]) -> tup
     return None
 
 
-def max_body_bytes(request: HttpRequest) -> int:
-    if request.META.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
-        return int(getattr(settings, "FILE_MAX_BYTES", settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
-    return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-
-
 class APIGatewayMiddleware:
     """Resolves the API key, refuses oversized bodies, and records each authenticated call.
 
@@ -181,7 +174,7 @@ class APIGatewayMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        limit = max_body_bytes(request)
+        limit = max_body_bytes(request.META)
         if length > limit:
             size = "" if request.META.get(BODY_OVER_LIMIT) else f" ({length} bytes)"  # else: read only to limit + 1
             return error_response(

@@ -221,6 +221,10 @@ if CELERY_BROKER_URL == "filesystem://":
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
     }
+    # This transport is not asynchronous, so a prefork pool would run in its blocking mode, where the
+    # pool processes share one task pipe and its locks: one killed while holding them (OOM, kill -9)
+    # hangs the worker. Threads have no such pipe. With Redis the worker stays prefork.
+    CELERY_WORKER_POOL = "threads"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

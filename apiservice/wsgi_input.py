@@ -11,7 +11,7 @@ refuse in the error envelope (`BODY_ERROR`), with the request id and a ledger ro
 
 import io
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -25,9 +25,16 @@ _READ_CHUNK = 64 * 1024
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def _limit(environ: dict[str, Any]) -> int:
-    if environ.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
-        return int(getattr(settings, "FILE_MAX_BYTES", settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers, a long file name, the form's other fields
+
+
+def max_body_bytes(meta: Mapping[str, Any]) -> int:
+    """The request-body cap (413 above it): `MAX_REQUEST_BYTES`; for an upload, `FILE_MAX_BYTES` plus
+    its multipart envelope (the file itself is held to `FILE_MAX_BYTES` where it is stored)."""
+    if str(meta.get("CONTENT_TYPE", "")).startswith("multipart/form-data"):
+        files = getattr(settings, "FILE_MAX_BYTES", None)
+        if files:
+            return int(files) + MULTIPART_OVERHEAD_BYTES
     return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 
@@ -58,7 +65,7 @@ def plain_body(environ: dict[str, Any]) -> None:
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() and not environ.get("CONTENT_LENGTH")
     if not chunked and encoding in ("", "identity"):
         return
-    limit = _limit(environ)
+    limit = max_body_bytes(environ)
     if chunked:
         if not environ.get("wsgi.input_terminated"):  # a server that cannot tell where the body ends
             environ[BODY_ERROR] = (411, "length_required", "Send a Content-Length; chunked bodies cannot be read here.")

@@ -28,6 +28,9 @@ import orjson
 from django.conf import settings
 from django.db import transaction
 
+from billing.limits import entitlement_get
+from billing.models import Meter
+
 from . import storage, tensors
 from .execution import (
     batch_expire_if_due,
@@ -319,6 +322,17 @@ def _check_lines(
     return number
 
 
+def chunk_rows_for(*, organisation_id: int) -> int:
+    """Rows per chunk: `BATCH_CHUNK_ROWS`, or a tenth of a hard-capped plan's monthly `batch_rows`
+    quota if smaller. A chunk holds all its rows on the quota before it runs, so a chunk larger than
+    the quota itself could never run; in tenths, at most a tenth of the quota is left unused."""
+
+    cap = entitlement_get(organisation_id=organisation_id).caps.get(Meter.BATCH_ROWS)
+    if cap is None:
+        return int(settings.BATCH_CHUNK_ROWS)
+    return max(1, min(int(settings.BATCH_CHUNK_ROWS), cap // 10))
+
+
 # Fast-path rows wait as Python lists until this many, then become one array (bounded memory).
 _STACK_ROWS = 1024
 
@@ -340,6 +354,7 @@ class _ChunkCutter:
         self.numbered = ids_from_line_numbers(parser)
         self.chunk: BatchChunk | None = None
         self.limit = 0  # rows that close the current chunk (0: no chunk yet)
+        self.chunk_rows = chunk_rows_for(organisation_id=batch.organisation_id)
         self.rows = 0
         self._columns()
 
@@ -381,7 +396,7 @@ class _ChunkCutter:
             rows=0,
         )
         self.state.chunks.append(self.chunk)
-        self.limit = settings.BATCH_CHUNK_ROWS
+        self.limit = self.chunk_rows
 
     def close(self, *, end: int) -> None:
         self._flush()

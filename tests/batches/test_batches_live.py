@@ -175,6 +175,14 @@ def test_it_refuses_empty_and_oversized_uploads(transactional_db, api, settings)
     big = api.post("/v1/files", {"file": SimpleUploadedFile("big.jsonl", jsonl(100)), "purpose": "batch"})
     assert big.status_code == 413
     assert big.json()["error"]["code"] == "payload_too_large"
+    exact = jsonl(1000)  # a file of exactly FILE_MAX_BYTES fits, its multipart envelope notwithstanding
+    settings.FILE_MAX_BYTES = len(exact)
+    assert (
+        api.post("/v1/files", {"file": SimpleUploadedFile("cap.jsonl", exact), "purpose": "batch"}).status_code == 201
+    )
+    over = api.post("/v1/files", {"file": SimpleUploadedFile("over.jsonl", exact + b"\n"), "purpose": "batch"})
+    assert over.status_code == 413
+    assert over.json()["error"]["param"] == "file"
 
 
 def test_it_cancels_a_running_batch_and_keeps_partial_output(transactional_db, batch_worker, api, diabetes):

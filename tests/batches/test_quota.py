@@ -21,8 +21,9 @@ def billed_rows() -> int:
 
 def test_it_stops_a_free_organisation_exactly_at_its_monthly_cap(api, org, diabetes, in_process, settings):
     account_on(org, "free")
-    settings.BATCH_CHUNK_ROWS = 2500  # 12,000 rows: four chunks of 2,500 fit in 10,000, the fifth does not
+    settings.BATCH_CHUNK_ROWS = 50_000  # the default: a free organisation's chunks are cut to a tenth of its cap
     batch = run(create(api, upload(api, jsonl(12_000))["id"])["id"])
+    assert BatchChunk.objects.filter(batch=batch).count() == 12  # 1,000 rows each: ten fit, two do not
     assert billed_rows() == FREE_CAP
     done = api.get(f"/v1/batches/{batch.uid}").json()
     assert done["status"] == "completed"
@@ -40,8 +41,10 @@ def test_it_stops_a_free_organisation_exactly_at_its_monthly_cap(api, org, diabe
 def test_it_runs_no_model_for_a_refused_chunk(api, org, diabetes, in_process, settings, monkeypatch):
     account_on(org, "free")
     free_quota(Meter.BATCH_ROWS, 10)
+    created = create(api, upload(api, jsonl(11))["id"])
+    free_quota(Meter.BATCH_ROWS, 0)  # used up (here: lowered) after the batch was created
     monkeypatch.setattr(execution, "predict", lambda **_: pytest.fail("the model ran"))
-    batch = run(create(api, upload(api, jsonl(11))["id"])["id"])
+    batch = run(created["id"])
     assert (batch.status, batch.completed, batch.failed) == ("completed", 0, 11)
     assert billed_rows() == 0
 
