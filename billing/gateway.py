@@ -107,12 +107,8 @@ def admit(request: HttpRequest) -> HttpResponse | None:
     if meter is None:
         return None
     if entitlement.blocked:
-        reason = "is cancelled" if entitlement.blocked == "canceled" else "is past due beyond the grace period"
         return error_response(
-            request,
-            status=402,
-            code="payment_required",
-            message=f"Your subscription {reason}; update billing at POST /v1/billing/portal.",
+            request, status=402, code="payment_required", message=payment_required_message(entitlement.blocked)
         )
     context.reservation = quota if isinstance(quota, limits.Reservation) else None
     usage_of(request).hold = context.hold
@@ -143,6 +139,12 @@ def admit(request: HttpRequest) -> HttpResponse | None:
             headers={"Retry-After": str(limits.seconds_to_next_month())},
         )
     return None
+
+
+def payment_required_message(blocked: str) -> str:
+    """Why a billable call is refused with 402, for an account whose standing blocks it."""
+    reason = "is cancelled" if blocked == "canceled" else "is past due beyond the grace period"
+    return f"Your subscription {reason}; update billing at POST /v1/billing/portal."
 
 
 def _reserve(principal: Any, meter: str, entitlement: limits.Entitlement) -> "limits.Reservation | limits.QuotaRefused":

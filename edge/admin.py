@@ -30,7 +30,7 @@ class BundleAdmin(admin.ModelAdmin):
         "status",
         "progress",
         "reason",
-        "file",
+        "stored_file",
         "size_bytes",
         "sha256",
         "key_id",
@@ -43,6 +43,12 @@ class BundleAdmin(admin.ModelAdmin):
         "finished_at",
     ]
     actions = ["rebuild"]
+
+    @admin.display(description="File")
+    def stored_file(self, obj: Bundle) -> str:
+        """The stored name only: bundles are private (/media/ is not served); customers download them
+        through signed URLs, staff through the API or the portal."""
+        return str(obj.file.name) if obj.file else "-"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # bundles are requested through the API (or built on alias moves)

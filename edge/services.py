@@ -17,6 +17,7 @@ from django.utils import timezone
 from apiservice.auth import Principal
 from apiservice.errors import APIError, Conflict, InvalidInput
 from billing import limits
+from billing.gateway import payment_required_message
 from billing.models import Meter, UsageRecord
 from billing.services import usage_record_once
 from models_registry.models import ModelVersion
@@ -239,13 +240,16 @@ def _download_hold(organisation_id: int, api_key_id: str | None) -> limits.Reser
     With METERING_ENABLED off nothing is held or refused, as on the rest of the request path."""
     if not settings.METERING_ENABLED:
         return limits.Reservation(units=0)
+    entitlement = limits.entitlement_get(organisation_id=organisation_id)
+    if entitlement.blocked:  # cancelled, or past due beyond the grace period: as for any billable call
+        raise APIError(payment_required_message(entitlement.blocked), code="payment_required", status_code=402)
     try:
         return limits.quota_reserve(
             organisation_id=organisation_id,
             api_key_id=api_key_id or None,
             meter=Meter.BUNDLE_DOWNLOADS,
             units=1,
-            entitlement=limits.entitlement_get(organisation_id=organisation_id),
+            entitlement=entitlement,
         )
     except limits.QuotaRefused as refused:
         raise APIError(

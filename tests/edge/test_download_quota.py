@@ -117,3 +117,14 @@ def test_it_neither_holds_nor_refuses_with_metering_off(api, free_org, iris, set
     for _ in range(2):
         assert APIClient().get(_url(api, bundle_id)).status_code == 200
     assert _downloads_billed() == (2, 2)  # the ledger still records
+
+
+def test_a_cancelled_account_gets_neither_a_download_url_nor_the_bytes_of_one_it_holds(api, org, iris):
+    account_on(org, "payg")
+    bundle_id = _ready(api)
+    url = _url(api, bundle_id)
+    account_on(org, "payg", status="canceled")
+    for response in (api.get(f"/v1/bundles/{bundle_id}/download"), api.get(url)):
+        assert response.status_code == 402
+        assert response.json()["error"]["code"] == "payment_required"
+    assert not UsageRecord.objects.filter(face="bundle-download").exists()
