@@ -11,10 +11,12 @@ def test_an_unknown_v1_route_is_a_json_404(api):
     assert response.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize("method", ["get", "post"])
 @pytest.mark.parametrize("path", ["/v1/nothing-here", "/v1/usage/", "/v2/nothing-here"])
-def test_an_unknown_api_route_is_a_json_404_with_debug_on_too(api, settings, path):
+def test_an_unknown_api_route_is_a_json_404_with_debug_on_too(api, settings, path, method):
     settings.DEBUG = True  # `make run`: Django's own HTML 404 page would list every URL pattern
-    response = api.get(path)
+    api = type(api)(enforce_csrf_checks=True, **api.defaults)  # a POST there is no CSRF page either
+    response = getattr(api, method)(path)
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     error = response.json()["error"]
