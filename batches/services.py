@@ -20,7 +20,7 @@ from django.utils.text import get_valid_filename
 from apiservice.auth import Principal
 from apiservice.errors import Conflict, InvalidInput, PayloadTooLarge, Unprocessable
 from billing import limits
-from billing.gateway import QuotaExceeded
+from billing.gateway import quota_exceeded
 from billing.models import Meter
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get, model_version_resolve
@@ -163,9 +163,7 @@ def _quota_check(*, principal: Principal) -> None:
             entitlement=limits.entitlement_get(organisation_id=principal.organisation_id),
         )
     except limits.QuotaRefused as refused:
-        raise QuotaExceeded(
-            refused.message, code=refused.code, headers={"Retry-After": str(limits.seconds_to_next_month())}
-        ) from None
+        raise quota_exceeded(refused) from None
     limits.quota_settle(reservation=reservation, units=0)  # a probe: nothing is held for the batch
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from apiservice.errors import APIError, error_response
+from apiservice.errors import APIError, error_response, exception_response
 from apiservice.middleware import usage_of
 
 from . import idempotency, limits
@@ -28,6 +28,13 @@ class QuotaExceeded(APIError):
     code = "quota_exceeded"
 
 
+def quota_exceeded(refused: limits.QuotaRefused) -> QuotaExceeded:
+    """The 429 for a refused quota or budget hold, with Retry-After: the seconds until the month resets."""
+    return QuotaExceeded(
+        refused.message, code=refused.code, headers={"Retry-After": str(limits.seconds_to_next_month())}
+    )
+
+
 @dataclass
 class BillingContext:
     rate: limits.RateState | None = None
@@ -37,14 +44,12 @@ class BillingContext:
     def hold(self, units: int) -> None:
         """The call's real size, once the view has read its body: hold all of it, or refuse (429)
         before the model runs. One row, the usual call, is already held by the admission."""
-        if self.reservation is None or units <= max(1, self.reservation.units):  # admission covered one
+        if self.reservation is None or units <= self.reservation.units:
             return
         try:
             limits.quota_extend(reservation=self.reservation, units=units)
         except limits.QuotaRefused as refused:
-            raise QuotaExceeded(
-                refused.message, code=refused.code, headers={"Retry-After": str(limits.seconds_to_next_month())}
-            ) from None
+            raise quota_exceeded(refused) from None
 
 
 # The scope a key needs for the calls billed on each meter: a key without it is refused by the endpoint,
@@ -131,13 +136,7 @@ def admit(request: HttpRequest) -> HttpResponse | None:
         context.claim = begun
     if isinstance(quota, limits.QuotaRefused):
         _release(context)
-        return error_response(
-            request,
-            status=429,
-            code=quota.code,
-            message=quota.message,
-            headers={"Retry-After": str(limits.seconds_to_next_month())},
-        )
+        return exception_response(request, quota_exceeded(quota))
     return None
 
 

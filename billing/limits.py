@@ -444,7 +444,7 @@ def _reserve_database(counters: _Counters, units: int) -> Reservation:
         raise _refusal(1, meter=counters.meter, cap=cap)
     if budget is not None and _ledger_units(organisation_id=org, api_key_id=counters.api_key_id) + units > budget:
         raise _refusal(2, meter=counters.meter, cap=budget)
-    return Reservation(units=0, counters=counters)  # checked, not held: the ledger is the count
+    return Reservation(units=units, counters=counters)  # checked, not held (no keys): the ledger is the count
 
 
 def quota_extend(*, reservation: Reservation, units: int) -> None:
@@ -470,6 +470,7 @@ def quota_extend(*, reservation: Reservation, units: int) -> None:
                 reservation.units = units
                 return
     _reserve_database(counters, units)  # the ledger's count plus all of this call's units
+    reservation.units = units
 
 
 # --- Leases: blocks of units a process took from a Redis counter and spends locally -----------------

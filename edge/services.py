@@ -17,7 +17,7 @@ from django.utils import timezone
 from apiservice.auth import Principal
 from apiservice.errors import APIError, Conflict, InvalidInput
 from billing import limits
-from billing.gateway import payment_required_message
+from billing.gateway import payment_required_message, quota_exceeded
 from billing.models import Meter, UsageRecord
 from billing.services import usage_record_once
 from models_registry.models import ModelVersion
@@ -252,12 +252,7 @@ def _download_hold(organisation_id: int, api_key_id: str | None) -> limits.Reser
             entitlement=entitlement,
         )
     except limits.QuotaRefused as refused:
-        raise APIError(
-            refused.message,
-            code=refused.code,
-            status_code=429,
-            headers={"Retry-After": str(limits.seconds_to_next_month())},
-        ) from None
+        raise quota_exceeded(refused) from None
 
 
 def bundle_download_bill(*, bundle: Bundle, claims: DownloadClaims, status_code: int) -> bool:

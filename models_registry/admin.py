@@ -7,18 +7,18 @@ from django.http import FileResponse, Http404, HttpRequest
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from apiservice.errors import InvalidInput
+
 from . import services
-from .models import ALIAS_VALIDATOR, RESERVED_ALIASES, AliasMove, MLModel, ModelAlias, ModelVersion
+from .models import AliasMove, MLModel, ModelAlias, ModelVersion
 
 
 def _check_alias(alias: str) -> None:
-    """The alias rules of `services.alias_move`, as form errors (the admin cannot show the service's)."""
+    """The service's alias rules, as a form error (the admin shows no API error)."""
     try:
-        ALIAS_VALIDATOR(alias)
-    except ValidationError:
-        raise ValidationError(f"'{alias}' is not a valid alias (a slug starting with a letter).") from None
-    if alias in RESERVED_ALIASES:
-        raise ValidationError(f"'{alias}' is reserved.")
+        services.alias_name_check(alias=alias)
+    except InvalidInput as exc:
+        raise ValidationError(exc.message) from None
 
 
 class VersionInline(admin.TabularInline):

@@ -105,8 +105,8 @@ def model_version_validate(*, version: ModelVersion, content: bytes) -> None:
     version.save()
 
 
-def alias_move(*, model: MLModel, alias: str, version: ModelVersion, moved_by: Any = None) -> ModelAlias:
-    """Point `alias` at `version` (a ready version of the same model) and record the move."""
+def alias_name_check(*, alias: str) -> None:
+    """An alias is a slug starting with a letter and not a reserved name; InvalidInput otherwise."""
     from .models import ALIAS_VALIDATOR
 
     try:
@@ -115,6 +115,11 @@ def alias_move(*, model: MLModel, alias: str, version: ModelVersion, moved_by: A
         raise InvalidInput(f"'{alias}' is not a valid alias (a slug starting with a letter).", param="alias") from None
     if alias in RESERVED_ALIASES:
         raise InvalidInput(f"'{alias}' is reserved.", param="alias")
+
+
+def alias_move(*, model: MLModel, alias: str, version: ModelVersion, moved_by: Any = None) -> ModelAlias:
+    """Point `alias` at `version` (a ready version of the same model) and record the move."""
+    alias_name_check(alias=alias)
     if version.model_id != model.pk:
         raise InvalidInput("That version belongs to another model.", param="version")
     if not version.is_servable:
