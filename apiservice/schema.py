@@ -90,10 +90,10 @@ VERSION_PATH = OpenApiParameter(
     description="A version number, an alias, or `latest`.",
     examples=[OpenApiExample("number", value="1"), OpenApiExample("alias", value="production")],
 )
-LABEL_PATH = OpenApiParameter(
-    "label",
+ALIAS_PATH = OpenApiParameter(
+    "alias",
     str,
     OpenApiParameter.PATH,
-    description="An alias.",
+    description="An alias; an error about it (`version_not_found`, `version_not_ready`) names `alias` in `param`.",
     examples=[OpenApiExample("production", value="production")],
 )

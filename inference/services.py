@@ -35,14 +35,19 @@ _resolve_lock = threading.Lock()
 RESOLVE_TTL_SECONDS = 1.0  # alias moves and new versions are seen within a second
 
 
-def servable_resolve(*, organisation_id: int | None, model_name: str, ref: str | None) -> Servable:
+def servable_resolve(
+    *, organisation_id: int | None, model_name: str, ref: str | None, ref_param: str = "version"
+) -> Servable:
+    """The servable `ref` names; `ref_param` is the path parameter it came in (`version`, or `alias`
+    for `/labels/{alias}`), which a NotFound names. The cache is keyed by `ref` alone: the same
+    version answers whichever parameter named it."""
     key = (organisation_id, model_name, ref)
     entry = _resolve_cache.get(key)
     now = time.monotonic()
     if entry is not None and entry[0] > now:
         return entry[1]
     model = model_get(name=model_name, organisation_id=organisation_id)
-    version = model_version_resolve(model=model, ref=ref)
+    version = model_version_resolve(model=model, ref=ref, param=ref_param)
     servable = servable_from_version(version)
     with _resolve_lock:
         if len(_resolve_cache) > 10_000:
@@ -68,12 +73,13 @@ def servable_clear_cache() -> None:
         _resolve_cache.clear()
 
 
-def require_ready(servable: Servable) -> None:
+def require_ready(servable: Servable, *, param: str = "version") -> None:
+    """Conflict unless the version is ready; `param` as for `servable_resolve`."""
     if servable.status != ModelVersion.Status.READY:
         raise Conflict(
             f"Version {servable.number} of '{servable.model_name}' is not servable ({servable.status}).",
             code="version_not_ready",
-            param="version",
+            param=param,
         )
 
 

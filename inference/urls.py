@@ -14,7 +14,7 @@ urlpatterns = [
         views.PredictVersionView.as_view(),
         name="predict-version",
     ),
-    path("v1/models/<mname:model>/labels/<ref:label>:predict", views.PredictLabelView.as_view(), name="predict-label"),
+    path("v1/models/<mname:model>/labels/<ref:alias>:predict", views.PredictLabelView.as_view(), name="predict-label"),
     path("v2/health/live", views.LiveView.as_view(), name="v2-live"),
     path("v2/health/ready", views.ReadyView.as_view(), name="v2-ready"),
     path("v2", views.ServerMetadataView.as_view(), name="v2-server"),
@@ -48,7 +48,7 @@ fast_routes = (
         "v1-predict",
     ),
     FastRoute(
-        re.compile(rf"^/v1/models/(?P<model>{_NAME})/labels/(?P<ref>{_REF}):predict$"),
+        re.compile(rf"^/v1/models/(?P<model>{_NAME})/labels/(?P<alias>{_REF}):predict$"),
         views.predict,
         "predict",
         "v1-predict",

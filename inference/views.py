@@ -20,7 +20,7 @@ from apiservice.auth import request_principal
 from apiservice.errors import InvalidInput, Unavailable
 from apiservice.middleware import usage_of
 from apiservice.renderers import dumps
-from apiservice.schema import ERROR_RESPONSES, LABEL_PATH, MODEL_PATH, OIP_ERROR_RESPONSES, VERSION_PATH
+from apiservice.schema import ALIAS_PATH, ERROR_RESPONSES, MODEL_PATH, OIP_ERROR_RESPONSES, VERSION_PATH
 from billing.models import Meter
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get
@@ -76,14 +76,18 @@ def _predict_feeds(request: HttpRequest, servable: services.Servable) -> tuple[d
     return {name: to_array(matrix, datatype=spec["datatype"], name=name, param=param)}, form
 
 
-def predict(request: HttpRequest, *, model: str, ref: str | None = None) -> HttpResponse:
+def predict(request: HttpRequest, *, model: str, ref: str | None = None, alias: str | None = None) -> HttpResponse:
     """TF-Serving / Vertex `:predict` on a plain Django request: the view below and the gateway's fast
-    route (`inference.routes`) both serve it from here."""
+    route (`inference.urls.fast_routes`) both serve it from here. `ref` comes from `/versions/{v}`,
+    `alias` from `/labels/{alias}`; an error about it names the one the client sent."""
     usage = usage_of(request)
     usage.face = "v1-predict"
-    servable = services.servable_resolve(organisation_id=_organisation_id(request), model_name=model, ref=ref)
+    param, ref = ("version", ref) if alias is None else ("alias", alias)
+    servable = services.servable_resolve(
+        organisation_id=_organisation_id(request), model_name=model, ref=ref, ref_param=param
+    )
     _note_version(request, servable)
-    services.require_ready(servable)
+    services.require_ready(servable, param=param)
     feeds, form = _predict_feeds(request, servable)
     rows = services.feeds_check(servable=servable, feeds=feeds, param_prefix=form)
     if usage.hold is not None:  # the quota and budget hold every row before the model runs
@@ -176,8 +180,8 @@ class PredictView(APIView):
         examples=[OpenApiExample("Iris", value={"instances": [[5.1, 3.5, 1.4, 0.2]]}, request_only=True)],
         tags=["online inference"],
     )
-    def post(self, request: Request, model: str, version: str | None = None, label: str | None = None) -> HttpResponse:
-        return predict(request._request, model=model, ref=version or label)
+    def post(self, request: Request, model: str, version: str | None = None, alias: str | None = None) -> HttpResponse:
+        return predict(request._request, model=model, ref=version, alias=alias)
 
 
 # --- Open Inference Protocol v2 ------------------------------------------------------------------
@@ -354,7 +358,7 @@ class PredictVersionView(PredictView):
     pass
 
 
-@extend_schema_view(post=extend_schema(operation_id="predict_label", parameters=[MODEL_PATH, LABEL_PATH]))
+@extend_schema_view(post=extend_schema(operation_id="predict_label", parameters=[MODEL_PATH, ALIAS_PATH]))
 class PredictLabelView(PredictView):
     pass
 

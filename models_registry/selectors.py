@@ -26,27 +26,31 @@ def model_get(*, name: str, organisation_id: int | None) -> MLModel:
     return model
 
 
-def model_version_resolve(*, model: MLModel, ref: str | None) -> ModelVersion:
-    """A version by number, alias, `latest`, or (ref None) the `production` alias else latest."""
+def model_version_resolve(*, model: MLModel, ref: str | None, param: str = "version") -> ModelVersion:
+    """A version by number, alias, `latest`, or (ref None) the `production` alias else latest.
+
+    `param` is what the caller's client called `ref` (`version`, or `alias` for a `/labels/{alias}`
+    path); a NotFound names it.
+    """
     if ref is None:
         alias = ModelAlias.objects.filter(model=model, name=DEFAULT_ALIAS).select_related("version").first()
-        return alias.version if alias else _latest(model)
+        return alias.version if alias else _latest(model, param=param)
     if ref == "latest":
-        return _latest(model)
+        return _latest(model, param=param)
     if ref.isdigit():
         version = ModelVersion.objects.filter(model=model, number=int(ref)).first()
     else:
         alias = ModelAlias.objects.filter(model=model, name=ref).select_related("version").first()
         version = alias.version if alias else None
     if version is None:
-        raise NotFound(f"Model '{model.name}' has no version '{ref}'.", code="version_not_found", param="version")
+        raise NotFound(f"Model '{model.name}' has no {param} '{ref}'.", code="version_not_found", param=param)
     return version
 
 
-def _latest(model: MLModel) -> ModelVersion:
+def _latest(model: MLModel, *, param: str) -> ModelVersion:
     version = model.versions.filter(status=ModelVersion.Status.READY).order_by("-number").first()
     if version is None:
-        raise NotFound(f"Model '{model.name}' has no ready version.", code="version_not_found", param="version")
+        raise NotFound(f"Model '{model.name}' has no ready version.", code="version_not_found", param=param)
     return version
 
 

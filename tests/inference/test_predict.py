@@ -1,6 +1,7 @@
 import pytest
 
 from billing.models import UsageRecord
+from models_registry.models import ModelAlias
 from models_registry.services import alias_move, model_get_or_create, model_version_register
 from tests import onnx_factories
 from tests.conftest import register
@@ -104,3 +105,31 @@ def test_it_records_one_ledger_row_per_call(api, iris):
     assert (predict.units, predict.status_code, predict.meter) == (3, 200, "online_predictions")
     assert predict.model_version_id == iris.pk and predict.billable
     assert (rows["metadata"].units, rows["metadata"].billable) == (0, False)
+
+
+@pytest.mark.parametrize("query", ["", "?format=json"])  # the gateway's fast route, then DRF
+def test_an_unknown_alias_is_named_as_the_alias_it_is(api, iris, query):
+    response = api.post_json(f"/v1/models/iris/labels/ghost:predict{query}", {"instances": [IRIS_ROW]})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("version_not_found", "alias")
+    assert "alias 'ghost'" in error["message"]
+
+
+@pytest.mark.parametrize("query", ["", "?format=json"])
+def test_an_alias_on_a_version_that_is_not_ready_is_named_as_the_alias(api, iris, query):
+    failed = model_version_register(model=iris.model, content=b"garbage")
+    ModelAlias.objects.filter(model=iris.model, name="production").update(version=failed)
+    response = api.post_json(f"/v1/models/iris/labels/production:predict{query}", {"instances": [IRIS_ROW]})
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("version_not_ready", "alias")
+
+
+@pytest.mark.parametrize("query", ["", "?format=json"])
+def test_an_unknown_or_failed_version_is_still_named_version(api, iris, query):
+    model_version_register(model=iris.model, content=b"garbage")
+    missing = api.post_json(f"/v1/models/iris/versions/9:predict{query}", {"instances": [IRIS_ROW]})
+    assert (missing.status_code, missing.json()["error"]["param"]) == (404, "version")
+    failed = api.post_json(f"/v1/models/iris/versions/2:predict{query}", {"instances": [IRIS_ROW]})
+    assert (failed.status_code, failed.json()["error"]["param"]) == (409, "version")
