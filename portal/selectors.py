@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
+from apiservice.errors import NotFound
 from apiservice.models import APIKey, Membership, Organisation
 from billing.models import UsageRecord
 from models_registry import selectors as registry
@@ -52,6 +53,14 @@ def model_catalogue(*, organisation_id: int) -> QuerySet[MLModel]:
     """The models a customer can call: public and their own, with at least one ready version."""
     ready = ModelVersion.objects.filter(model=OuterRef("pk"), status=ModelVersion.Status.READY)
     return registry.model_list(organisation_id=organisation_id).filter(Exists(ready))
+
+
+def model_catalogue_get(*, organisation_id: int, name: str) -> MLModel:
+    """A model of the catalogue by name; NotFound for one it hides (no ready version, another's)."""
+    model = model_catalogue(organisation_id=organisation_id).filter(name=name).first()
+    if model is None:
+        raise NotFound(f"Model '{name}' not found.", code="model_not_found", param="model")
+    return model
 
 
 def latest_calls(*, organisation_id: int, limit: int = 25) -> QuerySet[UsageRecord]:

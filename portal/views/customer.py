@@ -304,8 +304,8 @@ def models(request: HttpRequest) -> HttpResponse:
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     organisation = request.membership.organisation  # type: ignore[attr-defined]
     try:
-        model = registry.model_get(name=name, organisation_id=organisation.pk)
-    except NotFound:
+        model = selectors.model_catalogue_get(organisation_id=organisation.pk, name=name)
+    except NotFound:  # hidden from the catalogue: no ready version, or another organisation's
         raise Http404(f"Model '{name}' not found.") from None
     versions = model.versions.prefetch_related("aliases").order_by("-number")
     ready = [v for v in versions if v.status == ModelVersion.Status.READY]

@@ -29,3 +29,15 @@ def test_it_lists_a_model_again_once_a_version_is_ready(owner_client: Client, ir
     assert "second-try" not in [m.name for m in owner_client.get("/portal/models/").context["models"]]
     model_version_register(model=failed, content=model_bytes("iris"))
     assert "second-try" in [m.name for m in owner_client.get("/portal/models/").context["models"]]
+
+
+def test_a_model_hidden_from_the_catalogue_is_not_found_by_url(
+    owner_client: Client, staff_client: Client, org: Organisation, iris: ModelVersion, private_model: ModelVersion
+) -> None:
+    failed = model_get_or_create(name="broken")
+    model_version_register(model=failed, content=b"not onnx")
+    model_get_or_create(name="empty", organisation_id=org.pk)
+    assert owner_client.get("/portal/models/iris/").status_code == 200
+    for hidden in ("broken", "empty", private_model.model.name, "nope"):
+        assert owner_client.get(f"/portal/models/{hidden}/").status_code == 404, hidden
+    assert staff_client.get("/staff/models/broken/").status_code == 200  # staff still see everything
