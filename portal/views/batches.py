@@ -15,8 +15,8 @@ from batches import selectors as batch_selectors
 from batches import services as batch_services
 from batches import storage
 from batches.models import Batch, File
-from models_registry import selectors as registry
 
+from .. import selectors
 from ..access import portal_view, session_principal
 from ..forms import BatchCreateForm
 
@@ -35,7 +35,8 @@ def _batch(request: HttpRequest, uid: str) -> Batch:
 
 
 def _form(request: HttpRequest) -> BatchCreateForm:
-    models = registry.model_list(organisation_id=_org_id(request)).order_by("name")
+    # The catalogue's rule: a model without a ready version (or another organisation's) is no choice.
+    models = selectors.model_catalogue(organisation_id=_org_id(request)).order_by("name")
     return BatchCreateForm(request.POST or None, request.FILES or None, models=models)
 
 

@@ -10,6 +10,7 @@ from django.test import Client
 from apiservice.models import Organisation
 from batches import execution, validation
 from batches.models import Batch, BatchChunk, BatchPart, File
+from models_registry.services import model_get_or_create, model_version_register
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
@@ -139,3 +140,17 @@ def test_only_owners_see_the_webhook_signing_secret(owner_client, member_client,
     assert secret.startswith("whsec_")
     assert secret in owner_client.get("/portal/batches/").content.decode()
     assert secret not in member_client.get("/portal/batches/").content.decode()
+
+
+def test_the_model_select_lists_only_catalogue_models(
+    owner_client: Client, org: Organisation, iris: Any, private_model: Any
+) -> None:
+    failed = model_get_or_create(name="broken")
+    model_version_register(model=failed, content=b"not onnx")
+    model_get_or_create(name="empty", organisation_id=org.pk)
+    form = owner_client.get("/portal/batches/").context["form"]
+    assert [m.name for m in form.fields["model"].queryset] == ["iris"]
+    refused = start(owner_client, model="broken")
+    assert refused.status_code == 400
+    assert "Select a valid choice." in refused.content.decode()
+    assert not Batch.objects.exists() and not File.objects.filter(organisation=org).exists()
