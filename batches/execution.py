@@ -261,6 +261,10 @@ def _chunk_work(chunk: BatchChunk, claim: str, *, poison: bool) -> None:
 
 
 def _chunk_reserve(chunk: BatchChunk) -> Reservation:
+    """The chunk's rows held on the quota and budget, or QuotaRefused. With METERING_ENABLED off
+    nothing is held or refused (an empty reservation settles to nothing), as for online calls."""
+    if not settings.METERING_ENABLED:
+        return Reservation(units=0)
     batch = chunk.batch
     return quota_reserve(
         organisation_id=batch.organisation_id,

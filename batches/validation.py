@@ -325,7 +325,10 @@ def _check_lines(
 def chunk_rows_for(*, organisation_id: int) -> int:
     """Rows per chunk: `BATCH_CHUNK_ROWS`, or a tenth of a hard-capped plan's monthly `batch_rows`
     quota if smaller. A chunk holds all its rows on the quota before it runs, so a chunk larger than
-    the quota itself could never run; in tenths, at most a tenth of the quota is left unused."""
+    the quota itself could never run; in tenths, at most a tenth of the quota is left unused. With
+    METERING_ENABLED off nothing is held, so nothing is cut."""
+    if not settings.METERING_ENABLED:
+        return int(settings.BATCH_CHUNK_ROWS)
     cap = entitlement_get(organisation_id=organisation_id).caps.get(Meter.BATCH_ROWS)
     if cap is None:
         return int(settings.BATCH_CHUNK_ROWS)

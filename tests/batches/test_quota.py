@@ -113,3 +113,28 @@ def test_a_worker_never_bills_past_the_cap_with_chunks_running_at_once(
     errors = json_lines(content(api, done["error_file_id"]))
     assert len(errors) == 230 - billed
     assert {error["error"]["code"] for error in errors} == {"quota_exceeded"}
+
+
+def test_with_metering_off_it_creates_and_runs_a_batch_past_the_used_up_quota(api, org, diabetes, in_process, settings):
+    account_on(org, "free")
+    free_quota(Meter.BATCH_ROWS, 5)
+    run(create(api, upload(api, jsonl(5))["id"])["id"])  # the month's quota, used up
+    settings.METERING_ENABLED = False
+    response = api.post_json("/v1/batches", {"input_file_id": upload(api, jsonl(12))["id"], "model": "diabetes"})
+    assert response.status_code == 201, response.content  # 429 with metering on
+    batch = run(response.json()["id"])
+    assert BatchChunk.objects.filter(batch=batch).count() == 1  # not cut to a tenth of a cap nothing holds
+    done = api.get(f"/v1/batches/{batch.uid}").json()
+    assert done["request_counts"] == {"total": 12, "completed": 12, "failed": 0}
+    assert billed_rows() == 17  # the ledger still records
+
+
+def test_with_metering_off_a_chunk_holds_nothing_and_runs(api, org, diabetes, in_process, settings):
+    account_on(org, "free")
+    free_quota(Meter.BATCH_ROWS, 10)
+    created = create(api, upload(api, jsonl(11))["id"])
+    free_quota(Meter.BATCH_ROWS, 0)  # used up (here: lowered) after the batch was created
+    settings.METERING_ENABLED = False
+    batch = run(created["id"])
+    assert (batch.status, batch.completed, batch.failed) == ("completed", 11, 0)
+    assert billed_rows() == 11
