@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from billing.gateway import payment_required_message
 from billing.limits import QuotaRefused, Reservation, entitlement_get, quota_reserve, quota_settle
 from billing.models import Meter
 from billing.services import usage_record_batch_chunk
@@ -239,11 +240,12 @@ def chunk_run(*, chunk_id: int) -> None:
 
 
 def _chunk_work(chunk: BatchChunk, claim: str, *, poison: bool) -> None:
-    """Run the chunk's lines (or fail them: poison, quota refused), then record and bill it.
+    """Run the chunk's lines (or fail them: poison, quota refused, account blocked), then record and bill it.
 
     Before the model runs, the chunk's rows are held on the organisation's monthly `batch_rows` quota
-    (and its key's budget): a chunk that does not fit is not predicted, its lines fail with the
-    refusal's code. The hold is settled to the rows billed (0 when this attempt did not bill).
+    (and its key's budget): a chunk that does not fit, or whose account's standing now blocks it, is
+    not predicted, its lines fail with the refusal's code. The hold is settled to the rows billed (0
+    when this attempt did not bill).
     """
     reservation: Reservation | None = None
     refused: QuotaRefused | None = None
@@ -261,17 +263,22 @@ def _chunk_work(chunk: BatchChunk, claim: str, *, poison: bool) -> None:
 
 
 def _chunk_reserve(chunk: BatchChunk) -> Reservation:
-    """The chunk's rows held on the quota and budget, or QuotaRefused. With METERING_ENABLED off
-    nothing is held or refused (an empty reservation settles to nothing), as for online calls."""
+    """The chunk's rows held on the quota and budget, or QuotaRefused: also, with code
+    `payment_required`, when the account's standing now blocks billable work (cancelled, past due
+    beyond the grace period), as online calls get 402. With METERING_ENABLED off nothing is held or
+    refused (an empty reservation settles to nothing), as for online calls."""
     if not settings.METERING_ENABLED:
         return Reservation(units=0)
     batch = chunk.batch
+    entitlement = entitlement_get(organisation_id=batch.organisation_id)
+    if entitlement.blocked:
+        raise QuotaRefused("payment_required", payment_required_message(entitlement.blocked))
     return quota_reserve(
         organisation_id=batch.organisation_id,
         api_key_id=batch.api_key_id,
         meter=Meter.BATCH_ROWS,
         units=chunk.rows,
-        entitlement=entitlement_get(organisation_id=batch.organisation_id),
+        entitlement=entitlement,
     )
 
 
@@ -383,7 +390,8 @@ def _chunk_lines(chunk: BatchChunk, parser: Parser) -> Iterator[Request]:
 
 
 def _chunk_fail_lines(chunk: BatchChunk, err: IO[bytes], result: _ChunkResult, *, code: str, message: str) -> None:
-    """Fail every valid line of the chunk without running the model (poison chunk, quota refused)."""
+    """Fail every valid line of the chunk without running the model (poison chunk, quota refused,
+    account blocked)."""
     for request in _chunk_requests(chunk):
         err.write(
             error_line(
@@ -525,7 +533,7 @@ def _chunk_finish(
 
     The rows this call billed (0 when skipped, or when the chunk's ledger row already existed), or
     None when another attempt owns the chunk (nothing changed). `batch_error` is added once to the
-    batch's `errors` (a quota refusal).
+    batch's `errors` (a quota or standing refusal).
     """
     batch = chunk.batch
     billed = 0

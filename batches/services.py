@@ -18,9 +18,9 @@ from django.utils import timezone
 from django.utils.text import get_valid_filename
 
 from apiservice.auth import Principal
-from apiservice.errors import Conflict, InvalidInput, PayloadTooLarge, Unprocessable
+from apiservice.errors import APIError, Conflict, InvalidInput, PayloadTooLarge, Unprocessable
 from billing import limits
-from billing.gateway import quota_exceeded
+from billing.gateway import payment_required_message, quota_exceeded
 from billing.models import Meter
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get, model_version_resolve
@@ -125,7 +125,9 @@ def completion_window_seconds(window: str) -> int:
 
 def batch_create(*, principal: Principal, spec: BatchSpec, idempotency_key: str | None) -> tuple[Batch, bool]:
     """Create a batch and queue its validation; (batch, created). The same Idempotency-Key and body
-    give back the first batch; the same key with another body is 422."""
+    give back the first batch; the same key with another body is 422. An account whose standing
+    blocks billable work is refused (402) first, replay included, as online calls are."""
+    _standing_check(organisation_id=principal.organisation_id)
     digest = spec.digest()
     if idempotency_key:
         existing = _idempotent_replay(principal.organisation_id, idempotency_key, digest)
@@ -149,6 +151,17 @@ def batch_create(*, principal: Principal, spec: BatchSpec, idempotency_key: str 
             raise
         return existing, False
     return batch, True
+
+
+def _standing_check(*, organisation_id: int) -> None:
+    """Refuse a batch (402) for an account that is cancelled or past due beyond the grace period, as
+    online calls and bundle downloads are; each chunk is checked again before it runs
+    (`execution._chunk_reserve`). With METERING_ENABLED off nothing is refused, as for them."""
+    if not settings.METERING_ENABLED:
+        return
+    blocked = limits.entitlement_get(organisation_id=organisation_id).blocked
+    if blocked:
+        raise APIError(payment_required_message(blocked), code="payment_required", status_code=402)
 
 
 def _quota_check(*, principal: Principal) -> None:

@@ -1,8 +1,10 @@
 """A hard-capped plan's monthly `batch_rows` quota: held per chunk before the model runs, never passed."""
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from batches import execution
 from batches.models import Batch, BatchChunk
@@ -138,3 +140,70 @@ def test_with_metering_off_a_chunk_holds_nothing_and_runs(api, org, diabetes, in
     batch = run(created["id"])
     assert (batch.status, batch.completed, batch.failed) == ("completed", 11, 0)
     assert billed_rows() == 11
+
+
+@pytest.mark.parametrize(
+    "standing",
+    [{"status": "canceled"}, {"status": "past_due", "past_due_since": timezone.now() - timedelta(days=30)}],
+    ids=["cancelled", "past-due-beyond-grace"],
+)
+def test_it_refuses_to_create_a_batch_for_an_account_whose_standing_blocks_it(api, org, diabetes, in_process, standing):
+    account_on(org, "payg")
+    file = upload(api, jsonl(2))
+    account_on(org, "payg", **standing)
+    response = api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes"})
+    assert response.status_code == 402, response.content
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("billing_error", "payment_required")
+    assert "POST /v1/billing/portal" in error["message"]
+    assert not Batch.objects.exists()
+
+
+def test_a_cancelled_account_gets_402_rather_than_a_replay_of_its_batch(api, org, diabetes, in_process):
+    account_on(org, "payg")
+    file = upload(api, jsonl(2))
+    create(api, file["id"], idempotency_key="k-1")
+    account_on(org, "payg", status="canceled")
+    body = {"input_file_id": file["id"], "model": "diabetes"}
+    response = api.post_json("/v1/batches", body, HTTP_IDEMPOTENCY_KEY="k-1")
+    assert response.status_code == 402  # as online calls: the standing is checked before any replay
+    assert response.json()["error"]["code"] == "payment_required"
+
+
+def test_it_creates_a_batch_for_a_past_due_account_within_the_grace_period(api, org, diabetes, in_process):
+    account_on(org, "payg", status="past_due", past_due_since=timezone.now() - timedelta(days=1))
+    file = upload(api, jsonl(2))
+    assert api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes"}).status_code == 201
+
+
+def test_it_runs_no_chunk_of_a_queued_batch_once_the_account_is_cancelled(
+    api, org, diabetes, in_process, settings, monkeypatch
+):
+    account_on(org, "payg")
+    settings.BATCH_CHUNK_ROWS = 5
+    created = create(api, upload(api, jsonl(12))["id"])
+    account_on(org, "payg", status="canceled")  # after the batch was queued
+    monkeypatch.setattr(execution, "predict", lambda **_: pytest.fail("the model ran"))
+    batch = run(created["id"])
+    assert BatchChunk.objects.filter(batch=batch, status=BatchChunk.Status.FAILED).count() == 3
+    done = api.get(f"/v1/batches/{batch.uid}").json()
+    assert done["status"] == "completed"
+    assert done["request_counts"] == {"total": 12, "completed": 0, "failed": 12}
+    refusal = done["errors"]["data"][0]
+    assert (refusal["code"], refusal["line"]) == ("payment_required", None)
+    assert [e["code"] for e in done["errors"]["data"]].count("payment_required") == 1
+    errors = json_lines(content(api, done["error_file_id"]))
+    assert {error["error"]["code"] for error in errors} == {"payment_required"}
+    assert [error["custom_id"] for error in errors] == [f"req-{i}" for i in range(12)]
+    assert done["output_file_id"] is None
+    assert billed_rows() == 0
+
+
+def test_with_metering_off_it_creates_and_runs_a_batch_whatever_the_account_standing(
+    api, org, diabetes, in_process, settings
+):
+    account_on(org, "payg", status="canceled")
+    settings.METERING_ENABLED = False  # as online calls and downloads: nothing refused, the ledger still records
+    batch = run(create(api, upload(api, jsonl(3))["id"])["id"])
+    assert (batch.status, batch.completed, batch.failed) == ("completed", 3, 0)
+    assert billed_rows() == 3
