@@ -107,9 +107,14 @@ class BatchSpec:
     completion_window: str
     metadata: dict[str, str] | None
     webhook_url: str
+    ref_param: str = "version"  # the field `ref` came in (`version` or `alias`), which an error names
 
     def digest(self) -> str:
-        return hashlib.sha256(orjson.dumps(self.__dict__, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        """The request's fingerprint for Idempotency-Key replays. `ref_param` is left out: `version`
+        and `alias` naming the same ref ask for the same batch, and digests stored before the field
+        existed still match."""
+        fields = {name: value for name, value in self.__dict__.items() if name != "ref_param"}
+        return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def completion_window_seconds(window: str) -> int:
@@ -199,7 +204,7 @@ def _batch_build(*, principal: Principal, spec: BatchSpec) -> Batch:
     input_file = file_get(organisation_id=principal.organisation_id, uid=spec.input_file_id, param="input_file_id")
     if input_file.purpose != File.Purpose.BATCH:
         raise InvalidInput("input_file_id must name a file uploaded with purpose 'batch'.", param="input_file_id")
-    version = _version(principal.organisation_id, spec.model, spec.ref)
+    version = _version(principal.organisation_id, spec.model, spec.ref, param=spec.ref_param)
     if spec.output_format == File.Format.CSV:
         if input_file.format != File.Format.CSV:
             raise InvalidInput("CSV output needs a CSV input file.", param="output_format")
@@ -224,15 +229,16 @@ def _batch_build(*, principal: Principal, spec: BatchSpec) -> Batch:
     )
 
 
-def _version(organisation_id: int, model_name: str, ref: str | None) -> ModelVersion:
-    """Resolved once, here: an alias moving later does not change a running batch."""
+def _version(organisation_id: int, model_name: str, ref: str | None, *, param: str) -> ModelVersion:
+    """Resolved once, here: an alias moving later does not change a running batch. `param` is the
+    field the client named the ref in (`version` or `alias`); a 404 or 409 names it."""
     model = model_get(name=model_name, organisation_id=organisation_id)
-    version = model_version_resolve(model=model, ref=ref)
+    version = model_version_resolve(model=model, ref=ref, param=param)
     if not version.is_servable:
         raise Conflict(
             f"Version {version.number} of '{model.name}' is not servable ({version.status}).",
             code="version_not_ready",
-            param="version",
+            param=param,
         )
     return version
 
@@ -257,13 +263,16 @@ def batch_cancel(*, organisation_id: int, uid: str) -> Batch:
 
 
 def spec_from(data: dict[str, Any]) -> BatchSpec:
-    ref = data.get("version") or data.get("alias")
+    """The spec of a batch request: `version` or `alias` become one `ref`, remembering which it was."""
     if data.get("version") and data.get("alias"):
         raise InvalidInput("Give either version or alias, not both.", param="alias")
+    ref_param = "alias" if data.get("alias") else "version"
+    ref = data.get(ref_param)
     return BatchSpec(
         input_file_id=data["input_file_id"],
         model=data["model"],
         ref=str(ref) if ref else None,
+        ref_param=ref_param,
         output_format=data.get("output_format") or File.Format.JSONL,
         completion_window=data.get("completion_window") or "24h",
         metadata=data.get("metadata"),

@@ -4,6 +4,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apiservice import services as org_services
+from models_registry.models import ModelAlias
+from models_registry.services import model_version_register
 from tests.conftest import APIClient
 
 from .conftest import content, create, jsonl, upload
@@ -62,6 +64,28 @@ def test_it_refuses_bad_batch_requests(api, diabetes, no_queue, body, status, co
     response = api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes", **body})
     assert response.status_code == status, response.content
     assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "param"),
+    [
+        ({"alias": "ghost"}, 404, "version_not_found", "alias"),
+        ({"alias": "production"}, 409, "version_not_ready", "alias"),  # moved below to a failed version
+        ({"version": 99}, 404, "version_not_found", "version"),
+        ({"version": "2"}, 409, "version_not_ready", "version"),
+    ],
+    ids=["unknown-alias", "alias-on-a-failed-version", "unknown-version", "failed-version"],
+)
+def test_it_names_the_version_or_alias_the_client_sent_when_it_cannot_be_used(
+    api, diabetes, no_queue, body, status, code, param
+):
+    failed = model_version_register(model=diabetes.model, content=b"garbage")
+    ModelAlias.objects.filter(model=diabetes.model, name="production").update(version=failed)
+    file = upload(api, jsonl(2))
+    response = api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes", **body})
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == (code, param)
 
 
 def test_it_lists_batches_newest_first_with_a_cursor(api, diabetes, no_queue):
