@@ -16,12 +16,23 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=160, unique=True)
     client_request_id = models.CharField(max_length=128, blank=True, default="")
     # Every row costs an insert into each index on the request path: the foreign keys below are served
-    # by the (column, created_at) indexes in Meta, so they get none of their own.
+    # by the (column, created_at) indexes in Meta, so they get none of their own. Nor do they get
+    # database constraints: on PostgreSQL each would run a lookup and take a KEY SHARE lock on the
+    # parent row (the organisation, the key: the same few rows for every call) inside the INSERT,
+    # ~25 % of the row's cost (docs/benchmarks.md). The rows are written from an authenticated key
+    # and a resolved version, and `on_delete` is Django's either way (PROTECT refuses to delete an
+    # organisation or a version the ledger names; SET_NULL clears a deleted key).
     organisation = models.ForeignKey(
-        "apiservice.Organisation", on_delete=models.PROTECT, related_name="+", db_index=False
+        "apiservice.Organisation", on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
     api_key = models.ForeignKey(
-        "apiservice.APIKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+        "apiservice.APIKey",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     face = models.CharField(max_length=32)
     meter = models.CharField(max_length=32, choices=Meter.choices, blank=True, default="")
@@ -32,14 +43,22 @@ class UsageRecord(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
     units = models.PositiveIntegerField(default=0)
     status_code = models.PositiveSmallIntegerField()
     latency_ms = models.FloatField(default=0.0)
     created_at = models.DateTimeField(default=timezone.now)
-    # Set when the outbox claims the row into a report for Stripe; NULL = not reported yet.
+    # Set when the outbox claims the row into a report for Stripe; NULL = not reported yet. Indexed
+    # only where set (`usage_report`), so a new row, still NULL here, adds nothing to that index.
     report = models.ForeignKey(
-        "billing.UsageReport", null=True, blank=True, on_delete=models.PROTECT, related_name="records"
+        "billing.UsageReport",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="records",
+        db_index=False,
+        db_constraint=False,
     )
 
     class Meta:
@@ -53,6 +72,7 @@ class UsageRecord(models.Model):
             models.Index(fields=["api_key", "created_at"], name="usage_key_time"),
             models.Index(fields=["created_at"], name="usage_time"),
             models.Index(fields=["model_version", "created_at"], name="usage_version_time"),
+            models.Index(fields=["report"], name="usage_report", condition=models.Q(report__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -155,9 +175,10 @@ class KeyLimit(models.Model):
 class IdempotencyRecord(models.Model):
     """The first response to an `Idempotency-Key`; the unique (organisation, key) decides who ran."""
 
-    # The unique (organisation, key) index serves the foreign key too.
+    # The unique (organisation, key) index serves the foreign key too; no database constraint, for the
+    # reason the ledger has none (UsageRecord): the answer is stored in the call's ledger statement.
     organisation = models.ForeignKey(
-        "apiservice.Organisation", on_delete=models.CASCADE, related_name="+", db_index=False
+        "apiservice.Organisation", on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)

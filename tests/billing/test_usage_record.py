@@ -5,6 +5,7 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import IntegrityError, connection
+from django.utils import timezone
 
 from apiservice.auth import authenticate_key
 from billing.models import IdempotencyRecord, UsageRecord
@@ -217,3 +218,70 @@ def _dsn() -> dict[str, Any]:
         "password": db["PASSWORD"] or None,
         "dbname": db["NAME"],
     }
+
+
+# The ledger has no foreign-key constraints in the database (an INSERT would lock the organisation's
+# and the key's rows on every call); what they guarded is Django's `on_delete`, held here.
+
+
+def test_an_organisation_the_ledger_names_cannot_be_deleted(api_key: str, org: Any) -> None:
+    from django.db.models import ProtectedError
+
+    _record(authenticate_key(f"Bearer {api_key}"), "req_org", units=1, meter="online_predictions")
+    with pytest.raises(ProtectedError):
+        org.delete()
+    assert UsageRecord.objects.filter(request_id="req_org", organisation=org).exists()
+
+
+def test_a_model_version_the_ledger_names_cannot_be_deleted(api_key: str, diabetes: Any) -> None:
+    from django.db.models import ProtectedError
+
+    _record(
+        authenticate_key(f"Bearer {api_key}"),
+        "req_v",
+        units=1,
+        meter="online_predictions",
+        model_version_id=diabetes.pk,
+    )
+    with pytest.raises(ProtectedError):
+        diabetes.delete()
+
+
+def test_deleting_an_api_key_keeps_its_ledger_rows_and_clears_the_key(api_key: str) -> None:
+    from apiservice.models import APIKey
+
+    principal = authenticate_key(f"Bearer {api_key}")
+    _record(principal, "req_k", units=2, meter="online_predictions")
+    APIKey.objects.filter(pk=principal.api_key_id).delete()
+    row = UsageRecord.objects.get(request_id="req_k")
+    assert (row.api_key_id, row.organisation_id, row.units) == (None, principal.organisation_id, 2)
+
+
+def test_a_usage_report_with_ledger_rows_cannot_be_deleted_and_its_rows_are_found_by_it(api_key: str, org: Any) -> None:
+    from django.db.models import ProtectedError
+
+    from billing.models import UsageReport
+
+    _record(authenticate_key(f"Bearer {api_key}"), "req_r", units=1, meter="online_predictions")
+    now = timezone.now()
+    report = UsageReport.objects.create(
+        id="rep_test",
+        organisation=org,
+        meter="online_predictions",
+        stripe_customer_id="cus_1",
+        units=1,
+        rows=1,
+        first_at=now,
+        last_at=now,
+        event_timestamp=now,
+    )
+    UsageRecord.objects.filter(request_id="req_r").update(report=report)
+    assert list(report.records.values_list("request_id", flat=True)) == ["req_r"]
+    with pytest.raises(ProtectedError):
+        report.delete()
+
+
+def test_deleting_an_organisation_deletes_its_idempotent_answers(org: Any) -> None:
+    IdempotencyRecord.objects.create(organisation=org, key="k-1", fingerprint="f")
+    org.delete()
+    assert not IdempotencyRecord.objects.filter(key="k-1").exists()
