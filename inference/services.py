@@ -30,7 +30,7 @@ class Servable:
     available_versions: tuple[str, ...] = ()
 
 
-_resolve_cache: dict[tuple[int | None, str, str | None], tuple[float, Servable]] = {}
+_resolve_cache: dict[tuple[int | None, str, str | None, str], tuple[float, Servable]] = {}
 _resolve_lock = threading.Lock()
 RESOLVE_TTL_SECONDS = 1.0  # alias moves and new versions are seen within a second
 
@@ -39,9 +39,9 @@ def servable_resolve(
     *, organisation_id: int | None, model_name: str, ref: str | None, ref_param: str = "version"
 ) -> Servable:
     """The servable `ref` names; `ref_param` is the path parameter it came in (`version`, or `alias`
-    for `/labels/{alias}`), which a NotFound names. The cache is keyed by `ref` alone: the same
-    version answers whichever parameter named it."""
-    key = (organisation_id, model_name, ref)
+    for `/labels/{alias}`), which a NotFound names and which is part of the cache key: `1` is a
+    version number but never an alias."""
+    key = (organisation_id, model_name, ref, ref_param)
     entry = _resolve_cache.get(key)
     now = time.monotonic()
     if entry is not None and entry[0] > now:

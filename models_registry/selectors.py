@@ -30,14 +30,15 @@ def model_version_resolve(*, model: MLModel, ref: str | None, param: str = "vers
     """A version by number, alias, `latest`, or (ref None) the `production` alias else latest.
 
     `param` is what the caller's client called `ref` (`version`, or `alias` for a `/labels/{alias}`
-    path); a NotFound names it.
+    path); a NotFound names it. An `alias` is only ever an alias, as TF-Serving's labels are: not a
+    number, nor `latest` (names no alias can take).
     """
     if ref is None:
         alias = ModelAlias.objects.filter(model=model, name=DEFAULT_ALIAS).select_related("version").first()
         return alias.version if alias else _latest(model, param=param)
-    if ref == "latest":
+    if ref == "latest" and param != "alias":
         return _latest(model, param=param)
-    if ref.isdigit():
+    if ref.isdigit() and param != "alias":
         version = ModelVersion.objects.filter(model=model, number=int(ref)).first()
     else:
         alias = ModelAlias.objects.filter(model=model, name=ref).select_related("version").first()

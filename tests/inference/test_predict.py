@@ -117,6 +117,20 @@ def test_an_unknown_alias_is_named_as_the_alias_it_is(api, iris, query):
 
 
 @pytest.mark.parametrize("query", ["", "?format=json"])
+@pytest.mark.parametrize("label", ["1", "latest"])
+def test_a_label_is_only_ever_an_alias_not_a_version_number_or_latest(api, iris, query, label):
+    named = "1" if label == "1" else "latest"  # served (and cached) under /versions/ first
+    assert (
+        api.post_json(f"/v1/models/iris/versions/{named}:predict{query}", {"instances": [IRIS_ROW]}).status_code == 200
+    )
+    response = api.post_json(f"/v1/models/iris/labels/{label}:predict{query}", {"instances": [IRIS_ROW]})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("version_not_found", "alias")
+    assert f"alias '{label}'" in error["message"]
+
+
+@pytest.mark.parametrize("query", ["", "?format=json"])
 def test_an_alias_on_a_version_that_is_not_ready_is_named_as_the_alias(api, iris, query):
     failed = model_version_register(model=iris.model, content=b"garbage")
     ModelAlias.objects.filter(model=iris.model, name="production").update(version=failed)
