@@ -77,7 +77,11 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_POST
 @portal_view()
 def organisation_switch(request: HttpRequest) -> HttpResponse:
-    membership = get_object_or_404(Membership, user=request.user, organisation_id=request.POST.get("organisation"))
+    try:
+        organisation_id = int(request.POST.get("organisation", ""))
+    except ValueError:  # a forged or empty choice: no such membership, not a 500
+        raise Http404("No such organisation.") from None
+    membership = get_object_or_404(Membership, user=request.user, organisation_id=organisation_id)
     request.session[SESSION_ORG] = membership.organisation_id
     return redirect("portal:home")
 

@@ -190,3 +190,9 @@ def test_it_invites_an_address_again_once_its_invitation_was_revoked(owner_clien
     response = owner_client.post("/portal/team/", {"email": "again@example.com", "role": "member"}, follow=True)
     assert "Invitation sent to again@example.com." in response.content.decode()
     assert sorted(i.status for i in Invitation.objects.all()) == ["pending", "revoked"]
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "", "99999999999999999999"])
+def test_it_answers_404_to_a_switch_to_an_organisation_that_is_not_a_number(owner_client: Client, value: str) -> None:
+    response = owner_client.post("/portal/organisation/switch/", {"organisation": value})
+    assert response.status_code == 404
