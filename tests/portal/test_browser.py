@@ -202,3 +202,41 @@ def test_it_writes_the_playground_body_as_a_python_literal_in_the_python_snippet
     call = next(n for n in ast.walk(ast.parse(snippet)) if isinstance(n, ast.Call) and n.keywords)
     sent = next(k.value for k in call.keywords if k.arg == "json")
     assert ast.literal_eval(sent) == body  # valid Python that means the same body (True/False/None)
+
+
+def _log_in(page: Page, base: str, username: str) -> None:
+    page.goto(base + "/portal/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("pw-Secret-123")  # the cast's password (tests/portal/conftest.py)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(base + "/portal/")
+
+
+def test_it_asks_before_removing_a_member_or_revoking_an_invitation(
+    transactional_db: Any, live_gunicorn: Any, owner: Any, member: Any, page: Page, console: list[str]
+) -> None:
+    base = live_gunicorn.url
+    _log_in(page, base, "olivia")
+    page.goto(base + "/portal/team/")
+    page.get_by_label("Email address").fill("later@example.com")
+    page.get_by_role("button", name="Send invitation").click()
+    asked: list[str] = []
+    answer = {"accept": False}
+
+    def on_dialog(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.accept() if answer["accept"] else dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.get_by_role("button", name="Remove mike").click()
+    page.get_by_role("button", name="Revoke the invitation to later@example.com").click()
+    page.wait_for_timeout(300)  # a form that did not ask would have been submitted by now
+    assert len(asked) == 2 and "Remove mike" in asked[0] and "later@example.com" in asked[1]
+    expect(page.locator("main")).to_contain_text("mike@example.com")  # dismissed: nothing happened
+    expect(page.locator("main")).to_contain_text("pending")
+
+    answer["accept"] = True
+    page.get_by_role("button", name="Remove mike").click()
+    expect(page.locator("main")).to_contain_text("mike removed.")
+    page.get_by_role("button", name="Revoke the invitation to later@example.com").click()
+    expect(page.locator("main")).to_contain_text("Invitation to later@example.com revoked.")

@@ -46,6 +46,12 @@
     if (target) copyText(target.value !== undefined && target.tagName === "INPUT" ? target.value : target.textContent, button);
   });
 
+  /* Plain (non-htmx) forms that destroy something ask first: <form data-confirm="Remove …?">. */
+  document.addEventListener("submit", function (event) {
+    var form = event.target.closest("form[data-confirm]");
+    if (form && !window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
+  });
+
   /* --- Playground ---------------------------------------------------------------------------- */
   /* A parsed JSON value as a Python literal (True, False, None), so the Python snippet runs as shown.
      Strings and numbers are written as JSON writes them: those escapes and forms mean the same in Python. */
