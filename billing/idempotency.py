@@ -40,7 +40,9 @@ from .services import IdempotentAnswer
 
 HEADER = "HTTP_IDEMPOTENCY_KEY"
 CLAIM_SECONDS = 60  # an in-flight claim older than this belongs to a crashed worker
-REPLAYED_HEADERS = ("X-Model-Version",)
+# Part of the answer, not of this delivery: without Inference-Header-Content-Length a binary OIP answer
+# cannot be split into its JSON head and its tensors.
+REPLAYED_HEADERS = ("X-Model-Version", "Inference-Header-Content-Length")
 NOT_STORED = {401, 402, 403, 409, 429}
 # Give a Redis claim back only if it is still ours; take over a stale one only if it is unchanged.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"

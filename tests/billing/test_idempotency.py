@@ -183,6 +183,24 @@ def test_it_applies_to_the_v2_face(api, iris):
     assert billed_units() == 1
 
 
+def test_it_replays_a_binary_oip_answer_with_its_header_length(api, iris):
+    """tritonclient retrying with the same key must be able to split the replayed JSON head from its tensors."""
+    import tritonclient.http as httpclient
+
+    body = {
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": IRIS_ROW}],
+        "parameters": {"binary_data_output": True},
+    }
+    first = send(api, body=body, path="/v2/models/iris/infer")
+    second = send(api, body=body, path="/v2/models/iris/infer")
+    assert second["Idempotent-Replayed"] == "true"
+    assert second.content == first.content
+    assert second["Inference-Header-Content-Length"] == first["Inference-Header-Content-Length"]
+    length = int(second["Inference-Header-Content-Length"])
+    replayed = httpclient.InferResult.from_response_body(second.content, header_length=length)
+    assert replayed.as_numpy("label").tolist() == [b"setosa"]
+
+
 def test_it_bills_one_of_20_concurrent_identical_requests(transactional_db, live_gunicorn, api_key, iris):
     def call(_: int) -> tuple[int, dict[str, str]]:
         request = urllib.request.Request(
