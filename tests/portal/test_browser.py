@@ -240,3 +240,30 @@ def test_it_asks_before_removing_a_member_or_revoking_an_invitation(
     expect(page.locator("main")).to_contain_text("mike removed.")
     page.get_by_role("button", name="Revoke the invitation to later@example.com").click()
     expect(page.locator("main")).to_contain_text("Invitation to later@example.com revoked.")
+
+
+def test_it_wraps_long_names_instead_of_scrolling_sideways(
+    transactional_db: Any, live_gunicorn: Any, iris: Any, owner: Any, org: Any, page: Page, console: list[str]
+) -> None:
+    base = live_gunicorn.url
+    org.name = "Averyveryverylongorganisationnamewithoutanyspacesthatgoesonandonandonandon"
+    org.save(update_fields=["name"])
+    _log_in(page, base, "olivia")
+    page.goto(base + "/portal/batches/")
+    page.get_by_label("Input file (JSONL or CSV)").set_input_files(
+        {"name": "x" * 180 + ".jsonl", "mimeType": "application/jsonl", "buffer": b'{"instances": [[1, 2, 3, 4]]}\n'}
+    )
+    page.get_by_label("Model").select_option("iris")
+    page.get_by_role("button", name="Upload and start").click()
+    expect(page.get_by_test_id("batch-status")).to_be_visible()
+
+    # Desktop: the batch table fits its card, so the status and files columns are on screen.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    assert page.evaluate(
+        "(() => { const s = document.querySelector('.scroll'); return s.scrollWidth <= s.clientWidth; })()"
+    )
+    # Phone: no page scrolls sideways because of a long organisation or file name.
+    page.set_viewport_size({"width": 375, "height": 800})
+    for path in ["/portal/", "/portal/batches/", "/portal/team/", "/portal/keys/"]:
+        page.goto(base + path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
