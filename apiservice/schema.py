@@ -75,7 +75,12 @@ def paginated(name: str, item: object) -> object:
 
 
 PAGE_PARAMETERS = [
-    OpenApiParameter("limit", int, OpenApiParameter.QUERY, description="Items per page, 1 to 100 (default 20)."),
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        OpenApiParameter.QUERY,
+        description="Items per page, 1 to 100 (default 20).",
+    ),
     OpenApiParameter(
         "cursor", str, OpenApiParameter.QUERY, description="Opaque; from the previous page's `next` or `previous`."
     ),
@@ -96,4 +101,13 @@ ALIAS_PATH = OpenApiParameter(
     OpenApiParameter.PATH,
     description="An alias; an error about it (`version_not_found`, `version_not_ready`) names `alias` in `param`.",
     examples=[OpenApiExample("production", value="production")],
+)
+# What billing.idempotency accepts: 1 to 255 printable characters (leading and trailing spaces are not
+# part of a header value, so the pattern leaves them out).
+IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
+    OpenApiParameter.HEADER,
+    required=False,
+    description="The same key and body within 24 h replays the first answer; another body is 422.",
 )

@@ -5,7 +5,6 @@ from typing import Any
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
@@ -21,7 +20,13 @@ from apiservice.auth import Principal, request_principal
 from apiservice.errors import InvalidInput
 from apiservice.middleware import usage_of
 from apiservice.pagination import paginated_response
-from apiservice.schema import ERROR_RESPONSES, PAGE_PARAMETERS, READ_ERROR_RESPONSES, paginated
+from apiservice.schema import (
+    ERROR_RESPONSES,
+    IDEMPOTENCY_KEY_HEADER,
+    PAGE_PARAMETERS,
+    READ_ERROR_RESPONSES,
+    paginated,
+)
 
 from . import selectors, services, storage
 from .models import File
@@ -238,7 +243,7 @@ class BatchListView(APIView):
             200: OpenApiResponse(BatchOut, description="Replayed (same Idempotency-Key and body)."),
             **ERROR_RESPONSES,
         },
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        parameters=[IDEMPOTENCY_KEY_HEADER],
         tags=BATCH_TAGS,
     )
     def post(self, request: Request) -> Response:

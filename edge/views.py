@@ -76,6 +76,7 @@ class VersionBundlesView(APIView):
             child=serializers.ChoiceField(choices=list(VARIANTS)),
             required=False,
             allow_empty=False,
+            min_length=1,
             help_text="Variants to build (default: all). Each is built when it applies and passes the parity gate.",
         )
 

@@ -20,7 +20,14 @@ from apiservice.auth import request_principal
 from apiservice.errors import InvalidInput, Unavailable
 from apiservice.middleware import usage_of
 from apiservice.renderers import dumps
-from apiservice.schema import ALIAS_PATH, ERROR_RESPONSES, MODEL_PATH, OIP_ERROR_RESPONSES, VERSION_PATH
+from apiservice.schema import (
+    ALIAS_PATH,
+    ERROR_RESPONSES,
+    IDEMPOTENCY_KEY_HEADER,
+    MODEL_PATH,
+    OIP_ERROR_RESPONSES,
+    VERSION_PATH,
+)
 from billing.models import Meter
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get
@@ -175,7 +182,7 @@ class PredictView(APIView):
         request=PREDICT_REQUEST,
         responses={200: PREDICT_RESPONSE, **ERROR_RESPONSES},
         parameters=[
-            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False),
+            IDEMPOTENCY_KEY_HEADER,
         ],
         examples=[OpenApiExample("Iris", value={"instances": [[5.1, 3.5, 1.4, 0.2]]}, request_only=True)],
         tags=["online inference"],
@@ -197,6 +204,7 @@ OIP_INFER_REQUEST = inline_serializer(
         "id": serializers.CharField(required=False),
         "parameters": serializers.DictField(required=False),
         "inputs": serializers.ListField(
+            min_length=1,
             child=inline_serializer(
                 "InferInputTensor",
                 fields={
@@ -204,7 +212,7 @@ OIP_INFER_REQUEST = inline_serializer(
                     "data": serializers.JSONField(required=False),
                     "parameters": serializers.DictField(required=False),
                 },
-            )
+            ),
         ),
         "outputs": serializers.ListField(
             required=False,
@@ -339,7 +347,7 @@ class InferView(APIView):
         responses={200: OIP_INFER_RESPONSE, **OIP_ERROR_RESPONSES},
         parameters=[
             OpenApiParameter("Inference-Header-Content-Length", int, OpenApiParameter.HEADER, required=False),
-            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False),
+            IDEMPOTENCY_KEY_HEADER,
         ],
         tags=["open inference protocol"],
     )
