@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.http import HttpRequest
 from django.urls import reverse_lazy
 
 from .models import Invitation
@@ -13,3 +14,8 @@ class InvitationAdmin(admin.ModelAdmin):
     list_select_related = ["organisation"]
     search_fields = ["email", "organisation__name"]
     readonly_fields = ["token_hash"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Only the team page makes invitations: it emails the link, whose token exists nowhere else. One
+        # made here would have no token (an empty hash, unique: the second one was an IntegrityError).
+        return False
