@@ -154,3 +154,14 @@ def test_the_model_select_lists_only_catalogue_models(
     assert refused.status_code == 400
     assert "Select a valid choice." in refused.content.decode()
     assert not Batch.objects.exists() and not File.objects.filter(organisation=org).exists()
+
+
+def test_it_shows_no_busy_progress_bar_for_a_batch_that_failed_before_counting_rows(
+    owner_client: Client, org: Organisation, iris: Any
+) -> None:
+    start(owner_client, content=b"not json\n")
+    batch = run_in_process(Batch.objects.get(organisation=org))
+    assert (batch.status, batch.rows_total) == ("failed", 0)
+    row = owner_client.get(f"/portal/batches/{batch.uid}/row/", headers={"HX-Request": "true"}).content.decode()
+    # A <progress> without a value is indeterminate: browsers animate it as work going on.
+    assert '<progress max="100" value="0"' in row
