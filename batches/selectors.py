@@ -76,8 +76,10 @@ def batch_data(*, batch: Batch) -> dict[str, Any]:
         "expires_at": _ts(batch.expires_at),
         "finalizing_at": _ts(batch.finalizing_at),
         "completed_at": _ts(batch.completed_at),
-        "failed_at": _ts(batch.failed_at),
-        "expired_at": _ts(batch.expired_at),
+        # Set when the batch stops, but the status follows only once finalisation wrote its files:
+        # until then the object says `validating`/`in_progress` throughout.
+        "failed_at": _ts(batch.failed_at) if batch.status == Batch.Status.FAILED else None,
+        "expired_at": _ts(batch.expired_at) if batch.status == Batch.Status.EXPIRED else None,
         "cancelling_at": _ts(batch.cancelling_at),
         "cancelled_at": _ts(batch.cancelled_at),
     }

@@ -166,3 +166,24 @@ def test_it_parses_uploads_in_chunks_of_the_setting_byte_for_byte(api, no_queue,
     assert max(sizes) == chunk and sum(sizes) == len(data)
     assert file["bytes"] == len(data)
     assert content(api, file["id"]) == data
+
+
+@pytest.mark.parametrize("stop", ["failed", "expired"])
+def test_it_shows_a_terminal_timestamp_only_with_its_status(api, diabetes, no_queue, stop):
+    """Validation failed (or the window ended) but the files are not written yet: still `validating`,
+    and nothing in the object may say otherwise (a client polling for `failed_at` finds no error file)."""
+    from django.utils import timezone
+
+    from batches import execution
+    from batches.models import Batch
+
+    batch = create(api, upload(api, jsonl(2))["id"])
+    record = Batch.objects.get(uid=batch["id"])
+    if stop == "failed":
+        execution.batch_fail(batch=record, errors=[{"code": "empty_file", "message": "No lines.", "line": None}])
+    else:
+        Batch.objects.filter(pk=record.pk).update(expires_at=timezone.now())
+        execution.batch_expire_if_due(batch=Batch.objects.get(pk=record.pk))
+    shown = api.get(f"/v1/batches/{batch['id']}").json()
+    assert shown["status"] == "validating"
+    assert (shown["failed_at"], shown["expired_at"]) == (None, None)
