@@ -267,3 +267,20 @@ def test_it_wraps_long_names_instead_of_scrolling_sideways(
     for path in ["/portal/", "/portal/batches/", "/portal/team/", "/portal/keys/"]:
         page.goto(base + path)
         assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+
+
+def test_it_keeps_the_staff_filters_on_screen_with_a_long_organisation_name(
+    transactional_db: Any, live_gunicorn: Any, org: Any, staff_user: Any, page: Page, console: list[str]
+) -> None:
+    base = live_gunicorn.url
+    org.name = "Averyveryverylongorganisationnamewithoutanyspacesthatgoesonandonandonandon"
+    org.save(update_fields=["name"])
+    page.goto(base + "/portal/login/")
+    page.get_by_label("Username").fill("staff")
+    page.get_by_label("Password").fill("pw-staff-123")
+    page.get_by_role("button", name="Log in").click()
+    for width in [1280, 375]:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(base + f"/staff/?organisation={org.pk}")  # the select shows the long name
+        expect(page.get_by_label("Organisation", exact=True)).to_have_value(str(org.pk))
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
