@@ -257,8 +257,9 @@ def batch_cancel(*, organisation_id: int, uid: str) -> Batch:
         ).update(status=Batch.Status.CANCELLING, cancelling_at=timezone.now())
         if not cancelled:
             raise Conflict(f"A batch that is {batch.status} cannot be cancelled.", code="batch_not_cancellable")
-        if batch.status == Batch.Status.IN_PROGRESS:
-            chunks_skip_pending(batch_id=batch.pk)
+        # Whatever the status was (`batch` may be stale: validation can have queued the chunks since):
+        # skip what has not started, and finalise now when nothing is running, a validating batch too.
+        chunks_skip_pending(batch_id=batch.pk)
     return batch_get(organisation_id=organisation_id, uid=uid)
 
 

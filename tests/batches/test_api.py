@@ -187,3 +187,17 @@ def test_it_shows_a_terminal_timestamp_only_with_its_status(api, diabetes, no_qu
     shown = api.get(f"/v1/batches/{batch['id']}").json()
     assert shown["status"] == "validating"
     assert (shown["failed_at"], shown["expired_at"]) == (None, None)
+
+
+def test_it_finalises_a_batch_cancelled_while_validating_at_once(
+    api, diabetes, no_queue, monkeypatch, django_capture_on_commit_callbacks
+):
+    """No part or chunk is running to finish it: without a finalisation queued now, the batch stayed
+    `cancelling` until the next sweep (30-60 s)."""
+    finalised: list[int] = []
+    monkeypatch.setattr("batches.tasks.batch_finalize.delay", finalised.append)
+    batch = create(api, upload(api, jsonl(2))["id"])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"/v1/batches/{batch['id']}/cancel")
+    assert response.json()["status"] == "cancelling"
+    assert len(finalised) == 1
