@@ -46,7 +46,10 @@ def model_version_register(
     """Store a new immutable version, validate it, and (if ready) point the given aliases at it.
 
     A version that fails validation is kept with status `failed` and a readable `failure_reason`.
+    A bad alias name is refused (InvalidInput) before anything is stored.
     """
+    for alias in aliases or []:
+        alias_name_check(alias=alias)
     sha256 = hashlib.sha256(content).hexdigest()
     with transaction.atomic():
         MLModel.objects.select_for_update().get(pk=model.pk)  # serialises version numbering

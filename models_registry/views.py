@@ -158,6 +158,13 @@ class VersionUploadSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     organisation = serializers.SlugField(required=False, allow_blank=True, help_text="Private to this organisation.")
 
+    def validate_aliases(self, value: str) -> list[str]:
+        """The aliases as a list, each checked now: a bad one must not leave a model or version behind."""
+        aliases = [alias.strip() for alias in value.split(",") if alias.strip()]
+        for alias in aliases:
+            services.alias_name_check(alias=alias)
+        return aliases
+
 
 class AliasMoveSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1)
@@ -186,9 +193,11 @@ class StaffVersionCreateView(APIView):
         found = services.model_get_or_create(
             name=model, organisation_id=organisation_id, description=data.validated_data.get("description", "")
         )
-        aliases = [a.strip() for a in (data.validated_data.get("aliases") or "").split(",") if a.strip()]
         version = services.model_version_register(
-            model=found, content=data.validated_data["file"].read(), created_by=request.user, aliases=aliases
+            model=found,
+            content=data.validated_data["file"].read(),
+            created_by=request.user,
+            aliases=data.validated_data.get("aliases") or [],
         )
         return Response(VersionOut(version).data, status=201)
 

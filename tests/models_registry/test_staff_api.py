@@ -59,3 +59,32 @@ def test_it_refuses_moving_an_alias_to_a_failed_version(staff_user):
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "version_not_ready"
     assert response.json()["error"]["param"] == "version"
+
+
+def test_it_refuses_a_bad_alias_before_registering_anything(staff_user):
+    """A 400 must not leave a version behind: it would become `latest` for every caller."""
+    from models_registry.models import MLModel
+
+    client = Client()
+    client.force_login(staff_user)
+    register("iris")
+    for aliases in ("latest", "Bad Alias", "staging,1abc"):
+        response = _upload(client, "iris", model_bytes("iris"), aliases=aliases)
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["param"] == "alias"
+        refused_new = _upload(client, "brand-new", model_bytes("iris"), aliases=aliases)
+        assert refused_new.status_code == 400
+    assert list(ModelVersion.objects.filter(model__name="iris").values_list("number", flat=True)) == [1]
+    assert not MLModel.objects.filter(name="brand-new").exists()
+
+
+def test_register_model_refuses_a_bad_alias_before_registering_anything(db):
+    import pytest
+
+    from apiservice.errors import InvalidInput
+    from models_registry import services
+
+    model = services.model_get_or_create(name="iris", organisation_id=None)
+    with pytest.raises(InvalidInput):
+        services.model_version_register(model=model, content=model_bytes("iris"), aliases=["latest"])
+    assert not ModelVersion.objects.filter(model=model).exists()
