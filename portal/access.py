@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
+from django_htmx.http import HttpResponseClientRedirect
 
 from apiservice.auth import Principal
 from apiservice.models import Membership
@@ -29,6 +30,15 @@ def current_membership(request: HttpRequest) -> Membership | None:
     return membership or memberships.order_by("created_at", "id").first()
 
 
+def login_redirect(request: HttpRequest) -> HttpResponseBase:
+    """To the login page, then back. An htmx partial (a polled row, *Refresh*) redirects the whole page
+    back to the page it is on: a plain redirect would swap the login page into the table."""
+    htmx = getattr(request, "htmx", None)
+    if htmx:
+        return HttpResponseClientRedirect(redirect_to_login(htmx.current_url_abs_path or "/portal/").url)
+    return redirect_to_login(request.get_full_path())
+
+
 def portal_view(*, owner: bool = False) -> Callable[[View], View]:
     """Login required; `request.membership` set (no organisation yet: 403); `owner=True` for owners only."""
 
@@ -36,7 +46,7 @@ def portal_view(*, owner: bool = False) -> Callable[[View], View]:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
+                return login_redirect(request)
             membership = current_membership(request)
             if membership is None and request.user.is_staff:
                 return redirect("staff:usage")  # staff without an organisation work in /staff/
@@ -58,7 +68,7 @@ def staff_view(view: View) -> View:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
+            return login_redirect(request)
         if not request.user.is_staff:
             raise PermissionDenied("Staff only.")
         return view(request, *args, **kwargs)

@@ -50,6 +50,18 @@ def test_it_sends_anonymous_posts_to_the_login_page(client: Client, iris: Any, u
     assert "/portal/login/" in response["Location"]
 
 
+@pytest.mark.parametrize("url", ["/portal/usage/calls/", "/portal/keys/"])
+def test_it_sends_a_signed_out_htmx_request_to_the_login_page_as_a_whole_page(
+    client: Client, iris: Any, url: str
+) -> None:
+    """A partial (Refresh, a polled row) after the session ended: the browser goes to the login page,
+    which is never swapped into the page's table."""
+    headers = {"HX-Request": "true", "HX-Current-URL": "http://testserver/portal/usage/?start=2026-11-01"}
+    response = client.get(url, headers=headers)
+    assert response.status_code == 200 and response.content == b""
+    assert response["HX-Redirect"] == "/portal/login/?next=/portal/usage/%3Fstart%3D2026-11-01"
+
+
 @pytest.mark.parametrize("url", PORTAL_GETS)
 def test_it_lets_members_open_every_portal_page(member_client: Client, iris: Any, url: str) -> None:
     assert member_client.get(url).status_code == 200
