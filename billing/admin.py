@@ -103,6 +103,9 @@ class ReconciliationIssueAdmin(admin.ModelAdmin):
     list_select_related = ["organisation"]
     readonly_fields = ["organisation", "meter", "day", "ours", "stripe", "created_at"]
 
+    def has_add_permission(self, request: object) -> bool:
+        return False  # reconciliation finds them; staff only mark them resolved
+
 
 @admin.register(StripeEvent)
 class StripeEventAdmin(admin.ModelAdmin):

@@ -48,3 +48,14 @@ def test_it_lets_staff_edit_a_plan(staff_user):
     client.force_login(staff_user)
     plan = Plan.objects.get(code="free")
     assert client.get(f"/admin/billing/plan/{plan.pk}/change/").status_code == 200
+
+
+def test_it_offers_no_add_for_reconciliation_issues_in_the_admin(admin_client, org):
+    """Reconciliation finds them; an issue added by hand had every field read-only (a 500, no organisation)."""
+    from billing.models import ReconciliationIssue
+
+    assert admin_client.get("/admin/billing/reconciliationissue/add/").status_code == 403
+    assert admin_client.post("/admin/billing/reconciliationissue/add/", {}).status_code == 403
+    assert not ReconciliationIssue.objects.exists()
+    listing = admin_client.get("/admin/billing/reconciliationissue/").content.decode()
+    assert "/admin/billing/reconciliationissue/add/" not in listing
