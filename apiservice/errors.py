@@ -159,8 +159,9 @@ def _translate(exc: Exception) -> tuple[int, str, str, str | None, dict[str, str
         return 403, "insufficient_scope", message, None, {}
     if isinstance(exc, (drf.NotFound, Http404)):
         return 404, "not_found", "Not found.", None, {}
-    if isinstance(exc, drf.ParseError):
-        return 400, "invalid_json", str(exc.detail), None, {}
+    if isinstance(exc, drf.ParseError):  # our JSON parser's, or a multipart/form body's (DRF's parsers)
+        code = "invalid_json" if exc.get_codes() == "invalid_json" else "invalid_body"
+        return 400, code, str(exc.detail), None, {}
     if isinstance(exc, drf.MethodNotAllowed):
         return 405, "method_not_allowed", str(exc.detail), None, {}
     if isinstance(exc, drf.UnsupportedMediaType):

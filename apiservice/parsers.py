@@ -15,4 +15,4 @@ class JSONParser(BaseParser):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise ParseError(f"The body is not valid JSON: {exc}") from None
+            raise ParseError(f"The body is not valid JSON: {exc}", code="invalid_json") from None

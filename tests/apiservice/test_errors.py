@@ -119,3 +119,13 @@ def test_metrics_are_not_public(client, settings):
 def test_system_checks_catch_bad_configuration(settings, setting, value, check_id):
     setattr(settings, setting, value)
     assert check_id in [message.id for message in run_checks()]
+
+
+def test_a_body_that_does_not_parse_names_what_it_is(api):
+    """A broken multipart upload is no JSON error: `invalid_body`; bad JSON stays `invalid_json`."""
+    multipart = api.post("/v1/files", data=b"abc", content_type="multipart/form-data")
+    assert multipart.status_code == 400
+    assert multipart.json()["error"]["code"] == "invalid_body"
+    json_body = api.post("/v1/batches", data=b"{nope", content_type="application/json")
+    assert json_body.status_code == 400
+    assert json_body.json()["error"]["code"] == "invalid_json"
