@@ -33,6 +33,9 @@ class SignupForm(UserCreationForm):
         model = get_user_model()
         fields = ("organisation_name", "username", "email")
 
+    def clean_organisation_name(self) -> str:
+        return " ".join(self.cleaned_data["organisation_name"].split())  # one line, single spaces
+
     def clean_email(self) -> str:
         email = self.cleaned_data["email"].strip().lower()
         if get_user_model().objects.filter(email__iexact=email).exists():

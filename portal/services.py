@@ -119,11 +119,12 @@ def invitation_create(
 
 
 def _invitation_email(*, invitation: Invitation, link: str) -> None:
-    organisation, inviter = invitation.organisation, invitation.invited_by
+    inviter = invitation.invited_by
     name = getattr(inviter, "email", "") or getattr(inviter, "username", "") or "A teammate"
+    organisation = " ".join(invitation.organisation.name.split())  # one line: a subject refuses line breaks
     send_mail(
-        subject=f"Join {organisation.name} on ModelMeter",
-        message=f"{name} invited you to {organisation.name} as {invitation.role}.\n\nAccept: {link}\n\n"
+        subject=f"Join {organisation} on ModelMeter",
+        message=f"{name} invited you to {organisation} as {invitation.role}.\n\nAccept: {link}\n\n"
         f"The link works for {INVITATION_DAYS} days.",
         from_email=None,
         recipient_list=[invitation.email],

@@ -196,3 +196,16 @@ def test_it_invites_an_address_again_once_its_invitation_was_revoked(owner_clien
 def test_it_answers_404_to_a_switch_to_an_organisation_that_is_not_a_number(owner_client: Client, value: str) -> None:
     response = owner_client.post("/portal/organisation/switch/", {"organisation": value})
     assert response.status_code == 404
+
+
+def test_it_invites_to_an_organisation_whose_name_has_a_line_break(owner_client: Client, org: Organisation) -> None:
+    org.name = "Acme\nRobotics"  # e.g. renamed in the admin; an email subject cannot hold a line break
+    org.save(update_fields=["name"])
+    response = owner_client.post("/portal/team/", {"email": "newbie@example.com", "role": "member"})
+    assert response.status_code == 302
+    assert mail.outbox[0].subject == "Join Acme Robotics on ModelMeter"
+
+
+def test_it_signs_up_an_organisation_name_on_one_line(client: Client, db: Any) -> None:
+    client.post("/portal/signup/", SIGNUP | {"organisation_name": " Initech\r\n\tLabs  "})
+    assert Organisation.objects.get().name == "Initech Labs"
