@@ -202,6 +202,15 @@ def exception_response(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(request, status=status, code=code, message=message, param=param, headers=headers)
 
 
+def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 400 (a SuspiciousOperation such as a Host not in ALLOWED_HOSTS) on an API path."""
+    if request.path.startswith(("/v1", "/v2", "/api")):
+        return error_response(request, status=400, code="bad_request", message="The request was refused as malformed.")
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception or Exception())
+
+
 def not_found_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if request.path.startswith(("/v1", "/v2", "/api")):
         return error_response(request, status=404, code="not_found", message="No such endpoint.")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 
 from .auth import AuthError, access_refusal, authenticate_key
@@ -106,6 +107,21 @@ def fast_route_match(request: HttpRequest, routes: tuple[FastRoute, ...]) -> tup
     return None
 
 
+def _host_refusal(request: HttpRequest) -> HttpResponse | None:
+    """ALLOWED_HOSTS on an API path, answered with the envelope: Django's own answer is an HTML page
+    (with DEBUG on, as `make run` is, a traceback and the settings)."""
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return error_response(
+            request,
+            status=400,
+            code="invalid_host",
+            message="The Host header names no host this server answers for.",
+        )
+    return None
+
+
 class APIGatewayMiddleware:
     """Resolves the API key, refuses oversized bodies, and records each authenticated call.
 
@@ -126,8 +142,11 @@ class APIGatewayMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path
-        if not path.startswith(API_PREFIXES) or path.startswith(PUBLIC_PREFIXES):
+        if not path.startswith(API_PREFIXES):
             return self.get_response(request)
+        refused = _host_refusal(request)
+        if refused is not None or path.startswith(PUBLIC_PREFIXES):
+            return refused or self.get_response(request)
         started = time.perf_counter()
         request.principal = None  # type: ignore[attr-defined]
         request.auth_error = None  # type: ignore[attr-defined]
@@ -186,8 +205,7 @@ class APIGatewayMiddleware:
         fast = fast_route_match(request, self.fast_routes)
         if fast is None:
             return self.get_response(request)
-        route, kwargs = fast
-        request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware would check it (DisallowedHost -> 400)
+        route, kwargs = fast  # the Host was checked on the way in (__call__), as CommonMiddleware would
         refusal = access_refusal(request, scope=route.scope)
         if refusal is not None:
             return exception_response(request, refusal)

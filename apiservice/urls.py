@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import errors, views
 
+handler400 = "apiservice.errors.bad_request_view"
 handler404 = "apiservice.errors.not_found_view"
 handler500 = "apiservice.errors.server_error_view"
 

@@ -129,3 +129,39 @@ def test_a_body_that_does_not_parse_names_what_it_is(api):
     json_body = api.post("/v1/batches", data=b"{nope", content_type="application/json")
     assert json_body.status_code == 400
     assert json_body.json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("debug", [True, False])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/v1/models"),
+        ("post", "/v1/models/iris:predict"),
+        ("post", "/v2/models/iris/infer"),
+        ("get", "/v2/health/ready"),
+        ("get", "/v1/nothing-here"),
+    ],
+)
+def test_a_host_this_server_does_not_serve_is_a_json_400(api, iris, settings, debug, method, path):
+    """Not Django's HTML page (with DEBUG on, `make run`: a traceback and the settings)."""
+    settings.DEBUG = debug
+    response = getattr(api, method)(path, data={}, content_type="application/json", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    if path.startswith("/v2"):
+        assert error == "The Host header names no host this server answers for."
+    else:
+        assert (error["code"], error["param"]) == ("invalid_host", None)
+    assert not UsageRecord.objects.exists()
+
+
+def test_the_400_handler_answers_api_paths_with_the_envelope(rf):
+    import json
+
+    from apiservice.errors import bad_request_view
+
+    response = bad_request_view(rf.get("/v1/models"), Exception("bad"))
+    assert (response.status_code, response["Content-Type"]) == (400, "application/json")
+    assert json.loads(response.content)["error"]["code"] == "bad_request"
+    assert bad_request_view(rf.get("/portal/"), Exception("bad"))["Content-Type"].startswith("text/html")
