@@ -8,7 +8,7 @@ subclasses; everything else is translated here, and nothing unexpected leaks to 
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -143,6 +143,8 @@ def _translate(exc: Exception) -> tuple[int, str, str, str | None, dict[str, str
         return exc.status_code, exc.code, exc.message, exc.param, exc.headers
     if isinstance(exc, RequestDataTooBig):
         return 413, "payload_too_large", "The request body is larger than this server accepts.", None, {}
+    if isinstance(exc, SuspiciousOperation):  # e.g. more form fields or files than Django parses
+        return 400, "bad_request", "The request was refused as malformed.", None, {}
     if isinstance(exc, drf.ValidationError):
         param, message = _first_field_error(exc.detail)
         return 400, "invalid_request", message, param, {}

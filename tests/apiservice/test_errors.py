@@ -165,3 +165,15 @@ def test_the_400_handler_answers_api_paths_with_the_envelope(rf):
     assert (response.status_code, response["Content-Type"]) == (400, "application/json")
     assert json.loads(response.content)["error"]["code"] == "bad_request"
     assert bad_request_view(rf.get("/portal/"), Exception("bad"))["Content-Type"].startswith("text/html")
+
+
+def test_a_multipart_body_with_too_many_fields_is_400_not_500(api, settings):
+    """Django refuses it with a SuspiciousOperation (TooManyFieldsSent): the client's fault, not ours."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+    fields = {f"field{i}": "x" for i in range(20)}
+    upload = SimpleUploadedFile("rows.jsonl", b'{"custom_id": "a", "instances": [[1, 2]]}\n')
+    response = api.post("/v1/files", {"file": upload, "purpose": "batch", **fields})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
