@@ -43,7 +43,10 @@ def _form(request: HttpRequest) -> BatchCreateForm:
 def _page(request: HttpRequest, form: BatchCreateForm, status: int = 200) -> HttpResponse:
     batches = batch_selectors.batch_list(organisation_id=_org_id(request)).order_by("-id")[:50]
     context = {"form": form, "batches": batches, "webhook_secret": _webhook_secret_for_owner(request)}
-    return render(request, "portal/batches.html", context, status=status)
+    response = render(request, "portal/batches.html", context, status=status)
+    if context["webhook_secret"]:
+        response["Cache-Control"] = "no-store"  # the page holds a secret (as the keys page)
+    return response
 
 
 def _webhook_secret_for_owner(request: HttpRequest) -> str | None:

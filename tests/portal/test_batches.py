@@ -165,3 +165,10 @@ def test_it_shows_no_busy_progress_bar_for_a_batch_that_failed_before_counting_r
     row = owner_client.get(f"/portal/batches/{batch.uid}/row/", headers={"HX-Request": "true"}).content.decode()
     # A <progress> without a value is indeterminate: browsers animate it as work going on.
     assert '<progress max="100" value="0"' in row
+
+
+def test_it_keeps_the_page_with_the_webhook_secret_out_of_caches(owner_client: Client, org: Organisation) -> None:
+    """Like the keys page: a page that holds a secret is never stored (back/forward cache, shared caches)."""
+    response = owner_client.get("/portal/batches/")
+    assert org.webhook_signing_secret in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
