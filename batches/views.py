@@ -250,14 +250,19 @@ class BatchListView(APIView):
         principal = _principal(request)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key") or None
-        if key is not None and len(key) > 255:
-            raise InvalidInput("Idempotency-Key is at most 255 characters.", param="Idempotency-Key")
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):  # as billing.idempotency
+            raise InvalidInput(
+                "Idempotency-Key must be 1 to 255 printable characters.",
+                code="invalid_idempotency_key",
+                param="Idempotency-Key",
+            )
         batch, created = services.batch_create(
             principal=principal, spec=services.spec_from(serializer.validated_data), idempotency_key=key
         )
         batch = selectors.batch_get(organisation_id=principal.organisation_id, uid=batch.uid)
-        return Response(_batch_out(batch), status=201 if created else 200)
+        replayed = {} if created else {"Idempotent-Replayed": "true"}
+        return Response(_batch_out(batch), status=201 if created else 200, headers=replayed)
 
     @extend_schema(
         parameters=PAGE_PARAMETERS,

@@ -201,3 +201,21 @@ def test_it_finalises_a_batch_cancelled_while_validating_at_once(
         response = api.post(f"/v1/batches/{batch['id']}/cancel")
     assert response.json()["status"] == "cancelling"
     assert len(finalised) == 1
+
+
+def test_it_checks_and_marks_idempotency_keys_as_online_calls_do(api, diabetes, no_queue):
+    """Same rules and answers as `:predict`: 1-255 printable characters, and a replay says it is one."""
+    body = {"input_file_id": upload(api, jsonl(2))["id"], "model": "diabetes"}
+    for bad in ("", "k" * 256, "tab\there"):
+        refused = api.post_json("/v1/batches", body, HTTP_IDEMPOTENCY_KEY=bad)
+        assert refused.status_code == 400, bad
+        assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == (
+            "invalid_idempotency_key",
+            "Idempotency-Key",
+        )
+    first = api.post_json("/v1/batches", body, HTTP_IDEMPOTENCY_KEY="nightly-1")
+    again = api.post_json("/v1/batches", body, HTTP_IDEMPOTENCY_KEY="nightly-1")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert "Idempotent-Replayed" not in first
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
