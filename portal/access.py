@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseNotFound
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django_htmx.http import HttpResponseClientRedirect
@@ -37,6 +37,14 @@ def login_redirect(request: HttpRequest) -> HttpResponseBase:
     if htmx:
         return HttpResponseClientRedirect(redirect_to_login(htmx.current_url_abs_path or "/portal/").url)
     return redirect_to_login(request.get_full_path())
+
+
+def stale_row_response(request: HttpRequest) -> HttpResponseNotFound:
+    """A polled row that is not the current organisation's (switched in another tab, say): still a 404,
+    and htmx reloads the page (`HX-Refresh`) instead of polling a 404 every second forever."""
+    if not getattr(request, "htmx", None):
+        raise Http404("No such object in this organisation.")
+    return HttpResponseNotFound(headers={"HX-Refresh": "true"})
 
 
 def portal_view(*, owner: bool = False) -> Callable[[View], View]:

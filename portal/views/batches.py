@@ -17,7 +17,7 @@ from batches import storage
 from batches.models import Batch, File
 
 from .. import selectors
-from ..access import portal_view, session_principal
+from ..access import portal_view, session_principal, stale_row_response
 from ..forms import BatchCreateForm
 
 SCOPES = frozenset({"batch"})
@@ -97,7 +97,11 @@ def batches(request: HttpRequest) -> HttpResponse:
 @portal_view()
 def batch_row(request: HttpRequest, uid: str) -> HttpResponse:
     """The htmx poll target: one batch's row, which stops polling once the batch is finished."""
-    return render(request, "portal/partials/batch_row.html", {"batch": _batch(request, uid)})
+    try:
+        batch = _batch(request, uid)
+    except Http404:
+        return stale_row_response(request)
+    return render(request, "portal/partials/batch_row.html", {"batch": batch})
 
 
 @require_POST

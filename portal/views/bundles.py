@@ -18,7 +18,7 @@ from edge import services as edge_services
 from edge.models import Bundle
 from models_registry.models import ModelVersion
 
-from ..access import portal_view, session_principal, staff_view
+from ..access import portal_view, session_principal, staff_view, stale_row_response
 from ..forms import BundleRequestForm
 
 SCOPES = frozenset({"bundles"})
@@ -74,7 +74,11 @@ def bundles(request: HttpRequest) -> HttpResponse:
 @portal_view()
 def bundle_row(request: HttpRequest, public_id: str) -> HttpResponse:
     """The htmx poll target: one bundle's row, which stops polling once it is ready or failed."""
-    return render(request, "portal/partials/bundle_row.html", {"bundle": _bundle(request, public_id)})
+    try:
+        bundle = _bundle(request, public_id)
+    except Http404:
+        return stale_row_response(request)
+    return render(request, "portal/partials/bundle_row.html", {"bundle": bundle})
 
 
 @require_POST

@@ -172,3 +172,20 @@ def test_it_keeps_the_page_with_the_webhook_secret_out_of_caches(owner_client: C
     response = owner_client.get("/portal/batches/")
     assert org.webhook_signing_secret in response.content.decode()
     assert "no-store" in response["Cache-Control"]
+
+
+def test_a_polled_row_that_is_gone_reloads_the_page_instead_of_polling_404s(
+    owner: Any, org: Organisation, other_org: Organisation, iris: Any
+) -> None:
+    """E.g. the organisation was switched in another tab: the stale page reloads (HX-Refresh), still a 404."""
+    from apiservice.services import membership_ensure
+    from tests.portal.conftest import client_as
+
+    client = client_as(owner)
+    start(client)
+    batch = Batch.objects.get(organisation=org)
+    membership_ensure(user=owner, organisation=other_org, role="owner")
+    client.post("/portal/organisation/switch/", {"organisation": other_org.pk})
+    response = client.get(f"/portal/batches/{batch.uid}/row/", headers={"HX-Request": "true"})
+    assert (response.status_code, response.get("HX-Refresh")) == (404, "true")
+    assert client.get(f"/portal/batches/{batch.uid}/row/").get("HX-Refresh") is None  # not htmx: a plain 404

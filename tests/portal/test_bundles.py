@@ -102,3 +102,9 @@ def test_it_lets_staff_see_and_rebuild_builds(staff_client: Client, db: Any) -> 
     again = staff_client.post(f"/staff/bundles/{bundle.public_id}/rebuild/", {"next": "https://evil.example/"})
     assert again["Location"] == "/staff/bundles/"  # queued: nothing to do, and no open redirect
     assert staff_client.post("/staff/bundles/bnd_nope/rebuild/").status_code == 404
+
+
+def test_a_polled_bundle_row_that_is_gone_reloads_the_page(owner_client: Client, secret_bundle: Bundle) -> None:
+    headers = {"HX-Request": "true"}
+    response = owner_client.get(f"/portal/bundles/{secret_bundle.public_id}/row/", headers=headers)
+    assert (response.status_code, response.get("HX-Refresh")) == (404, "true")
