@@ -284,3 +284,19 @@ def test_it_keeps_the_staff_filters_on_screen_with_a_long_organisation_name(
         page.goto(base + f"/staff/?organisation={org.pk}")  # the select shows the long name
         expect(page.get_by_label("Organisation", exact=True)).to_have_value(str(org.pk))
         assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_it_says_so_when_an_htmx_action_is_refused(
+    transactional_db: Any, live_gunicorn: Any, owner: Any, org: Any, page: Page
+) -> None:
+    """Revoke after the CSRF cookie changed (another tab logged in again): a 403 that htmx does not swap."""
+    from apiservice.services import api_key_create
+
+    api_key_create(organisation=org, name="old key", scopes=["predict"], created_by=owner)
+    base = live_gunicorn.url
+    _log_in(page, base, "olivia")
+    page.goto(base + "/portal/keys/")
+    page.context.clear_cookies(name="csrftoken")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_test_id("htmx-error")).to_contain_text("Reload the page and try again")

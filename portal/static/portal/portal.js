@@ -112,6 +112,27 @@
     });
   }
 
+  /* htmx swaps nothing on an error answer (a 403 after the CSRF token changed, a 500): say so, or the
+     click (Revoke, Cancel, Refresh, Create a playground key) seems to do nothing. */
+  function showError(text) {
+    var main = document.getElementById("main");
+    var box = main.querySelector(".messages");
+    if (!box) { box = document.createElement("div"); box.className = "messages"; box.setAttribute("role", "status"); main.prepend(box); }
+    var line = document.createElement("p");
+    line.className = "msg error"; line.setAttribute("data-testid", "htmx-error"); line.textContent = text;
+    box.appendChild(line);
+    line.scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    var status = event.detail.xhr.status;
+    showError(status === 403
+      ? "That was refused (403): your session or its security token changed. Reload the page and try again."
+      : "That did not work (HTTP " + status + "). Reload the page and try again.");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    showError("The server could not be reached. Check your connection and try again.");
+  });
+
   /* A playground key created over htmx fills the key field (the secret never leaves this page). */
   document.addEventListener("htmx:afterSwap", function (event) {
     drawCharts(event.detail.target);
