@@ -356,9 +356,13 @@ def _ledger_units(*, organisation_id: int, meter: str | None = None, api_key_id:
 
 
 def _refusal(which: int, *, meter: str, cap: int) -> QuotaRefused:
+    # "Not enough is left": a call (or batch chunk) is refused whole when its units do not all fit,
+    # which may leave some of the month's units unused.
     if which == 1:
-        return QuotaRefused("quota_exceeded", f"Your plan's monthly quota of {cap} {meter} units is used up.")
-    return QuotaRefused("budget_exceeded", f"This API key's monthly budget of {cap} units is spent.")
+        return QuotaRefused(
+            "quota_exceeded", f"Not enough is left of your plan's monthly quota of {cap} {meter} units."
+        )
+    return QuotaRefused("budget_exceeded", f"Not enough is left of this API key's monthly budget of {cap} units.")
 
 
 @dataclass

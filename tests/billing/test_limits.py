@@ -73,6 +73,18 @@ def test_a_call_whose_rows_do_not_fit_the_quota_is_refused_whole(api, iris, sett
     assert sum(UsageRecord.objects.values_list("units", flat=True)) == 5
 
 
+def test_a_refusal_does_not_say_the_quota_is_used_up_when_it_is_not(api, api_key, org, iris):
+    """4 of 5 units left and a 5-row call refused: "used up" sent clients looking for usage that was not there."""
+    free_quota("online_predictions", 5)
+    assert predict(api).status_code == 200
+    quota = predict(api, rows=5).json()["error"]["message"]
+    account_on(org, "payg")
+    key_limit(api_key, monthly_budget_units=3)
+    budget = predict(api, rows=5).json()["error"]["message"]
+    assert quota == "Not enough is left of your plan's monthly quota of 5 online_predictions units."
+    assert budget == "Not enough is left of this API key's monthly budget of 3 units."
+
+
 def test_a_call_whose_rows_pass_the_key_budget_is_refused_on_the_v2_face_too(api, api_key, org, iris):
     account_on(org, "payg")
     key_limit(api_key, monthly_budget_units=3)
