@@ -116,3 +116,9 @@ def test_it_rolls_up_from_the_celery_task(history: Any) -> None:
 
     assert usage_rollup_refresh.run() >= 5
     assert usage_rollup_refresh.run() == 1  # only the last closed day again, for late rows
+
+
+def test_it_says_every_day_is_live_before_the_first_rollup(staff_client: Any) -> None:
+    text = " ".join(staff_client.get("/staff/").content.decode().split())
+    assert "(never rolled up)" not in text
+    assert "No day is rolled up yet: every day comes live from the ledger." in text
