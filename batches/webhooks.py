@@ -49,7 +49,26 @@ class Target:
     address: str
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: the last 32 bits are an IPv4 address
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64), which is where it would reach."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def _allowed(address: IPAddress) -> bool:
+    embedded = _embedded_ipv4(address)
+    if embedded is not None and not _allowed(embedded):
+        return False
     if address in METADATA_ADDRESSES:
         return False
     for entry in settings.WEBHOOK_ALLOWED_NETWORKS:
@@ -65,7 +84,10 @@ def webhook_target(url: str) -> Target:
         raise UnsafeURL("The webhook URL must be an absolute http(s) URL.")
     if parts.username or parts.password:
         raise UnsafeURL("The webhook URL must not carry credentials.")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # urlsplit: a port past 65535 or not a number
+        raise UnsafeURL("The webhook URL has an invalid port.") from None
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):

@@ -26,6 +26,11 @@ REFUSED = [
     "http://name-that-does-not-resolve.invalid/hook",
     "ftp://example.com/hook",
     "http://user:secret@example.com/hook",
+    "https://example.com:99999/hook",  # no such port (was a 500)
+    "http://[::ffff:127.0.0.1]/hook",  # IPv4-mapped
+    "http://[64:ff9b::7f00:1]/hook",  # NAT64 of 127.0.0.1
+    "http://[64:ff9b::a9fe:a9fe]/hook",  # NAT64 of the metadata address
+    "http://[2002:7f00:1::]/hook",  # 6to4 of 127.0.0.1
 ]
 
 
@@ -52,6 +57,16 @@ def test_it_refuses_a_batch_with_a_private_webhook_url(api, diabetes, settings, 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "webhook_url_refused"
     assert response.json()["error"]["param"] == "webhook_url"
+
+
+def test_a_webhook_url_with_an_impossible_port_is_a_400(api, diabetes, no_queue):
+    body = {"input_file_id": upload(api, jsonl(2))["id"], "model": "diabetes"}
+    response = api.post_json("/v1/batches", {**body, "webhook_url": "https://example.com:99999/hook"})
+    assert response.status_code == 400
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (
+        "webhook_url_refused",
+        "webhook_url",
+    )
 
 
 def test_it_signs_the_way_standard_webhooks_verifies(org):
