@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, reverse_lazy
 
-from .views import batches, billing, bundles, customer, staff
+from .views import batches, billing, bundles, common, customer, staff
 
 AUTH = "portal/auth/"
 
@@ -80,6 +80,7 @@ staff_patterns = [
 ]
 
 urlpatterns = [
+    path("favicon.ico", common.favicon, name="favicon"),  # the admin's pages ask for it (a 404 per page)
     # The plug-in pages' un-namespaced names light up their navigation entries (context_processors).
     path("portal/batches/", batches.batches, name="portal-batches"),
     path("portal/bundles/", bundles.bundles, name="portal-bundles"),

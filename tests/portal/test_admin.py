@@ -28,3 +28,8 @@ def test_it_shows_an_invitation_made_on_the_team_page(admin_client: Client, org:
     response = admin_client.get(f"/admin/portal/invitation/{invitation.pk}/change/")
     assert response.status_code == 200
     assert "later@example.com" in response.content.decode()
+
+
+def test_it_answers_the_admin_pages_favicon_request_without_a_404(client: Client, db: Any) -> None:
+    response = client.get("/favicon.ico")
+    assert response.status_code == 204
