@@ -367,10 +367,17 @@ def _from_binary(chunk: bytes, *, datatype: str, size: int, name: str) -> np.nda
     return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
 
 
+def _flag(params: Any, name: str, default: bool) -> bool:
+    """A boolean OIP parameter: absent is `default`, anything but true/false a 400 (not truthiness)."""
+    value = params.get(name, default) if isinstance(params, dict) else default
+    if not isinstance(value, bool):
+        raise InvalidInput(f"'{name}' must be true or false.")
+    return value
+
+
 def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[tuple[str, bool]]:
     """(name, as_binary) for each output to return, honouring the `outputs` filter."""
-    params = request.get("parameters") or {}
-    default_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+    default_binary = _flag(request.get("parameters"), "binary_data_output", False)
     wanted = request.get("outputs")
     if wanted is None:
         return [(name, default_binary) for name in available]
@@ -381,9 +388,7 @@ def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[
         if not isinstance(item, dict) or item.get("name") not in available:
             name = item.get("name") if isinstance(item, dict) else item
             raise InvalidInput(f"Unknown output '{name}'; this model's outputs are: {', '.join(available)}.")
-        item_params = item.get("parameters") or {}
-        binary = item_params.get("binary_data", default_binary) if isinstance(item_params, dict) else default_binary
-        result.append((item["name"], bool(binary)))
+        result.append((item["name"], _flag(item.get("parameters"), "binary_data", default_binary)))
     return result
 
 

@@ -136,6 +136,16 @@ def test_binary_tensors_in_and_out(api, iris):
         ({"id": 5, "inputs": [_tensor(IRIS_ROWS)]}, 400, "'id' must be a string"),
         ({"inputs": [_tensor([[1, 2, 3, 4], [1, 2]])]}, 400, "ragged"),
         ({"inputs": [_tensor([5.1, 3.5, True, 0.2, 6.7, 3.0, 5.2, 2.3])]}, 400, "got booleans"),
+        (  # a string is no boolean: "no" was read as true and the answer came back binary
+            {"inputs": [_tensor(IRIS_ROWS)], "parameters": {"binary_data_output": "no"}},
+            400,
+            "'binary_data_output' must be true or false",
+        ),
+        (
+            {"inputs": [_tensor(IRIS_ROWS)], "outputs": [{"name": "label", "parameters": {"binary_data": 0}}]},
+            400,
+            "'binary_data' must be true or false",
+        ),
     ],
     ids=[
         "no-inputs",
@@ -154,6 +164,8 @@ def test_binary_tensors_in_and_out(api, iris):
         "id-not-a-string",
         "ragged",
         "a-boolean-among-numbers",
+        "binary-output-flag-a-string",
+        "binary-data-flag-a-number",
     ],
 )
 def test_infer_errors_use_the_spec_shape(api, iris, body, status, fragment):
