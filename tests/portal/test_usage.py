@@ -147,3 +147,14 @@ def test_it_exports_only_the_calls_to_the_chosen_model(
 def test_it_links_the_export_with_the_pages_filter(owner_client: Client, iris: ModelVersion) -> None:
     page = owner_client.get("/portal/usage/", {"model": iris.model_id}).content.decode()
     assert f'href="/portal/usage/export.csv?model={iris.model_id}"' in page
+
+
+@pytest.mark.parametrize("path", ["/portal/usage/", "/staff/"])
+def test_it_offers_no_export_link_while_the_filter_is_invalid(
+    owner_client: Client, staff_client: Client, path: str
+) -> None:
+    """The link's download of a 400 fails silently in the browser: the page says what to fix instead."""
+    page = _as(path, owner_client, staff_client).get(path, BACKWARDS).content.decode()
+    assert "export.csv" not in page
+    assert "Fix the filter to export." in page
+    assert "export.csv" in _as(path, owner_client, staff_client).get(path).content.decode()
