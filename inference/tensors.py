@@ -37,7 +37,8 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
         raise InvalidInput(f"Input '{name}' mixes value types or holds numbers out of range.", param=param)
     target = OIP_TO_NUMPY[datatype]
     if datatype == "BYTES":
-        if kind != "U":
+        # numpy makes "1" or "True" of a number or boolean among strings: each value must be one.
+        if kind != "U" or not _all_strings(data):
             raise InvalidInput(f"Input '{name}' expects strings ({datatype}).", param=param)
         return raw.astype(object)
     if datatype == "BOOL":
@@ -64,6 +65,14 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
         with np.errstate(over="ignore"):  # overflow becomes inf, which the NaN policy then judges
             return raw.astype(target, copy=False)
     raise InvalidInput(f"Input '{name}' has an unsupported datatype {datatype}.", param=param)
+
+
+def _all_strings(data: Any) -> bool:
+    if isinstance(data, np.ndarray):
+        return data.dtype.kind == "U"
+    if isinstance(data, (list, tuple)):
+        return all(_all_strings(item) for item in data)
+    return isinstance(data, str)
 
 
 _EXACT_FLOAT_INTEGERS = 2**53  # every integer up to this is exact in a float64

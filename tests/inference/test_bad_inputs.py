@@ -163,3 +163,23 @@ def test_bad_inputs_are_recorded_in_the_ledger_as_unbilled(api, iris):
     api.post_json("/v1/models/iris:predict", {"instances": [[1.0]]})
     row = UsageRecord.objects.get()
     assert (row.status_code, row.units, row.meter) == (400, 0, "")
+
+
+@pytest.mark.parametrize("data", [["a", 1], ["a", True], [["a", "b"], ["c", 2.5]], ["a", None]])
+def test_a_string_input_refuses_numbers_and_booleans_among_its_strings(data):
+    """numpy would turn them into "1", "True", "2.5" and the model would run on text nobody sent."""
+    from apiservice.errors import InvalidInput
+    from inference.tensors import to_array
+
+    with pytest.raises(InvalidInput) as refused:
+        to_array(data, datatype="BYTES", name="text", param="instances.text")
+    assert "text" in refused.value.message
+
+
+def test_a_string_input_takes_strings():
+    from inference.tensors import to_array
+
+    assert to_array([["a", "b"], ["c", ""]], datatype="BYTES", name="text", param="p").tolist() == [
+        ["a", "b"],
+        ["c", ""],
+    ]
