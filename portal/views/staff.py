@@ -74,8 +74,11 @@ def version_upload(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         data = form.cleaned_data
         organisation = data["organisation"]
+        # The owner is for new models only: left empty, an existing model (public or private) keeps its
+        # owner; a chosen owner that is not the existing model's is still refused.
+        existing = MLModel.objects.filter(name=data["model_name"]).first() if organisation is None else None
         try:
-            model = model_get_or_create(
+            model = existing or model_get_or_create(
                 name=data["model_name"],
                 organisation_id=organisation.pk if organisation else None,
                 description=data["description"],

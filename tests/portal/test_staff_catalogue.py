@@ -75,3 +75,14 @@ def test_it_explains_a_name_owned_by_another_organisation(staff_client: Client, 
     assert response.status_code == 400
     assert "already exists with another owner" in str(response.context["form"].non_field_errors())
     assert ModelVersion.objects.filter(model__name="secret-iris").count() == 1
+
+
+def test_it_adds_a_version_to_a_private_model_without_choosing_its_owner_again(
+    staff_client: Client, private_model: Any, other_org: Any
+) -> None:
+    """The owner field is for new models only: left empty, an existing private model keeps its owner."""
+    upload = SimpleUploadedFile("iris.onnx", model_bytes("iris"))
+    response = staff_client.post("/staff/models/upload/", {"model_name": "secret-iris", "file": upload})
+    assert response.status_code == 302
+    version = ModelVersion.objects.get(model__name="secret-iris", number=2)
+    assert version.model.organisation == other_org
