@@ -392,11 +392,13 @@ def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[
         return [(name, default_binary) for name in available]
     if not isinstance(wanted, list):
         raise InvalidInput("'outputs' must be a list.")
-    result = []
+    result: list[tuple[str, bool]] = []
     for item in wanted:
         if not isinstance(item, dict) or item.get("name") not in available:
             name = item.get("name") if isinstance(item, dict) else item
             raise InvalidInput(f"Unknown output '{name}'; this model's outputs are: {', '.join(available)}.")
+        if any(name == item["name"] for name, _ in result):
+            raise InvalidInput(f"Output '{item['name']}' is requested twice.")
         result.append((item["name"], _flag(item.get("parameters"), "binary_data", default_binary)))
     return result
 

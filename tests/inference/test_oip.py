@@ -146,6 +146,11 @@ def test_binary_tensors_in_and_out(api, iris):
             400,
             "'binary_data' must be true or false",
         ),
+        (  # as an input given twice is: the answer would carry the tensor twice
+            {"inputs": [_tensor(IRIS_ROWS)], "outputs": [{"name": "label"}, {"name": "label"}]},
+            400,
+            "Output 'label' is requested twice",
+        ),
     ],
     ids=[
         "no-inputs",
@@ -166,6 +171,7 @@ def test_binary_tensors_in_and_out(api, iris):
         "a-boolean-among-numbers",
         "binary-output-flag-a-string",
         "binary-data-flag-a-number",
+        "an-output-asked-twice",
     ],
 )
 def test_infer_errors_use_the_spec_shape(api, iris, body, status, fragment):
