@@ -1,3 +1,4 @@
+from decimal import Decimal
 from typing import Any
 
 from django import template
@@ -31,3 +32,31 @@ def percent(done: int, total: int) -> int:
 def org_label(organisation: Any) -> str:
     """An organisation as "name (slug)": names need not be unique."""
     return organisation_label(name=organisation.name, slug=organisation.slug)
+
+
+# Stripe's zero-decimal currencies: their minor unit is the major one (an amount of 500 JPY is 500).
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
+)
+
+
+@register.filter
+def money(amount: Any) -> str:
+    """An amount in major units as customers read money: at least two decimals ("12.50", "0.00"), more
+    only when it has them (per-unit prices and small estimates such as "0.0005")."""
+    if amount in (None, ""):
+        return ""
+    value = Decimal(str(amount))
+    return format(
+        value.quantize(Decimal("0.01")) if value == value.quantize(Decimal("0.01")) else value.normalize(), "f"
+    )
+
+
+@register.filter
+def minor_money(amount: Any, currency: str = "") -> str:
+    """An amount in Stripe's minor units (cents) in major units: 1234 USD cents -> "12.34"."""
+    if amount in (None, ""):
+        return ""
+    if str(currency).lower() in ZERO_DECIMAL_CURRENCIES:
+        return str(int(amount))
+    return money(Decimal(int(amount)) / 100)

@@ -38,6 +38,18 @@ def test_it_shows_the_plan_and_the_estimate_without_stripe(member_client: Client
     assert "Pay as you go" in member_client.get("/portal/").content.decode()  # the overview summary
 
 
+def test_it_shows_money_with_two_decimals_and_sub_cent_amounts_in_full(
+    member_client: Client, org: Organisation
+) -> None:
+    account_on(org, "payg")
+    ledger(org, Meter.ONLINE_PREDICTIONS, 1, n=50)  # 50 x 0.05 cents = 0.025 USD
+    ledger(org, Meter.BUNDLE_DOWNLOADS, 1, n=1)  # 0.20 USD
+    page = member_client.get("/portal/billing/").content.decode()
+    assert "0.225 USD" in page  # the estimate, to the fraction of a cent it is
+    assert "<td>0.20</td>" in page  # a bundle download's amount, not "0.2"
+    assert "<td>0.0005</td>" in page  # the per-prediction price, in full
+
+
 def test_it_says_billing_is_not_configured_on_upgrade(owner_client: Client) -> None:
     response = owner_client.post("/portal/billing/checkout/", {"plan": "payg"}, follow=True)
     assert response.redirect_chain[-1][0] == "/portal/billing/"
@@ -71,7 +83,7 @@ def test_it_lists_invoices(owner_client: Client, org: Organisation, stripe: Any)
     customer = BillingAccount.objects.get(organisation=org).stripe_customer_id
     stripe.invoice_create(customer, subscription, status="paid", amount_due=1234, amount_paid=1234)
     page = owner_client.get("/portal/billing/").content.decode()
-    assert "1234 ¢" in page and "upcoming" in page and "/pdf" in page
+    assert "12.34 USD" in page and "upcoming" in page and "/pdf" in page
 
 
 def test_it_puts_a_new_organisation_on_the_free_plan(client: Client, db: Any) -> None:
@@ -153,3 +165,10 @@ def test_it_shows_staff_the_billing_health(staff_client: Client, org: Organisati
     assert "evt_1" in page and "invoice.paid" in page and "ignored" in page
     assert "rep_1" in page and "card exploded" in page and "usage reports: failed" in page
     assert "<td>3</td>" in page  # ours 10 vs Stripe 7
+
+
+def test_invoice_amounts_read_in_major_units_whatever_the_currency() -> None:
+    from portal.templatetags.portal_tags import minor_money, money
+
+    assert (minor_money(1234, "usd"), minor_money(500, "JPY"), minor_money(0, "eur")) == ("12.34", "500", "0.00")
+    assert (money("0"), money("12.5"), money("0.000300")) == ("0.00", "12.50", "0.0003")
