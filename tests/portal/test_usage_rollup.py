@@ -122,3 +122,29 @@ def test_it_says_every_day_is_live_before_the_first_rollup(staff_client: Any) ->
     text = " ".join(staff_client.get("/staff/").content.decode().split())
     assert "(never rolled up)" not in text
     assert "No day is rolled up yet: every day comes live from the ledger." in text
+
+
+def test_the_latency_figures_describe_online_predictions_only(org: Organisation, iris: ModelVersion) -> None:
+    when = timezone.now() - timedelta(days=2)
+    for _ in range(10):
+        _ledger(org, iris, when, 20.0)
+    for face, meter in (("batch", "batch_rows"), ("bundle-download", "bundle_downloads")):
+        for _ in range(30):  # the worker's batch rows and the downloads: ~0 ms, no call's latency
+            UsageRecord.objects.create(
+                request_id="req_" + uuid.uuid4().hex,
+                organisation=org,
+                face=face,
+                meter=meter,
+                model_version=iris,
+                units=1,
+                status_code=200,
+                latency_ms=0.01,
+                created_at=when,
+            )
+    for source in ("ledger", "rollup"):
+        if source == "rollup":
+            services.usage_rollup_refresh()
+        (row,) = _dashboard()["versions"]
+        assert row["calls"] == 70, source
+        assert row["latency_avg"] == 20.0, source
+        assert row["p50"] is not None and abs(row["p50"] - 20.0) / 20.0 < 0.06, source
