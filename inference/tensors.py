@@ -385,10 +385,11 @@ def _flag(params: Any, name: str, default: bool) -> bool:
 
 
 def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[tuple[str, bool]]:
-    """(name, as_binary) for each output to return, honouring the `outputs` filter."""
+    """(name, as_binary) for each output to return, honouring the `outputs` filter. An empty list asks
+    for nothing in particular, so, as in Triton, every output comes back."""
     default_binary = _flag(request.get("parameters"), "binary_data_output", False)
     wanted = request.get("outputs")
-    if wanted is None:
+    if wanted is None or wanted == []:
         return [(name, default_binary) for name in available]
     if not isinstance(wanted, list):
         raise InvalidInput("'outputs' must be a list.")

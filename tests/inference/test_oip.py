@@ -53,6 +53,13 @@ def test_infer_echoes_the_id_filters_outputs_and_names_the_concrete_version(api,
     assert response["X-Model-Version"] == "1"
 
 
+@pytest.mark.parametrize("query", ["", "?format=json"])  # the gateway's fast route, then DRF
+def test_an_empty_outputs_list_returns_every_output_as_triton_does(api, iris, query):
+    response = _infer(api, f"/v2/models/iris/infer{query}", {"inputs": [_tensor(IRIS_ROWS)], "outputs": []})
+    assert response.status_code == 200, response.content
+    assert [o["name"] for o in response.json()["outputs"]] == ["label", "probabilities"]
+
+
 def test_infer_works_without_a_content_type(api, iris):
     response = api.generic(
         "POST", "/v2/models/iris/infer", json.dumps({"inputs": [_tensor(IRIS_ROWS)]}).encode(), content_type=""
