@@ -18,9 +18,9 @@ from django.utils import timezone
 from django.utils.text import get_valid_filename
 
 from apiservice.auth import Principal
-from apiservice.errors import APIError, Conflict, InvalidInput, PayloadTooLarge, Unprocessable
+from apiservice.errors import Conflict, InvalidInput, PayloadTooLarge, Unprocessable
 from billing import limits
-from billing.gateway import payment_required_message, quota_exceeded
+from billing.gateway import payment_required, quota_exceeded
 from billing.models import Meter
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get, model_version_resolve
@@ -166,7 +166,7 @@ def _standing_check(*, organisation_id: int) -> None:
         return
     blocked = limits.entitlement_get(organisation_id=organisation_id).blocked
     if blocked:
-        raise APIError(payment_required_message(blocked), code="payment_required", status_code=402)
+        raise payment_required(blocked)
 
 
 def _quota_check(*, principal: Principal) -> None:

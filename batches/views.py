@@ -27,6 +27,7 @@ from apiservice.schema import (
     READ_ERROR_RESPONSES,
     paginated,
 )
+from billing.idempotency import malformed_key
 
 from . import selectors, services, storage
 from .models import File
@@ -251,12 +252,9 @@ class BatchListView(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         key = request.headers.get("Idempotency-Key")
-        if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):  # as billing.idempotency
-            raise InvalidInput(
-                "Idempotency-Key must be 1 to 255 printable characters.",
-                code="invalid_idempotency_key",
-                param="Idempotency-Key",
-            )
+        malformed = malformed_key(key) if key is not None else None
+        if malformed is not None:
+            raise malformed
         batch, created = services.batch_create(
             principal=principal, spec=services.spec_from(serializer.validated_data), idempotency_key=key
         )

@@ -112,9 +112,7 @@ def admit(request: HttpRequest) -> HttpResponse | None:
     if meter is None:
         return None
     if entitlement.blocked:
-        return error_response(
-            request, status=402, code="payment_required", message=payment_required_message(entitlement.blocked)
-        )
+        return exception_response(request, payment_required(entitlement.blocked))
     context.reservation = quota if isinstance(quota, limits.Reservation) else None
     usage_of(request).hold = context.hold
     if isinstance(asked, HttpResponse):  # a malformed Idempotency-Key: 400
@@ -144,6 +142,11 @@ def payment_required_message(blocked: str) -> str:
     """Why a billable call is refused with 402, for an account whose standing blocks it."""
     reason = "is cancelled" if blocked == "canceled" else "is past due beyond the grace period"
     return f"Your subscription {reason}; update billing at POST /v1/billing/portal."
+
+
+def payment_required(blocked: str) -> APIError:
+    """The 402 for billable work (a call, a batch, a download) of an account whose standing blocks it."""
+    return APIError(payment_required_message(blocked), code="payment_required", status_code=402)
 
 
 def _reserve(principal: Any, meter: str, entitlement: limits.Entitlement) -> "limits.Reservation | limits.QuotaRefused":

@@ -32,7 +32,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from apiservice.errors import error_response
+from apiservice.errors import InvalidInput, error_response, exception_response
 
 from .limits import link
 from .models import IdempotencyRecord
@@ -110,19 +110,26 @@ def ttl_seconds() -> int:
     return int(_ttl().total_seconds())
 
 
+def malformed_key(key: str) -> InvalidInput | None:
+    """The 400 for an Idempotency-Key that is not 1 to 255 printable characters, or None: it is fine.
+    Every endpoint that takes the header checks it here (the schema's `IDEMPOTENCY_KEY_HEADER`)."""
+    if 1 <= len(key) <= 255 and key.isprintable():
+        return None
+    return InvalidInput(
+        "Idempotency-Key must be 1 to 255 printable characters.",
+        code="invalid_idempotency_key",
+        param="Idempotency-Key",
+    )
+
+
 def idempotency_request(request: HttpRequest, *, organisation_id: int) -> Claim | HttpResponse | None:
     """The claim this request asks for (not taken yet), a 400 for a malformed key, or None: no key sent."""
     key = request.META.get(HEADER)
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        return error_response(
-            request,
-            status=400,
-            code="invalid_idempotency_key",
-            message="Idempotency-Key must be 1 to 255 printable characters.",
-            param="Idempotency-Key",
-        )
+    malformed = malformed_key(key)
+    if malformed is not None:
+        return exception_response(request, malformed)
     try:
         fingerprint = fingerprint_of(request)
     except RequestDataTooBig:

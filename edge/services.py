@@ -17,7 +17,7 @@ from django.utils import timezone
 from apiservice.auth import Principal
 from apiservice.errors import APIError, Conflict, InvalidInput
 from billing import limits
-from billing.gateway import payment_required_message, quota_exceeded
+from billing.gateway import payment_required, quota_exceeded
 from billing.models import Meter, UsageRecord
 from billing.services import usage_record_once
 from models_registry.models import ModelVersion
@@ -242,7 +242,7 @@ def _download_hold(organisation_id: int, api_key_id: str | None) -> limits.Reser
         return limits.Reservation(units=0)
     entitlement = limits.entitlement_get(organisation_id=organisation_id)
     if entitlement.blocked:  # cancelled, or past due beyond the grace period: as for any billable call
-        raise APIError(payment_required_message(entitlement.blocked), code="payment_required", status_code=402)
+        raise payment_required(entitlement.blocked)
     try:
         return limits.quota_reserve(
             organisation_id=organisation_id,

@@ -47,9 +47,8 @@ def money(amount: Any) -> str:
     if amount in (None, ""):
         return ""
     value = Decimal(str(amount))
-    return format(
-        value.quantize(Decimal("0.01")) if value == value.quantize(Decimal("0.01")) else value.normalize(), "f"
-    )
+    cents = value.quantize(Decimal("0.01"))
+    return format(cents if cents == value else value.normalize(), "f")
 
 
 @register.filter
