@@ -22,6 +22,8 @@ from .models import BillingAccount, BillingMeter, Plan, PlanPrice, StripeEvent
 
 logger = logging.getLogger(__name__)
 LIVE_STATUSES = {"active", "trialing", "past_due", "unpaid", "incomplete"}
+# A subscription in one of these still bills the meters: a second one would bill every call again.
+SUBSCRIBED_STATUSES = {"active", "trialing", "past_due", "unpaid"}
 
 
 class BillingNotConfigured(APIError):
@@ -129,6 +131,14 @@ def _price_sync(plan: Plan, price: PlanPrice, product_id: str) -> str:
 # --- Checkout, portal, invoices -------------------------------------------------------------------------
 def checkout_start(*, organisation_id: int, plan_code: str, success_url: str, cancel_url: str) -> dict[str, str]:
     _require_stripe()
+    account = BillingAccount.objects.filter(organisation_id=organisation_id).first()
+    if account is not None and account.stripe_subscription_id and account.subscription_status in SUBSCRIBED_STATUSES:
+        raise APIError(
+            "This organisation already has a subscription; change its plan, payment method or cancel it in "
+            "Stripe's customer portal (POST /v1/billing/portal).",
+            status_code=409,
+            code="already_subscribed",
+        )
     plan = Plan.objects.filter(code=plan_code, self_serve=True).first()
     price_ids = [p.stripe_price_id for p in plan.prices.all()] if plan else []
     if plan is None or not price_ids or not all(price_ids):

@@ -69,6 +69,25 @@ def test_it_refuses_checkout_for_a_plan_that_is_not_self_serve(api, synced):
     assert response.json()["error"]["code"] == "plan_unavailable"
 
 
+def test_it_refuses_a_second_checkout_while_the_organisation_is_subscribed(api, client, synced, org):
+    """A second Checkout made a second metered subscription: every call was billed twice."""
+    completed = checkout_and_subscribe(api, synced)
+    post_event(client, synced, synced.event("checkout.session.completed", completed))
+    sessions = len([o for o in synced.objects.values() if o["object"] == "checkout.session"])
+    response = api.post_json("/v1/billing/checkout", {"plan": "payg"})
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "already_subscribed"
+    assert "/v1/billing/portal" in response.json()["error"]["message"]
+    assert len([o for o in synced.objects.values() if o["object"] == "checkout.session"]) == sessions
+
+
+def test_it_offers_checkout_again_once_the_subscription_is_cancelled(api, client, synced, org):
+    subscription = checkout_and_subscribe(api, synced)["subscription"]
+    deleted = synced.subscription_set(subscription, status="canceled")
+    post_event(client, synced, synced.event("customer.subscription.deleted", deleted))
+    assert api.post_json("/v1/billing/checkout", {"plan": "payg"}).status_code == 201
+
+
 def test_it_opens_the_customer_portal(api, synced):
     response = api.post_json("/v1/billing/portal", {"return_url": "https://example.com/back"})
     assert response.status_code == 201
