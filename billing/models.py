@@ -1,5 +1,7 @@
 """The usage ledger: one immutable row per authenticated API call (and per billed batch chunk)."""
 
+import limits
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -8,6 +10,18 @@ class Meter(models.TextChoices):
     ONLINE_PREDICTIONS = "online_predictions", "Online predictions"
     BATCH_ROWS = "batch_rows", "Batch rows"
     BUNDLE_DOWNLOADS = "bundle_downloads", "Bundle downloads"
+
+
+def validate_rate_limit(value: str) -> None:
+    """One limit in the `limits` notation the gateway parses on every call ("60/minute", "10 per second")."""
+    try:
+        items = limits.parse_many(value)
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        raise ValidationError(
+            "Enter one rate limit as <count>/<second|minute|hour|day>, e.g. 60/minute.", code="invalid_rate_limit"
+        )
 
 
 class UsageRecord(models.Model):
@@ -89,7 +103,7 @@ class Plan(models.Model):
     code = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=100)
     # `limits` notation, per API key: "60/minute", "1200/minute".
-    rate_limit = models.CharField(max_length=40, default="60/minute")
+    rate_limit = models.CharField(max_length=40, default="60/minute", validators=[validate_rate_limit])
     # A hard cap refuses calls beyond each meter's included units (429 quota_exceeded).
     hard_cap = models.BooleanField(default=False)
     # Self-serve plans are offered through Checkout; custom (enterprise) plans are set up by staff.
@@ -165,7 +179,7 @@ class KeyLimit(models.Model):
     """Optional per-key terms: a rate-limit override and a monthly budget of units (all meters)."""
 
     api_key = models.OneToOneField("apiservice.APIKey", on_delete=models.CASCADE, related_name="billing_limit")
-    rate_limit = models.CharField(max_length=40, blank=True, default="")
+    rate_limit = models.CharField(max_length=40, blank=True, default="", validators=[validate_rate_limit])
     monthly_budget_units = models.PositiveBigIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:

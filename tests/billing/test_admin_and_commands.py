@@ -59,3 +59,67 @@ def test_it_offers_no_add_for_reconciliation_issues_in_the_admin(admin_client, o
     assert not ReconciliationIssue.objects.exists()
     listing = admin_client.get("/admin/billing/reconciliationissue/").content.decode()
     assert "/admin/billing/reconciliationissue/add/" not in listing
+
+
+def _plan_change_form(plan: Plan, **fields: str) -> dict[str, str]:
+    prices = list(plan.prices.order_by("pk"))
+    data = {
+        "code": plan.code,
+        "name": plan.name,
+        "rate_limit": plan.rate_limit,
+        "currency": plan.currency,
+        "prices-TOTAL_FORMS": str(len(prices)),
+        "prices-INITIAL_FORMS": str(len(prices)),
+        "prices-MIN_NUM_FORMS": "0",
+        "prices-MAX_NUM_FORMS": "1000",
+        **({"hard_cap": "on"} if plan.hard_cap else {}),
+        **({"self_serve": "on"} if plan.self_serve else {}),
+    }
+    for i, price in enumerate(prices):
+        data |= {
+            f"prices-{i}-id": str(price.pk),
+            f"prices-{i}-plan": str(plan.pk),
+            f"prices-{i}-meter": price.meter,
+            f"prices-{i}-included_units": "" if price.included_units is None else str(price.included_units),
+            f"prices-{i}-unit_amount_decimal": str(price.unit_amount_decimal),
+        }
+    return data | fields
+
+
+@pytest.mark.parametrize("rate_limit", ["1200 per min", "sixty/minute", "10/second;100/minute", ""])
+def test_it_refuses_a_plan_rate_limit_the_gateway_cannot_read(admin_client, api, org, rate_limit):
+    """A mistyped rate limit was saved, and every call of every organisation on the plan was a 500."""
+    seed_catalog()
+    plan = Plan.objects.get(code="free")
+    response = admin_client.post(
+        f"/admin/billing/plan/{plan.pk}/change/", _plan_change_form(plan, rate_limit=rate_limit)
+    )
+    assert response.status_code == 200  # the form again, with the error; not a redirect
+    assert "rate_limit" in response.context["adminform"].form.errors
+    plan.refresh_from_db()
+    assert plan.rate_limit == "60/minute"
+    limits.entitlement_cache.clear()
+    assert api.get("/v1/usage").status_code == 200
+
+
+def test_it_saves_a_plan_rate_limit_in_the_limits_notation(admin_client):
+    seed_catalog()
+    plan = Plan.objects.get(code="free")
+    response = admin_client.post(
+        f"/admin/billing/plan/{plan.pk}/change/", _plan_change_form(plan, rate_limit="2 per second")
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
+    plan.refresh_from_db()
+    assert plan.rate_limit == "2 per second"
+
+
+def test_it_refuses_a_key_rate_limit_override_the_gateway_cannot_read(admin_client, api, org, api_key):
+    from apiservice.models import APIKey
+
+    key = APIKey.objects.get_from_key(api_key)
+    response = admin_client.post(
+        "/admin/billing/keylimit/add/", {"api_key": key.pk, "rate_limit": "ten/second", "monthly_budget_units": ""}
+    )
+    assert response.status_code == 200
+    assert "rate_limit" in response.context["adminform"].form.errors
+    assert api.get("/v1/usage").status_code == 200
