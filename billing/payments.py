@@ -253,25 +253,59 @@ def subscription_sync(*, subscription_id: str) -> str:
     return f"subscription {status}"
 
 
+# StripeEvent.event_id and .type hold at most this many characters.
+EVENT_FIELD_MAX = 100
+
+
+class WebhookRejected(APIError):
+    status_code = 400
+    code = "invalid_signature"
+
+
+def _object_id(value: Any, *, name: str, required: bool = False) -> str:
+    """The id an event's object gives for `name` (a string, or an expanded object's id); "" if absent."""
+    if isinstance(value, dict):  # an expanded object must carry its id
+        value, required = value.get("id"), True
+    if isinstance(value, str) and value:
+        return value
+    if value is None and not required:
+        return ""
+    raise WebhookRejected(f"The event's data.object has no usable '{name}'.", code="malformed_event")
+
+
+def _customer_link(*, reference: Any, customer_id: str) -> None:
+    """Record the Checkout's customer on the organisation it was made for, if it is ours.
+
+    Another integration on the same Stripe account (a Payment Link, a staging server) may complete
+    sessions too; only a customer we created for that organisation (its metadata says so) is linked.
+    """
+    if not (isinstance(reference, str) and reference.isdigit() and customer_id):
+        return
+    if not Organisation.objects.filter(pk=int(reference)).exists():
+        return
+    customer = stripe_client.customer_retrieve(customer_id=customer_id)
+    if str((customer.get("metadata") or {}).get("organisation_id", "")) != reference:
+        return
+    account = account_get_or_create(organisation_id=int(reference))
+    BillingAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(stripe_customer_id=customer_id)
+
+
 def _on_checkout_completed(session: dict[str, Any]) -> str:
-    reference = session.get("client_reference_id")
-    if reference and str(reference).isdigit() and session.get("customer"):
-        account = account_get_or_create(organisation_id=int(reference))
-        BillingAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(
-            stripe_customer_id=session["customer"]
-        )
-    if session.get("subscription"):
-        return subscription_sync(subscription_id=session["subscription"])
+    subscription_id = _object_id(session.get("subscription"), name="subscription")
+    customer_id = _object_id(session.get("customer"), name="customer")
+    _customer_link(reference=session.get("client_reference_id"), customer_id=customer_id)
+    if subscription_id:
+        return subscription_sync(subscription_id=subscription_id)
     return "no_subscription"
 
 
 def _on_subscription(subscription: dict[str, Any]) -> str:
-    return subscription_sync(subscription_id=subscription["id"])
+    return subscription_sync(subscription_id=_object_id(subscription.get("id"), name="id", required=True))
 
 
 def _on_invoice(invoice: dict[str, Any]) -> str:
-    subscription_id = invoice.get("subscription") or (
-        ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    subscription_id = _object_id(invoice.get("subscription"), name="subscription") or _object_id(
+        ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription"), name="subscription"
     )
     if not subscription_id:
         return "no_subscription"
@@ -289,11 +323,6 @@ EVENT_HANDLERS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-class WebhookRejected(APIError):
-    status_code = 400
-    code = "invalid_signature"
-
-
 def webhook_receive(*, payload: bytes, signature: str) -> str:
     """Verify, store once, dispatch. Returns the outcome; raises WebhookRejected / StripeUnavailable."""
     if not settings.STRIPE_WEBHOOK_SECRET:
@@ -304,6 +333,10 @@ def webhook_receive(*, payload: bytes, signature: str) -> str:
         raise WebhookRejected("The Stripe-Signature header is missing, forged or too old.") from exc
     if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         raise WebhookRejected("The event has no 'id' or 'type'.", code="malformed_event")
+    if len(event["id"]) > EVENT_FIELD_MAX or len(event["type"]) > EVENT_FIELD_MAX:
+        raise WebhookRejected(
+            f"The event's 'id' or 'type' is over {EVENT_FIELD_MAX} characters.", code="malformed_event"
+        )
     row = _event_claim(event)
     if row is None:
         return "duplicate"
@@ -326,6 +359,9 @@ def webhook_receive(*, payload: bytes, signature: str) -> str:
     except stripe_client.StripeTransient as exc:
         _event_failed(row, str(exc))
         raise StripeUnavailable("Could not re-fetch state from Stripe; deliver again later.") from exc
+    except WebhookRejected as exc:  # a malformed object: kept open, like an event without data.object
+        _event_failed(row, exc.message)
+        raise
     except Exception as exc:  # our own failure: leave the event open, so Stripe's redelivery runs it again
         _event_failed(row, repr(exc))
         raise

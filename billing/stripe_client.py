@@ -132,6 +132,10 @@ def customer_create(*, name: str, organisation_id: int, idempotency_key: str) ->
     return dict(_call(_client().v1.customers.create, params=params, options=_options(idempotency_key)))
 
 
+def customer_retrieve(*, customer_id: str) -> dict[str, Any]:
+    return dict(_call(_client().v1.customers.retrieve, customer_id))
+
+
 def checkout_session_create(
     *, customer_id: str, price_ids: list[str], organisation_id: int, success_url: str, cancel_url: str
 ) -> dict[str, Any]:

@@ -240,3 +240,50 @@ def test_it_answers_an_event_for_an_object_stripe_does_not_have_and_keeps_the_re
     row = StripeEvent.objects.get()
     assert row.outcome == "rejected" and "sub_missing" in row.detail
     assert post_event(client, synced, event).json()["outcome"] == "duplicate"
+
+
+@pytest.mark.parametrize(
+    ("type_", "subject"),
+    [
+        ("customer.subscription.updated", {"status": "active"}),
+        ("customer.subscription.updated", {"id": 5}),
+        ("invoice.paid", {"id": "in_x", "subscription": ["sub_x"]}),
+        ("checkout.session.completed", {"id": "cs_x", "subscription": {"object": "subscription"}}),
+    ],
+)
+def test_it_answers_an_event_whose_object_lacks_a_usable_id_400_and_keeps_it_open(client, synced, type_, subject):
+    """A signed event whose object had no string id was a 500."""
+    response = post_event(client, synced, synced.event(type_, subject))
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "malformed_event"
+    assert StripeEvent.objects.get().outcome == "failed"
+
+
+def test_it_answers_an_event_id_too_long_to_store_400(client, synced):
+    event = synced.event("customer.created", {"id": "cus_x"}) | {"id": "evt_" + "x" * 200}
+    response = post_event(client, synced, event)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "malformed_event"
+    assert not StripeEvent.objects.exists()
+
+
+def test_it_answers_a_checkout_made_outside_modelmeter_without_touching_an_account(api, client, synced, org):
+    """A session of another integration on the same Stripe account (a Payment Link, a staging server) was
+    a 500 redelivered for days when its client_reference_id named no organisation here, and attached its
+    customer to the organisation whose id it happened to carry."""
+    customer = synced.customers_create({"name": "someone else's customer"})
+    for reference in ("999999", str(org.pk)):
+        session = {"id": "cs_other", "object": "checkout.session", "client_reference_id": reference}
+        response = post_event(
+            client, synced, synced.event("checkout.session.completed", session | {"customer": customer["id"]})
+        )
+        assert response.status_code == 200, response.content
+        assert response.json() == {"outcome": "no_subscription"}
+    assert not BillingAccount.objects.filter(stripe_customer_id=customer["id"]).exists()
+
+
+def test_it_links_the_customer_of_its_own_checkout_from_the_webhook(api, client, synced, org):
+    completed = checkout_and_subscribe(api, synced)
+    BillingAccount.objects.filter(organisation=org).update(stripe_customer_id="")  # e.g. restored from a backup
+    assert post_event(client, synced, synced.event("checkout.session.completed", completed)).status_code == 200
+    assert BillingAccount.objects.get(organisation=org).stripe_customer_id == completed["customer"]
