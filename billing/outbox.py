@@ -11,6 +11,7 @@
    (status out_of_window / failed in the admin), never dropped.
 """
 
+import logging
 import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +26,7 @@ from django.utils import timezone
 from . import stripe_client
 from .models import BillingAccount, BillingMeter, ReconciliationIssue, UsageRecord, UsageReport
 
+logger = logging.getLogger(__name__)
 STRIPE_WINDOW = timedelta(days=35)
 WINDOW_MARGIN = timedelta(hours=1)  # leave time to send before Stripe's window closes
 MAX_ATTEMPTS = 20
@@ -145,11 +147,17 @@ def usage_reconcile(*, days: int = 3, now: datetime | None = None) -> int:
     end = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     meters = {m.meter: m.stripe_meter_id for m in BillingMeter.objects.exclude(stripe_meter_id="")}
-    accounts = BillingAccount.objects.exclude(stripe_customer_id="")
+    accounts = BillingAccount.objects.exclude(stripe_customer_id="").order_by("pk")
     issues = 0
     for account in accounts:
         for meter, meter_id in meters.items():
-            issues += _reconcile_one(account, meter, meter_id, start, end)
+            try:
+                issues += _reconcile_one(account, meter, meter_id, start, end)
+            except (stripe_client.StripeTransient, stripe_client.StripeRejected) as exc:
+                # One customer Stripe refuses (deleted in the dashboard) or a blip must not stop the others.
+                logger.warning(
+                    "reconciliation skipped organisation %s meter %s: %s", account.organisation_id, meter, exc
+                )
     return issues
 
 

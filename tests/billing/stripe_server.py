@@ -392,6 +392,7 @@ class StripeServer:
 
     def meter_event_summaries(self, p: dict[str, Any], meter_id: str) -> dict[str, Any]:
         meter = self.get(meter_id, "billing.meter")
+        self.get(p.get("customer", ""), "customer")
         start, end = int(p["start_time"]), int(p["end_time"])
         window = DAY if p.get("value_grouping_window") == "day" else end - start
         data = []

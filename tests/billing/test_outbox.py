@@ -159,3 +159,29 @@ def test_it_reconciles_and_catches_a_planted_difference(synced, org, customer): 
     assert outbox.usage_reconcile(now=tomorrow) == 1
     issue = ReconciliationIssue.objects.get()
     assert (issue.meter, issue.ours, issue.stripe, issue.resolved) == ("online_predictions", 4, 7, False)
+
+
+def test_it_reconciles_every_other_customer_when_stripe_refuses_one(synced, org, other_org, customer):  # noqa: F811
+    """A customer deleted in Stripe's dashboard made the daily task raise on it: nobody after it was checked."""
+    from billing import stripe_client
+
+    first, second = sorted([org, other_org], key=lambda o: o.pk)
+    other_customer = payments.customer_ensure(organisation_id=other_org.pk)
+    BillingAccount.objects.filter(organisation=other_org).update(metered_since=timezone.now() - timedelta(days=60))
+    for organisation in (first, second):
+        ledger(organisation, 4)
+    outbox.usage_push()
+    for customer_id in (customer, other_customer):
+        stripe_client.meter_event_create(
+            event_name="mm_online_predictions",
+            customer_id=customer_id,
+            value=3,
+            identifier=f"planted-{customer_id}",
+            timestamp=int(timezone.now().timestamp()),
+        )
+    gone = BillingAccount.objects.get(organisation=first).stripe_customer_id
+    del synced.objects[gone]  # deleted in Stripe: its summaries are a 404
+
+    assert outbox.usage_reconcile(now=timezone.now() + timedelta(days=1)) == 1
+    issue = ReconciliationIssue.objects.get()
+    assert (issue.organisation_id, issue.ours, issue.stripe) == (second.pk, 4, 7)
