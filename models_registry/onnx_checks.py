@@ -136,6 +136,10 @@ def inspect(content: bytes, *, max_bytes: int, allowed_extra_domains: list[str])
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelRejected(f"onnx.checker refused the model: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:  # a name or op type whose bytes are not UTF-8: a corrupted file
+        raise ModelRejected("onnx.checker refused the model: it holds text that is not UTF-8.") from None
+    except ValueError as exc:  # e.g. "Invalid tensor data type 98.": the checker's own refusals of corrupt files
+        raise ModelRejected(f"onnx.checker refused the model: {str(exc).splitlines()[0]}") from None
     signature = signature_of(model)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     producer = f"{model.producer_name} {model.producer_version}".strip()

@@ -104,3 +104,28 @@ def bool_and_int8() -> bytes:
         ],
     )
     return _model(graph)
+
+
+def op_type_not_utf8() -> bytes:
+    """A node whose op_type bytes are not UTF-8 (a corrupted file): onnx.checker raises UnicodeDecodeError."""
+    graph = helper.make_graph(
+        [helper.make_node("QQQQ", ["x"], ["y"])],
+        "corrupt_text",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    return _model(graph).replace(b"QQQQ", b"\xff\xfe\xfd\xfc")
+
+
+def unknown_tensor_type() -> bytes:
+    """An initializer of data type 98, which ONNX does not define: onnx.checker raises ValueError."""
+    weight = numpy_helper.from_array(np.ones((2,), dtype=np.float32), "W")
+    weight.data_type = 98
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "W"], ["y"])],
+        "corrupt_type",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [weight],
+    )
+    return _model(graph)

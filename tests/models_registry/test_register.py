@@ -71,8 +71,10 @@ def test_it_resolves_latest_to_the_highest_ready_version(db):
         (onnx_factories.checker_failure(), "onnx.checker refused"),
         (onnx_factories.fails_at_run_time(), "could not run the model"),
         (onnx_factories.sequence_output(), "is not a tensor"),
+        (onnx_factories.op_type_not_utf8(), "onnx.checker refused"),
+        (onnx_factories.unknown_tensor_type(), "onnx.checker refused"),
     ],
-    ids=["garbage", "external-data", "foreign-domain", "checker", "runtime", "sequence-output"],
+    ids=["garbage", "external-data", "foreign-domain", "checker", "runtime", "sequence-output", "not-utf8", "bad-type"],
 )
 def test_it_keeps_a_failed_version_with_a_readable_reason(db, content, reason):
     version = _register("broken", content)

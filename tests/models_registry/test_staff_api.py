@@ -88,3 +88,16 @@ def test_register_model_refuses_a_bad_alias_before_registering_anything(db):
     with pytest.raises(InvalidInput):
         services.model_version_register(model=model, content=model_bytes("iris"), aliases=["latest"])
     assert not ModelVersion.objects.filter(model=model).exists()
+
+
+def test_it_reports_a_corrupt_model_as_a_failed_version_not_a_server_error(staff_user):
+    """onnx.checker raises plain ValueError/UnicodeDecodeError on some corrupt files: that is a refusal."""
+    from tests import onnx_factories
+
+    client = Client()
+    client.force_login(staff_user)
+    response = _upload(client, "corrupt", onnx_factories.op_type_not_utf8())
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "failed"
+    assert "onnx.checker refused" in response.json()["failure_reason"]
+    assert not ModelVersion.objects.filter(model__name="corrupt", status=ModelVersion.Status.VALIDATING).exists()
