@@ -128,3 +128,11 @@ def test_the_register_model_command_refuses_an_empty_file_and_creates_nothing(db
     with pytest.raises(CommandError, match="is empty"):
         call_command("register_model", "empty", str(path))
     assert not MLModel.objects.filter(name="empty").exists()
+
+
+def test_the_register_model_command_refuses_a_bad_alias_and_creates_no_model(db, tmp_path):
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(model_bytes("iris"))
+    with pytest.raises(CommandError, match="reserved"):
+        call_command("register_model", "new-iris", str(path), "--alias", "latest")
+    assert not MLModel.objects.filter(name="new-iris").exists()

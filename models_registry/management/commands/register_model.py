@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from apiservice.errors import APIError
 from apiservice.models import Organisation
 from models_registry.models import ModelVersion
-from models_registry.services import model_get_or_create, model_version_register
+from models_registry.services import alias_name_check, model_get_or_create, model_version_register
 
 
 class Command(BaseCommand):
@@ -35,6 +35,8 @@ class Command(BaseCommand):
                 raise CommandError(f"No organisation '{organisation}'.")
             organisation_id = found.pk
         try:
+            for alias_name in alias:  # before the model is created: a refused command leaves nothing behind
+                alias_name_check(alias=alias_name)
             model = model_get_or_create(name=name, organisation_id=organisation_id, description=description)
             version = model_version_register(model=model, content=path.read_bytes(), aliases=alias)
         except APIError as exc:
