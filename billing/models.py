@@ -171,8 +171,16 @@ class BillingAccount(models.Model):
     metered_since = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # A subscription in one of these still bills the meters: a second one would bill every call again.
+    SUBSCRIBED_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
+
     def __str__(self) -> str:
         return f"{self.organisation_id}: {self.plan_id}"
+
+    @property
+    def is_subscribed(self) -> bool:
+        """A Stripe subscription bills this organisation now (plan changes go through Stripe's portal)."""
+        return bool(self.stripe_subscription_id) and self.subscription_status in self.SUBSCRIBED_STATUSES
 
 
 class KeyLimit(models.Model):

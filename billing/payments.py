@@ -22,8 +22,6 @@ from .models import BillingAccount, BillingMeter, Plan, PlanPrice, StripeEvent
 
 logger = logging.getLogger(__name__)
 LIVE_STATUSES = {"active", "trialing", "past_due", "unpaid", "incomplete"}
-# A subscription in one of these still bills the meters: a second one would bill every call again.
-SUBSCRIBED_STATUSES = {"active", "trialing", "past_due", "unpaid"}
 
 
 class BillingNotConfigured(APIError):
@@ -132,7 +130,7 @@ def _price_sync(plan: Plan, price: PlanPrice, product_id: str) -> str:
 def checkout_start(*, organisation_id: int, plan_code: str, success_url: str, cancel_url: str) -> dict[str, str]:
     _require_stripe()
     account = BillingAccount.objects.filter(organisation_id=organisation_id).first()
-    if account is not None and account.stripe_subscription_id and account.subscription_status in SUBSCRIBED_STATUSES:
+    if account is not None and account.is_subscribed:
         raise APIError(
             "This organisation already has a subscription; change its plan, payment method or cancel it in "
             "Stripe's customer portal (POST /v1/billing/portal).",

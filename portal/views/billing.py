@@ -40,7 +40,11 @@ def billing_summary(*, organisation_id: int) -> dict[str, Any]:
 def billing(request: HttpRequest) -> HttpResponse:
     organisation_id = int(request.membership.organisation_id)  # type: ignore[attr-defined]
     context = billing_summary(organisation_id=organisation_id)
-    context["plans"] = Plan.objects.filter(self_serve=True).exclude(pk=context["plan"].pk).order_by("code")
+    # Subscribed: plans change in Stripe's customer portal (Checkout would add a second subscription).
+    # Not (any more): every self-serve plan, the current one too when its subscription was cancelled.
+    context["subscribed"] = context["account"] is not None and context["account"].is_subscribed
+    plans = Plan.objects.filter(self_serve=True).order_by("code")
+    context["plans"] = plans.none() if context["subscribed"] else plans
     context["is_owner"] = request.membership.role == "owner"  # type: ignore[attr-defined]
     context["not_configured"] = NOT_CONFIGURED
     invoices: dict[str, Any] = {"data": [], "upcoming": None}

@@ -75,6 +75,32 @@ def test_it_sends_owners_to_stripe_checkout_and_the_customer_portal(
     assert "is not available through Checkout" in refused.content.decode()
 
 
+def test_it_offers_checkout_again_after_the_plan_was_cancelled(
+    owner_client: Client,
+    org: Organisation,
+    stripe: Any,  # noqa: F811
+) -> None:
+    """A cancelled Pay-as-you-go organisation (402 on every call) was offered no plan to subscribe to."""
+    call_command("sync_stripe_catalog", stdout=io.StringIO())
+    account_on(org, "payg", status="canceled", subscription_status="canceled", stripe_subscription_id="sub_old")
+    page = owner_client.get("/portal/billing/").content.decode()
+    assert "Subscribe to Pay as you go" in page
+    response = owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
+    assert response.status_code == 302 and response["Location"].startswith(stripe.url)
+
+
+def test_it_sends_a_subscribed_owner_to_the_customer_portal_to_change_plan(
+    owner_client: Client,
+    org: Organisation,
+    stripe: Any,  # noqa: F811
+) -> None:
+    call_command("sync_stripe_catalog", stdout=io.StringIO())
+    account_on(org, "free", status="active", subscription_status="active", stripe_subscription_id="sub_live")
+    page = owner_client.get("/portal/billing/").content.decode()
+    assert "Upgrade to" not in page and "Subscribe to" not in page
+    assert "change plan" in page.lower() and "Manage payment" in page
+
+
 def test_it_lists_invoices(owner_client: Client, org: Organisation, stripe: Any) -> None:  # noqa: F811
     call_command("sync_stripe_catalog", stdout=io.StringIO())
     owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
