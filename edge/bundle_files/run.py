@@ -237,7 +237,7 @@ def read_input(path, signature, allow_nan=False):
     """JSON (`{"instances": rows}`, `{"inputs": {name: tensor}}` or a bare list of rows) or CSV rows,
     checked against the model's inputs (see `check_input`) so a bad input is a usage error (3)."""
     specs = signature["inputs"]
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    text = _read_text(path)
     if str(path).endswith(".csv"):
         body = {"instances": _csv_rows(text)}
     else:
@@ -266,6 +266,16 @@ def read_input(path, signature, allow_nan=False):
     feeds = {s["name"]: check_input(given[s["name"]], s, allow_nan=allow_nan) for s in specs}
     _check_rows(feeds, specs)
     return feeds
+
+
+def _read_text(path):
+    """The input as text: UTF-8 whatever the device's locale, without the byte order mark that Excel's
+    "CSV UTF-8" and some JSON writers put first (it made the first CSV row read as a header)."""
+    data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the input is not UTF-8 (byte {exc.start})") from None
 
 
 def _csv_rows(text):

@@ -222,3 +222,28 @@ def test_it_refuses_nan_and_infinity_unless_allowed(iris_folder, key_file, tmp_p
     allowed = run(iris_folder, *command, "--allow-nan")
     assert allowed.returncode == 0, allowed.stderr
     assert json.loads(allowed.stdout)["variant"] == "fp32"
+
+
+def test_it_predicts_every_row_of_a_csv_saved_with_a_byte_order_mark(iris_folder, key_file, tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM: the first row is data, not a header to drop."""
+    rows = tmp_path / "rows.csv"
+    rows.write_bytes(b"\xef\xbb\xbf5.1,3.5,1.4,0.2\r\n6.7,3.0,5.2,2.3\r\n")
+    result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(rows))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"]["label"] == ["setosa", "virginica"]
+
+
+def test_it_reads_json_saved_with_a_byte_order_mark(iris_folder, key_file, tmp_path):
+    rows = tmp_path / "rows.json"
+    rows.write_bytes(b'\xef\xbb\xbf{"instances": [[5.1, 3.5, 1.4, 0.2]]}')
+    result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(rows))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"]["label"] == ["setosa"]
+
+
+def test_it_refuses_an_input_that_is_not_utf8_as_bad_input(iris_folder, key_file, tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_bytes("sépale,b,c,d\n5.1,3.5,1.4,0.2\n".encode("latin-1"))
+    result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(rows))
+    assert result.returncode == 3
+    assert "not UTF-8" in result.stderr
