@@ -2,6 +2,7 @@
 
 import limits
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -108,7 +109,13 @@ class Plan(models.Model):
     hard_cap = models.BooleanField(default=False)
     # Self-serve plans are offered through Checkout; custom (enterprise) plans are set up by staff.
     self_serve = models.BooleanField(default=False)
-    currency = models.CharField(max_length=3, default="usd")
+    # Stripe's form: a lowercase ISO 4217 code (it answers "usd" for "USD", and a sync that compared the two
+    # replaced every price on every run).
+    currency = models.CharField(
+        max_length=3,
+        default="usd",
+        validators=[RegexValidator(r"^[a-z]{3}\Z", "A lowercase ISO 4217 code, e.g. usd or eur.")],
+    )
     stripe_product_id = models.CharField(max_length=100, blank=True, default="")
 
     def __str__(self) -> str:
@@ -122,7 +129,9 @@ class PlanPrice(models.Model):
     meter = models.CharField(max_length=32, choices=Meter.choices)
     included_units = models.PositiveBigIntegerField(null=True, blank=True, help_text="Per month; empty = none.")
     # Minor currency units (cents) per unit, exact: 0.05 = $0.50 per 1,000 units.
-    unit_amount_decimal = models.DecimalField(max_digits=18, decimal_places=9, default=0)
+    unit_amount_decimal = models.DecimalField(
+        max_digits=18, decimal_places=9, default=0, validators=[MinValueValidator(0)]
+    )
     stripe_price_id = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:

@@ -123,3 +123,26 @@ def test_it_refuses_a_key_rate_limit_override_the_gateway_cannot_read(admin_clie
     assert response.status_code == 200
     assert "rate_limit" in response.context["adminform"].form.errors
     assert api.get("/v1/usage").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fields", "errors_in"),
+    [
+        ({"currency": "USD"}, "currency"),  # Stripe answers "usd": every sync replaced every price
+        ({"currency": "dollars"}, "currency"),
+        ({"prices-0-unit_amount_decimal": "-0.05"}, "prices"),  # a negative price: a credit per call
+    ],
+)
+def test_it_refuses_plan_terms_stripe_cannot_bill(admin_client, fields, errors_in):
+    seed_catalog()
+    plan = Plan.objects.get(code="payg")
+    before = list(plan.prices.order_by("pk").values_list("unit_amount_decimal", flat=True))
+    response = admin_client.post(f"/admin/billing/plan/{plan.pk}/change/", _plan_change_form(plan, **fields))
+    assert response.status_code == 200
+    if errors_in == "currency":
+        assert "currency" in response.context["adminform"].form.errors
+    else:
+        assert any(form.errors for formset in response.context["inline_admin_formsets"] for form in formset.formset)
+    plan.refresh_from_db()
+    assert plan.currency == "usd"
+    assert list(plan.prices.order_by("pk").values_list("unit_amount_decimal", flat=True)) == before
