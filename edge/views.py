@@ -63,6 +63,8 @@ def _note(request: Request, bundle: Bundle | None = None, face: str = "bundles")
     usage.face = face
     if bundle is not None:
         usage.model_version_id = bundle.model_version_id
+        # The gateway names the version it records in X-Model-Version, from this (as inference views set it).
+        request._request.model_version_number = bundle.model_version.number  # type: ignore[attr-defined]
 
 
 class VersionBundlesView(APIView):

@@ -283,3 +283,14 @@ def test_it_answers_unsupported_methods_with_the_envelope(api, iris, method):
 
 def test_it_builds_a_bundle_the_test_helper_also_builds(iris):
     assert build_now(iris).status == "ready"
+
+
+def test_it_names_the_bundles_model_version_in_the_x_model_version_header(api, iris):
+    """The gateway adds X-Model-Version to every call recorded against a version; it was sent empty."""
+    created = api.post_json("/v1/models/iris/versions/production/bundles", {})
+    assert created["X-Model-Version"] == "1"
+    bundle_build(bundle_id=Bundle.objects.get(public_id=created.json()["id"]).pk)
+    for path in (f"/v1/bundles/{created.json()['id']}", f"/v1/bundles/{created.json()['id']}/download"):
+        response = api.get(path)
+        assert response.status_code == 200, response.content
+        assert response["X-Model-Version"] == "1"
