@@ -18,7 +18,8 @@ class NotConfigured(Exception):
 
 
 class StripeTransient(Exception):
-    """Network trouble, 429 or 5xx: safe to retry with the same idempotency key."""
+    """Network trouble, 429 or 5xx, or our own key refused (401/403: a revoked, rotated or restricted key,
+    which configuration fixes, not the request): safe to retry with the same idempotency key."""
 
 
 class StripeRejected(Exception):
@@ -54,7 +55,12 @@ def _plain(obj: Any) -> Any:
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return _plain(fn(*args, **kwargs))
-    except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+    except (
+        stripe.APIConnectionError,
+        stripe.RateLimitError,
+        stripe.AuthenticationError,
+        stripe.PermissionError,
+    ) as exc:
         raise StripeTransient(str(exc.user_message or exc)) from exc
     except stripe.StripeError as exc:
         status = exc.http_status or 0

@@ -126,6 +126,19 @@ def test_it_backs_off_on_transient_errors_and_retries_the_same_identifier(synced
     assert stripe_total(synced, customer) == 3
 
 
+def test_it_keeps_usage_pending_while_stripe_refuses_our_api_key(synced, org, customer):  # noqa: F811
+    """A revoked or rotated secret key (401) marked every report 'failed' for good: that usage was never billed."""
+    from django.test import override_settings
+
+    ledger(org, 5)
+    with override_settings(STRIPE_SECRET_KEY="sk_live_revoked"):  # the server knows only sk_test_ keys
+        assert outbox.usage_push() == {"retry_later": 1}
+    report = UsageReport.objects.get()
+    assert (report.status, report.attempts) == ("pending", 1)
+    assert outbox.usage_push(now=report.next_attempt_at) == {"sent": 1}  # the key was fixed
+    assert stripe_total(synced, customer) == 5
+
+
 def test_it_flags_rows_outside_stripes_window_for_staff(synced, org, customer):  # noqa: F811
     ledger(org, 9, at=timezone.now() - timedelta(days=40))
     ledger(org, 1)
