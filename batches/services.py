@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -74,7 +75,7 @@ def file_create(*, organisation_id: int, upload: UploadedFile, purpose: str) -> 
     if size == 0 or not head.strip():
         raise InvalidInput("The file is empty.", code="empty_file", param="file")
     upload.seek(0)
-    filename = get_valid_filename(upload.name or "input") or "input"
+    filename = _upload_filename(upload.name or "input")
     record = File(
         organisation_id=organisation_id,
         purpose=purpose,
@@ -82,9 +83,32 @@ def file_create(*, organisation_id: int, upload: UploadedFile, purpose: str) -> 
         format=_file_format(filename, head),
         bytes=size,
     )
-    record.storage_name = storage.store_upload(f"files/{organisation_id}/{record.uid}/{filename}", upload)
+    leaf = _stored_leaf(filename)
+    record.storage_name = storage.store_upload(f"files/{organisation_id}/{record.uid}/{leaf}", upload)
     record.save()
     return record
+
+
+STORED_NAME_BYTES = 200  # file systems allow 255 bytes per name; storage may add a suffix to it
+
+
+def _upload_filename(name: str) -> str:
+    """The upload's name under Django's rules for file names, or `input` when nothing is left of it."""
+    try:
+        return get_valid_filename(name) or "input"
+    except SuspiciousFileOperation:  # a name of symbols only ("$$$") leaves nothing
+        return "input"
+
+
+def _stored_leaf(filename: str) -> str:
+    """The name the file is stored under: `filename` cut to STORED_NAME_BYTES in UTF-8, extension kept.
+    Django keeps names to 255 characters, but 100 CJK characters are already 300 bytes."""
+    if len(filename.encode()) <= STORED_NAME_BYTES:
+        return filename
+    extension = Path(filename).suffix[:16]
+    stem = filename.removesuffix(Path(filename).suffix)
+    room = STORED_NAME_BYTES - len(extension.encode())
+    return stem.encode()[:room].decode("utf-8", "ignore") + extension
 
 
 def file_delete(*, organisation_id: int, uid: str) -> None:

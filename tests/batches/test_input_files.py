@@ -101,3 +101,18 @@ def test_it_tells_a_batch_line_with_too_many_rows_to_split_the_line(api, diabete
     assert error["error"]["message"] == (
         f"The line has {too_many} rows; at most {settings.INFERENCE_MAX_ROWS} rows per line: split the line."
     )
+
+
+def test_it_stores_a_file_whose_name_is_long_in_utf8_bytes(api):
+    """100 CJK characters are 300 bytes: past a file system's 255-byte limit on one name (was a 500)."""
+    name = "日" * 100 + ".jsonl"
+    file = upload(api, jsonl(2), name)
+    assert (file["filename"], file["format"]) == (name, "jsonl")
+    assert content(api, file["id"]) == jsonl(2)
+
+
+def test_it_names_a_file_whose_name_has_no_usable_character_input(api):
+    """A name of symbols only sanitises to nothing; it was a 400 'malformed request'."""
+    file = upload(api, jsonl(1), "$$$")
+    assert (file["filename"], file["format"]) == ("input", "jsonl")
+    assert content(api, file["id"]) == jsonl(1)
