@@ -36,6 +36,17 @@ def model_get_or_create(*, name: str, organisation_id: int | None = None, descri
     return model
 
 
+def model_for_upload(*, name: str, organisation_id: int | None, description: str = "") -> MLModel:
+    """The model a staff upload (API, `register_model`) adds a version to. The owner is for new models:
+    named, it must be the existing model's owner (else 422); not named, an existing model, public or
+    private, keeps its owner, and a new one is public."""
+    if organisation_id is None:
+        existing = MLModel.objects.filter(name=name).first()
+        if existing is not None:
+            return existing
+    return model_get_or_create(name=name, organisation_id=organisation_id, description=description)
+
+
 def model_version_register(
     *,
     model: MLModel,

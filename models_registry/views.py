@@ -156,7 +156,11 @@ class VersionUploadSerializer(serializers.Serializer):
     file = serializers.FileField()
     aliases = serializers.CharField(required=False, allow_blank=True, help_text="Comma-separated aliases.")
     description = serializers.CharField(required=False, allow_blank=True)
-    organisation = serializers.SlugField(required=False, allow_blank=True, help_text="Private to this organisation.")
+    organisation = serializers.SlugField(
+        required=False,
+        allow_blank=True,
+        help_text="A new model: private to this organisation. An existing one keeps its owner (named, it must match).",
+    )
 
     def validate_aliases(self, value: str) -> list[str]:
         """The aliases as a list, each checked now: a bad one must not leave a model or version behind."""
@@ -190,7 +194,7 @@ class StaffVersionCreateView(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         organisation_id = _organisation_by_slug(data.validated_data.get("organisation") or "")
-        found = services.model_get_or_create(
+        found = services.model_for_upload(
             name=model, organisation_id=organisation_id, description=data.validated_data.get("description", "")
         )
         version = services.model_version_register(

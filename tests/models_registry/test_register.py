@@ -136,3 +136,14 @@ def test_the_register_model_command_refuses_a_bad_alias_and_creates_no_model(db,
     with pytest.raises(CommandError, match="reserved"):
         call_command("register_model", "new-iris", str(path), "--alias", "latest")
     assert not MLModel.objects.filter(name="new-iris").exists()
+
+
+def test_the_register_model_command_adds_a_version_to_a_private_model_without_its_owner_named_again(
+    private_model, tmp_path
+):
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(model_bytes("iris"))
+    out = StringIO()
+    call_command("register_model", "secret-iris", str(path), stdout=out)
+    assert "secret-iris v2 is ready" in out.getvalue()
+    assert MLModel.objects.get(name="secret-iris").organisation == private_model.model.organisation

@@ -101,3 +101,18 @@ def test_it_reports_a_corrupt_model_as_a_failed_version_not_a_server_error(staff
     assert response.json()["status"] == "failed"
     assert "onnx.checker refused" in response.json()["failure_reason"]
     assert not ModelVersion.objects.filter(model__name="corrupt", status=ModelVersion.Status.VALIDATING).exists()
+
+
+def test_it_adds_a_version_to_a_private_model_without_its_owner_named_again(staff_user, private_model, org):
+    """The owner is for new models, as on the portal's staff upload; naming another one is still refused."""
+    client = Client()
+    client.force_login(staff_user)
+    response = _upload(client, "secret-iris", model_bytes("iris"))
+    assert response.status_code == 201, response.content
+    assert response.json()["version"] == 2
+    assert (
+        ModelVersion.objects.get(model__name="secret-iris", number=2).model.organisation
+        == private_model.model.organisation
+    )
+    refused = _upload(client, "secret-iris", model_bytes("iris"), organisation=org.slug)
+    assert refused.status_code == 422

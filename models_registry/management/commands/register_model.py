@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from apiservice.errors import APIError
 from apiservice.models import Organisation
 from models_registry.models import ModelVersion
-from models_registry.services import alias_name_check, model_get_or_create, model_version_register
+from models_registry.services import alias_name_check, model_for_upload, model_version_register
 
 
 class Command(BaseCommand):
@@ -18,7 +18,11 @@ class Command(BaseCommand):
         parser.add_argument("name", help="Model name (lower-case slug).")
         parser.add_argument("path", type=Path, help="Path to the .onnx file.")
         parser.add_argument("--alias", action="append", default=[], help="Alias to point at it (repeatable).")
-        parser.add_argument("--organisation", default="", help="Slug of the owning organisation (private model).")
+        parser.add_argument(
+            "--organisation",
+            default="",
+            help="A new model: slug of the organisation it is private to (an existing model keeps its owner).",
+        )
         parser.add_argument("--description", default="")
 
     def handle(
@@ -37,7 +41,7 @@ class Command(BaseCommand):
         try:
             for alias_name in alias:  # before the model is created: a refused command leaves nothing behind
                 alias_name_check(alias=alias_name)
-            model = model_get_or_create(name=name, organisation_id=organisation_id, description=description)
+            model = model_for_upload(name=name, organisation_id=organisation_id, description=description)
             version = model_version_register(model=model, content=path.read_bytes(), aliases=alias)
         except APIError as exc:
             raise CommandError(exc.message) from None
