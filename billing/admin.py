@@ -1,5 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
+from . import outbox
 from .models import (
     BillingAccount,
     BillingMeter,
@@ -88,12 +91,23 @@ class UsageReportAdmin(admin.ModelAdmin):
     list_select_related = ["organisation"]
     search_fields = ["id", "stripe_customer_id", "organisation__name"]
     readonly_fields = [f.name for f in UsageReport._meta.fields]
+    actions = ["send_again"]
 
     def has_add_permission(self, request: object) -> bool:
         return False
 
     def has_delete_permission(self, request: object, obj: object = None) -> bool:
         return False
+
+    @admin.action(description="Send selected failed reports again", permissions=["change"])
+    def send_again(self, request: HttpRequest, queryset: QuerySet[UsageReport]) -> None:
+        selected = list(queryset.values_list("pk", flat=True))
+        queued = outbox.usage_reports_retry(report_ids=selected)
+        messages.success(
+            request,
+            f"{queued} report(s) will be sent again with the next push; {len(selected) - queued} left alone "
+            "(only failed reports still inside Stripe's 35-day window can be).",
+        )
 
 
 @admin.register(ReconciliationIssue)

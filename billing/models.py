@@ -251,6 +251,9 @@ class UsageReport(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Times staff sent a failed report again: each resend has its own idempotency key (Stripe replays a
+    # key's first answer, the refusal too, for 24 h); the identifier stays the report id.
+    resends = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
@@ -105,6 +105,7 @@ def usage_report_send(*, report_id: str, now: datetime | None = None) -> str:
             value=report.units,
             identifier=report.id,
             timestamp=int(report.event_timestamp.timestamp()),
+            idempotency_key=f"{report.id}.resend{report.resends}" if report.resends else report.id,
         )
     except stripe_client.StripeTransient as exc:
         return _backoff(report, str(exc), now)
@@ -124,6 +125,17 @@ def _backoff(report: UsageReport, error: str, now: datetime) -> str:
         attempts=attempts, next_attempt_at=now + timedelta(seconds=delay), last_error=error[:2000], status=status
     )
     return "retry_later"
+
+
+def usage_reports_retry(*, report_ids: list[str], now: datetime | None = None) -> int:
+    """Staff: put failed reports still inside Stripe's window back in the queue (same identifier, so a
+    report Stripe did accept is not counted twice). Returns how many will be sent again."""
+    now = now or timezone.now()
+    return UsageReport.objects.filter(
+        pk__in=report_ids, status=UsageReport.Status.FAILED, event_timestamp__gte=_window_start(now)
+    ).update(
+        status=UsageReport.Status.PENDING, attempts=0, next_attempt_at=now, last_error="", resends=F("resends") + 1
+    )
 
 
 def usage_push(*, now: datetime | None = None) -> dict[str, int]:

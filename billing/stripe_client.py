@@ -184,8 +184,13 @@ def invoice_upcoming(*, customer_id: str) -> dict[str, Any] | None:
 
 
 # --- metering -----------------------------------------------------------------------------------------
-def meter_event_create(*, event_name: str, customer_id: str, value: int, identifier: str, timestamp: int) -> str:
-    """Send one meter event. Returns "created" or "duplicate" (Stripe already has this identifier)."""
+def meter_event_create(
+    *, event_name: str, customer_id: str, value: int, identifier: str, timestamp: int, idempotency_key: str = ""
+) -> str:
+    """Send one meter event. Returns "created" or "duplicate" (Stripe already has this identifier).
+
+    The idempotency key is the identifier unless given: Stripe replays a key's first answer (errors
+    included) for 24 hours, so a resend after a refusal needs a key of its own."""
     params = {
         "event_name": event_name,
         "payload": {"stripe_customer_id": customer_id, "value": str(value)},
@@ -193,7 +198,7 @@ def meter_event_create(*, event_name: str, customer_id: str, value: int, identif
         "timestamp": timestamp,
     }
     try:
-        _call(_client().v1.billing.meter_events.create, params=params, options=_options(identifier))
+        _call(_client().v1.billing.meter_events.create, params=params, options=_options(idempotency_key or identifier))
     except StripeRejected as exc:
         if exc.param == "identifier" and exc.code == "resource_already_exists":
             return "duplicate"

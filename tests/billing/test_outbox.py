@@ -198,3 +198,32 @@ def test_it_reconciles_every_other_customer_when_stripe_refuses_one(synced, org,
     assert outbox.usage_reconcile(now=timezone.now() + timedelta(days=1)) == 1
     issue = ReconciliationIssue.objects.get()
     assert (issue.organisation_id, issue.ours, issue.stripe) == (second.pk, 4, 7)
+
+
+def test_staff_send_a_failed_report_again_from_the_admin(admin_client, synced, org, customer):  # noqa: F811
+    """Failed reports were listed for staff with nothing to do about them: the usage stayed unbilled."""
+    ledger(org, 6)
+    gone = synced.objects.pop(customer)  # Stripe refuses the customer: the report fails
+    assert outbox.usage_push() == {"failed": 1}
+    report = UsageReport.objects.get()
+    synced.objects[customer] = gone  # the customer is back (restored, or the right Stripe account)
+
+    response = admin_client.post(
+        "/admin/billing/usagereport/",
+        {"action": "send_again", "_selected_action": [report.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "1 report(s) will be sent again" in response.content.decode()
+    assert outbox.usage_push() == {"sent": 1}
+    assert stripe_total(synced, customer) == 6
+
+
+def test_staff_cannot_send_again_a_report_outside_stripes_window(admin_client, synced, org, customer):  # noqa: F811
+    ledger(org, 9, at=timezone.now() - timedelta(days=40))
+    outbox.usage_push()
+    report = UsageReport.objects.get()
+    assert report.status == "out_of_window"
+    admin_client.post("/admin/billing/usagereport/", {"action": "send_again", "_selected_action": [report.pk]})
+    report.refresh_from_db()
+    assert report.status == "out_of_window"
