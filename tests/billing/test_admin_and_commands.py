@@ -16,6 +16,12 @@ def test_it_refuses_to_sync_the_catalogue_without_stripe_keys(db):
         call_command("sync_stripe_catalog", stdout=io.StringIO())
 
 
+def test_it_says_billing_is_not_configured_when_staff_push_usage_by_hand(db):
+    """`push_usage` answered 'nothing to do' on a server without Stripe keys, whatever usage was waiting."""
+    with pytest.raises(CommandError, match="not configured"):
+        call_command("push_usage", stdout=io.StringIO())
+
+
 def test_it_does_nothing_in_the_beat_tasks_without_stripe_keys(db):
     assert tasks.usage_push() == {}
     assert tasks.usage_reconcile() == 0
