@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from . import outbox
@@ -36,8 +38,26 @@ class UsageRecordAdmin(admin.ModelAdmin):
         return False
 
 
+class PlanPriceFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        """Stripe bills a self-serve plan's prices from the first unit: included units there would read as
+        free in the estimate and be invoiced all the same."""
+        super().clean()
+        if not self.instance.self_serve:
+            return
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None) or {}
+            if data.get("included_units") and not data.get("DELETE"):
+                raise ValidationError(
+                    "A self-serve plan cannot include units: Stripe bills its prices from the first unit, so "
+                    "included units would show as free in the estimate and still be invoiced. Leave them "
+                    "empty, or make the plan not self-serve."
+                )
+
+
 class PlanPriceInline(admin.TabularInline):
     model = PlanPrice
+    formset = PlanPriceFormSet
     extra = 0
     readonly_fields = ["stripe_price_id"]
 

@@ -152,3 +152,25 @@ def test_it_refuses_plan_terms_stripe_cannot_bill(admin_client, fields, errors_i
     plan.refresh_from_db()
     assert plan.currency == "usd"
     assert list(plan.prices.order_by("pk").values_list("unit_amount_decimal", flat=True)) == before
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prices-0-included_units": "1000"},  # on payg, self-serve
+        {"code": "free", "self_serve": "on"},  # free's included units, now sold through Checkout
+    ],
+)
+def test_it_refuses_included_units_on_a_plan_stripe_bills_from_the_first_unit(admin_client, fields):
+    """Stripe's prices bill every unit: included units on a Checkout plan showed in the estimate as free
+    and were invoiced all the same."""
+    seed_catalog()
+    plan = Plan.objects.get(code=fields.get("code", "payg"))
+    response = admin_client.post(f"/admin/billing/plan/{plan.pk}/change/", _plan_change_form(plan, **fields))
+    assert response.status_code == 200
+    errors = [str(formset.formset.non_form_errors()) for formset in response.context["inline_admin_formsets"]]
+    assert any("included" in error for error in errors), errors
+    assert Plan.objects.get(pk=plan.pk).self_serve == plan.self_serve
+    assert list(Plan.objects.get(pk=plan.pk).prices.values_list("included_units", flat=True)) == list(
+        plan.prices.values_list("included_units", flat=True)
+    )
