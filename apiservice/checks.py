@@ -35,6 +35,21 @@ def check_upload_chunk(app_configs: Any, **kwargs: Any) -> list[Error]:
     return []
 
 
+@register()
+def check_idempotency_claim(app_configs: Any, **kwargs: Any) -> list[Error]:
+    from billing.idempotency import CLAIM_SECONDS
+
+    if settings.IDEMPOTENCY_CLAIM_SECONDS < 2 * CLAIM_SECONDS:
+        return [
+            Error(
+                f"IDEMPOTENCY_CLAIM_SECONDS must be at least {2 * CLAIM_SECONDS}: a claim has to outlive the "
+                f"{CLAIM_SECONDS} s after which an unanswered one is taken over as a crashed worker's.",
+                id="apiservice.E004",
+            )
+        ]
+    return []
+
+
 @register(deploy=True)
 def check_production_services(app_configs: Any, **kwargs: Any) -> list[Warning]:
     warnings = []

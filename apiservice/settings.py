@@ -294,6 +294,10 @@ BILLING_QUOTA_RESEED_SECONDS = env.int("BILLING_QUOTA_RESEED_SECONDS", default=3
 BILLING_LEASE_UNITS = env.int("BILLING_LEASE_UNITS", default=32)
 BILLING_LEASE_SECONDS = env.float("BILLING_LEASE_SECONDS", default=1.0)
 IDEMPOTENCY_TTL_HOURS = 24
+# How long Redis keeps an Idempotency-Key's claim. The stored answer (PostgreSQL) lives the full TTL;
+# the claim only has to outlive a call in flight, and a retry that comes after it is gone is still
+# answered with the stored response and billed nothing (see billing/idempotency.py).
+IDEMPOTENCY_CLAIM_SECONDS = env.int("IDEMPOTENCY_CLAIM_SECONDS", default=600)
 # (path regex, meter) of billable POSTs: quota-checked and Idempotency-Key aware before the view runs.
 BILLING_METERED_POSTS: list[tuple[str, str]] = [
     (r":predict$", "online_predictions"),

@@ -99,7 +99,7 @@ def admit(request: HttpRequest) -> HttpResponse | None:
         meter=meter if billable else None,
         entitlement=entitlement,
         key_terms=key_terms,
-        claim=(claim.redis_key, claim.marker, idempotency.ttl_seconds()) if claim is not None else None,
+        claim=(claim.redis_key, claim.marker, idempotency.claim_seconds()) if claim is not None else None,
     )
     if context.rate.exceeded:
         return error_response(

@@ -114,6 +114,7 @@ def test_metrics_are_not_public(client, settings):
         ("INFERENCE_NAN_POLICY", "maybe", "apiservice.E002"),
         ("FILE_UPLOAD_CHUNK_BYTES", 0, "apiservice.E003"),
         ("FILE_UPLOAD_CHUNK_BYTES", 1024 * 1024 + 2, "apiservice.E003"),
+        ("IDEMPOTENCY_CLAIM_SECONDS", 60, "apiservice.E004"),
     ],
 )
 def test_system_checks_catch_bad_configuration(settings, setting, value, check_id):

@@ -89,7 +89,7 @@ def test_it_keys_per_organisation(api, client_for, other_key, iris):
 def test_it_forgets_keys_after_24_hours(api, iris):
     send(api)
     IdempotencyRecord.objects.update(created_at=timezone.now() - timedelta(hours=25))
-    with override_settings(BILLING_REDIS_URL=""):  # the Redis marker would expire at 24 h too
+    with override_settings(BILLING_REDIS_URL=""):  # the Redis claim would be long gone by then
         response = send(api)
     assert "Idempotent-Replayed" not in response
     assert billed_units() == 4
@@ -254,3 +254,20 @@ def test_a_refusal_for_scope_is_not_stored_for_the_key(org, iris, client_for):
     assert answered.status_code == 200, answered.content
     assert "Idempotent-Replayed" not in answered
     assert not IdempotencyRecord.objects.filter(status_code=403).exists()
+
+
+def test_redis_keeps_a_claim_minutes_not_the_whole_day(api, iris):
+    send(api)
+    (claim,) = limits.link.client().scan_iter(match="mm:idem:*")
+    assert idempotency.CLAIM_SECONDS < limits.link.client().ttl(claim) <= 600
+
+
+@override_settings(IDEMPOTENCY_CLAIM_SECONDS=120)
+def test_a_retry_after_its_claim_expired_replays_the_stored_answer_and_bills_nothing(api, iris):
+    first = send(api)
+    (claim,) = limits.link.client().scan_iter(match="mm:idem:*")
+    assert limits.link.client().ttl(claim) <= 120
+    forget_claims()  # what the expiry does
+    retry = send(api)
+    assert (retry.status_code, retry.content, retry["Idempotent-Replayed"]) == (200, first.content, "true")
+    assert billed_units() == 2
