@@ -25,6 +25,13 @@ errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
+def post_worker_init(worker: object) -> None:
+    """Requests gunicorn refuses itself (URL or headers too large, not HTTP) get our JSON envelope."""
+    from apiservice.gunicorn_errors import install
+
+    install()
+
+
 def child_exit(server: object, worker: object) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
