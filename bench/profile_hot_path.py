@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--dump", default="", help="also write the cProfile stats to this file")
     parser.add_argument("--idempotency-keys", action="store_true", help="a fresh Idempotency-Key on every request")
     args = parser.parse_args()
     ns = argparse.Namespace(
@@ -85,6 +86,8 @@ def main() -> None:
         for _ in range(args.n):
             one()
         profiler.disable()
+        if args.dump:
+            profiler.dump_stats(args.dump)
         stats = pstats.Stats(profiler)
         stats.sort_stats("cumulative").print_stats(args.top)
         stats.sort_stats("tottime").print_stats(args.top)
