@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -134,6 +135,11 @@ class UsageExportView(APIView):
         return response
 
 
+def _portal_billing_url() -> str:
+    """Where Stripe sends a customer back when the caller gave no URL: the portal's billing page."""
+    return settings.BILLING_PUBLIC_URL.rstrip("/") + reverse("portal-billing")
+
+
 class CheckoutInputSerializer(serializers.Serializer):
     plan = serializers.CharField(default="payg")
     success_url = serializers.URLField(required=False)
@@ -166,12 +172,12 @@ class CheckoutView(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        base = settings.BILLING_PUBLIC_URL.rstrip("/")
+        back = _portal_billing_url()
         session = payments.checkout_start(
             organisation_id=_organisation_id(request),
             plan_code=data.validated_data["plan"],
-            success_url=data.validated_data.get("success_url") or f"{base}/billing/success",
-            cancel_url=data.validated_data.get("cancel_url") or f"{base}/billing/cancelled",
+            success_url=data.validated_data.get("success_url") or f"{back}?checkout=success",
+            cancel_url=data.validated_data.get("cancel_url") or f"{back}?checkout=cancelled",
         )
         return Response(self.OutputSerializer(session).data, status=201)
 
@@ -198,7 +204,7 @@ class PortalView(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return_url = data.validated_data.get("return_url") or settings.BILLING_PUBLIC_URL
+        return_url = data.validated_data.get("return_url") or _portal_billing_url()
         session = payments.portal_start(organisation_id=_organisation_id(request), return_url=return_url)
         return Response(self.OutputSerializer(session).data, status=201)
 

@@ -429,6 +429,7 @@ class StripeServer:
             "subscription": None,
             "url": f"{self.url}/c/pay/{session_id}",
             "success_url": p.get("success_url"),
+            "cancel_url": p.get("cancel_url"),
             "metadata": p.get("metadata", {}),
             "_line_items": p.get("line_items", []),
             "_subscription_metadata": p.get("subscription_data", {}).get("metadata", {}),
@@ -439,13 +440,15 @@ class StripeServer:
     def portal_create(self, p: dict[str, Any]) -> dict[str, Any]:
         self.get(p["customer"], "customer")
         session_id = self._id("bps")
-        return {
+        session = {
             "id": session_id,
             "object": "billing_portal.session",
             "customer": p["customer"],
             "return_url": p.get("return_url"),
             "url": f"{self.url}/p/session/{session_id}",
         }
+        self.objects[session_id] = session
+        return session
 
     def invoices_list(self, p: dict[str, Any]) -> dict[str, Any]:
         data = [

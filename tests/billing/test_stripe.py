@@ -88,6 +88,23 @@ def test_it_offers_checkout_again_once_the_subscription_is_cancelled(api, client
     assert api.post_json("/v1/billing/checkout", {"plan": "payg"}).status_code == 201
 
 
+def test_it_sends_customers_back_to_pages_that_exist_when_no_urls_are_given(api, synced, settings):
+    """Without success_url / cancel_url / return_url (the documented curl calls), Stripe sent the customer
+    back to /billing/success, /billing/cancelled or /, all 404s."""
+    from urllib.parse import urlsplit
+
+    from django.urls import resolve
+
+    settings.BILLING_PUBLIC_URL = "https://mm.example.com/"
+    checkout = synced.objects[api.post_json("/v1/billing/checkout", {"plan": "payg"}).json()["id"]]
+    api.post_json("/v1/billing/portal", {})
+    portal = next(o for o in synced.objects.values() if o["object"] == "billing_portal.session")
+    for url in (checkout["success_url"], checkout["cancel_url"], portal["return_url"]):
+        assert url.startswith("https://mm.example.com/"), url
+        assert resolve(urlsplit(url).path).url_name == "portal-billing", url
+    assert urlsplit(checkout["success_url"]).query == "checkout=success"
+
+
 def test_it_opens_the_customer_portal(api, synced):
     response = api.post_json("/v1/billing/portal", {"return_url": "https://example.com/back"})
     assert response.status_code == 201
