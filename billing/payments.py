@@ -219,6 +219,19 @@ def _past_due_since(subscription: dict[str, Any], account: BillingAccount) -> da
     return account.past_due_since or timezone.now()
 
 
+def _current_is_newer(account: BillingAccount, subscription: dict[str, Any]) -> bool:
+    """Two live subscriptions (a move in Stripe's dashboard): the one created last is the organisation's."""
+    try:
+        current = stripe_client.subscription_retrieve(subscription_id=account.stripe_subscription_id)
+    except stripe_client.StripeRejected as exc:
+        if exc.code == "resource_missing":
+            return False
+        raise
+    return current.get("status") in LIVE_STATUSES and int(current.get("created") or 0) > int(
+        subscription.get("created") or 0
+    )
+
+
 def subscription_sync(*, subscription_id: str) -> str:
     subscription = stripe_client.subscription_retrieve(subscription_id=subscription_id)
     account = BillingAccount.objects.filter(stripe_customer_id=subscription["customer"]).first()
@@ -228,6 +241,8 @@ def subscription_sync(*, subscription_id: str) -> str:
     is_current = account.stripe_subscription_id in ("", subscription_id)
     if not is_current and status not in LIVE_STATUSES:
         return "stale_subscription"  # an old subscription ending does not touch the current one
+    if not is_current and _current_is_newer(account, subscription):
+        return "stale_subscription"  # a late event of a subscription the customer was moved off
     fields: dict[str, Any] = {"stripe_subscription_id": subscription_id, "subscription_status": status}
     items = subscription["items"]["data"]
     if items:

@@ -180,6 +180,38 @@ def test_it_converges_whatever_the_order_of_events(api, client, synced, org):
     assert int(account.past_due_since.timestamp()) == invoice["created"]
 
 
+def test_it_keeps_the_newer_subscription_whatever_the_order_of_the_old_ones_events(api, client, synced, org):
+    """Moved to a new subscription in Stripe's dashboard: a late event of the old one (still active for a
+    moment) made it current again, and its deletion then cancelled a paying organisation (402)."""
+    from billing import stripe_client
+
+    old = checkout_and_subscribe(api, synced)
+    post_event(client, synced, synced.event("checkout.session.completed", old))
+    prices = [p.stripe_price_id for p in PlanPrice.objects.filter(plan__code="payg")]
+    session = stripe_client.checkout_session_create(
+        customer_id=old["customer"],
+        price_ids=prices,
+        organisation_id=org.pk,
+        success_url="https://x",
+        cancel_url="https://x",
+    )
+    new = synced.complete_checkout(session["id"])["subscription"]
+    created = synced.objects[old["subscription"]]["created"] + 60
+    new_created = synced.event("customer.subscription.created", synced.subscription_set(new, created=created))
+    old_paid = synced.event("invoice.paid", {"id": "in_old", "subscription": old["subscription"]})
+    old_deleted = synced.event(
+        "customer.subscription.deleted", synced.subscription_set(old["subscription"], status="canceled")
+    )
+    synced.subscription_set(old["subscription"], status="active")  # what Stripe says when old_paid is handled
+    assert post_event(client, synced, new_created).status_code == 200
+    assert post_event(client, synced, old_paid).status_code == 200
+    synced.subscription_set(old["subscription"], status="canceled")
+    assert post_event(client, synced, old_deleted).status_code == 200
+    account = BillingAccount.objects.get(organisation=org)
+    assert (account.stripe_subscription_id, account.status) == (new, "active")
+    assert api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]}).status_code != 402
+
+
 def test_it_cancels_on_subscription_deleted(api, client, synced, org, iris):
     subscription = checkout_and_subscribe(api, synced)["subscription"]
     post_event(
