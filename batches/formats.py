@@ -287,7 +287,10 @@ class CSVParser:
         self.width = 0
 
     def header(self, line: RawLine) -> bool:
-        names = [name.strip() for name in next(csv.reader([line.data.decode("utf-8")]))]
+        try:
+            names = [name.strip() for name in _csv_values(line)]
+        except csv.Error as exc:  # a classic-Mac file (lines ending in CR only) is one line holding CRs
+            raise FileError("invalid_header", f"The CSV header {_csv_refusal(exc, line)}", line.number) from None
         if len(set(names)) != len(names):
             raise FileError("invalid_header", "The CSV header names a column twice.", line.number)
         known = {column for column, _, _ in self.columns} | {"custom_id"}
@@ -312,7 +315,10 @@ class CSVParser:
 
     def parse(self, line: RawLine) -> Request:
         decode_check(line)
-        values = next(csv.reader([line.data.decode("utf-8")]))
+        try:
+            values = _csv_values(line)
+        except csv.Error as exc:
+            raise LineError("invalid_csv", f"Row {_csv_refusal(exc, line)}") from None
         if len(values) != self.width:
             raise LineError("wrong_column_count", f"Row has {len(values)} values; the header has {self.width} columns.")
         position = self.custom_id_position
@@ -355,6 +361,18 @@ class CSVParser:
             csv_values=csv_values,
             offset=line.offset,
         )
+
+
+def _csv_values(line: RawLine) -> list[str]:
+    """The fields of one physical CSV line; csv.Error for a line the csv module refuses (a lone CR, a
+    field over its size limit)."""
+    return next(csv.reader([line.data.decode("utf-8")]))
+
+
+def _csv_refusal(exc: csv.Error, line: RawLine) -> str:
+    if b"\r" in line.data:
+        return "holds a line break (CR): lines end with LF or CRLF, and a field holds no line break."
+    return f"is not valid CSV ({exc})."
 
 
 Parser = JSONLParser | CSVParser

@@ -116,3 +116,21 @@ def test_it_names_a_file_whose_name_has_no_usable_character_input(api):
     file = upload(api, jsonl(1), "$$$")
     assert (file["filename"], file["format"]) == ("input", "jsonl")
     assert content(api, file["id"]) == jsonl(1)
+
+
+def test_it_fails_only_the_csv_row_holding_a_stray_carriage_return(api, diabetes, in_process):
+    """The csv module refuses a lone CR inside a row; that row is bad, the batch is not (it crashed)."""
+    lines = csv_text(20).splitlines()
+    lines[5] = lines[5].replace(b",", b"\r,", 1)
+    batch = run(create(api, upload(api, b"\n".join(lines) + b"\n", "rows.csv")["id"])["id"])
+    assert (batch.status, batch.completed, batch.failed) == ("completed", 19, 1), batch.errors
+    [error] = json_lines(content(api, batch.error_file.uid))
+    assert (error["line"], error["custom_id"], error["error"]["code"]) == (6, None, "invalid_csv")
+
+
+def test_it_names_a_csv_file_with_old_mac_line_endings_as_such(api, diabetes, in_process):
+    batch = run(create(api, upload(api, csv_text(3).replace(b"\n", b"\r"), "rows.csv")["id"])["id"])
+    assert batch.status == "failed"
+    [error] = batch.errors
+    assert (error["code"], error["line"]) == ("invalid_header", 1)
+    assert "line break" in error["message"]
