@@ -346,7 +346,7 @@ def webhook_receive(*, payload: bytes, signature: str) -> str:
         raise WebhookRejected("The Stripe-Signature header is missing, forged or too old.") from exc
     if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         raise WebhookRejected("The event has no 'id' or 'type'.", code="malformed_event")
-    if len(event["id"]) > EVENT_FIELD_MAX or len(event["type"]) > EVENT_FIELD_MAX:
+    if any(len(event[k]) > EVENT_FIELD_MAX or "\x00" in event[k] for k in ("id", "type")):
         raise WebhookRejected(
             f"The event's 'id' or 'type' is over {EVENT_FIELD_MAX} characters.", code="malformed_event"
         )
@@ -387,11 +387,22 @@ def _event_failed(row: StripeEvent, detail: str) -> None:
     StripeEvent.objects.filter(pk=row.pk).update(outcome="failed", detail=detail[:2000])
 
 
+def _storable(value: Any) -> Any:
+    """The event as PostgreSQL's jsonb can hold it: without NUL characters (the copy is for staff only)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
 def _event_claim(event: dict[str, Any]) -> StripeEvent | None:
     """Insert the event id (unique); a failed earlier attempt may be claimed again, a handled one not."""
     try:
         with transaction.atomic():
-            return StripeEvent.objects.create(event_id=event["id"], type=event["type"], payload=event)
+            return StripeEvent.objects.create(event_id=event["id"], type=event["type"], payload=_storable(event))
     except IntegrityError:
         taken = StripeEvent.objects.filter(event_id=event["id"], outcome="failed").update(outcome="")
         return StripeEvent.objects.get(event_id=event["id"]) if taken else None

@@ -308,8 +308,9 @@ def test_it_answers_an_event_whose_object_lacks_a_usable_id_400_and_keeps_it_ope
     assert StripeEvent.objects.get().outcome == "failed"
 
 
-def test_it_answers_an_event_id_too_long_to_store_400(client, synced):
-    event = synced.event("customer.created", {"id": "cus_x"}) | {"id": "evt_" + "x" * 200}
+@pytest.mark.parametrize("event_id", ["evt_" + "x" * 200, "evt_\u0000"])
+def test_it_answers_an_event_id_it_cannot_store_400(client, synced, event_id):
+    event = synced.event("customer.created", {"id": "cus_x"}) | {"id": event_id}
     response = post_event(client, synced, event)
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "malformed_event"
@@ -336,3 +337,12 @@ def test_it_links_the_customer_of_its_own_checkout_from_the_webhook(api, client,
     BillingAccount.objects.filter(organisation=org).update(stripe_customer_id="")  # e.g. restored from a backup
     assert post_event(client, synced, synced.event("checkout.session.completed", completed)).status_code == 200
     assert BillingAccount.objects.get(organisation=org).stripe_customer_id == completed["customer"]
+
+
+def test_it_stores_an_event_carrying_a_nul_character(client, synced):
+    """PostgreSQL's jsonb cannot hold \\u0000: a customer name with one made the event a 500, redelivered for days."""
+    event = synced.event("customer.updated", {"id": "cus_x", "name": "Ac\u0000me", "metadata": {"k\u0000": "v"}})
+    response = post_event(client, synced, event)
+    assert response.status_code == 200, response.content
+    assert response.json() == {"outcome": "ignored"}
+    assert StripeEvent.objects.get().payload["data"]["object"]["name"] == "Acme"
