@@ -129,3 +129,14 @@ def unknown_tensor_type() -> bytes:
         [weight],
     )
     return _model(graph)
+
+
+def string_pairs() -> bytes:
+    """pair_out = pair (STRING [N, 2]): a string output with more than one value per row."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["pair"], ["pair_out"])],
+        "string_pairs",
+        [helper.make_tensor_value_info("pair", TensorProto.STRING, ["N", 2])],
+        [helper.make_tensor_value_info("pair_out", TensorProto.STRING, ["N", 2])],
+    )
+    return _model(graph)

@@ -358,11 +358,13 @@ def _numeric(row):
 
 
 def _jsonable(array):
-    return (
-        [v.decode() if isinstance(v, bytes) else v for v in array.reshape(-1).tolist()]
-        if array.dtype == object
-        else array.tolist()
-    )
+    """An output as JSON values in its own shape (strings decoded), as the online API answers."""
+    if array.dtype != object:
+        return array.tolist()
+    import numpy as np
+
+    decoded = np.frompyfunc(lambda v: v.decode() if isinstance(v, bytes) else v, 1, 1)(array)
+    return np.asarray(decoded, dtype=object).tolist()
 
 
 def cmd_verify(bundle, args):

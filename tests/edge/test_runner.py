@@ -247,3 +247,20 @@ def test_it_refuses_an_input_that_is_not_utf8_as_bad_input(iris_folder, key_file
     result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(rows))
     assert result.returncode == 3
     assert "not UTF-8" in result.stderr
+
+
+def test_it_keeps_the_shape_of_string_outputs_as_the_online_api_does(db, api, key_file, tmp_path):
+    """A [N, 2] string output came back as one flat list of 2N strings: rows could not be told apart."""
+    from models_registry.services import model_get_or_create, model_version_register
+    from tests import onnx_factories
+
+    version = model_version_register(
+        model=model_get_or_create(name="pairs"), content=onnx_factories.string_pairs(), aliases=["production"]
+    )
+    folder = extract(build_now(version), tmp_path / "bundle")
+    rows = [["a", "b"], ["c", "d"]]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    result = run(folder, "predict", "--public-key", str(key_file), "--input", str(tmp_path / "rows.json"))
+    assert result.returncode == 0, result.stderr
+    online = api.post_json("/v1/models/pairs:predict", {"inputs": rows}).json()["outputs"]
+    assert json.loads(result.stdout)["outputs"]["pair_out"] == online == rows
