@@ -216,6 +216,15 @@ def _batch_out(batch: Any) -> Any:
     return BatchOut(selectors.batch_data(batch=batch)).data
 
 
+class _MetadataValue(serializers.CharField):
+    """A string, as sent: numbers are refused rather than stored as text (metadata is returned as given)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 class BatchListView(APIView):
     required_scope = "batch"
 
@@ -227,12 +236,14 @@ class BatchListView(APIView):
         alias = serializers.CharField(required=False, max_length=40)
         output_format = serializers.ChoiceField(choices=["jsonl", "csv"], required=False)
         completion_window = serializers.CharField(required=False, max_length=16)
-        metadata = serializers.DictField(child=serializers.CharField(max_length=512), required=False, allow_null=True)
+        metadata = serializers.DictField(child=_MetadataValue(max_length=512), required=False, allow_null=True)
         webhook_url = serializers.URLField(required=False, max_length=2000, allow_blank=True)
 
         def validate_metadata(self, value: dict[str, str] | None) -> dict[str, str] | None:
             if value is not None and len(value) > 16:
                 raise serializers.ValidationError("At most 16 metadata keys.")
+            if value is not None and any(len(key) > 64 for key in value):
+                raise serializers.ValidationError("Metadata keys are at most 64 characters.")
             return value
 
     @extend_schema(

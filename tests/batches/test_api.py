@@ -219,3 +219,16 @@ def test_it_checks_and_marks_idempotency_keys_as_online_calls_do(api, diabetes, 
     assert "Idempotent-Replayed" not in first
     assert again["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"run": 1}, {"ok": True}, {"nested": {"a": "b"}}, {"k" * 65: "v"}],
+    ids=["number", "boolean", "object", "long-key"],
+)
+def test_it_refuses_metadata_it_could_not_return_as_given(api, diabetes, no_queue, metadata):
+    """Numbers and booleans were stored as strings ("1", "True"): the batch did not return what was sent."""
+    file = upload(api, jsonl(2))
+    response = api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes", "metadata": metadata})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"].startswith("metadata")
