@@ -64,7 +64,7 @@ def home(request: HttpRequest) -> HttpResponse:
     flt = selectors.UsageFilter(start=today.replace(day=1), end=today, organisation_id=organisation.pk)
     facts = selectors.usage_facts(flt=flt).facts
     context = {
-        "active_keys": selectors.api_key_list(organisation=organisation).filter(revoked=False).count(),
+        "active_keys": selectors.api_key_active_count(organisation=organisation),
         "month_calls": sum(f.calls for f in facts),
         "month_units": sum(f.units for f in facts),
         "models": selectors.model_catalogue(organisation_id=organisation.pk).count(),

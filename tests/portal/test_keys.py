@@ -7,6 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from apiservice.models import APIKey, Organisation
+from apiservice.services import api_key_create, api_key_revoke
 from tests.conftest import APIClient
 
 
@@ -67,3 +68,16 @@ def test_it_shows_the_playground_with_an_example_body(owner_client: Client, iris
     response = owner_client.get("/portal/models/iris/")
     assert response.context["examples"] == {1: '{"instances": [[1.0, 1.0, 1.0, 1.0]]}'}
     assert b"playground-form" in response.content
+
+
+def test_the_overview_counts_neither_revoked_nor_expired_keys_as_active(
+    owner_client: Client, org: Organisation
+) -> None:
+    api_key_create(organisation=org, name="backend", scopes=["predict"])
+    revoked, _ = api_key_create(organisation=org, name="old", scopes=["predict"])
+    api_key_revoke(api_key=revoked)
+    api_key_create(  # a playground key a day later
+        organisation=org, name="Playground", scopes=["predict"], expires_at=timezone.now() - timedelta(hours=1)
+    )
+    response = owner_client.get("/portal/")
+    assert response.context["active_keys"] == 1
