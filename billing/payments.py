@@ -57,18 +57,44 @@ def account_get_or_create(*, organisation_id: int, plan_code: str | None = None)
     return account
 
 
-def customer_ensure(*, organisation_id: int) -> str:
-    """The organisation's Stripe customer, created on first need (idempotency key per organisation)."""
+def customer_ensure(*, organisation_id: int, replacing: str = "") -> str:
+    """The organisation's Stripe customer, created on first need (idempotency key per organisation).
+
+    `replacing`: a customer Stripe no longer has (deleted in the dashboard, or made with test keys before
+    going live); a new one takes its place, under an idempotency key of its own.
+    """
     account = account_get_or_create(organisation_id=organisation_id)
-    if account.stripe_customer_id:
+    if account.stripe_customer_id and account.stripe_customer_id != replacing:
         return account.stripe_customer_id
     organisation = Organisation.objects.get(pk=organisation_id)
+    key = f"mm-customer-{organisation_id}" + (f"-after-{replacing}" if replacing else "")
     customer = stripe_client.customer_create(
-        name=organisation.name, organisation_id=organisation_id, idempotency_key=f"mm-customer-{organisation_id}"
+        name=organisation.name, organisation_id=organisation_id, idempotency_key=key
     )
-    BillingAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(stripe_customer_id=customer["id"])
+    BillingAccount.objects.filter(pk=account.pk, stripe_customer_id=account.stripe_customer_id).update(
+        stripe_customer_id=customer["id"]
+    )
     account.refresh_from_db()
     return account.stripe_customer_id
+
+
+def _customer_missing(exc: stripe_client.StripeRejected) -> bool:
+    return exc.code == "resource_missing" and exc.param == "customer"
+
+
+def _with_customer(*, organisation_id: int, call: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """`call(customer_id)`; if Stripe no longer has the customer of an organisation that is not subscribed,
+    once more with a new customer. (A subscribed one keeps its customer: its subscription, webhooks and
+    usage point at it, and only staff can tell a deleted customer from a misconfigured Stripe key.)"""
+    customer_id = customer_ensure(organisation_id=organisation_id)
+    try:
+        return call(customer_id)
+    except stripe_client.StripeRejected as exc:
+        account = BillingAccount.objects.get(organisation_id=organisation_id)
+        if not _customer_missing(exc) or account.is_subscribed:
+            raise
+    logger.warning("stripe has no customer %s of organisation %s: making a new one", customer_id, organisation_id)
+    return call(customer_ensure(organisation_id=organisation_id, replacing=customer_id))
 
 
 # --- catalogue ------------------------------------------------------------------------------------------
@@ -143,22 +169,27 @@ def checkout_start(*, organisation_id: int, plan_code: str, success_url: str, ca
         raise APIError(
             f"Plan '{plan_code}' is not available through Checkout.", status_code=409, code="plan_unavailable"
         )
-    customer_id = _stripe_call(customer_ensure, organisation_id=organisation_id)
     session = _stripe_call(
-        stripe_client.checkout_session_create,
-        customer_id=customer_id,
-        price_ids=price_ids,
+        _with_customer,
         organisation_id=organisation_id,
-        success_url=success_url,
-        cancel_url=cancel_url,
+        call=lambda customer_id: stripe_client.checkout_session_create(
+            customer_id=customer_id,
+            price_ids=price_ids,
+            organisation_id=organisation_id,
+            success_url=success_url,
+            cancel_url=cancel_url,
+        ),
     )
     return {"id": session["id"], "url": session["url"]}
 
 
 def portal_start(*, organisation_id: int, return_url: str) -> dict[str, str]:
     _require_stripe()
-    customer_id = _stripe_call(customer_ensure, organisation_id=organisation_id)
-    session = _stripe_call(stripe_client.portal_session_create, customer_id=customer_id, return_url=return_url)
+    session = _stripe_call(
+        _with_customer,
+        organisation_id=organisation_id,
+        call=lambda customer_id: stripe_client.portal_session_create(customer_id=customer_id, return_url=return_url),
+    )
     return {"url": session["url"]}
 
 
@@ -183,9 +214,17 @@ def invoices_for(*, organisation_id: int) -> dict[str, Any]:
     account = BillingAccount.objects.filter(organisation_id=organisation_id).first()
     if account is None or not account.stripe_customer_id:
         return {"invoices": [], "upcoming": None}
-    customer_id = account.stripe_customer_id
-    past = _stripe_call(stripe_client.invoices_list, customer_id=customer_id)
-    upcoming = _stripe_call(stripe_client.invoice_upcoming, customer_id=customer_id)
+    return dict(_stripe_call(_invoices_of, customer_id=account.stripe_customer_id))
+
+
+def _invoices_of(*, customer_id: str) -> dict[str, Any]:
+    try:
+        past = stripe_client.invoices_list(customer_id=customer_id)
+        upcoming = stripe_client.invoice_upcoming(customer_id=customer_id)
+    except stripe_client.StripeRejected as exc:
+        if not _customer_missing(exc):
+            raise
+        return {"invoices": [], "upcoming": None}  # Stripe has no such customer: it has no invoices either
     return {"invoices": [_invoice_out(i) for i in past], "upcoming": _invoice_out(upcoming) if upcoming else None}
 
 

@@ -200,6 +200,14 @@ class StripeServer:
             raise StripeError(404, f"No such {kind}: '{object_id}'", "resource_missing", "id")
         return obj
 
+    def customer_param(self, p: dict[str, Any]) -> str:
+        """The `customer` parameter of a request, which must exist (Stripe: 400 resource_missing, param customer)."""
+        customer_id = p.get("customer", "")
+        obj = self.objects.get(customer_id)
+        if obj is None or obj["object"] != "customer":
+            raise StripeError(400, f"No such customer: '{customer_id}'", "resource_missing", "customer")
+        return customer_id
+
     def _subscription_create(
         self, customer: str, items: list[dict[str, Any]], status: str, metadata: dict[str, Any]
     ) -> dict[str, Any]:
@@ -417,7 +425,7 @@ class StripeServer:
         return _list(data, f"/v1/billing/meters/{meter_id}/event_summaries")
 
     def checkout_create(self, p: dict[str, Any]) -> dict[str, Any]:
-        self.get(p["customer"], "customer")
+        self.customer_param(p)
         session_id = self._id("cs_test")
         session = {
             "id": session_id,
@@ -438,7 +446,7 @@ class StripeServer:
         return self.public(session)
 
     def portal_create(self, p: dict[str, Any]) -> dict[str, Any]:
-        self.get(p["customer"], "customer")
+        self.customer_param(p)
         session_id = self._id("bps")
         session = {
             "id": session_id,
@@ -451,6 +459,7 @@ class StripeServer:
         return session
 
     def invoices_list(self, p: dict[str, Any]) -> dict[str, Any]:
+        self.customer_param(p)
         data = [
             self.public(o)
             for o in self.objects.values()
@@ -460,7 +469,7 @@ class StripeServer:
         return _list(data[: int(p.get("limit", 10))], "/v1/invoices")
 
     def invoices_preview(self, p: dict[str, Any]) -> dict[str, Any]:
-        customer = self.get(p["customer"], "customer")["id"]
+        customer = self.customer_param(p)
         subscriptions = [
             o
             for o in self.objects.values()

@@ -6,6 +6,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
+from billing import payments
 from billing.models import BillingAccount, BillingMeter, PlanPrice, StripeEvent
 from tests.billing.conftest import IRIS_ROW, account_on
 
@@ -103,6 +104,39 @@ def test_it_sends_customers_back_to_pages_that_exist_when_no_urls_are_given(api,
         assert url.startswith("https://mm.example.com/"), url
         assert resolve(urlsplit(url).path).url_name == "portal-billing", url
     assert urlsplit(checkout["success_url"]).query == "checkout=success"
+
+
+@pytest.mark.parametrize("path", ["/v1/billing/checkout", "/v1/billing/portal"])
+def test_it_makes_a_new_customer_when_stripe_no_longer_has_ours(api, synced, org, path):
+    """A customer deleted in Stripe's dashboard (or made with test keys before going live) made every
+    Checkout and portal session of the organisation a 502, for good."""
+    payments.customer_ensure(organisation_id=org.pk)
+    gone = BillingAccount.objects.get(organisation=org).stripe_customer_id
+    del synced.objects[gone]
+    response = api.post_json(path, {"plan": "payg"} if path.endswith("checkout") else {})
+    assert response.status_code == 201, response.content
+    customer = BillingAccount.objects.get(organisation=org).stripe_customer_id
+    assert customer not in ("", gone) and synced.objects[customer]["metadata"]["organisation_id"] == str(org.pk)
+    assert api.post_json(path, {"plan": "payg"} if path.endswith("checkout") else {}).status_code == 201
+    assert BillingAccount.objects.get(organisation=org).stripe_customer_id == customer
+
+
+def test_it_keeps_the_customer_of_a_subscribed_organisation_that_stripe_does_not_know(api, synced, org):
+    """Only staff can tell a deleted customer from a Stripe key of the wrong account: a subscribed
+    organisation's customer, which its subscription and usage point at, is never replaced."""
+    gone = payments.customer_ensure(organisation_id=org.pk)
+    BillingAccount.objects.filter(organisation=org).update(stripe_subscription_id="sub_x", subscription_status="active")
+    del synced.objects[gone]
+    assert api.post_json("/v1/billing/portal", {}).status_code == 502
+    assert BillingAccount.objects.get(organisation=org).stripe_customer_id == gone
+
+
+def test_it_lists_no_invoices_for_a_customer_stripe_no_longer_has(api, synced, org):
+    payments.customer_ensure(organisation_id=org.pk)
+    del synced.objects[BillingAccount.objects.get(organisation=org).stripe_customer_id]
+    response = api.get("/v1/invoices")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"invoices": [], "upcoming": None}
 
 
 def test_it_opens_the_customer_portal(api, synced):
