@@ -38,7 +38,7 @@ def model_version_resolve(*, model: MLModel, ref: str | None, param: str = "vers
         return alias.version if alias else _latest(model, param=param)
     if ref == "latest" and param != "alias":
         return _latest(model, param=param)
-    if ref.isdigit() and param != "alias":
+    if ref.isascii() and ref.isdigit() and param != "alias":  # not "²" (int() refuses it) nor other scripts' digits
         version = ModelVersion.objects.filter(model=model, number=int(ref)).first()
     else:
         alias = ModelAlias.objects.filter(model=model, name=ref).select_related("version").first()

@@ -51,6 +51,8 @@ def test_it_creates_a_batch_resolving_the_version_once(api, diabetes, no_queue, 
     [
         ({"model": "nope"}, 404, "model_not_found"),
         ({"version": "9"}, 404, "version_not_found"),
+        ({"version": "²"}, 404, "version_not_found"),  # str.isdigit() says yes, int() refused it: a 500
+        ({"version": "\u0661"}, 404, "version_not_found"),  # an Arabic-Indic 1 named version 1
         ({"version": "1", "alias": "production"}, 400, "invalid_input"),
         ({"completion_window": "soon"}, 400, "invalid_input"),
         ({"completion_window": "30d"}, 400, "invalid_input"),
