@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -78,9 +79,29 @@ class BillingMeterAdmin(admin.ModelAdmin):
     readonly_fields = ["stripe_meter_id"]
 
 
+class BillingAccountForm(forms.ModelForm):
+    class Meta:
+        model = BillingAccount
+        fields = ["organisation", "plan", "status", "past_due_since", "metered_since"]
+
+    def clean_plan(self) -> Plan:
+        """A subscribed organisation's plan follows its Stripe subscription's prices (every subscription
+        event sets it again): a change made here alone would silently revert."""
+        plan: Plan = self.cleaned_data["plan"]
+        if self.instance.pk and self.instance.is_subscribed and plan.pk != self.instance.plan_id:
+            raise ValidationError(
+                f"This organisation is billed by Stripe subscription {self.instance.stripe_subscription_id}: "
+                f"change that subscription's prices in Stripe to the plan's (lookup keys mm_{plan.code}_<meter>, "
+                "after sync_stripe_catalog) and the webhook sets the plan here."
+            )
+        return plan
+
+
 @admin.register(BillingAccount)
 class BillingAccountAdmin(admin.ModelAdmin):
     """Plan changes for custom (enterprise) deals; Stripe-derived fields are read-only."""
+
+    form = BillingAccountForm
 
     list_display = ["organisation", "plan", "status", "subscription_status", "past_due_since", "stripe_customer_id"]
     list_filter = ["status", "plan"]

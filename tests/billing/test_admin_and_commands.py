@@ -174,3 +174,45 @@ def test_it_refuses_included_units_on_a_plan_stripe_bills_from_the_first_unit(ad
     assert list(Plan.objects.get(pk=plan.pk).prices.values_list("included_units", flat=True)) == list(
         plan.prices.values_list("included_units", flat=True)
     )
+
+
+def _account_change_form(account, **fields):
+    return {
+        "organisation": str(account.organisation_id),
+        "plan": str(account.plan_id),
+        "status": account.status,
+        "past_due_since_0": "",
+        "past_due_since_1": "",
+        "metered_since_0": "",
+        "metered_since_1": "",
+        **fields,
+    }
+
+
+def test_it_refuses_a_plan_change_in_the_admin_for_an_organisation_stripe_bills(admin_client, org):
+    """The plan came back from Stripe with the next subscription event: the deal staff set silently reverted,
+    after a month of estimates and limits that Stripe's invoice did not follow."""
+    from tests.billing.conftest import account_on
+
+    account = account_on(org, "payg", stripe_subscription_id="sub_live", subscription_status="active")
+    enterprise = Plan.objects.get(code="enterprise")
+    response = admin_client.post(
+        f"/admin/billing/billingaccount/{account.pk}/change/", _account_change_form(account, plan=str(enterprise.pk))
+    )
+    assert response.status_code == 200
+    assert "plan" in response.context["adminform"].form.errors
+    account.refresh_from_db()
+    assert account.plan.code == "payg"
+
+
+def test_it_lets_staff_set_a_plan_for_an_organisation_without_a_subscription(admin_client, org):
+    from tests.billing.conftest import account_on
+
+    account = account_on(org, "free")
+    enterprise = Plan.objects.get(code="enterprise")
+    response = admin_client.post(
+        f"/admin/billing/billingaccount/{account.pk}/change/", _account_change_form(account, plan=str(enterprise.pk))
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    account.refresh_from_db()
+    assert account.plan.code == "enterprise"
