@@ -23,7 +23,7 @@ class CursorPagination(_CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.max_page_size:  # "²" is a digit
             raise InvalidInput(f"limit must be an integer from 1 to {self.max_page_size}.", param="limit")
         return int(raw)
 
@@ -38,10 +38,15 @@ class CursorPagination(_CursorPagination):
             valid = False
         else:
             position = cursor.position if cursor is not None else None
-            valid = position is None or not self.numeric_position or str(position).lstrip("-").isdigit()
+            valid = position is None or not self.numeric_position or _is_integer(str(position))
         if not valid:
             raise InvalidInput("The cursor is not one this list gave out; follow `next`.", param="cursor")
         return cursor
+
+
+def _is_integer(text: str) -> bool:
+    digits = text.removeprefix("-")
+    return digits.isascii() and digits.isdigit()  # ASCII: int() refuses "²", which isdigit() accepts
 
 
 def paginated_response(

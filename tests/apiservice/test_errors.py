@@ -28,7 +28,13 @@ def test_an_unknown_api_route_is_a_json_404_with_debug_on_too(api, settings, pat
 
 @pytest.mark.parametrize(
     ("query", "param"),
-    [("cursor=garbage", "cursor"), ("limit=abc", "limit"), ("limit=0", "limit"), ("limit=101", "limit")],
+    [
+        ("cursor=garbage", "cursor"),
+        ("limit=abc", "limit"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=%C2%B2", "limit"),  # "²": str.isdigit() says yes, int() refused it (a 500)
+    ],
 )
 def test_list_parameters_that_make_no_sense_are_400(api, iris, query, param):
     response = api.get(f"/v1/models?{query}")
@@ -36,7 +42,7 @@ def test_list_parameters_that_make_no_sense_are_400(api, iris, query, param):
     assert response.json()["error"]["param"] == param
 
 
-@pytest.mark.parametrize("position", ["abc", "1e999", "nan", ""])
+@pytest.mark.parametrize("position", ["abc", "1e999", "nan", "", "\u00b2"])
 def test_a_well_formed_cursor_with_a_position_that_is_not_a_number_is_400(api, iris, position):
     import base64
 
