@@ -7,6 +7,7 @@ filesystem Celery broker. Set `DATABASE_URL` / `REDIS_URL` for PostgreSQL and Re
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -314,7 +315,9 @@ BILLING_USAGE_PUSH_MAX_BACKOFF_SECONDS = env.int("BILLING_USAGE_PUSH_MAX_BACKOFF
 CELERY_BEAT_SCHEDULE.update(
     {
         "billing-usage-push": {"task": "billing.tasks.usage_push", "schedule": 60.0},
-        "billing-reconcile": {"task": "billing.tasks.usage_reconcile", "schedule": 24 * 3600.0},
+        # At a fixed hour (UTC), not every 24 h from beat's start: restarts (deploys) would postpone that
+        # forever where the schedule file does not survive them.
+        "billing-reconcile": {"task": "billing.tasks.usage_reconcile", "schedule": crontab(minute=30, hour=2)},
         "billing-idempotency-purge": {"task": "billing.tasks.idempotency_purge", "schedule": 3600.0},
     }
 )

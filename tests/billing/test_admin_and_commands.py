@@ -216,3 +216,26 @@ def test_it_lets_staff_set_a_plan_for_an_organisation_without_a_subscription(adm
     assert response.status_code == 302, response.context["adminform"].form.errors
     account.refresh_from_db()
     assert account.plan.code == "enterprise"
+
+
+def test_the_daily_reconciliation_runs_even_when_beat_restarts_more_often_than_daily(settings):
+    """A 24-hour interval counts from beat's start: with a deploy every 12 hours (and a fresh schedule file,
+    as on any ephemeral disk) reconciliation never ran."""
+    import copy
+    from datetime import UTC, datetime, timedelta
+
+    from celery.schedules import schedule as interval
+
+    entry = settings.CELERY_BEAT_SCHEDULE["billing-reconcile"]["schedule"]
+    every = copy.copy(entry) if hasattr(entry, "is_due") else interval(timedelta(seconds=float(entry)))
+    runs = 0
+    for deploy in range(6):  # three days, a restart every 12 hours
+        boot = datetime(2026, 11, 1, 9, 30, tzinfo=UTC) + timedelta(hours=12 * deploy)
+        last_run = boot  # what beat assumes for an entry its schedule file does not know
+        for minute in range(0, 12 * 60, 5):
+            now = boot + timedelta(minutes=minute)
+            every.nowfun = lambda now=now: now
+            due, _ = every.is_due(last_run)
+            if due:
+                runs, last_run = runs + 1, now
+    assert runs >= 3
