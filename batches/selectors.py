@@ -35,8 +35,9 @@ def batch_get(*, organisation_id: int, uid: str) -> Batch:
 
 
 def batch_eta_seconds(*, batch: Batch) -> float | None:
-    """Remaining time at the rate seen so far (rows done since the batch went in progress)."""
-    if batch.status != Batch.Status.IN_PROGRESS or not batch.in_progress_at or not batch.rows_done:
+    """Remaining time at the rate seen so far (rows done since the batch went in progress); None once
+    it has expired (it shows `in_progress` until finalised, but runs no more chunks)."""
+    if batch.status != Batch.Status.IN_PROGRESS or batch.expired_at or not batch.in_progress_at or not batch.rows_done:
         return None
     elapsed = (timezone.now() - batch.in_progress_at).total_seconds()
     return round(elapsed * max(batch.rows_total - batch.rows_done, 0) / batch.rows_done, 1)

@@ -234,3 +234,23 @@ def test_it_refuses_metadata_it_could_not_return_as_given(api, diabetes, no_queu
     response = api.post_json("/v1/batches", {"input_file_id": file["id"], "model": "diabetes", "metadata": metadata})
     assert response.status_code == 400, response.content
     assert response.json()["error"]["param"].startswith("metadata")
+
+
+def test_it_gives_no_eta_for_a_batch_that_has_expired_but_is_not_finalised(api, diabetes, no_queue):
+    """Expired while in progress: no chunk will run, yet eta_seconds still counted down."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from batches.models import Batch
+
+    batch = create(api, upload(api, jsonl(2))["id"])
+    started = timezone.now() - timedelta(seconds=10)
+    Batch.objects.filter(uid=batch["id"]).update(
+        status=Batch.Status.IN_PROGRESS, in_progress_at=started, rows_total=100, rows_done=50, chunks_total=2
+    )
+    assert api.get(f"/v1/batches/{batch['id']}").json()["progress"]["eta_seconds"] > 0  # running: an estimate
+    Batch.objects.filter(uid=batch["id"]).update(expired_at=timezone.now())
+    shown = api.get(f"/v1/batches/{batch['id']}").json()
+    assert shown["status"] == "in_progress"  # until finalisation has written its files
+    assert shown["progress"]["eta_seconds"] is None
