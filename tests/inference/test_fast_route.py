@@ -99,3 +99,22 @@ def test_the_fast_route_checks_the_host_header_like_the_rest_of_the_site(api: An
     response = api.post_json("/v1/models/iris:predict", ROW, HTTP_HOST="evil.example.org")
     assert response.status_code == 400
     assert not UsageRecord.objects.filter(status_code=200).exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/v1/models/iris:predict", ROW), ("/v2/models/iris/infer", INFER)],
+    ids=[":predict", "v2 infer"],
+)
+def test_warm_calls_reach_the_database_only_for_their_ledger_rows(api: Any, iris: Any, path: str, body: Any) -> None:
+    """The key, the version and the plan terms come from per-process caches (1-5 s), so a burst of
+    calls costs no ORM query per call: only a cache refreshed once in the burst may query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assert api.post_json(path, body).status_code == 200  # warms the caches and the ONNX Runtime session
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(20):
+            assert api.post_json(path, body).status_code == 200
+    assert len(queries) <= 8, [query["sql"][:120] for query in queries]  # the ledger INSERT is not an ORM query
+    assert UsageRecord.objects.filter(status_code=200).count() == 21
