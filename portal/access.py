@@ -11,15 +11,19 @@ from typing import Any, TypeVar, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponseNotFound
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotFound
 from django.http.response import HttpResponseBase
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django_htmx.http import HttpResponseClientRedirect
 
 from apiservice.auth import Principal
 from apiservice.models import Membership
 
 SESSION_ORG = "portal_organisation_id"
+# The organisation a page was showing, sent back by its forms (a hidden field) and htmx requests (a
+# header set on <body>): the session's organisation may have been switched in another tab since.
+ORG_FIELD = "portal_organisation"
+ORG_HEADER = "X-Portal-Organisation"
 View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 
@@ -47,6 +51,23 @@ def stale_row_response(request: HttpRequest) -> HttpResponseNotFound:
     return HttpResponseNotFound(headers={"HX-Refresh": "true"})
 
 
+def stale_organisation_response(request: HttpRequest, membership: Membership) -> HttpResponse | None:
+    """A 409 for a POST from a page of another organisation than the session's current one (switched in
+    another tab since the page was shown), which would otherwise act on the current one unseen."""
+    if request.method != "POST":
+        return None
+    shown = request.headers.get(ORG_HEADER) or request.POST.get(ORG_FIELD)
+    if not shown or shown == str(membership.organisation_id):
+        return None
+    mine = Membership.objects.filter(user_id=membership.user_id).select_related("organisation")
+    then = mine.filter(organisation_id=int(shown)).first() if shown.isdigit() else None
+    context = {"shown": then.organisation if then else None}
+    if getattr(request, "htmx", None):
+        message = render(request, "portal/partials/stale_organisation.txt", context).content
+        return HttpResponse(message, status=409, content_type="text/plain; charset=utf-8")
+    return render(request, "portal/stale_organisation.html", context, status=409)
+
+
 def portal_view(*, owner: bool = False) -> Callable[[View], View]:
     """Login required; `request.membership` set (no organisation yet: 403); `owner=True` for owners only."""
 
@@ -60,9 +81,12 @@ def portal_view(*, owner: bool = False) -> Callable[[View], View]:
                 return redirect("staff:usage")  # staff without an organisation work in /staff/
             if membership is None:
                 raise PermissionDenied("You are not a member of any organisation.")
+            request.membership = membership  # type: ignore[attr-defined]
+            stale = stale_organisation_response(request, membership)
+            if stale is not None:
+                return stale
             if owner and membership.role != Membership.Role.OWNER:
                 raise PermissionDenied("Only owners of this organisation can do that.")
-            request.membership = membership  # type: ignore[attr-defined]
             return view(request, *args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -2,7 +2,9 @@ from decimal import Decimal
 from typing import Any
 
 from django import template
+from django.utils.html import format_html
 
+from portal.access import ORG_FIELD
 from portal.selectors import organisation_label
 
 register = template.Library()
@@ -13,6 +15,16 @@ def chart_rows(data: dict[str, Any]) -> list[tuple[str, list[Any]]]:
     """A Chart.js data object as table rows: (label, [one value per dataset])."""
     columns = [ds["data"] for ds in data.get("datasets", [])]
     return [(label, [col[i] for col in columns]) for i, label in enumerate(data.get("labels", []))]
+
+
+@register.simple_tag(takes_context=True)
+def organisation_field(context: template.Context) -> str:
+    """A portal form's hidden field naming the organisation the page shows (`portal.access.ORG_FIELD`):
+    a POST from a page left open on another organisation than the session's is then refused, not misapplied."""
+    membership = getattr(context.get("request"), "membership", None)
+    if membership is None:
+        return ""
+    return format_html('<input type="hidden" name="{}" value="{}">', ORG_FIELD, membership.organisation_id)
 
 
 @register.filter

@@ -125,6 +125,7 @@
   }
   document.addEventListener("htmx:responseError", function (event) {
     var status = event.detail.xhr.status;
+    if (status === 409) { showError(event.detail.xhr.responseText); return; }  /* switched organisation in another tab */
     showError(status === 403
       ? "That was refused (403): your session or its security token changed. Reload the page and try again."
       : "That did not work (HTTP " + status + "). Reload the page and try again.");

@@ -1,0 +1,66 @@
+"""A page acts on the organisation it shows: a form from a tab left open on one organisation, posted
+after switching to another in a second tab, does nothing and says so (it used to act on the other one)."""
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from apiservice.models import APIKey, Membership, Organisation
+from apiservice.services import membership_ensure
+
+from .conftest import client_as
+
+
+@pytest.fixture
+def switched_client(owner: Any, org: Organisation, other_org: Organisation) -> Client:
+    """Olivia owns `org` and is a member of `other_org`; her session has just switched to `other_org`."""
+    membership_ensure(user=owner, organisation=other_org, role=Membership.Role.MEMBER)
+    client = client_as(owner)
+    client.post("/portal/organisation/switch/", {"organisation": other_org.pk})
+    return client
+
+
+def test_a_form_shown_for_another_organisation_does_nothing_and_says_which(
+    switched_client: Client, org: Organisation, other_org: Organisation
+) -> None:
+    response = switched_client.post(
+        "/portal/keys/", {"name": "meant for Acme", "scopes": ["predict"], "portal_organisation": org.pk}
+    )
+    assert response.status_code == 409
+    assert "Acme Robotics" in response.content.decode()
+    assert "Globex" in response.content.decode()
+    assert not APIKey.objects.filter(name="meant for Acme").exists()
+
+
+def test_an_htmx_action_from_a_page_of_another_organisation_does_nothing(
+    switched_client: Client, org: Organisation
+) -> None:
+    response = switched_client.post(
+        "/portal/keys/",
+        {"name": "meant for Acme", "scopes": ["predict"]},
+        HTTP_HX_REQUEST="true",
+        HTTP_X_PORTAL_ORGANISATION=str(org.pk),
+    )
+    assert response.status_code == 409
+    assert "another tab" in response.content.decode()
+    assert not APIKey.objects.filter(name="meant for Acme").exists()
+
+
+def test_a_form_shown_for_the_current_organisation_still_works(
+    switched_client: Client, other_org: Organisation
+) -> None:
+    response = switched_client.post(
+        "/portal/keys/", {"name": "for Globex", "scopes": ["predict"], "portal_organisation": other_org.pk}
+    )
+    assert response.status_code == 200
+    assert APIKey.objects.get(name="for Globex").organisation_id == other_org.pk
+
+
+@pytest.mark.parametrize("url", ["/portal/keys/", "/portal/team/", "/portal/batches/", "/portal/bundles/"])
+def test_every_portal_page_says_which_organisation_its_forms_are_for(
+    owner_client: Client, org: Organisation, url: str
+) -> None:
+    content = owner_client.get(url).content.decode()
+    assert f'name="portal_organisation" value="{org.pk}"' in content
+    assert f'"X-Portal-Organisation": "{org.pk}"' in content  # htmx requests (Revoke, Refresh, polling)
