@@ -54,6 +54,8 @@ def load_public_key(value):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     path = Path(value)
+    if not path.is_file() and value.lower().endswith(".pem"):  # a file name, not a base64 key
+        raise UsageError(f"no public key file {value}")
     text = path.read_bytes() if path.is_file() else value.encode()
     if text.lstrip().startswith(b"-----BEGIN"):
         key = serialization.load_pem_public_key(text)
@@ -79,6 +81,8 @@ class Bundle:
 
     def __init__(self, location):
         self.location = Path(location)
+        if not self.location.exists():
+            raise UsageError(f"no bundle at {location}: name the zip, or the folder it was extracted into")
         self._zip = zipfile.ZipFile(self.location) if self.location.is_file() else None
         self.manifest = {}  # set by verify()
 

@@ -264,3 +264,18 @@ def test_it_keeps_the_shape_of_string_outputs_as_the_online_api_does(db, api, ke
     assert result.returncode == 0, result.stderr
     online = api.post_json("/v1/models/pairs:predict", {"inputs": rows}).json()["outputs"]
     assert json.loads(result.stdout)["outputs"]["pair_out"] == online == rows
+
+
+def test_it_calls_a_bundle_path_that_does_not_exist_bad_usage_not_failed_verification(iris_folder, key_file, tmp_path):
+    """A mistyped --bundle said VERIFICATION FAILED (exit 2), as if the bundle had been tampered with."""
+    result = run(iris_folder, "--bundle", str(tmp_path / "iris.zip"), "verify", "--public-key", str(key_file))
+    assert result.returncode == 3
+    assert "VERIFICATION FAILED" not in result.stderr
+    assert "no bundle at" in result.stderr
+
+
+def test_it_names_a_missing_public_key_file(iris_folder, tmp_path):
+    """A mistyped key file was read as a base64 key: 'Only base64 data is allowed'."""
+    result = run(iris_folder, "verify", "--public-key", str(tmp_path / "modelmeter.pem"))
+    assert result.returncode == 3
+    assert "no public key file" in result.stderr
