@@ -383,6 +383,8 @@ def webhook_receive(*, payload: bytes, signature: str) -> str:
         event = stripe_client.webhook_event_verify(payload=payload, signature=signature)
     except stripe_client.SignatureInvalid as exc:
         raise WebhookRejected("The Stripe-Signature header is missing, forged or too old.") from exc
+    except stripe_client.EventMalformed as exc:
+        raise WebhookRejected(str(exc), code="malformed_event") from exc
     if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         raise WebhookRejected("The event has no 'id' or 'type'.", code="malformed_event")
     if any(len(event[k]) > EVENT_FIELD_MAX or "\x00" in event[k] for k in ("id", "type")):

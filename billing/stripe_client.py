@@ -33,6 +33,10 @@ class SignatureInvalid(Exception):
     pass
 
 
+class EventMalformed(Exception):
+    """Correctly signed, but not a Stripe event (not JSON, not an object with `id` and `type`)."""
+
+
 def configured() -> bool:
     return bool(settings.STRIPE_SECRET_KEY)
 
@@ -227,7 +231,7 @@ def webhook_event_verify(*, payload: bytes, signature: str, tolerance: int = 300
     try:
         event = json.loads(payload)
     except ValueError as exc:
-        raise SignatureInvalid("payload is not JSON") from exc
+        raise EventMalformed("The body is not JSON.") from exc
     if not isinstance(event, dict) or "id" not in event or "type" not in event:
-        raise SignatureInvalid("payload is not an event")
+        raise EventMalformed("The body is not an event (an object with 'id' and 'type').")
     return event

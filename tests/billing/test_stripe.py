@@ -380,3 +380,14 @@ def test_it_stores_an_event_carrying_a_nul_character(client, synced):
     assert response.status_code == 200, response.content
     assert response.json() == {"outcome": "ignored"}
     assert StripeEvent.objects.get().payload["data"]["object"]["name"] == "Acme"
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"object": "event"}'])
+def test_it_tells_a_correctly_signed_body_that_is_not_an_event_from_a_bad_signature(client, synced, payload):
+    """A signed body that was not a Stripe event was told its signature was missing, forged or too old."""
+    response = client.post(
+        "/v1/billing/webhook", data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=synced.sign(payload)
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_event"
+    assert not StripeEvent.objects.exists()
