@@ -163,7 +163,8 @@ def _post(target: Target, headers: dict[str, str], body: bytes) -> int:
     else:
         connection = http.client.HTTPConnection(target.address, target.port, timeout=timeout)
     try:
-        host = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+        name = f"[{target.host}]" if ":" in target.host else target.host  # an IPv6 literal is bracketed
+        host = name if target.port in (80, 443) else f"{name}:{target.port}"
         connection.request("POST", target.path, body=body, headers={**headers, "Host": host})
         response = connection.getresponse()
         response.read(64 * 1024)

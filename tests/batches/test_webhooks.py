@@ -123,3 +123,39 @@ def test_it_delivers_a_signed_event_and_retries_after_a_failure(
     assert payload["data"]["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
     assert json.loads(second["body"]) == payload
     assert second["path"] == "/hooks/batches"
+
+
+def test_it_sends_a_valid_host_header_to_an_ipv6_address(api, diabetes, settings, no_queue):
+    """`Host: ::1:8080` is not HTTP (RFC 9110 7.2 wants `[::1]:8080`): a real server answers it 400."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from batches.models import Batch
+
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            hosts.append(self.headers["Host"])
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class IPv6Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    server = IPv6Server(("::1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings.WEBHOOK_ALLOWED_NETWORKS = ["::1/128"]
+        url = f"http://[::1]:{server.server_address[1]}/hook"
+        batch = create(api, upload(api, jsonl(2))["id"], webhook_url=url)
+        webhooks.webhook_queue(batch=Batch.objects.get(uid=batch["id"]), event="batch.completed")
+        assert webhooks.webhook_attempt(delivery_id=WebhookDelivery.objects.get().pk) is None
+    finally:
+        server.shutdown()
+    assert hosts == [f"[::1]:{server.server_address[1]}"]
