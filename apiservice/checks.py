@@ -50,6 +50,20 @@ def check_idempotency_claim(app_configs: Any, **kwargs: Any) -> list[Error]:
     return []
 
 
+@register()
+def check_stripe_keys(app_configs: Any, **kwargs: Any) -> list[Warning]:
+    if bool(settings.STRIPE_SECRET_KEY) != bool(settings.STRIPE_WEBHOOK_SECRET):
+        return [
+            Warning(
+                "STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET go together: without the webhook secret every Stripe "
+                "event is refused (customers pay in Checkout and keep their old plan); without the secret key "
+                "no event can be handled.",
+                id="apiservice.W003",
+            )
+        ]
+    return []
+
+
 @register(deploy=True)
 def check_production_services(app_configs: Any, **kwargs: Any) -> list[Warning]:
     warnings = []

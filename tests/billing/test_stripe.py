@@ -391,3 +391,16 @@ def test_it_tells_a_correctly_signed_body_that_is_not_an_event_from_a_bad_signat
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "malformed_event"
     assert not StripeEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("secret_key", "webhook_secret", "warned"),
+    [("sk_test_x", "", True), ("", "whsec_x", True), ("sk_test_x", "whsec_x", False), ("", "", False)],
+)
+def test_a_system_check_says_the_two_stripe_keys_go_together(settings, secret_key, webhook_secret, warned):
+    """With only the secret key, customers paid in Checkout and stayed on their old plan (every webhook
+    was a 409); with only the webhook secret, every event was a 500."""
+    from django.core.checks import run_checks
+
+    settings.STRIPE_SECRET_KEY, settings.STRIPE_WEBHOOK_SECRET = secret_key, webhook_secret
+    assert ("apiservice.W003" in [message.id for message in run_checks()]) is warned
