@@ -64,3 +64,15 @@ def test_every_portal_page_says_which_organisation_its_forms_are_for(
     content = owner_client.get(url).content.decode()
     assert f'name="portal_organisation" value="{org.pk}"' in content
     assert f'"X-Portal-Organisation": "{org.pk}"' in content  # htmx requests (Revoke, Refresh, polling)
+
+
+def test_its_buttons_stay_short_for_a_long_organisation_name(
+    switched_client: Client, org: Organisation, other_org: Organisation
+) -> None:
+    Organisation.objects.filter(pk=other_org.pk).update(name="Globex " + "x" * 150)
+    response = switched_client.post(
+        "/portal/keys/", {"name": "k", "scopes": ["predict"], "portal_organisation": org.pk}
+    )
+    content = response.content.decode()
+    assert "x" * 150 in content  # named in full in the sentence
+    assert "Stay in Globex " + "x" * 150 not in content  # a button 150 characters wide overflows the page
