@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apiservice.errors import APIError
+from apiservice.errors import APIError, InvalidInput
 from apiservice.models import Organisation
 
 from . import catalog, limits, stripe_client
@@ -209,23 +209,40 @@ def _invoice_out(invoice: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def invoices_for(*, organisation_id: int) -> dict[str, Any]:
+INVOICES_PAGE = 24
+
+
+def invoices_for(*, organisation_id: int, limit: int = INVOICES_PAGE, starting_after: str = "") -> dict[str, Any]:
+    """A page of past invoices, newest first (`starting_after`: the last invoice id of the page before),
+    and, on the first page, the upcoming one."""
     _require_stripe()
     account = BillingAccount.objects.filter(organisation_id=organisation_id).first()
     if account is None or not account.stripe_customer_id:
-        return {"invoices": [], "upcoming": None}
-    return dict(_stripe_call(_invoices_of, customer_id=account.stripe_customer_id))
+        return {"invoices": [], "upcoming": None, "has_more": False}
+    return dict(
+        _stripe_call(_invoices_of, customer_id=account.stripe_customer_id, limit=limit, starting_after=starting_after)
+    )
 
 
-def _invoices_of(*, customer_id: str) -> dict[str, Any]:
+def _invoices_of(*, customer_id: str, limit: int, starting_after: str) -> dict[str, Any]:
     try:
-        past = stripe_client.invoices_list(customer_id=customer_id)
-        upcoming = stripe_client.invoice_upcoming(customer_id=customer_id)
+        past, has_more = stripe_client.invoices_list(
+            customer_id=customer_id, limit=limit, starting_after=starting_after
+        )
+        upcoming = None if starting_after else stripe_client.invoice_upcoming(customer_id=customer_id)
     except stripe_client.StripeRejected as exc:
+        if exc.code == "resource_missing" and exc.param == "starting_after":
+            raise InvalidInput(
+                f"No invoice '{starting_after}' of this organisation to start after.", param="starting_after"
+            ) from exc
         if not _customer_missing(exc):
             raise
-        return {"invoices": [], "upcoming": None}  # Stripe has no such customer: it has no invoices either
-    return {"invoices": [_invoice_out(i) for i in past], "upcoming": _invoice_out(upcoming) if upcoming else None}
+        return {"invoices": [], "upcoming": None, "has_more": False}  # no such customer: no invoices either
+    return {
+        "invoices": [_invoice_out(i) for i in past],
+        "upcoming": _invoice_out(upcoming) if upcoming else None,
+        "has_more": has_more,
+    }
 
 
 def _stripe_call(fn: Callable[..., Any], **kwargs: Any) -> Any:

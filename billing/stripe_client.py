@@ -174,8 +174,13 @@ def invoice_retrieve(*, invoice_id: str) -> dict[str, Any]:
     return dict(_call(_client().v1.invoices.retrieve, invoice_id))
 
 
-def invoices_list(*, customer_id: str, limit: int = 24) -> list[dict[str, Any]]:
-    return list(_call(_client().v1.invoices.list, params={"customer": customer_id, "limit": limit})["data"])
+def invoices_list(*, customer_id: str, limit: int, starting_after: str = "") -> tuple[list[dict[str, Any]], bool]:
+    """A page of the customer's invoices, newest first, and whether older ones follow."""
+    params: dict[str, Any] = {"customer": customer_id, "limit": limit}
+    if starting_after:
+        params["starting_after"] = starting_after
+    page = _call(_client().v1.invoices.list, params=params)
+    return list(page["data"]), bool(page.get("has_more"))
 
 
 def invoice_upcoming(*, customer_id: str) -> dict[str, Any] | None:

@@ -226,23 +226,31 @@ class InvoiceSerializer(serializers.Serializer):
 class InvoiceListSerializer(serializers.Serializer):
     invoices = InvoiceSerializer(many=True)
     upcoming = InvoiceSerializer(allow_null=True)
+    has_more = serializers.BooleanField()
 
 
 class InvoicesView(APIView):
     required_scope = "usage"
     OutputSerializer = InvoiceListSerializer
 
+    class InputSerializer(serializers.Serializer):
+        limit = serializers.IntegerField(min_value=1, max_value=100, default=payments.INVOICES_PAGE)
+        starting_after = serializers.CharField(required=False, max_length=255)
+
     @extend_schema(
         operation_id="invoices_list",
+        parameters=[InputSerializer],
         responses={
             200: OutputSerializer,
-            **{k: v for k, v in ERROR_RESPONSES.items() if k in (401, 403, 409, 429)},
+            **{k: v for k, v in ERROR_RESPONSES.items() if k in (400, 401, 403, 409, 429)},
             502: OpenApiResponse(ErrorEnvelope, description="Stripe did not answer."),
         },
         tags=["billing"],
     )
     def get(self, request: Request) -> Response:
-        invoices = payments.invoices_for(organisation_id=_organisation_id(request))
+        data = self.InputSerializer(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        invoices = payments.invoices_for(organisation_id=_organisation_id(request), **data.validated_data)
         return Response(self.OutputSerializer(invoices).data)
 
 

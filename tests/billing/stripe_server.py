@@ -465,8 +465,16 @@ class StripeServer:
             for o in self.objects.values()
             if o["object"] == "invoice" and o["customer"] == p.get("customer")
         ]
-        data.sort(key=lambda i: i["created"], reverse=True)
-        return _list(data[: int(p.get("limit", 10))], "/v1/invoices")
+        data.sort(key=lambda i: (i["created"], i["id"]), reverse=True)
+        if p.get("starting_after"):
+            ids = [i["id"] for i in data]
+            if p["starting_after"] not in ids:
+                raise StripeError(
+                    400, f"No such invoice: '{p['starting_after']}'", "resource_missing", "starting_after"
+                )
+            data = data[ids.index(p["starting_after"]) + 1 :]
+        limit = int(p.get("limit", 10))
+        return {**_list(data[:limit], "/v1/invoices"), "has_more": len(data) > limit}
 
     def invoices_preview(self, p: dict[str, Any]) -> dict[str, Any]:
         customer = self.customer_param(p)

@@ -136,7 +136,7 @@ def test_it_lists_no_invoices_for_a_customer_stripe_no_longer_has(api, synced, o
     del synced.objects[BillingAccount.objects.get(organisation=org).stripe_customer_id]
     response = api.get("/v1/invoices")
     assert response.status_code == 200, response.content
-    assert response.json() == {"invoices": [], "upcoming": None}
+    assert response.json() == {"invoices": [], "upcoming": None, "has_more": False}
 
 
 def test_it_opens_the_customer_portal(api, synced):
@@ -172,6 +172,37 @@ def test_it_lists_past_and_upcoming_invoices(api, synced, org):
     assert body["invoices"][0]["hosted_invoice_url"].startswith(synced.url)
     assert body["invoices"][0]["invoice_pdf"].endswith("/pdf")
     assert body["upcoming"]["status"] == "draft"
+
+
+def test_it_pages_through_every_past_invoice(api, synced, org):
+    """Only the 24 newest invoices were ever listed: a customer of two years could not get the older ones."""
+    subscription = checkout_and_subscribe(api, synced)["subscription"]
+    customer = BillingAccount.objects.get(organisation=org).stripe_customer_id
+    made = [
+        synced.invoice_create(customer, subscription, status="paid", created=1_700_000_000 + i)["id"] for i in range(30)
+    ]
+    first = api.get("/v1/invoices").json()
+    assert (len(first["invoices"]), first["has_more"]) == (24, True)
+    assert first["upcoming"] is not None
+    rest = api.get(f"/v1/invoices?starting_after={first['invoices'][-1]['id']}").json()
+    assert (len(rest["invoices"]), rest["has_more"], rest["upcoming"]) == (6, False, None)
+    assert [i["id"] for i in first["invoices"] + rest["invoices"]] == made[::-1]
+    small = api.get("/v1/invoices?limit=5").json()
+    assert (len(small["invoices"]), small["has_more"]) == (5, True)
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "starting_after=" + "i" * 300])
+def test_it_answers_400_to_a_bad_invoice_page(api, synced, query):
+    response = api.get(f"/v1/invoices?{query}")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"] in ("limit", "starting_after")
+
+
+def test_it_answers_400_when_stripe_has_no_such_invoice_to_start_after(api, synced, org):
+    checkout_and_subscribe(api, synced)
+    response = api.get("/v1/invoices?starting_after=in_nope")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"] == "starting_after"
 
 
 def test_it_applies_a_checkout_through_the_webhook(api, client, synced, org):
