@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from apiservice.models import Organisation
 from apiservice.services import organisation_get_or_create
@@ -158,3 +159,12 @@ def test_it_offers_no_export_link_while_the_filter_is_invalid(
     assert "export.csv" not in page
     assert "Fix the filter to export." in page
     assert "export.csv" in _as(path, owner_client, staff_client).get(path).content.decode()
+
+
+def test_a_top_customer_link_keeps_the_pages_dates_and_model(
+    staff_client: Client, org: Organisation, iris: ModelVersion
+) -> None:
+    _calls(org, iris)
+    today, model = timezone.localdate(), iris.model_id
+    page = staff_client.get("/staff/", {"start": today, "end": today, "model": model}).content.decode()
+    assert f'href="?start={today}&amp;end={today}&amp;model={model}&amp;organisation={org.pk}"' in page
