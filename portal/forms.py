@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 from django.utils import timezone
 
-from apiservice.models import Membership, Organisation, Scope
+from apiservice.models import APIKey, Membership, Organisation, Scope
 from models_registry.models import ALIAS_VALIDATOR, NAME_VALIDATOR, RESERVED_ALIASES, MLModel, ModelVersion
 
 from .billing_link import MAX_MONTHLY_BUDGET_UNITS, budgets_supported
@@ -140,10 +140,20 @@ class UsageFilterForm(DateRangeForm):
     model = forms.ModelChoiceField(
         label="Model", required=False, queryset=MLModel.objects.none(), empty_label="All models"
     )
+    key = forms.ModelChoiceField(
+        label="API key", required=False, queryset=APIKey.objects.none(), empty_label="All keys", to_field_name="prefix"
+    )
 
-    def __init__(self, *args: Any, models: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, models: Any, keys: Any = None, **kwargs: Any) -> None:
+        """`keys`: the organisation's API keys to choose from (revoked ones too); None: no key filter."""
         super().__init__(*args, **kwargs)
         self.fields["model"].queryset = models  # type: ignore[attr-defined]
+        if keys is None:
+            del self.fields["key"]
+            return
+        field = self.fields["key"]
+        field.queryset = keys  # type: ignore[attr-defined]
+        field.label_from_instance = lambda k: f"{k.name} ({k.prefix})"  # type: ignore[attr-defined]
 
 
 class StaffUsageFilterForm(UsageFilterForm):

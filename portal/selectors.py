@@ -86,6 +86,7 @@ class UsageFilter:
     end: date  # inclusive
     organisation_id: int | None = None
     model_id: int | None = None
+    api_key_id: str | None = None  # the rollups have no key: one key's usage is read from the ledger
 
     @property
     def days(self) -> list[date]:
@@ -119,7 +120,7 @@ def usage_facts(*, flt: UsageFilter) -> UsageData:
     cursor = rollup_cursor()
     data = UsageData()
     live_from = flt.start
-    if cursor is not None and cursor > flt.start:
+    if cursor is not None and cursor > flt.start and flt.api_key_id is None:
         _rolled(flt, min(cursor - timedelta(days=1), flt.end), data)
         live_from = cursor
     if live_from <= flt.end:
@@ -155,6 +156,8 @@ def _live(flt: UsageFilter, live_from: date, data: UsageData) -> None:
         filters["organisation_id"] = flt.organisation_id
     if flt.model_id is not None:
         filters["model_version__model_id"] = flt.model_id
+    if flt.api_key_id is not None:
+        filters["api_key_id"] = flt.api_key_id
     data.facts.extend(Fact(*values) for values in ledger_counts(start=start, end=end, **filters))
     data.hists.extend(
         (day, version, hist) for (day, version), hist in ledger_histograms(start=start, end=end, **filters).items()
@@ -336,9 +339,10 @@ def usage_csv_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
 
 
 def usage_call_rows(
-    *, organisation_id: int, start: datetime, end: datetime, model_id: int | None = None
+    *, organisation_id: int, start: datetime, end: datetime, model_id: int | None = None, api_key_id: str | None = None
 ) -> Iterator[list[Any]]:
-    """Every call of one organisation in [start, end) (to one model, if given), oldest first, for the CSV."""
+    """Every call of one organisation in [start, end) (to one model, with one key, if given), oldest first,
+    for the CSV."""
     yield [
         "created_at",
         "request_id",
@@ -355,6 +359,8 @@ def usage_call_rows(
     calls = UsageRecord.objects.filter(organisation_id=organisation_id, created_at__gte=start, created_at__lt=end)
     if model_id is not None:
         calls = calls.filter(model_version__model_id=model_id)
+    if api_key_id is not None:
+        calls = calls.filter(api_key_id=api_key_id)
     rows = calls.order_by("created_at", "id").values_list(
         "created_at",
         "request_id",

@@ -245,11 +245,21 @@ def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
 
 def _usage_filter(request: HttpRequest) -> tuple[UsageFilterForm, selectors.UsageFilter]:
     organisation = request.membership.organisation  # type: ignore[attr-defined]
-    form = UsageFilterForm(request.GET or None, models=registry.model_list(organisation_id=organisation.pk))
+    form = UsageFilterForm(
+        request.GET or None,
+        models=registry.model_list(organisation_id=organisation.pk),
+        keys=selectors.api_key_list(organisation=organisation),
+    )
     start, end = form.range()
-    model = form.cleaned_data.get("model") if form.is_bound and form.is_valid() else None
+    valid = form.is_bound and form.is_valid()
+    model = form.cleaned_data.get("model") if valid else None
+    key = form.cleaned_data.get("key") if valid else None
     flt = selectors.UsageFilter(
-        start=start, end=end, organisation_id=organisation.pk, model_id=getattr(model, "pk", None)
+        start=start,
+        end=end,
+        organisation_id=organisation.pk,
+        model_id=getattr(model, "pk", None),
+        api_key_id=getattr(key, "pk", None),
     )
     return form, flt
 
@@ -283,7 +293,7 @@ def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     start = datetime.combine(flt.start, time.min, tzinfo=tz)
     end = datetime.combine(flt.end + timedelta(days=1), time.min, tzinfo=tz)
     rows = selectors.usage_call_rows(
-        organisation_id=flt.organisation_id or 0, start=start, end=end, model_id=flt.model_id
+        organisation_id=flt.organisation_id or 0, start=start, end=end, model_id=flt.model_id, api_key_id=flt.api_key_id
     )
     return csv_response(rows, f"usage-{flt.start}-{flt.end}.csv")
 

@@ -3,16 +3,18 @@
 import csv
 import io
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
-from apiservice.models import Organisation
-from apiservice.services import organisation_get_or_create
+from apiservice.models import APIKey, Organisation
+from apiservice.services import api_key_create, organisation_get_or_create
 from billing.models import UsageRecord
 from models_registry.models import ModelVersion
+from portal.services import usage_rollup_refresh
 
 
 def _calls(organisation: Organisation, version: ModelVersion, times: int = 1) -> None:
@@ -168,3 +170,51 @@ def test_a_top_customer_link_keeps_the_pages_dates_and_model(
     today, model = timezone.localdate(), iris.model_id
     page = staff_client.get("/staff/", {"start": today, "end": today, "model": model}).content.decode()
     assert f'href="?start={today}&amp;end={today}&amp;model={model}&amp;organisation={org.pk}"' in page
+
+
+# --- Filtering by API key ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_keys(org: Organisation, iris: ModelVersion) -> tuple[APIKey, APIKey]:
+    """`backend` made 2 calls, one yesterday (already rolled up), one today; `batch jobs` made 1 today."""
+    backend, _ = api_key_create(organisation=org, name="backend", scopes=["predict"])
+    jobs, _ = api_key_create(organisation=org, name="batch jobs", scopes=["predict"])
+    now = timezone.now()
+    for key, when in [(backend, now - timedelta(days=1)), (backend, now), (jobs, now)]:
+        UsageRecord.objects.create(
+            request_id="req_" + uuid.uuid4().hex,
+            organisation=org,
+            api_key=key,
+            face="v1-predict",
+            meter="online_predictions",
+            model_version=iris,
+            units=3,
+            status_code=200,
+            latency_ms=5.0,
+            created_at=when,
+        )
+    usage_rollup_refresh()
+    return backend, jobs
+
+
+def test_it_shows_the_usage_of_one_api_key(owner_client: Client, two_keys: tuple[APIKey, APIKey]) -> None:
+    backend, _ = two_keys
+    yesterday = timezone.localdate() - timedelta(days=1)
+    response = owner_client.get("/portal/usage/", {"key": backend.prefix, "start": yesterday})
+    assert response.context["d"]["totals"] == {"calls": 2, "units": 6, "errors": 0}
+    assert f'<option value="{backend.prefix}" selected>backend ({backend.prefix})</option>' in response.content.decode()
+
+
+def test_it_exports_the_calls_of_one_api_key(owner_client: Client, two_keys: tuple[APIKey, APIKey]) -> None:
+    _, jobs = two_keys
+    rows = _csv(owner_client.get("/portal/usage/export.csv", {"key": jobs.prefix}))
+    assert [row["api_key"] for row in rows] == [jobs.prefix]
+
+
+def test_it_offers_no_key_of_another_organisation(owner_client: Client, other_org: Organisation) -> None:
+    theirs, _ = api_key_create(organisation=other_org, name="theirs", scopes=["predict"])
+    response = owner_client.get("/portal/usage/", {"key": theirs.prefix})
+    assert "key" in response.context["form"].errors
+    assert theirs.prefix not in response.content.decode()
+    assert owner_client.get("/portal/usage/export.csv", {"key": theirs.prefix}).status_code == 400
