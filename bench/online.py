@@ -64,12 +64,12 @@ def configure_env(args: argparse.Namespace) -> dict[str, str]:
     """The environment of the server (and of this process's Django set-up)."""
     media = ROOT / "var" / "bench" / "media"
     media.mkdir(parents=True, exist_ok=True)
-    redis_db = int(args.redis.rstrip("/").rsplit("/", 1)[-1])
     env = {
-        "DJANGO_SETTINGS_MODULE": "apiservice.settings_test",  # production settings over plain HTTP
+        "DJANGO_SETTINGS_MODULE": "apiservice.settings",  # production settings, over plain HTTP:
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
+        "BILLING_DEFAULT_PLAN": "enterprise",  # no monthly cap to run into (the key's rate limit is raised)
         "DATABASE_URL": f"{args.pg}/{args.db}",
         "REDIS_URL": args.redis,
-        "TEST_REDIS_DB_BASE": str(redis_db),  # settings_test maps REDIS_URL onto this db index
         "MEDIA_ROOT": str(media),
         "ORT_INTRA_OP_THREADS": "1",
         "LOG_LEVEL": "WARNING",
