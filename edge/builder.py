@@ -17,8 +17,10 @@ import numpy as np
 import onnx
 from django.conf import settings
 
+from apiservice.errors import APIError
 from inference import runtime
 from inference.services import predict, servable_from_version
+from inference.tensors import check_feeds
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_version_local_path
 
@@ -28,6 +30,7 @@ from .models import VARIANTS
 logger = logging.getLogger(__name__)
 
 FORMAT = "modelmeter-edge-bundle"
+GOLDEN_MAX_ROWS = 100_000  # shipped sample rows travel in every bundle: more is not a sample
 FORMAT_VERSION = 1
 TEMPLATES = Path(__file__).resolve().parent / "bundle_files"
 
@@ -110,8 +113,13 @@ def golden_inputs(version: ModelVersion, src: Path) -> tuple[dict[str, np.ndarra
     shipped = {p.key: p.value for p in model.metadata_props}.get(parity.GOLDEN_METADATA_KEY)
     if shipped:
         try:
-            return parity.inputs_from_metadata(shipped, version.signature), "model metadata"
-        except (ValueError, KeyError, TypeError) as exc:
+            feeds = parity.inputs_from_metadata(shipped, version.signature)
+            # Rows the model cannot take (a wrong width, a bare row) would fail the server's own run.
+            check_feeds(
+                feeds, signature=version.signature, max_rows=GOLDEN_MAX_ROWS, nan_policy="reject", param_prefix=""
+            )
+            return feeds, "model metadata"
+        except (ValueError, KeyError, TypeError, APIError) as exc:
             logger.warning("ignoring unusable %s in %s: %s", parity.GOLDEN_METADATA_KEY, version, exc)
     return parity.generated_inputs(version.signature, settings.EDGE_GOLDEN_ROWS), "generated (seed 0)"
 

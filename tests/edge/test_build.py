@@ -104,3 +104,23 @@ def test_it_copies_the_report_of_bundles_built_before_it_had_a_column(iris):
     bundle.refresh_from_db()
     assert bundle.report == bundle.manifest["variants"]
     assert bundle.report["fp32"]["status"] == "published"
+
+
+@pytest.mark.parametrize(
+    "shipped",
+    [{"input": [[5.1, 3.5, 1.4]]}, {"input": [5.1, 3.5, 1.4, 0.2]}, {"input": [["a", "b", "c", "d"]]}],
+    ids=["three-features", "not-rows", "strings"],
+)
+def test_it_builds_on_generated_rows_when_the_shipped_golden_rows_do_not_fit_the_model(db, shipped):
+    """Sample rows the model cannot run on were an 'internal error' failing the whole bundle."""
+    import onnx
+
+    from models_registry.services import model_get_or_create, model_version_register
+    from tests.conftest import model_bytes
+
+    model = onnx.load_from_string(model_bytes("iris"))
+    onnx.helper.set_model_props(model, {"modelmeter.golden_inputs": json.dumps(shipped)})
+    version = model_version_register(model=model_get_or_create(name="iris-rows"), content=model.SerializeToString())
+    bundle = build_now(version, ["fp32"])
+    assert bundle.status == Bundle.Status.READY, bundle.reason
+    assert bundle.manifest["golden"]["source"] == "generated (seed 0)"
