@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apiservice.auth import Principal
 from apiservice.errors import APIError, Conflict, InvalidInput
+from apiservice.models import APIKey
 from billing import limits
 from billing.gateway import payment_required, quota_exceeded
 from billing.models import Meter, UsageRecord
@@ -225,6 +226,11 @@ def bundle_download_authorise(
     url = _download_url_of(public_id=public_id, token=token)
     if principal is not None and principal.organisation_id != url.organisation_id:
         raise _refused("This download URL belongs to another organisation.", "download_url_wrong_organisation")
+    if url.api_key_id and not _key_active(url.api_key_id):  # a revoked (leaked) key's URLs stop with it
+        raise _refused(
+            "The API key that asked for this download URL is revoked or has expired; ask for a new URL.",
+            "download_url_key_revoked",
+        )
     # The bundle must still be visible to the organisation the URL was issued to, and still ready.
     bundle = selectors.bundle_get(public_id=public_id, organisation_id=url.organisation_id)
     if bundle.status != Bundle.Status.READY or not bundle.file:
@@ -233,6 +239,12 @@ def bundle_download_authorise(
         bundle_id=public_id, organisation_id=url.organisation_id, api_key_id=url.api_key_id or "", nonce=url.nonce
     )
     return bundle, claims
+
+
+def _key_active(api_key_id: str) -> bool:
+    now = timezone.now()
+    keys = APIKey.objects.filter(pk=api_key_id, revoked=False)
+    return keys.filter(Q(expiry_date__isnull=True) | Q(expiry_date__gt=now)).exists()
 
 
 def _download_hold(organisation_id: int, api_key_id: str | None) -> limits.Reservation:

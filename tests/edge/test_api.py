@@ -294,3 +294,26 @@ def test_it_names_the_bundles_model_version_in_the_x_model_version_header(api, i
         response = api.get(path)
         assert response.status_code == 200, response.content
         assert response["X-Model-Version"] == "1"
+
+
+@pytest.mark.parametrize("end", ["revoked", "expired"])
+def test_a_download_url_stops_working_once_the_key_that_asked_for_it_is_revoked_or_expired(api, api_key, iris, end):
+    """Revoking a leaked key must also stop the URLs it handed out (they worked until they expired)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apiservice import services as org_services
+    from apiservice.models import APIKey
+
+    bundle_id = _ready(api)
+    path = _file_path(api.get(f"/v1/bundles/{bundle_id}/download").json()["url"])
+    key = APIKey.objects.get(prefix=api_key.partition(".")[0])
+    if end == "revoked":
+        org_services.api_key_revoke(api_key=key)
+    else:
+        APIKey.objects.filter(pk=key.pk).update(expiry_date=timezone.now() - timedelta(seconds=1))
+    response = APIClient().get(path)
+    assert response.status_code == 403, response.content
+    assert response.json()["error"]["code"] == "download_url_key_revoked"
+    assert not UsageRecord.objects.filter(face="bundle-download").exists()
