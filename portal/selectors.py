@@ -69,14 +69,6 @@ def model_catalogue_get(*, organisation_id: int, name: str) -> MLModel:
     return model
 
 
-def latest_calls(*, organisation_id: int, limit: int = 25) -> QuerySet[UsageRecord]:
-    return (
-        UsageRecord.objects.filter(organisation_id=organisation_id)
-        .select_related("api_key", "model_version__model")
-        .order_by("-created_at", "-id")[:limit]
-    )
-
-
 # --- Usage facts ----------------------------------------------------------------------------------
 
 
@@ -162,6 +154,21 @@ def _live(flt: UsageFilter, live_from: date, data: UsageData) -> None:
     data.hists.extend(
         (day, version, hist) for (day, version), hist in ledger_histograms(start=start, end=end, **filters).items()
     )
+
+
+def latest_calls(*, flt: UsageFilter, limit: int = 25) -> QuerySet[UsageRecord]:
+    """The filter's latest calls (its days, and its model and key if any), newest first."""
+    tz = timezone.get_current_timezone()
+    calls = UsageRecord.objects.filter(
+        organisation_id=flt.organisation_id,
+        created_at__gte=datetime.combine(flt.start, time.min, tzinfo=tz),
+        created_at__lt=datetime.combine(flt.end + timedelta(days=1), time.min, tzinfo=tz),
+    )
+    if flt.model_id is not None:
+        calls = calls.filter(model_version__model_id=flt.model_id)
+    if flt.api_key_id is not None:
+        calls = calls.filter(api_key_id=flt.api_key_id)
+    return calls.select_related("api_key", "model_version__model").order_by("-created_at", "-id")[:limit]
 
 
 # --- Shaping facts into charts and tables -----------------------------------------------------------

@@ -269,7 +269,7 @@ def _usage_filter(request: HttpRequest) -> tuple[UsageFilterForm, selectors.Usag
 def usage(request: HttpRequest) -> HttpResponse:
     form, flt = _usage_filter(request)
     dashboard = selectors.usage_dashboard(flt=flt)
-    calls = selectors.latest_calls(organisation_id=flt.organisation_id or 0)
+    calls = selectors.latest_calls(flt=flt)
     estimate = billing_summary(organisation_id=flt.organisation_id or 0)["estimate"]
     context = {"form": form, "flt": flt, "d": dashboard, "calls": calls, "estimate": estimate}
     return render(request, "portal/usage.html", context)
@@ -278,8 +278,8 @@ def usage(request: HttpRequest) -> HttpResponse:
 @require_GET
 @portal_view()
 def usage_calls(request: HttpRequest) -> HttpResponse:
-    organisation = request.membership.organisation  # type: ignore[attr-defined]
-    calls = selectors.latest_calls(organisation_id=organisation.pk)
+    _, flt = _usage_filter(request)  # the page's filter (an invalid one: the last 30 days, as the page)
+    calls = selectors.latest_calls(flt=flt)
     return render(request, "portal/partials/calls_table.html", {"calls": calls})
 
 

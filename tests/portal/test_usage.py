@@ -216,5 +216,19 @@ def test_it_offers_no_key_of_another_organisation(owner_client: Client, other_or
     theirs, _ = api_key_create(organisation=other_org, name="theirs", scopes=["predict"])
     response = owner_client.get("/portal/usage/", {"key": theirs.prefix})
     assert "key" in response.context["form"].errors
-    assert theirs.prefix not in response.content.decode()
+    assert f'<option value="{theirs.prefix}"' not in response.content.decode()
     assert owner_client.get("/portal/usage/export.csv", {"key": theirs.prefix}).status_code == 400
+
+
+def test_the_latest_calls_follow_the_key_and_model_filter(
+    owner_client: Client, org: Organisation, two_keys: tuple[APIKey, APIKey], diabetes: ModelVersion
+) -> None:
+    _, jobs = two_keys
+    _calls(org, diabetes)  # no key, another model
+    for path in ("/portal/usage/", "/portal/usage/calls/"):  # the page, and its *Refresh*
+        calls = owner_client.get(path, {"key": jobs.prefix}).context["calls"]
+        assert [c.api_key_id for c in calls] == [jobs.pk]
+        calls = owner_client.get(path, {"model": diabetes.model_id}).context["calls"]
+        assert [c.model_version_id for c in calls] == [diabetes.pk]
+    page = owner_client.get("/portal/usage/", {"key": jobs.prefix}).content.decode()
+    assert f'hx-get="/portal/usage/calls/?key={jobs.prefix}"' in page
