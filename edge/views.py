@@ -178,7 +178,9 @@ class BundleFileView(APIView):
             (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The whole zip."),
             (206, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="One byte range."),
             304: OpenApiResponse(description="Not modified (If-None-Match)."),
-            403: OpenApiResponse(ErrorEnvelope, description="Expired, invalid or another organisation's URL."),
+            403: OpenApiResponse(
+                ErrorEnvelope, description="Expired, invalid or another organisation's URL, or its key revoked."
+            ),
             404: OpenApiResponse(ErrorEnvelope, description="No such bundle."),
             409: OpenApiResponse(ErrorEnvelope, description="The bundle is not ready."),
             416: OpenApiResponse(ErrorEnvelope, description="Range not satisfiable."),
