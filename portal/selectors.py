@@ -160,7 +160,7 @@ def latest_calls(*, flt: UsageFilter, limit: int = 25) -> QuerySet[UsageRecord]:
     """The filter's latest calls (its days, and its model and key if any), newest first."""
     tz = timezone.get_current_timezone()
     calls = UsageRecord.objects.filter(
-        organisation_id=flt.organisation_id,
+        organisation_id=flt.organisation_id or 0,  # the portal always names one
         created_at__gte=datetime.combine(flt.start, time.min, tzinfo=tz),
         created_at__lt=datetime.combine(flt.end + timedelta(days=1), time.min, tzinfo=tz),
     )
