@@ -286,6 +286,11 @@ def _csv_rows(text):
     rows = [row for row in csv.reader(io.StringIO(text)) if row]
     if rows and not _numeric(rows[0]):
         rows = rows[1:]  # a header line
+    if not rows:
+        raise UsageError(
+            "the CSV holds no rows of numbers (a first line that is not numbers is read as a header; "
+            "separate values with commas)"
+        )
     for number, row in enumerate(rows, start=1):
         if not _numeric(row):
             raise UsageError(f"CSV row {number} holds a value that is not a number: {row}")

@@ -279,3 +279,13 @@ def test_it_names_a_missing_public_key_file(iris_folder, tmp_path):
     result = run(iris_folder, "verify", "--public-key", str(tmp_path / "modelmeter.pem"))
     assert result.returncode == 3
     assert "no public key file" in result.stderr
+
+
+def test_it_says_a_csv_with_no_rows_of_numbers_has_none(iris_folder, key_file, tmp_path):
+    """A semicolon-separated row was read as a header, leaving 'input has shape [0]' to puzzle over."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("5.1;3.5;1.4;0.2\n")
+    result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(rows))
+    assert result.returncode == 3
+    assert "no rows of numbers" in result.stderr
+    assert "shape [0]" not in result.stderr
