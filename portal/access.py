@@ -79,8 +79,8 @@ def portal_view(*, owner: bool = False) -> Callable[[View], View]:
             membership = current_membership(request)
             if membership is None and request.user.is_staff:
                 return redirect("staff:usage")  # staff without an organisation work in /staff/
-            if membership is None:
-                raise PermissionDenied("You are not a member of any organisation.")
+            if membership is None:  # e.g. removed from their only one: they may start their own
+                return render(request, "portal/no_organisation.html", status=403)
             request.membership = membership  # type: ignore[attr-defined]
             stale = stale_organisation_response(request, membership)
             if stale is not None:

@@ -43,6 +43,18 @@ class SignupForm(UserCreationForm):
         return email
 
 
+class OrganisationCreateForm(forms.Form):
+    """A signed-in user's new organisation (they own it)."""
+
+    organisation_name = forms.CharField(label="Organisation name", max_length=200)
+
+    def clean_organisation_name(self) -> str:
+        name = " ".join(self.cleaned_data["organisation_name"].split())  # one line, single spaces
+        if not name:
+            raise forms.ValidationError("Give the organisation a name.")
+        return name
+
+
 class InvitationSignupForm(UserCreationForm):
     """Create an account to accept an invitation; the email is the invited one."""
 

@@ -54,13 +54,21 @@ def organisation_signup(
     """A new user who owns a new organisation. Then each `PORTAL_SIGNUP_HOOKS` runs (billing: free plan)."""
     with transaction.atomic():
         user = get_user_model().objects.create_user(username=username, email=email, password=password)
-        organisation = Organisation.objects.create(name=organisation_name, slug=_unique_slug(organisation_name))
-        membership_ensure(user=user, organisation=organisation, role=Membership.Role.OWNER)
+        organisation = organisation_create(name=organisation_name, owner=user)
+    return user, organisation
+
+
+def organisation_create(*, name: str, owner: Any) -> Organisation:
+    """A new organisation that `owner` owns (at sign-up, or a signed-in user's, e.g. one removed from
+    their only organisation). Then each `PORTAL_SIGNUP_HOOKS` runs (billing: free plan)."""
+    with transaction.atomic():
+        organisation = Organisation.objects.create(name=name, slug=_unique_slug(name))
+        membership_ensure(user=owner, organisation=organisation, role=Membership.Role.OWNER)
         # HOOK(billing, issue 5): e.g. PORTAL_SIGNUP_HOOKS=["billing.services.plan_assign_free"]; each is
         # called as hook(organisation=...) inside the sign-up transaction.
         for path in settings.PORTAL_SIGNUP_HOOKS:
             import_string(path)(organisation=organisation)
-    return user, organisation
+    return organisation
 
 
 # --- Invitations ----------------------------------------------------------------------------------

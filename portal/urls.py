@@ -44,6 +44,7 @@ portal_patterns = [
         auth_views.PasswordResetCompleteView.as_view(template_name=AUTH + "password_reset_complete.html"),
         name="password_reset_complete",
     ),
+    path("organisation/new/", customer.organisation_create, name="organisation-create"),
     path("organisation/switch/", customer.organisation_switch, name="organisation-switch"),
     path("team/", customer.team, name="team"),
     path("team/invitations/<int:invitation_id>/revoke/", customer.invitation_revoke, name="invitation-revoke"),

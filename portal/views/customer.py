@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,8 +22,15 @@ from models_registry import selectors as registry
 from models_registry.models import ModelAlias, ModelVersion
 
 from .. import billing_link, selectors, services
-from ..access import SESSION_ORG, portal_view
-from ..forms import APIKeyCreateForm, InvitationSignupForm, InviteForm, SignupForm, UsageFilterForm
+from ..access import SESSION_ORG, login_redirect, portal_view
+from ..forms import (
+    APIKeyCreateForm,
+    InvitationSignupForm,
+    InviteForm,
+    OrganisationCreateForm,
+    SignupForm,
+    UsageFilterForm,
+)
 from ..models import Invitation
 from ..playground import example_body
 from .billing import billing_summary
@@ -72,6 +80,20 @@ def home(request: HttpRequest) -> HttpResponse:
         "billing": billing_summary(organisation_id=organisation.pk),
     }
     return render(request, "portal/home.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def organisation_create(request: HttpRequest) -> HttpResponseBase:
+    """A signed-in user starts an organisation of their own (sign-up does it for new accounts)."""
+    if not request.user.is_authenticated:
+        return login_redirect(request)
+    form = OrganisationCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        organisation = services.organisation_create(name=form.cleaned_data["organisation_name"], owner=request.user)
+        request.session[SESSION_ORG] = organisation.pk
+        messages.success(request, f"{organisation.name} is ready. Create an API key to start.")
+        return redirect("portal:keys")
+    return render(request, "portal/organisation_new.html", {"form": form})
 
 
 @require_POST

@@ -11,6 +11,8 @@ from django.test import Client, override_settings
 from apiservice.models import Membership, Organisation
 from portal.models import Invitation
 
+from .conftest import client_as, make_user
+
 SIGNUP = {
     "organisation_name": "Initech",
     "username": "peter",
@@ -209,3 +211,36 @@ def test_it_invites_to_an_organisation_whose_name_has_a_line_break(owner_client:
 def test_it_signs_up_an_organisation_name_on_one_line(client: Client, db: Any) -> None:
     client.post("/portal/signup/", SIGNUP | {"organisation_name": " Initech\r\n\tLabs  "})
     assert Organisation.objects.get().name == "Initech Labs"
+
+
+# --- A signed-in user with no organisation (removed from their only one) ---------------------------
+
+
+def test_a_user_removed_from_their_only_organisation_is_offered_a_new_one(
+    owner_client: Client, member: Any, org: Organisation
+) -> None:
+    owner_client.post(f"/portal/team/members/{Membership.objects.get(user=member).pk}/remove/")
+    page = client_as(member).get("/portal/")
+    assert page.status_code == 403
+    assert 'href="/portal/organisation/new/"' in page.content.decode()
+
+
+@override_settings(PORTAL_SIGNUP_HOOKS=["tests.portal.test_accounts.record_signup"])
+def test_a_signed_in_user_without_an_organisation_creates_one_and_owns_it(db: Any) -> None:
+    HOOKED.clear()
+    loner = make_user("lonely", None)
+    client = client_as(loner)
+    response = client.post("/portal/organisation/new/", {"organisation_name": "  Solo   Labs "})
+    assert response.status_code == 302
+    membership = Membership.objects.select_related("organisation").get(user=loner)
+    assert (membership.organisation.name, membership.role) == ("Solo Labs", Membership.Role.OWNER)
+    assert [o.name for o in HOOKED] == ["Solo Labs"]  # the free plan, as at sign-up
+    assert client.get("/portal/").context["request"].membership == membership
+
+
+def test_creating_an_organisation_needs_a_name_and_a_login(client: Client, db: Any) -> None:
+    assert client.get("/portal/organisation/new/").status_code == 302  # to the login page
+    response = client_as(make_user("lonely", None)).post("/portal/organisation/new/", {"organisation_name": " "})
+    assert response.status_code == 200
+    assert "organisation_name" in response.context["form"].errors
+    assert not Organisation.objects.exists()
