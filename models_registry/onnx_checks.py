@@ -91,7 +91,19 @@ def refuse_foreign_domains(model: ModelProto, allowed_extra: list[str]) -> None:
                 raise ModelRejected(f"Node '{node.name or node.op_type}' uses op domain '{node.domain}'.")
 
 
+def _text(value: str | bytes, what: str) -> str:
+    """A string field as text. protobuf hands over a string field whose bytes are not UTF-8 as bytes
+    (a corrupted or hand-made file): refused, since names and labels are served as JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelRejected(f"{what} {value!r} is not UTF-8 text.") from None
+
+
 def _value_info(value: onnx.ValueInfoProto, role: str) -> dict[str, Any]:
+    name = _text(value.name, f"{role} name")
     if not value.type.HasField("tensor_type"):
         raise ModelRejected(
             f"{role} '{value.name}' is not a tensor (sequences and maps cannot be served; "
@@ -102,7 +114,7 @@ def _value_info(value: onnx.ValueInfoProto, role: str) -> dict[str, Any]:
     if datatype is None:
         raise ModelRejected(f"{role} '{value.name}' has an unsupported element type {tensor_type.elem_type}.")
     shape = [dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim]
-    return {"name": value.name, "datatype": datatype, "shape": shape}
+    return {"name": name, "datatype": datatype, "shape": shape}
 
 
 def signature_of(model: ModelProto) -> dict[str, list[dict[str, Any]]]:
@@ -118,7 +130,7 @@ def labels_of(model: ModelProto) -> list[Any] | None:
     for node in model.graph.node:
         for attr in node.attribute:
             if attr.name == "classlabels_strings" and attr.strings:
-                return [s.decode() for s in attr.strings]
+                return [_text(label, "One of the class labels") for label in attr.strings]
             if attr.name == "classlabels_int64s" and attr.ints:
                 return list(attr.ints)
     return None
@@ -142,7 +154,11 @@ def inspect(content: bytes, *, max_bytes: int, allowed_extra_domains: list[str])
         raise ModelRejected(f"onnx.checker refused the model: {str(exc).splitlines()[0]}") from None
     signature = signature_of(model)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    producer = f"{model.producer_name} {model.producer_version}".strip()
+    # Informational only: shown as text whatever its bytes.
+    producer = " ".join(
+        field.decode("utf-8", "replace") if isinstance(field, bytes) else field
+        for field in (model.producer_name, model.producer_version)
+    ).strip()
     return Inspection(
         content=model.SerializeToString(),
         opset=opset,

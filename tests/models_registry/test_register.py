@@ -147,3 +147,26 @@ def test_the_register_model_command_adds_a_version_to_a_private_model_without_it
     call_command("register_model", "secret-iris", str(path), stdout=out)
     assert "secret-iris v2 is ready" in out.getvalue()
     assert MLModel.objects.get(name="secret-iris").organisation == private_model.model.organisation
+
+
+@pytest.mark.parametrize(
+    ("original", "corrupt", "reason"),
+    [
+        (b"setosa", b"set\xffsa", "class labels"),
+        (b"probabilities", b"probabilitie\xff", "Output"),
+    ],
+    ids=["class-label", "output-name"],
+)
+def test_it_keeps_a_model_whose_names_are_not_utf8_as_failed(db, original, corrupt, reason):
+    """protobuf hands such strings over as bytes: the labels crashed validation (a 500, the version left
+    'validating'), and an output name reached the signature as bytes."""
+    version = _register("corrupt", model_bytes("iris").replace(original, corrupt))
+    assert version.status == ModelVersion.Status.FAILED
+    assert reason in version.failure_reason
+    assert "not UTF-8" in version.failure_reason
+
+
+def test_it_registers_a_model_whose_producer_is_not_utf8_with_a_readable_producer(db):
+    version = _register("odd-producer", model_bytes("iris").replace(b"skl2onnx", b"skl2onn\xff"))
+    assert version.status == ModelVersion.Status.READY, version.failure_reason
+    assert version.producer == "skl2onn\ufffd 1.20.0"
