@@ -151,13 +151,16 @@ def usage_push(*, now: datetime | None = None) -> dict[str, int]:
     return dict(outcomes)
 
 
-def usage_reconcile(*, days: int = 3, now: datetime | None = None) -> int:
-    """Compare sent totals with Stripe's meter event summaries per customer, meter and day (complete days)."""
+def usage_reconcile(*, days: int = 3, now: datetime | None = None, include_today: bool = False) -> int:
+    """Compare sent totals with Stripe's meter event summaries per customer, meter and day: the `days`
+    complete UTC days before today, and today so far with `include_today` (staff checking a fix)."""
     if not stripe_client.configured():
         return 0
     now = now or timezone.now()
     end = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
+    if include_today:
+        end += timedelta(days=1)
     meters = {m.meter: m.stripe_meter_id for m in BillingMeter.objects.exclude(stripe_meter_id="")}
     accounts = BillingAccount.objects.exclude(stripe_customer_id="").order_by("pk")
     issues = 0

@@ -16,10 +16,11 @@ def test_it_refuses_to_sync_the_catalogue_without_stripe_keys(db):
         call_command("sync_stripe_catalog", stdout=io.StringIO())
 
 
-def test_it_says_billing_is_not_configured_when_staff_push_usage_by_hand(db):
+@pytest.mark.parametrize("command", ["push_usage", "reconcile_usage"])
+def test_it_says_billing_is_not_configured_when_staff_push_or_reconcile_by_hand(db, command):
     """`push_usage` answered 'nothing to do' on a server without Stripe keys, whatever usage was waiting."""
     with pytest.raises(CommandError, match="not configured"):
-        call_command("push_usage", stdout=io.StringIO())
+        call_command(command, stdout=io.StringIO())
 
 
 def test_it_does_nothing_in_the_beat_tasks_without_stripe_keys(db):

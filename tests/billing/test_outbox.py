@@ -227,3 +227,27 @@ def test_staff_cannot_send_again_a_report_outside_stripes_window(admin_client, s
     admin_client.post("/admin/billing/usagereport/", {"action": "send_again", "_selected_action": [report.pk]})
     report.refresh_from_db()
     assert report.status == "out_of_window"
+
+
+def test_staff_reconcile_by_hand_and_see_a_difference_resolved(synced, org, customer):  # noqa: F811
+    """Reconciliation ran only from beat, once a day: after fixing a difference staff had to wait a day to
+    see it resolved."""
+    import io
+
+    from django.core.management import call_command
+
+    from billing import stripe_client
+
+    ledger(org, 4)
+    outbox.usage_push()
+    stripe_client.meter_event_create(
+        event_name="mm_online_predictions",
+        customer_id=customer,
+        value=3,
+        identifier="planted",
+        timestamp=int(timezone.now().timestamp()),
+    )
+    out = io.StringIO()
+    call_command("reconcile_usage", "--days", "2", "--include-today", stdout=out)
+    assert "1 difference" in out.getvalue()
+    assert ReconciliationIssue.objects.get().resolved is False
