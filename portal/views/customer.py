@@ -214,12 +214,17 @@ def _joined(request: HttpRequest, invitation: Invitation) -> HttpResponse:
 # --- API keys -------------------------------------------------------------------------------------
 
 
-def _keys_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
-    organisation = request.membership.organisation  # type: ignore[attr-defined]
-    keys = list(selectors.api_key_list(organisation=organisation))
+def _with_budgets(keys: list[APIKey]) -> list[APIKey]:
+    """Each key with its monthly budget (`key.budget`, None without one), as its row shows it."""
     budgets = billing_link.api_key_budgets(api_key_ids=[k.pk for k in keys]) if billing_link.budgets_supported() else {}
     for key in keys:
         key.budget = budgets.get(str(key.pk))  # type: ignore[attr-defined]
+    return keys
+
+
+def _keys_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    organisation = request.membership.organisation  # type: ignore[attr-defined]
+    keys = _with_budgets(list(selectors.api_key_list(organisation=organisation)))
     return {"keys": keys, "is_owner": _is_owner(request), "budgets": billing_link.budgets_supported(), **extra}
 
 
@@ -257,7 +262,8 @@ def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
         raise PermissionDenied("Members can revoke only the keys they created.")
     api_key_revoke(api_key=api_key)
     if request.htmx:  # type: ignore[attr-defined]
-        return render(request, "portal/partials/key_row.html", {"key": api_key, "is_owner": _is_owner(request)})
+        row = {"key": _with_budgets([api_key])[0], "is_owner": _is_owner(request)}
+        return render(request, "portal/partials/key_row.html", row)
     messages.success(request, f"Key {api_key.prefix} revoked.")
     return redirect("portal:keys")
 

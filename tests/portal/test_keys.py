@@ -81,3 +81,11 @@ def test_the_overview_counts_neither_revoked_nor_expired_keys_as_active(
     )
     response = owner_client.get("/portal/")
     assert response.context["active_keys"] == 1
+
+
+def test_a_revoked_keys_row_keeps_its_budget(owner_client: Client, org: Organisation) -> None:
+    owner_client.post("/portal/keys/", {"name": "capped", "scopes": ["predict"], "monthly_budget_units": 500})
+    key = APIKey.objects.get(name="capped")
+    row = owner_client.post(f"/portal/keys/{key.pk}/revoke/", HTTP_HX_REQUEST="true").content.decode()
+    assert "revoked" in row
+    assert "budget 500 units/month" in row  # as the list shows it after a reload
