@@ -244,3 +244,8 @@ def test_creating_an_organisation_needs_a_name_and_a_login(client: Client, db: A
     assert response.status_code == 200
     assert "organisation_name" in response.context["form"].errors
     assert not Organisation.objects.exists()
+
+
+def test_the_invitation_list_says_its_times_are_utc(owner_client: Client) -> None:
+    owner_client.post("/portal/team/", {"email": "newbie@example.com", "role": "member"})
+    assert '<th scope="col">Sent (UTC)</th>' in owner_client.get("/portal/team/").content.decode()

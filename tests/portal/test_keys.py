@@ -89,3 +89,10 @@ def test_a_revoked_keys_row_keeps_its_budget(owner_client: Client, org: Organisa
     row = owner_client.post(f"/portal/keys/{key.pk}/revoke/", HTTP_HX_REQUEST="true").content.decode()
     assert "revoked" in row
     assert "budget 500 units/month" in row  # as the list shows it after a reload
+
+
+def test_the_key_list_says_its_times_are_utc(owner_client: Client, org: Organisation) -> None:
+    api_key_create(organisation=org, name="backend", scopes=["predict"], expires_at=timezone.now() + timedelta(days=2))
+    page = owner_client.get("/portal/keys/").content.decode()
+    assert '<th scope="col">Expires (UTC)</th>' in page
+    assert '<th scope="col">Last used (UTC)</th>' in page
