@@ -138,6 +138,13 @@ def labels_of(model: ModelProto) -> list[Any] | None:
 
 def inspect(content: bytes, *, max_bytes: int, allowed_extra_domains: list[str]) -> Inspection:
     """Normalise and statically check a model; raise ModelRejected with a readable reason."""
+    try:
+        return _inspect(content, max_bytes=max_bytes, allowed_extra_domains=allowed_extra_domains)
+    except UnicodeDecodeError:  # a string field whose bytes are not UTF-8 (an op domain, a type...), met anywhere
+        raise ModelRejected("The model holds text that is not UTF-8 (a corrupted file?).") from None
+
+
+def _inspect(content: bytes, *, max_bytes: int, allowed_extra_domains: list[str]) -> Inspection:
     if len(content) > max_bytes:
         raise ModelRejected(f"The model is {len(content)} bytes, over the {max_bytes}-byte cap.")
     model = parse(content)

@@ -170,3 +170,12 @@ def test_it_registers_a_model_whose_producer_is_not_utf8_with_a_readable_produce
     version = _register("odd-producer", model_bytes("iris").replace(b"skl2onnx", b"skl2onn\xff"))
     assert version.status == ModelVersion.Status.READY, version.failure_reason
     assert version.producer == "skl2onn\ufffd 1.20.0"
+
+
+def test_it_keeps_a_model_with_an_op_domain_that_is_not_utf8_as_failed(db):
+    """Normalising its duplicate opset entries met the domain's bytes first: a 500, 'validating' forever."""
+    raw = onnx.load_from_string(model_bytes("iris"))
+    raw.opset_import.extend([onnx.helper.make_opsetid("QQQQ", 1), onnx.helper.make_opsetid("QQQQ", 2)])
+    version = _register("odd-domain", raw.SerializeToString().replace(b"QQQQ", b"\xff\xfe\xfd\xfc"))
+    assert version.status == ModelVersion.Status.FAILED
+    assert "not UTF-8" in version.failure_reason
