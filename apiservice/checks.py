@@ -3,7 +3,9 @@
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError
 
 
 @register()
@@ -62,6 +64,37 @@ def check_stripe_keys(app_configs: Any, **kwargs: Any) -> list[Warning]:
             )
         ]
     return []
+
+
+@register(Tags.database)
+def check_stored_rate_limits(app_configs: Any, databases: Any = None, **kwargs: Any) -> list[Warning]:
+    """Rate limits saved before the admin validated them: the gateway parses them on every call (a 500).
+    A database check: it runs when asked for the database (`migrate`, `check --database default`)."""
+    from billing.models import KeyLimit, Plan, validate_rate_limit
+
+    if not databases or "default" not in databases:
+        return []
+    try:
+        rows = [(f"Plan '{code}'", value) for code, value in Plan.objects.values_list("code", "rate_limit")]
+        rows += [
+            (f"Key limit of key {prefix}", value)
+            for prefix, value in KeyLimit.objects.exclude(rate_limit="").values_list("api_key__prefix", "rate_limit")
+        ]
+    except DatabaseError:  # not migrated yet: nothing stored to check
+        return []
+    warnings = []  # a warning, not an error: bad data must not block the deploy that may be needed
+    for owner, value in rows:
+        try:
+            validate_rate_limit(value)
+        except ValidationError:
+            warnings.append(
+                Warning(
+                    f"{owner} has the rate limit {value!r}, which the gateway cannot read: every call it "
+                    "covers fails. Correct it in the admin (e.g. 60/minute).",
+                    id="apiservice.W004",
+                )
+            )
+    return warnings
 
 
 @register(deploy=True)

@@ -240,3 +240,19 @@ def test_the_daily_reconciliation_runs_even_when_beat_restarts_more_often_than_d
             if due:
                 runs, last_run = runs + 1, now
     assert runs >= 3
+
+
+def test_a_database_check_names_a_stored_rate_limit_the_gateway_cannot_read(db, api_key):
+    """A rate limit saved before the admin checked it still made every call on the plan a 500; `migrate`
+    (which runs the database checks) now names it."""
+    from django.core.checks import run_checks
+
+    from tests.billing.conftest import key_limit
+
+    seed_catalog()
+    assert "apiservice.W004" not in [m.id for m in run_checks(databases=["default"])]
+    Plan.objects.filter(code="payg").update(rate_limit="1200 per min")
+    key_limit(api_key, rate_limit="ten/second")
+    messages = [m for m in run_checks(databases=["default"]) if m.id == "apiservice.W004"]
+    assert len(messages) == 2
+    assert "payg" in messages[0].msg + messages[1].msg
