@@ -300,3 +300,42 @@ def test_it_says_so_when_an_htmx_action_is_refused(
     page.on("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Revoke").click()
     expect(page.get_by_test_id("htmx-error")).to_contain_text("Reload the page and try again")
+
+
+def test_a_tab_left_on_one_organisation_acts_on_nothing_after_a_switch_in_another(
+    transactional_db: Any, live_gunicorn: Any, owner: Any, org: Any, other_org: Any, page: Page, artifacts_dir: Path
+) -> None:
+    """Olivia owns Acme Robotics and is a member of Globex. Tab A shows Acme's keys and team; tab B
+    switches to Globex. What tab A then sends is refused (409), not done in Globex."""
+    from apiservice.models import APIKey, Membership
+    from apiservice.services import membership_ensure
+    from portal.models import Invitation
+
+    membership_ensure(user=owner, organisation=other_org, role=Membership.Role.MEMBER)
+    base = live_gunicorn.url
+    _log_in(page, base, "olivia")
+    page.goto(base + "/portal/keys/")
+    other_tab = page.context.new_page()
+    other_tab.goto(base + "/portal/")
+    other_tab.get_by_label("Switch organisation").select_option(str(other_org.pk))
+    other_tab.get_by_role("button", name="Switch").click()
+    expect(other_tab.locator("h1")).to_have_text("Globex")
+
+    page.get_by_label("Name").fill("meant for Acme")
+    page.get_by_role("button", name="Create key").click()  # htmx
+    expect(page.get_by_test_id("htmx-error")).to_contain_text("Nothing was done: this page is Acme Robotics's")
+    assert not APIKey.objects.filter(name="meant for Acme").exists()
+
+    page.goto(base + "/portal/")  # the session is on Globex now; go back to Acme in tab B, then away again
+    other_tab.get_by_label("Switch organisation").select_option(str(org.pk))
+    other_tab.get_by_role("button", name="Switch").click()
+    page.goto(base + "/portal/team/")
+    other_tab.get_by_label("Switch organisation").select_option(str(other_org.pk))
+    other_tab.get_by_role("button", name="Switch").click()
+    page.get_by_label("Email address").fill("acme-hire@example.com")
+    page.get_by_role("button", name="Send invitation").click()  # a plain form
+    expect(page.locator("h1")).to_have_text("Nothing was done")
+    shot(page, artifacts_dir, "stale-organisation")
+    assert not Invitation.objects.exists()
+    page.get_by_role("button", name="Switch back to Acme Robotics").click()
+    expect(page.locator("h1")).to_have_text("Acme Robotics")
