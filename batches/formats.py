@@ -323,8 +323,8 @@ class CSVParser:
             raise LineError("wrong_column_count", f"Row has {len(values)} values; the header has {self.width} columns.")
         position = self.custom_id_position
         custom_id = values[position] if position is not None else line_custom_id(line.number)
-        if not custom_id:
-            raise LineError("invalid_custom_id", "Row has an empty custom_id.")
+        if not custom_id or len(custom_id) > 512:  # the rule JSONL lines follow
+            raise LineError("invalid_custom_id", "Row needs a custom_id: a non-empty string of at most 512 characters.")
         try:
             return self._request(line, values, custom_id)
         except LineError as exc:

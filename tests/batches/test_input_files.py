@@ -134,3 +134,12 @@ def test_it_names_a_csv_file_with_old_mac_line_endings_as_such(api, diabetes, in
     [error] = batch.errors
     assert (error["code"], error["line"]) == ("invalid_header", 1)
     assert "line break" in error["message"]
+
+
+def test_it_holds_csv_custom_ids_to_the_same_512_characters_as_jsonl(api, diabetes, in_process):
+    lines = csv_text(20).splitlines()
+    lines[3] = b"x" * 513 + lines[3][lines[3].index(b",") :]
+    batch = run(create(api, upload(api, b"\n".join(lines) + b"\n", "rows.csv")["id"])["id"])
+    assert (batch.status, batch.completed, batch.failed) == ("completed", 19, 1), batch.errors
+    [error] = json_lines(content(api, batch.error_file.uid))
+    assert (error["line"], error["custom_id"], error["error"]["code"]) == (4, None, "invalid_custom_id")
