@@ -97,6 +97,30 @@ def check_stored_rate_limits(app_configs: Any, databases: Any = None, **kwargs: 
     return warnings
 
 
+@register(Tags.database)
+def check_default_plan(app_configs: Any, databases: Any = None, **kwargs: Any) -> list[Warning]:
+    """BILLING_DEFAULT_PLAN must name a plan: it is the plan of every organisation without a billing account."""
+    from billing import catalog
+    from billing.models import Plan
+
+    if not databases or "default" not in databases:
+        return []
+    code = settings.BILLING_DEFAULT_PLAN
+    try:
+        exists = Plan.objects.filter(code=code).exists()
+    except DatabaseError:  # not migrated yet
+        return []
+    if exists or code in {plan[0] for plan in catalog.PLANS}:  # a seeded plan is put back when missing
+        return []
+    return [
+        Warning(
+            f"BILLING_DEFAULT_PLAN is {code!r}, but no plan has that code: every call of an organisation "
+            "without a billing account fails. Set it to a plan's code (e.g. free).",
+            id="apiservice.W005",
+        )
+    ]
+
+
 @register(deploy=True)
 def check_production_services(app_configs: Any, **kwargs: Any) -> list[Warning]:
     warnings = []

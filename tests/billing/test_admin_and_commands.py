@@ -256,3 +256,14 @@ def test_a_database_check_names_a_stored_rate_limit_the_gateway_cannot_read(db, 
     messages = [m for m in run_checks(databases=["default"]) if m.id == "apiservice.W004"]
     assert len(messages) == 2
     assert "payg" in messages[0].msg + messages[1].msg
+
+
+def test_a_database_check_says_the_default_plan_does_not_exist(db, settings):
+    """BILLING_DEFAULT_PLAN=pro (no such plan) made every call of an organisation without a billing
+    account a 500."""
+    from django.core.checks import run_checks
+
+    seed_catalog()
+    assert "apiservice.W005" not in [m.id for m in run_checks(databases=["default"])]
+    settings.BILLING_DEFAULT_PLAN = "pro"
+    assert "apiservice.W005" in [m.id for m in run_checks(databases=["default"])]
