@@ -235,8 +235,8 @@ def webhook_event_verify(*, payload: bytes, signature: str, tolerance: int = 300
 
     try:
         event = json.loads(payload)
-    except ValueError as exc:
-        raise EventMalformed("The body is not JSON.") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's parser goes
+        raise EventMalformed("The body is not JSON we can read.") from exc
     if not isinstance(event, dict) or "id" not in event or "type" not in event:
         raise EventMalformed("The body is not an event (an object with 'id' and 'type').")
     return event

@@ -413,7 +413,9 @@ def test_it_stores_an_event_carrying_a_nul_character(client, synced):
     assert StripeEvent.objects.get().payload["data"]["object"]["name"] == "Acme"
 
 
-@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"object": "event"}'])
+@pytest.mark.parametrize(
+    "payload", [b"not json", b"[1, 2]", b'{"object": "event"}', b'{"id": "evt_x", "type": "x", "a": ' + b"[" * 100_000]
+)
 def test_it_tells_a_correctly_signed_body_that_is_not_an_event_from_a_bad_signature(client, synced, payload):
     """A signed body that was not a Stripe event was told its signature was missing, forged or too old."""
     response = client.post(
