@@ -5,6 +5,7 @@ organisation: another organisation's batch or file is a 404.
 """
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -40,9 +41,18 @@ def _form(request: HttpRequest) -> BatchCreateForm:
     return BatchCreateForm(request.POST or None, request.FILES or None, models=models)
 
 
+PAGE_SIZE = 50
+
+
 def _page(request: HttpRequest, form: BatchCreateForm, status: int = 200) -> HttpResponse:
-    batches = batch_selectors.batch_list(organisation_id=_org_id(request)).order_by("-id")[:50]
-    context = {"form": form, "batches": batches, "webhook_secret": _webhook_secret_for_owner(request)}
+    batches = batch_selectors.batch_list(organisation_id=_org_id(request)).order_by("-id")
+    page = Paginator(batches, PAGE_SIZE).get_page(request.GET.get("page"))  # newest first; a bad number: a real page
+    context = {
+        "form": form,
+        "batches": page.object_list,
+        "page_obj": page,
+        "webhook_secret": _webhook_secret_for_owner(request),
+    }
     response = render(request, "portal/batches.html", context, status=status)
     if context["webhook_secret"]:
         response["Cache-Control"] = "no-store"  # the page holds a secret (as the keys page)
