@@ -245,6 +245,10 @@ def _invoices_of(*, customer_id: str, limit: int, starting_after: str) -> dict[s
     }
 
 
+# Parameters that come from the caller as they are: Stripe refusing one is the caller's 400, not our 502.
+CALLER_PARAMS = frozenset({"success_url", "cancel_url", "return_url"})
+
+
 def _stripe_call(fn: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return fn(**kwargs)
@@ -252,6 +256,8 @@ def _stripe_call(fn: Callable[..., Any], **kwargs: Any) -> Any:
         logger.warning("stripe unavailable: %s", exc)
         raise StripeUnavailable("Stripe did not answer; try again shortly.") from exc
     except stripe_client.StripeRejected as exc:
+        if exc.param in CALLER_PARAMS:
+            raise InvalidInput(f"Stripe: {exc}", param=exc.param) from exc
         logger.error("stripe rejected a request: %s", exc)
         raise StripeUnavailable("Stripe refused the request; it has been logged.") from exc
 

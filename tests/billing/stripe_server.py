@@ -424,7 +424,14 @@ class StripeServer:
             )
         return _list(data, f"/v1/billing/meters/{meter_id}/event_summaries")
 
+    def url_params(self, p: dict[str, Any], *names: str) -> None:
+        """Stripe takes http(s) URLs only: 400 url_invalid with the param otherwise."""
+        for name in names:
+            if name in p and urlsplit(p[name]).scheme not in ("http", "https"):
+                raise StripeError(400, "Not a valid URL", "url_invalid", name)
+
     def checkout_create(self, p: dict[str, Any]) -> dict[str, Any]:
+        self.url_params(p, "success_url", "cancel_url")
         self.customer_param(p)
         session_id = self._id("cs_test")
         session = {
@@ -446,6 +453,7 @@ class StripeServer:
         return self.public(session)
 
     def portal_create(self, p: dict[str, Any]) -> dict[str, Any]:
+        self.url_params(p, "return_url")
         self.customer_param(p)
         session_id = self._id("bps")
         session = {

@@ -139,6 +139,27 @@ def test_it_lists_no_invoices_for_a_customer_stripe_no_longer_has(api, synced, o
     assert response.json() == {"invoices": [], "upcoming": None, "has_more": False}
 
 
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/billing/checkout", "success_url"),
+        ("/v1/billing/checkout", "cancel_url"),
+        ("/v1/billing/portal", "return_url"),
+    ],
+)
+def test_it_answers_400_with_the_param_when_stripe_refuses_a_return_url(api, synced, path, field):
+    """A URL Stripe refuses (ftp://...) was a 502 'Stripe refused the request', logged as our error."""
+    response = api.post_json(
+        path,
+        {"plan": "payg", field: "ftp://example.com/back"} if "checkout" in path else {field: "ftp://example.com/back"},
+    )
+    assert response.status_code == 400, response.content
+    assert (response.json()["error"]["param"], response.json()["error"]["message"]) == (
+        field,
+        "Stripe: Not a valid URL",
+    )
+
+
 def test_it_opens_the_customer_portal(api, synced):
     response = api.post_json("/v1/billing/portal", {"return_url": "https://example.com/back"})
     assert response.status_code == 201
