@@ -5,6 +5,7 @@ selectors, which show an organisation only public models' bundles and its own (o
 """
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,6 +23,7 @@ from ..access import portal_view, session_principal, staff_view, stale_row_respo
 from ..forms import BundleRequestForm
 
 SCOPES = frozenset({"bundles"})
+PAGE_SIZE = 50
 
 
 def _org_id(request: HttpRequest) -> int:
@@ -61,9 +63,12 @@ def bundles(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Bundle {bundle.public_id} is {bundle.get_status_display().lower()}.")
                 return redirect("portal-bundles")
         status = 400
+    bundles = edge_selectors.bundle_list(organisation_id=_org_id(request)).order_by("-id")
+    page = Paginator(bundles, PAGE_SIZE).get_page(request.GET.get("page"))  # newest first; a bad number: a real page
     context = {
         "form": form,
-        "bundles": edge_selectors.bundle_list(organisation_id=_org_id(request)).order_by("-id")[:50],
+        "bundles": page.object_list,
+        "page_obj": page,
         "keys": edge_keys.public_keys(),
         "keys_url": request.build_absolute_uri(reverse("edge:keys")),
     }

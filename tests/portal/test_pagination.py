@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from apiservice.models import Organisation
 from batches.models import Batch
+from edge.models import Bundle
 
 
 def _batches(org: Organisation, version: Any, count: int) -> list[str]:
@@ -44,3 +45,14 @@ def test_a_page_number_out_of_range_shows_a_page_that_exists(
 def test_a_short_list_has_no_pager(owner_client: Client, org: Organisation, iris: Any) -> None:
     _batches(org, iris, 3)
     assert "Page 1 of" not in owner_client.get("/portal/batches/").content.decode()
+
+
+def test_it_pages_the_bundles_so_the_oldest_stay_reachable(owner_client: Client, iris: Any) -> None:
+    made = Bundle.objects.bulk_create(
+        Bundle(model_version=iris, variants_key=f"fp32-{i}", status=Bundle.Status.READY) for i in range(51)
+    )
+    first = owner_client.get("/portal/bundles/")
+    assert [b.public_id for b in first.context["bundles"]] == [b.public_id for b in made[:0:-1]]
+    assert 'href="?page=2"' in first.content.decode()
+    second = owner_client.get("/portal/bundles/", {"page": 2})
+    assert [b.public_id for b in second.context["bundles"]] == [made[0].public_id]
