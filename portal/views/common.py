@@ -14,13 +14,24 @@ class _Echo:
         return value
 
 
+# A text cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets: an
+# organisation named '=HYPERLINK(...)' would run in the spreadsheet of whoever opens the export. Such
+# text is written with a leading apostrophe, which the spreadsheet shows as text (OWASP's advice).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def csv_response(rows: Iterable[list[Any]], filename: str) -> StreamingHttpResponse:
-    """Stream rows as CSV (one line at a time, so big exports never sit in memory)."""
+    """Stream rows as CSV (one line at a time, so big exports never sit in memory); text that a
+    spreadsheet would run as a formula is written as text."""
     writer = csv.writer(_Echo())
 
     def lines() -> Iterator[str]:
         for row in rows:
-            yield writer.writerow(row)
+            yield writer.writerow([_cell(value) for value in row])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

