@@ -266,3 +266,14 @@ def test_the_call_export_never_hands_a_spreadsheet_a_callers_formula(
     (row,) = _csv(owner_client.get("/portal/usage/export.csv"))
     assert row["client_request_id"] == "'" + text
     assert row["units"] == "1"
+
+
+def test_a_version_without_latency_reads_a_dash_not_a_dash_in_milliseconds(
+    owner_client: Client, org: Organisation
+) -> None:
+    UsageRecord.objects.create(  # GET /v1/models: a call with no model and no prediction
+        request_id="req_" + uuid.uuid4().hex, organisation=org, face="metadata", units=0, status_code=200
+    )
+    page = owner_client.get("/portal/usage/").content.decode()
+    assert "(no model)" in page
+    assert "— ms" not in page
