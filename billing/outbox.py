@@ -1,8 +1,9 @@
 """The usage push (an outbox) and the daily reconciliation with Stripe.
 
-1. Claim (one transaction): unreported billable ledger rows of organisations with a Stripe customer
-   are locked (`SKIP LOCKED`), grouped per (organisation, meter, UTC day) into an immutable
-   `UsageReport`, and pointed at it. A crash before commit claims nothing.
+1. Claim (batches of one organisation's rows, a transaction each): unreported billable ledger rows of
+   organisations with a Stripe customer are locked (`SKIP LOCKED`), grouped per (organisation, meter,
+   UTC day) into an immutable `UsageReport`, and pointed at it. A crash before a batch commits claims
+   none of its rows.
 2. Send: each pending report becomes one meter event whose `identifier` (and idempotency key) is
    the report id, timestamped at its last call (inside Stripe's 35-day window). A crash after Stripe
    accepted but before we marked it is resent with the same identifier: Stripe keeps one.
@@ -36,34 +37,53 @@ def _window_start(now: datetime) -> datetime:
     return now - STRIPE_WINDOW + WINDOW_MARGIN
 
 
+# Batches one organisation's claim may take in one run (each of BILLING_USAGE_PUSH_BATCH rows): a bound on
+# a run, far above any backlog a minute can build.
+MAX_BATCHES_PER_ORGANISATION = 1000
+
+
 def usage_reports_claim(*, now: datetime | None = None, limit: int | None = None) -> list[str]:
     """Claim unreported ledger rows into reports; returns the new report ids.
 
     Only rows of organisations with a Stripe customer, made since their subscription began
-    (`metered_since`), are billable; earlier rows were free-plan usage and are never pushed.
+    (`metered_since`), are billable; earlier rows were free-plan usage and are never pushed. Every
+    organisation's backlog is claimed, in batches of `limit` (BILLING_USAGE_PUSH_BATCH) rows, each batch
+    in its own transaction: one organisation's backlog neither delays the others nor makes one huge
+    transaction.
     """
     now = now or timezone.now()
     accounts = BillingAccount.objects.exclude(stripe_customer_id="").exclude(metered_since__isnull=True)
-    budget = limit or settings.BILLING_USAGE_PUSH_BATCH
+    batch = limit or settings.BILLING_USAGE_PUSH_BATCH
     report_ids: list[str] = []
-    with transaction.atomic():
-        for org, customer, since in accounts.values_list("organisation_id", "stripe_customer_id", "metered_since"):
-            rows = list(
-                UsageRecord.objects.select_for_update(skip_locked=True)
-                .filter(organisation_id=org, report__isnull=True, units__gt=0, status_code__lt=400)
-                .filter(created_at__gte=since)
-                .exclude(meter="")
-                .order_by("id")
-                .values_list("id", "meter", "units", "created_at")[:budget]
-            )
-            groups: dict[tuple[str, date], list[tuple[int, int, datetime]]] = defaultdict(list)
-            for row_id, meter, units, created_at in rows:
-                groups[(meter, created_at.astimezone(UTC).date())].append((row_id, units, created_at))
-            report_ids += [_report_create(org, meter, customer, members, now) for (meter, _), members in groups.items()]
-            budget -= len(rows)
-            if budget <= 0:
+    for org, customer, since in accounts.order_by("pk").values_list(
+        "organisation_id", "stripe_customer_id", "metered_since"
+    ):
+        for _ in range(MAX_BATCHES_PER_ORGANISATION):
+            claimed, rows = _claim_batch(org=org, customer=customer, since=since, now=now, batch=batch)
+            report_ids += claimed
+            if rows < batch:
                 break
     return report_ids
+
+
+def _claim_batch(
+    *, org: int, customer: str, since: datetime | None, now: datetime, batch: int
+) -> tuple[list[str], int]:
+    """One transaction: up to `batch` of the organisation's unreported rows into reports per (meter, UTC day)."""
+    with transaction.atomic():
+        rows = list(
+            UsageRecord.objects.select_for_update(skip_locked=True)
+            .filter(organisation_id=org, report__isnull=True, units__gt=0, status_code__lt=400)
+            .filter(created_at__gte=since)
+            .exclude(meter="")
+            .order_by("id")
+            .values_list("id", "meter", "units", "created_at")[:batch]
+        )
+        groups: dict[tuple[str, date], list[tuple[int, int, datetime]]] = defaultdict(list)
+        for row_id, meter, units, created_at in rows:
+            groups[(meter, created_at.astimezone(UTC).date())].append((row_id, units, created_at))
+        claimed = [_report_create(org, meter, customer, members, now) for (meter, _), members in groups.items()]
+    return claimed, len(rows)
 
 
 def _report_create(org: int, meter: str, customer: str, members: list[tuple[int, int, datetime]], now: datetime) -> str:

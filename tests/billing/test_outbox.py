@@ -251,3 +251,22 @@ def test_staff_reconcile_by_hand_and_see_a_difference_resolved(synced, org, cust
     call_command("reconcile_usage", "--days", "2", "--include-today", stdout=out)
     assert "1 difference" in out.getvalue()
     assert ReconciliationIssue.objects.get().resolved is False
+
+
+def test_one_push_sends_every_unreported_row_however_many_and_whoever_they_belong_to(
+    synced, org, other_org, customer, settings
+):  # noqa: F811
+    """A push claimed at most BILLING_USAGE_PUSH_BATCH rows (5,000) a minute, the first organisation's
+    first: past ~80 billable calls a second the backlog only grew, the last organisations waited, and
+    rows older than Stripe's 35 days were never billed."""
+    settings.BILLING_USAGE_PUSH_BATCH = 3
+    other_customer = payments.customer_ensure(organisation_id=other_org.pk)
+    BillingAccount.objects.filter(organisation=other_org).update(metered_since=timezone.now() - timedelta(days=60))
+    first, second = sorted([(org, customer), (other_org, other_customer)], key=lambda pair: pair[0].pk)
+    for _ in range(10):
+        ledger(first[0], 1)
+    ledger(second[0], 4)
+    outbox.usage_push()
+    assert stripe_total(synced, first[1]) == 10
+    assert stripe_total(synced, second[1]) == 4
+    assert not UsageRecord.objects.filter(units__gt=0, report__isnull=True).exists()
