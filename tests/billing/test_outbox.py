@@ -253,9 +253,7 @@ def test_staff_reconcile_by_hand_and_see_a_difference_resolved(synced, org, cust
     assert ReconciliationIssue.objects.get().resolved is False
 
 
-def test_one_push_sends_every_unreported_row_however_many_and_whoever_they_belong_to(
-    synced, org, other_org, customer, settings
-):  # noqa: F811
+def test_one_push_sends_every_unreported_row_whoever_it_belongs_to(synced, org, other_org, customer, settings):  # noqa: F811
     """A push claimed at most BILLING_USAGE_PUSH_BATCH rows (5,000) a minute, the first organisation's
     first: past ~80 billable calls a second the backlog only grew, the last organisations waited, and
     rows older than Stripe's 35 days were never billed."""
