@@ -216,8 +216,21 @@ def meter_event_create(
 
 
 def meter_event_summaries(*, meter_id: str, customer_id: str, start: int, end: int) -> list[dict[str, Any]]:
-    params = {"customer": customer_id, "start_time": start, "end_time": end, "value_grouping_window": "day"}
-    return list(_call(_client().v1.billing.meters.event_summaries.list, meter_id, params=params)["data"])
+    """Every daily summary in [start, end): Stripe pages them (10 a page unless asked), so follow the pages."""
+    params: dict[str, Any] = {
+        "customer": customer_id,
+        "start_time": start,
+        "end_time": end,
+        "value_grouping_window": "day",
+        "limit": 100,
+    }
+    summaries: list[dict[str, Any]] = []
+    while True:
+        page = _call(_client().v1.billing.meters.event_summaries.list, meter_id, params=params)
+        summaries += page["data"]
+        if not page.get("has_more") or not page["data"]:
+            return summaries
+        params["starting_after"] = page["data"][-1]["id"]
 
 
 # --- webhooks -----------------------------------------------------------------------------------------

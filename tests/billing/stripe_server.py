@@ -414,7 +414,7 @@ class StripeServer:
             )
             data.append(
                 {
-                    "id": self._id("mtrusg"),
+                    "id": f"mtrusg_{meter_id}_{bucket}",
                     "object": "billing.meter_event_summary",
                     "meter": meter_id,
                     "aggregated_value": value,
@@ -422,7 +422,11 @@ class StripeServer:
                     "end_time": min(bucket + window, end),
                 }
             )
-        return _list(data, f"/v1/billing/meters/{meter_id}/event_summaries")
+        if p.get("starting_after"):  # pages as Stripe's lists do: `limit` (default 10), then `starting_after`
+            ids = [d["id"] for d in data]
+            data = data[ids.index(p["starting_after"]) + 1 :]
+        limit = int(p.get("limit", 10))
+        return {**_list(data[:limit], f"/v1/billing/meters/{meter_id}/event_summaries"), "has_more": len(data) > limit}
 
     def url_params(self, p: dict[str, Any], *names: str) -> None:
         """Stripe takes http(s) URLs only: 400 url_invalid with the param otherwise."""

@@ -268,3 +268,17 @@ def test_one_push_sends_every_unreported_row_whoever_it_belongs_to(synced, org, 
     assert stripe_total(synced, first[1]) == 10
     assert stripe_total(synced, second[1]) == 4
     assert not UsageRecord.objects.filter(units__gt=0, report__isnull=True).exists()
+
+
+def test_it_reconciles_more_days_than_one_page_of_stripes_summaries(synced, org, customer):  # noqa: F811
+    """Stripe answers 10 summaries a page: a reconciliation over 15 days read only the first 10 and
+    recorded the later days' usage as missing from Stripe."""
+    import io
+
+    from django.core.management import call_command
+
+    ledger(org, 4, at=timezone.now() - timedelta(days=1))
+    outbox.usage_push()
+    for days in ("15", "120"):  # past one page of 10, and past one page of 100
+        call_command("reconcile_usage", "--days", days, stdout=io.StringIO())
+        assert not ReconciliationIssue.objects.exists()
