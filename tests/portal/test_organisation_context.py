@@ -76,3 +76,10 @@ def test_its_buttons_stay_short_for_a_long_organisation_name(
     content = response.content.decode()
     assert "x" * 150 in content  # named in full in the sentence
     assert "Stay in Globex " + "x" * 150 not in content  # a button 150 characters wide overflows the page
+
+
+@pytest.mark.parametrize("url", ["/portal/keys/", "/portal/usage/", "/portal/batches/", "/portal/billing/"])
+def test_every_portal_page_names_the_organisation_it_shows(switched_client: Client, url: str) -> None:
+    """With two organisations, a page of keys or usage has to say whose they are."""
+    content = switched_client.get(url).content.decode()
+    assert '<span class="current-org" data-testid="current-organisation">Globex</span>' in content
