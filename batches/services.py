@@ -44,8 +44,9 @@ JSONL_EXTENSIONS, CSV_EXTENSIONS, SNIFFED_EXTENSIONS = (".jsonl", ".ndjson", ".j
 ARCHIVE_MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"PK\x05\x06")  # gzip, zip (also .xlsx), empty zip
 
 
-def _file_format(name: str, head: bytes) -> str:
-    """JSONL or CSV from the extension; `.txt` or none: sniffed (a line starting with `{` is JSONL)."""
+def _file_format(name: str, head: bytes, content: bytes) -> str:
+    """JSONL or CSV from the extension; `.txt` or none: sniffed (content starting with `{` is JSONL).
+    `head`: the file's first bytes; `content`: its first bytes past leading whitespace."""
     extension = Path(name.lower()).suffix
     if head.startswith(ARCHIVE_MAGIC) or extension not in (*JSONL_EXTENSIONS, *CSV_EXTENSIONS, *SNIFFED_EXTENSIONS):
         accepted = ", ".join((*JSONL_EXTENSIONS, *CSV_EXTENSIONS, ".txt"))
@@ -58,7 +59,19 @@ def _file_format(name: str, head: bytes) -> str:
         return File.Format.JSONL
     if extension in CSV_EXTENSIONS:
         return File.Format.CSV
-    return File.Format.JSONL if head.lstrip()[:1] == b"{" else File.Format.CSV
+    return File.Format.JSONL if content[:1] == b"{" else File.Format.CSV
+
+
+def _first_content(upload: UploadedFile, head: bytes) -> bytes:
+    """The upload's first bytes past leading whitespace (blank lines are not requests, however many
+    open the file), or b"" when it holds nothing else. Reads on only while it finds whitespace."""
+    content = head.lstrip()
+    while not content:
+        block = upload.read(1024 * 1024)
+        if not block:
+            return b""
+        content = block.lstrip()
+    return content
 
 
 def file_create(*, organisation_id: int, upload: UploadedFile, purpose: str) -> File:
@@ -72,7 +85,8 @@ def file_create(*, organisation_id: int, upload: UploadedFile, purpose: str) -> 
         )
     upload.seek(0)
     head = upload.read(4096).removeprefix(UTF8_BOM)
-    if size == 0 or not head.strip():
+    content = _first_content(upload, head)
+    if size == 0 or not content:
         raise InvalidInput("The file is empty.", code="empty_file", param="file")
     upload.seek(0)
     filename = _upload_filename(upload.name or "input")
@@ -80,7 +94,7 @@ def file_create(*, organisation_id: int, upload: UploadedFile, purpose: str) -> 
         organisation_id=organisation_id,
         purpose=purpose,
         filename=filename,
-        format=_file_format(filename, head),
+        format=_file_format(filename, head, content),
         bytes=size,
     )
     leaf = _stored_leaf(filename)

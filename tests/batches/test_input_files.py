@@ -143,3 +143,12 @@ def test_it_holds_csv_custom_ids_to_the_same_512_characters_as_jsonl(api, diabet
     assert (batch.status, batch.completed, batch.failed) == ("completed", 19, 1), batch.errors
     [error] = json_lines(content(api, batch.error_file.uid))
     assert (error["line"], error["custom_id"], error["error"]["code"]) == (4, None, "invalid_custom_id")
+
+
+def test_it_accepts_a_file_whose_first_4_kib_are_blank_lines(api, diabetes, in_process):
+    """Blank lines are not requests, wherever they are; the upload read 4 KiB and called the file empty."""
+    data = b"\n" * 5000 + jsonl(2)
+    file = upload(api, data, "rows.txt")
+    assert (file["format"], file["bytes"]) == ("jsonl", len(data))
+    batch = run(create(api, file["id"])["id"])
+    assert (batch.status, batch.completed) == ("completed", 2), batch.errors
