@@ -96,3 +96,13 @@ def test_the_key_list_says_its_times_are_utc(owner_client: Client, org: Organisa
     page = owner_client.get("/portal/keys/").content.decode()
     assert '<th scope="col">Expires (UTC)</th>' in page
     assert '<th scope="col">Last used (UTC)</th>' in page
+
+
+def test_the_key_list_says_who_created_each_key(owner_client: Client, org: Organisation, member: Any) -> None:
+    """So an owner can find (and revoke) the keys of a teammate who left."""
+    api_key_create(organisation=org, name="mikes key", scopes=["predict"], created_by=member)
+    api_key_create(organisation=org, name="seeded", scopes=["predict"])  # no creator (seed_demo, the admin)
+    page = owner_client.get("/portal/keys/").content.decode()
+    assert '<th scope="col">Created by</th>' in page
+    assert '<td data-testid="key-creator">mike</td>' in page
+    assert '<td data-testid="key-creator">—</td>' in page
