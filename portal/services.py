@@ -147,10 +147,14 @@ def invitation_find(*, token: str) -> Invitation | None:
     return invitation
 
 
+def invitation_address_mismatch(*, invitation: Invitation, user: Any) -> bool:
+    """True when the account is not the invited address's (it cannot accept)."""
+    return str(getattr(user, "email", "") or "").lower() != invitation.email.lower()
+
+
 def invitation_accept(*, invitation: Invitation, user: AbstractBaseUser) -> Membership:
     """Join the organisation. The signed-in account must have the invited address."""
-    email = str(getattr(user, "email", "") or "")
-    if email.lower() != invitation.email.lower():
+    if invitation_address_mismatch(invitation=invitation, user=user):
         raise PortalError(f"This invitation is for {invitation.email}; log in with that address to accept it.")
     with transaction.atomic():
         claimed = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True).update(

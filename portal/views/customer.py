@@ -196,7 +196,9 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
 
 def _invitation_accept_signed_in(request: HttpRequest, invitation: Invitation) -> HttpResponse:
     if request.method != "POST":
-        return render(request, "portal/invitation.html", {"invitation": invitation, "form": None})
+        other_account = services.invitation_address_mismatch(invitation=invitation, user=request.user)
+        context = {"invitation": invitation, "form": None, "other_account": other_account}
+        return render(request, "portal/invitation.html", context)
     try:
         services.invitation_accept(invitation=invitation, user=request.user)  # type: ignore[arg-type]  # signed in
     except services.PortalError as exc:

@@ -249,3 +249,16 @@ def test_creating_an_organisation_needs_a_name_and_a_login(client: Client, db: A
 def test_the_invitation_list_says_its_times_are_utc(owner_client: Client) -> None:
     owner_client.post("/portal/team/", {"email": "newbie@example.com", "role": "member"})
     assert '<th scope="col">Sent (UTC)</th>' in owner_client.get("/portal/team/").content.decode()
+
+
+def test_an_invitation_opened_by_another_account_says_so_before_offering_to_accept(
+    owner_client: Client, other_owner: Any
+) -> None:
+    owner_client.post("/portal/team/", {"email": "someone-else@example.com", "role": "member"})
+    gary = client_as(other_owner)
+    page = gary.get(_invitation_path(mail.outbox[0])).content.decode()
+    assert "someone-else@example.com" in page
+    assert "You are logged in as gary (gary@example.com)" in page
+    assert "Accept the invitation</button>" not in page  # it could only fail
+    path = _invitation_path(mail.outbox[0])
+    assert gary.post("/portal/logout/", {"next": path})["Location"] == path  # *Log out* comes back here
