@@ -200,6 +200,7 @@ def _reconcile_one(account: BillingAccount, meter: str, meter_id: str, start: da
     ours: dict[date, int] = defaultdict(int)
     sent = UsageReport.objects.filter(
         organisation_id=account.organisation_id,
+        stripe_customer_id=account.stripe_customer_id,  # what this customer was sent (not a replaced one)
         meter=meter,
         status=UsageReport.Status.SENT,
         event_timestamp__gte=start,

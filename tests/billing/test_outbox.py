@@ -282,3 +282,14 @@ def test_it_reconciles_more_days_than_one_page_of_stripes_summaries(synced, org,
     for days in ("15", "120"):  # past one page of 10, and past one page of 100
         call_command("reconcile_usage", "--days", days, stdout=io.StringIO())
         assert not ReconciliationIssue.objects.exists()
+
+
+def test_it_reconciles_each_customer_with_what_was_sent_to_that_customer(synced, org, customer):  # noqa: F811
+    """After the organisation's Stripe customer was replaced, the old customer's reports were counted
+    against the new one, and reconciliation recorded a difference that was none."""
+    ledger(org, 4)
+    outbox.usage_push()
+    replacement = synced.customers_create({"name": "replacement"})["id"]
+    BillingAccount.objects.filter(organisation=org).update(stripe_customer_id=replacement)
+    assert outbox.usage_reconcile(include_today=True) == 0
+    assert not ReconciliationIssue.objects.exists()
