@@ -412,7 +412,7 @@ def webhook_receive(*, payload: bytes, signature: str) -> str:
         raise WebhookRejected("The event has no 'id' or 'type'.", code="malformed_event")
     if any(len(event[k]) > EVENT_FIELD_MAX or "\x00" in event[k] for k in ("id", "type")):
         raise WebhookRejected(
-            f"The event's 'id' or 'type' is over {EVENT_FIELD_MAX} characters.", code="malformed_event"
+            f"The event's 'id' or 'type' is over {EVENT_FIELD_MAX} characters or holds a NUL.", code="malformed_event"
         )
     row = _event_claim(event)
     if row is None:
