@@ -3,6 +3,7 @@ from typing import Any
 
 from django import template
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from portal.access import ORG_FIELD
 from portal.selectors import organisation_label
@@ -25,6 +26,16 @@ def organisation_field(context: template.Context) -> str:
     if membership is None:
         return ""
     return format_html('<input type="hidden" name="{}" value="{}">', ORG_FIELD, membership.organisation_id)
+
+
+@register.simple_tag(takes_context=True)
+def current_page(context: template.Context, url: str | None, exact: bool = False) -> str:
+    """` aria-current="page"` on the navigation link of the page shown: its URL, or (not `exact`) a page
+    under it (a model's page is under Models)."""
+    path = getattr(context.get("request"), "path", "")
+    if url and (path == url or (not exact and path.startswith(url))):
+        return mark_safe(' aria-current="page"')
+    return ""
 
 
 @register.filter

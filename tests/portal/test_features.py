@@ -1,5 +1,6 @@
 """Plug-in slots: pages from other apps appear in the navigation only once their app and URL exist."""
 
+import re
 from typing import Any
 
 import pytest
@@ -31,3 +32,24 @@ def test_it_shows_every_plug_in_entry_once_batches_edge_and_billing_are_merged(
         assert label in content
     staff = staff_client.get("/staff/").content
     assert b">Bundle builds<" in staff and b">Billing health<" in staff
+
+
+@pytest.mark.parametrize(
+    ("url", "entry"),
+    [
+        ("/portal/", "Overview"),
+        ("/portal/keys/", "API keys"),
+        ("/portal/usage/", "Usage"),
+        ("/portal/models/iris/", "Models"),
+        ("/portal/team/", "Team"),
+        ("/portal/batches/", "Batch jobs"),
+        ("/portal/bundles/", "Edge bundles"),
+        ("/portal/billing/", "Billing"),
+    ],
+)
+def test_the_navigation_marks_the_current_page_for_screen_readers(
+    owner_client: Client, iris: Any, url: str, entry: str
+) -> None:
+    page = owner_client.get(url).content.decode()
+    current = re.findall(r'<a href="[^"]*" aria-current="page">([^<]*)</a>', page)
+    assert current == [entry]
