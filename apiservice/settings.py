@@ -221,6 +221,9 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_out": str(_broker_dir / "out"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # kombu's default (1 s) is also how long the worker waits after its slots were full before it
+        # looks again: ~2 messages a second, so a cancel queued behind a 300-chunk batch waited minutes.
+        "polling_interval": 0.1,
     }
     # This transport is not asynchronous, so a prefork pool would run in its blocking mode, where the
     # pool processes share one task pipe and its locks: one killed while holding them (OOM, kill -9)

@@ -5,11 +5,12 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+# `\Z`, not `$`: `$` also matches before a final newline, and a name "iris\n" cannot be reached by URL.
 NAME_VALIDATOR = RegexValidator(
-    r"^[a-z0-9][a-z0-9._-]{0,62}$", "Lower-case letters, digits, '.', '_' and '-', starting alphanumeric."
+    r"\A[a-z0-9][a-z0-9._-]{0,62}\Z", "Lower-case letters, digits, '.', '_' and '-', starting alphanumeric."
 )
-ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
-ALIAS_VALIDATOR = RegexValidator(ALIAS_PATTERN, "A slug starting with a letter.")
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"  # as the OpenAPI schema writes it (ECMA-262: `$` is the end)
+ALIAS_VALIDATOR = RegexValidator(r"\A[a-z][a-z0-9_-]{0,39}\Z", "A slug starting with a letter.")
 RESERVED_ALIASES = {"latest"}
 
 

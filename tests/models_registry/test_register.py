@@ -179,3 +179,20 @@ def test_it_keeps_a_model_with_an_op_domain_that_is_not_utf8_as_failed(db):
     version = _register("odd-domain", raw.SerializeToString().replace(b"QQQQ", b"\xff\xfe\xfd\xfc"))
     assert version.status == ModelVersion.Status.FAILED
     assert "not UTF-8" in version.failure_reason
+
+
+@pytest.mark.parametrize("name", ["iris\n", "iris\r\n"])
+def test_the_register_model_command_refuses_a_name_with_a_trailing_newline(db, tmp_path, name):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model_bytes("iris"))
+    with pytest.raises(CommandError, match="not a valid model name"):
+        call_command("register_model", name, str(path), stdout=StringIO())
+    assert not MLModel.objects.exists()
+
+
+def test_the_register_model_command_refuses_an_alias_with_a_trailing_newline(db, tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model_bytes("iris"))
+    with pytest.raises(CommandError, match="not a valid alias"):
+        call_command("register_model", "iris", str(path), "--alias", "prod\n", stdout=StringIO())
+    assert not MLModel.objects.exists()
