@@ -181,7 +181,7 @@ class BillingAccount(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     # A subscription in one of these still bills the meters: a second one would bill every call again.
-    SUBSCRIBED_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid"})
+    SUBSCRIBED_STATUSES = frozenset({"active", "trialing", "past_due", "unpaid", "paused"})
 
     def __str__(self) -> str:
         return f"{self.organisation_id}: {self.plan_id}"

@@ -319,6 +319,8 @@ def subscription_sync(*, subscription_id: str) -> str:
         fields.update(status=BillingAccount.Status.ACTIVE, past_due_since=None)
     elif status in ("past_due", "unpaid"):
         fields.update(status=BillingAccount.Status.PAST_DUE, past_due_since=_past_due_since(subscription, account))
+    elif status == "paused":  # bills nothing until a card resumes it in the portal: past due, with the grace
+        fields.update(status=BillingAccount.Status.PAST_DUE, past_due_since=account.past_due_since or timezone.now())
     elif status in ("canceled", "incomplete_expired"):
         fields.update(status=BillingAccount.Status.CANCELED)
     for name, value in fields.items():
@@ -392,6 +394,8 @@ EVENT_HANDLERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "customer.subscription.created": _on_subscription,
     "customer.subscription.updated": _on_subscription,
     "customer.subscription.deleted": _on_subscription,
+    "customer.subscription.paused": _on_subscription,
+    "customer.subscription.resumed": _on_subscription,
     "invoice.paid": _on_invoice,
     "invoice.payment_failed": _on_invoice,
     "invoice.finalized": _on_invoice,

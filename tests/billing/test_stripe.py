@@ -298,6 +298,20 @@ def test_it_keeps_the_newer_subscription_whatever_the_order_of_the_old_ones_even
     assert api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]}).status_code != 402
 
 
+def test_it_treats_a_paused_subscription_as_past_due(api, client, synced, org):
+    """A paused subscription (a trial ended without a card) bills nothing, yet the organisation kept full
+    service on its paid plan, with no end."""
+    completed = checkout_and_subscribe(api, synced)
+    post_event(client, synced, synced.event("checkout.session.completed", completed))
+    paused = synced.subscription_set(completed["subscription"], status="paused")
+    assert post_event(client, synced, synced.event("customer.subscription.paused", paused)).status_code == 200
+    post_event(client, synced, synced.event("customer.subscription.updated", paused))
+    account = BillingAccount.objects.get(organisation=org)
+    assert (account.status, account.subscription_status) == ("past_due", "paused")
+    assert account.past_due_since is not None
+    assert api.post_json("/v1/billing/checkout", {"plan": "payg"}).json()["error"]["code"] == "already_subscribed"
+
+
 def test_it_cancels_on_subscription_deleted(api, client, synced, org, iris):
     subscription = checkout_and_subscribe(api, synced)["subscription"]
     post_event(
