@@ -50,6 +50,17 @@ def _grouped(rows: QuerySet[UsageRecord], group_by: str) -> QuerySet[Any]:
     return rows.annotate(key=F("api_key__prefix")).values("key", "meter")
 
 
+# Buckets in time or name order: the label's fields first (ordering by the meter alone put every bucket
+# with an unbilled call, meter "", before the rest).
+_BUCKET_ORDER: dict[str, tuple[str, ...]] = {
+    "day": ("bucket",),
+    "hour": ("bucket",),
+    "model": ("model", "version"),
+    "key": ("key",),
+    "meter": (),
+}
+
+
 def _bucket_label(item: dict[str, Any], group_by: str) -> dict[str, Any]:
     if group_by == "day":
         return {"bucket": item["bucket"].date().isoformat()}
@@ -70,7 +81,8 @@ def usage_summary(*, organisation_id: int, start: datetime, end: datetime, group
         calls=Count("id"), units=Sum("units"), errors=Count("id", filter=Q(status_code__gte=400))
     )
     buckets: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for item in aggregates.order_by(*aggregates.query.values_select):
+    order = [F(name).asc(nulls_last=True) for name in (*_BUCKET_ORDER[group_by], "meter")]  # calls of no model last
+    for item in aggregates.order_by(*order):
         label = _bucket_label(item, group_by)
         bucket = buckets.setdefault(
             tuple(label.values()), {**label, "calls": 0, "units": 0, "errors": 0, "amount": Decimal(0), "meters": {}}

@@ -20,7 +20,7 @@ def test_it_prices_usage_per_bucket_at_the_plan_prices(api, org, iris):
     predict(api, 5)
     for group_by in ("day", "hour", "model", "key", "meter"):
         body = api.get(f"/v1/usage?group_by={group_by}").json()
-        bucket = body["buckets"][-1]
+        bucket = next(b for b in body["buckets"] if b["meters"])  # the others: this test's own GETs
         assert bucket["meters"]["online_predictions"] == {"units": 8, "amount": "0.004"}, group_by
     assert body["totals"]["amount"] == "0.004"
     assert body["estimate"]["total"] == "0.004"
@@ -80,3 +80,36 @@ def test_it_refuses_an_end_too_early_to_count_back_from(api, path):
     response = api.get(f"{path}{joiner}end=0001-01-10T00:00:00Z")
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "end"
+
+
+@pytest.mark.parametrize(
+    ("group_by", "moved_by", "bucket_of"),
+    [
+        ("day", "days", lambda when: when.date().isoformat()),
+        ("hour", "hours", lambda when: when.replace(minute=0, second=0, microsecond=0).isoformat()),
+    ],
+)
+def test_day_and_hour_buckets_come_in_time_order(api, org, iris, group_by, moved_by, bucket_of):
+    """Buckets holding only billed calls came after those holding an unbilled one (a 400), whatever
+    their dates: the rows were ordered by meter alone."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    predict(api, 1)
+    predict(api, 1)
+    assert api.post_json("/v1/models/iris:predict", {"instances": [[1.0]]}).status_code == 400  # meter ""
+    now = (timezone.now() - timedelta(hours=1)).replace(minute=30)
+    when = [now - timedelta(**{moved_by: back}) for back in (5, 3, 1)]  # the unbilled call is the newest
+    for record, moment in zip(UsageRecord.objects.order_by("created_at"), when, strict=True):
+        UsageRecord.objects.filter(pk=record.pk).update(created_at=moment)
+    start = (now - timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    buckets = api.get(f"/v1/usage?group_by={group_by}&start={start}").json()["buckets"]
+    assert [b["bucket"] for b in buckets] == [bucket_of(moment) for moment in when]
+
+
+def test_model_and_key_buckets_come_in_name_order(api, org, iris, diabetes):
+    api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]})
+    api.post_json("/v1/models/diabetes:predict", {"instances": [[0.0] * 10]})
+    models = [b["model"] for b in api.get("/v1/usage?group_by=model").json()["buckets"] if b["model"]]
+    assert models == sorted(models) == ["diabetes", "iris"]
