@@ -182,7 +182,9 @@ def usage_reconcile(*, days: int = 3, now: datetime | None = None, include_today
     if include_today:
         end += timedelta(days=1)
     meters = {m.meter: m.stripe_meter_id for m in BillingMeter.objects.exclude(stripe_meter_id="")}
-    accounts = BillingAccount.objects.exclude(stripe_customer_id="").order_by("pk")
+    # Only organisations whose usage is pushed (subscribed at some point): one that merely opened
+    # Checkout has a customer too, and nothing of ours to compare.
+    accounts = BillingAccount.objects.exclude(stripe_customer_id="").exclude(metered_since__isnull=True).order_by("pk")
     issues = 0
     for account in accounts:
         for meter, meter_id in meters.items():

@@ -293,3 +293,13 @@ def test_it_reconciles_each_customer_with_what_was_sent_to_that_customer(synced,
     BillingAccount.objects.filter(organisation=org).update(stripe_customer_id=replacement)
     assert outbox.usage_reconcile(include_today=True) == 0
     assert not ReconciliationIssue.objects.exists()
+
+
+def test_it_reconciles_only_organisations_whose_usage_is_pushed(synced, org, other_org, customer):  # noqa: F811
+    """Every organisation that ever opened Checkout has a customer: reconciling those never subscribed
+    cost three Stripe calls each a day, enough to hit Stripe's rate limit and skip paying ones."""
+    payments.customer_ensure(organisation_id=other_org.pk)  # opened Checkout, never subscribed
+    synced.requests.clear()
+    outbox.usage_reconcile()
+    summaries = [path for method, path in synced.requests if path.endswith("/event_summaries")]
+    assert len(summaries) == 3  # the subscribed organisation's three meters only
