@@ -140,8 +140,9 @@ def admit(request: HttpRequest) -> HttpResponse | None:
 
 def payment_required_message(blocked: str) -> str:
     """Why a billable call is refused with 402, for an account whose standing blocks it."""
-    reason = "is cancelled" if blocked == "canceled" else "is past due beyond the grace period"
-    return f"Your subscription {reason}; update billing at POST /v1/billing/portal."
+    if blocked == "canceled":  # Stripe's customer portal cannot revive it: a new Checkout can
+        return "Your subscription is cancelled; subscribe again at POST /v1/billing/checkout."
+    return "Your subscription is past due beyond the grace period; update billing at POST /v1/billing/portal."
 
 
 def payment_required(blocked: str) -> APIError:

@@ -122,6 +122,7 @@ def test_it_answers_402_past_due_beyond_the_grace_period(api, org, iris):
     response = predict(api)
     assert response.status_code == 402
     assert response.json()["error"]["code"] == "payment_required"
+    assert "POST /v1/billing/portal" in response.json()["error"]["message"]  # where the card is changed
     assert api.get("/v1/usage").status_code == 200  # reading usage is never blocked
 
 
@@ -132,7 +133,10 @@ def test_it_serves_past_due_accounts_within_the_grace_period(api, org, iris):
 
 def test_it_answers_402_once_cancelled(api, org, iris):
     account_on(org, "payg", status="canceled")
-    assert predict(api).status_code == 402
+    response = predict(api)
+    assert response.status_code == 402
+    # Stripe's customer portal cannot revive a cancelled subscription: a new Checkout can
+    assert "POST /v1/billing/checkout" in response.json()["error"]["message"]
 
 
 def test_it_checks_quotas_in_the_database_when_redis_is_down(api, iris):
