@@ -5,7 +5,6 @@ organisation: another organisation's batch or file is a 404.
 """
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -20,6 +19,7 @@ from batches.models import Batch, File
 from .. import selectors
 from ..access import portal_view, session_principal, stale_row_response
 from ..forms import BatchCreateForm
+from .common import newest_first_page
 
 SCOPES = frozenset({"batch"})
 
@@ -41,12 +41,8 @@ def _form(request: HttpRequest) -> BatchCreateForm:
     return BatchCreateForm(request.POST or None, request.FILES or None, models=models)
 
 
-PAGE_SIZE = 50
-
-
 def _page(request: HttpRequest, form: BatchCreateForm, status: int = 200) -> HttpResponse:
-    batches = batch_selectors.batch_list(organisation_id=_org_id(request)).order_by("-id")
-    page = Paginator(batches, PAGE_SIZE).get_page(request.GET.get("page"))  # newest first; a bad number: a real page
+    page = newest_first_page(request, batch_selectors.batch_list(organisation_id=_org_id(request)))
     context = {
         "form": form,
         "batches": page.object_list,

@@ -5,7 +5,6 @@ selectors, which show an organisation only public models' bundles and its own (o
 """
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -21,9 +20,9 @@ from models_registry.models import ModelVersion
 
 from ..access import portal_view, session_principal, staff_view, stale_row_response
 from ..forms import BundleRequestForm
+from .common import newest_first_page
 
 SCOPES = frozenset({"bundles"})
-PAGE_SIZE = 50
 
 
 def _org_id(request: HttpRequest) -> int:
@@ -63,8 +62,7 @@ def bundles(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Bundle {bundle.public_id} is {bundle.get_status_display().lower()}.")
                 return redirect("portal-bundles")
         status = 400
-    bundles = edge_selectors.bundle_list(organisation_id=_org_id(request)).order_by("-id")
-    page = Paginator(bundles, PAGE_SIZE).get_page(request.GET.get("page"))  # newest first; a bad number: a real page
+    page = newest_first_page(request, edge_selectors.bundle_list(organisation_id=_org_id(request)))
     context = {
         "form": form,
         "bundles": page.object_list,

@@ -5,8 +5,17 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django import forms
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
+
+PAGE_SIZE = 50
+
+
+def newest_first_page(request: HttpRequest, rows: QuerySet[Any]) -> Page[Any]:
+    """The `?page=` page of `rows`, newest first (by id); a missing or bad number gives a real page."""
+    return Paginator(rows.order_by("-id"), PAGE_SIZE).get_page(request.GET.get("page"))
 
 
 class _Echo:
