@@ -27,9 +27,6 @@ class Wakeup:
     def set(self) -> None:
         self._lock.release()
 
-    def is_set(self) -> bool:
-        return not self._lock.locked()
-
     def wait(self, timeout: float | None = None) -> bool:
         if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
             return False
