@@ -23,7 +23,7 @@ class CursorPagination(_CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.max_page_size:  # "²" is a digit
+        if not _is_integer(raw) or not 1 <= int(raw) <= self.max_page_size:
             raise InvalidInput(f"limit must be an integer from 1 to {self.max_page_size}.", param="limit")
         return int(raw)
 
