@@ -22,6 +22,9 @@ max_requests_jitter = 100
 preload_app = False  # ORT sessions are built lazily per worker, never forked
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
+# "auto" parses HTTP with gunicorn_h1c (gunicorn's C parser, in requirements.txt) when it is installed,
+# else with gunicorn's Python parser; "fast" refuses to start without it.
+http_parser = os.environ.get("GUNICORN_HTTP_PARSER", "auto")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
