@@ -183,3 +183,30 @@ def test_a_string_input_takes_strings():
         ["a", "b"],
         ["c", ""],
     ]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/models/embedding:predict", {"instances": [[1, 99]]}),
+        (
+            "/v2/models/embedding/infer",
+            {"inputs": [{"name": "ids", "datatype": "INT64", "shape": [1, 2], "data": [1, 99]}]},
+        ),
+    ],
+    ids=["predict", "infer"],
+)
+def test_an_input_the_model_refuses_when_it_runs_is_a_400_not_a_500(api, db, path, body):
+    """An index past the end of an embedding table passes every signature check; ONNX Runtime refuses it."""
+    model_version_register(
+        model=model_get_or_create(name="embedding"), content=onnx_factories.embedding_lookup(), aliases=["production"]
+    )
+    assert api.post_json("/v1/models/embedding:predict", {"instances": [[1, 9]]}).status_code == 200
+
+    response = api.post_json(path, body)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    message = error["message"] if isinstance(error, dict) else error
+    assert "refused these inputs" in message
+    assert UsageRecord.objects.order_by("-id").values_list("status_code", "units").first() == (400, 0)
