@@ -360,7 +360,10 @@ def _from_binary(chunk: bytes, *, datatype: str, size: int, name: str) -> np.nda
             pos += 4
             if pos + length > len(chunk):
                 raise InvalidInput(f"Input '{name}' has a truncated BYTES element.")
-            items.append(chunk[pos : pos + length].decode("utf-8", errors="replace"))
+            try:
+                items.append(chunk[pos : pos + length].decode("utf-8"))
+            except UnicodeDecodeError:  # replacing it would run the model on text the client never sent
+                raise InvalidInput(f"Input '{name}' has a BYTES element that is not valid UTF-8 text.") from None
             pos += length
         if len(items) != size:
             raise InvalidInput(f"Input '{name}' has {len(items)} elements; its shape needs {size}.")

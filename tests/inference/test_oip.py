@@ -223,6 +223,27 @@ def test_binary_booleans_must_be_zero_or_one(api, db):
     assert "BOOL bytes other than 0 and 1" in bad.json()["error"]
 
 
+def test_binary_bytes_elements_must_be_utf8_text(api, db):
+    """A string tensor reaches the model as text: invalid UTF-8 used to become U+FFFD, a value nobody sent."""
+    from models_registry.services import model_get_or_create, model_version_register
+    from tests import onnx_factories
+
+    model_version_register(model=model_get_or_create(name="pairs"), content=onnx_factories.string_pairs())
+
+    def elements(*values: bytes) -> bytes:
+        return b"".join(struct.pack("<I", len(value)) + value for value in values)
+
+    def pair(blob: bytes) -> dict:
+        return {"name": "pair", "datatype": "BYTES", "shape": [1, 2], "parameters": {"binary_data_size": len(blob)}}
+
+    good = _binary_infer(api, "pairs", [pair(elements("é".encode(), b"b"))], elements("é".encode(), b"b"))
+    assert good.status_code == 200, good.content
+    assert good.json()["outputs"][0]["data"] == ["é", "b"]
+    bad = _binary_infer(api, "pairs", [pair(elements(b"\xff", b"b"))], elements(b"\xff", b"b"))
+    assert bad.status_code == 400, bad.content
+    assert "not valid UTF-8" in bad.json()["error"]
+
+
 def test_oip_header_length_must_not_be_negative(api, iris):
     response = api.generic(
         "POST",
