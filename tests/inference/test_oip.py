@@ -244,6 +244,26 @@ def test_binary_bytes_elements_must_be_utf8_text(api, db):
     assert "not valid UTF-8" in bad.json()["error"]
 
 
+@pytest.mark.parametrize("binary_output", [True, False])
+def test_a_client_accepting_octet_stream_gets_its_answer(api, iris, binary_output):
+    """Binary outputs are sent as application/octet-stream; asking for that type was a 406."""
+    body = {
+        "inputs": [_tensor([value for row in IRIS_ROWS for value in row])],
+        "parameters": {"binary_data_output": binary_output},
+    }
+    response = _infer(api, "/v2/models/iris/infer", body, HTTP_ACCEPT="application/octet-stream")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == ("application/octet-stream" if binary_output else "application/json")
+    assert "Inference-Header-Content-Length" in response if binary_output else response.json()["outputs"]
+
+
+def test_a_client_accepting_only_octet_stream_gets_errors_as_json(api, iris):
+    response = _infer(api, "/v2/models/nope/infer", {"inputs": []}, HTTP_ACCEPT="application/octet-stream")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "Model 'nope' not found."}
+
+
 def test_oip_header_length_must_not_be_negative(api, iris):
     response = api.generic(
         "POST",
