@@ -317,6 +317,8 @@ def oip_feeds(request: Any, binary: bytes, *, signature: Signature) -> dict[str,
         # `type(...) is int`: JSON true/false are Python bools, which isinstance(_, int) would take as 1/0.
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise InvalidInput(f"Input '{name}' needs a 'shape' of non-negative integers.")
+        if len(shape) != len(expected := specs[name]["shape"]):  # also before numpy's 64-dimension limit
+            raise InvalidInput(f"Input '{name}' has shape {shape}; the model expects {_shape_text(expected)}.")
         size = math.prod(shape)
         parameters = tensor.get("parameters") or {}
         binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None

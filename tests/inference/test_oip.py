@@ -264,6 +264,18 @@ def test_a_client_accepting_only_octet_stream_gets_errors_as_json(api, iris):
     assert response.json() == {"error": "Model 'nope' not found."}
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_shape_of_more_dimensions_than_numpy_holds_is_a_400(api, iris, binary):
+    """numpy refuses arrays of over 64 dimensions: `reshape` raised ValueError, a 500."""
+    if binary:
+        tensor = {"name": "input", "datatype": "FP32", "shape": [1] * 70, "parameters": {"binary_data_size": 4}}
+        response = _binary_infer(api, "iris", [tensor], b"\0\0\0\0")
+    else:
+        response = _infer(api, "/v2/models/iris/infer", {"inputs": [_tensor([1.0], shape=[1] * 70)]})
+    assert response.status_code == 400, response.content
+    assert "the model expects [N, 4]" in response.json()["error"]
+
+
 def test_oip_header_length_must_not_be_negative(api, iris):
     response = api.generic(
         "POST",
