@@ -399,10 +399,11 @@ def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[
     if not isinstance(wanted, list):
         raise InvalidInput("'outputs' must be a list.")
     result: list[tuple[str, bool]] = []
-    for item in wanted:
-        if not isinstance(item, dict) or item.get("name") not in available:
-            name = item.get("name") if isinstance(item, dict) else item
-            raise InvalidInput(f"Unknown output '{name}'; this model's outputs are: {', '.join(available)}.")
+    for index, item in enumerate(wanted):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInput(f"outputs[{index}] must be an object with a 'name'.")
+        if item["name"] not in available:
+            raise InvalidInput(f"Unknown output '{item['name']}'; this model's outputs are: {', '.join(available)}.")
         if any(name == item["name"] for name, _ in result):
             raise InvalidInput(f"Output '{item['name']}' is requested twice.")
         result.append((item["name"], _flag(item.get("parameters"), "binary_data", default_binary)))

@@ -276,6 +276,14 @@ def test_a_shape_of_more_dimensions_than_numpy_holds_is_a_400(api, iris, binary)
     assert "the model expects [N, 4]" in response.json()["error"]
 
 
+@pytest.mark.parametrize("entry", ["label", None, {}, {"name": ["label"]}], ids=["string", "null", "no-name", "list"])
+def test_an_outputs_entry_that_is_not_an_object_with_a_name_says_so(api, iris, entry):
+    """`"outputs": ["label"]` was answered "Unknown output 'label'; this model's outputs are: label, ..."."""
+    response = _infer(api, "/v2/models/iris/infer", {"inputs": [_tensor(IRIS_ROWS)], "outputs": [entry]})
+    assert response.status_code == 400
+    assert response.json() == {"error": "outputs[0] must be an object with a 'name'."}
+
+
 def test_oip_header_length_must_not_be_negative(api, iris):
     response = api.generic(
         "POST",
