@@ -40,7 +40,7 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
         # numpy makes "1" or "True" of a number or boolean among strings: each value must be one.
         if kind != "U" or not _all_strings(data):
             raise InvalidInput(f"Input '{name}' expects strings ({datatype}).", param=param)
-        return raw.astype(object)
+        return np.array(data, dtype=object)  # not `raw.astype`: fixed-width strings lose trailing NULs
     if datatype == "BOOL":
         if kind != "b":
             raise InvalidInput(f"Input '{name}' expects booleans (BOOL).", param=param)

@@ -185,6 +185,14 @@ def test_a_string_input_takes_strings():
     ]
 
 
+def test_a_string_keeps_its_trailing_nul_characters(api, db):
+    """numpy's fixed-width strings drop trailing NULs: "ab\\u0000" reached the model as "ab" (binary OIP kept it)."""
+    model_version_register(model=model_get_or_create(name="pairs"), content=onnx_factories.string_pairs())
+    response = api.post_json("/v1/models/pairs:predict", {"instances": [["ab\u0000", "\u0000"]]})
+    assert response.status_code == 200, response.content
+    assert response.json()["predictions"] == [["ab\u0000", "\u0000"]]
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
