@@ -24,6 +24,8 @@ def _input_specs(signature: Signature) -> dict[str, dict[str, Any]]:
 
 def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
     """A JSON value (nested lists or scalar) as a numpy array of `datatype`, strictly checked."""
+    if data is None:
+        raise InvalidInput(f"Input '{name}' is null; send its values.", param=param)
     try:
         raw = np.asarray(data)
     except (ValueError, TypeError):

@@ -185,6 +185,14 @@ def test_a_string_input_takes_strings():
     ]
 
 
+@pytest.mark.parametrize("body", [{"inputs": None}, {"inputs": {"input": None}}])
+def test_a_null_input_is_called_null(api, iris, body):
+    """It was "Input 'input' mixes value types or holds numbers out of range."."""
+    response = api.post_json("/v1/models/iris:predict", body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Input 'input' is null; send its values."
+
+
 def test_a_string_keeps_its_trailing_nul_characters(api, db):
     """numpy's fixed-width strings drop trailing NULs: "ab\\u0000" reached the model as "ab" (binary OIP kept it)."""
     model_version_register(model=model_get_or_create(name="pairs"), content=onnx_factories.string_pairs())
