@@ -86,7 +86,11 @@ class Unavailable(APIError):
 
 
 def is_v2(path: str) -> bool:
-    return path.startswith("/v2")
+    return path.lstrip("/").startswith("v2")  # "//v2/...": a base URL ending in "/"
+
+
+def _is_api(path: str) -> bool:
+    return path.lstrip("/").startswith(("v1", "v2", "api"))
 
 
 def envelope(*, status: int, code: str, message: str, param: str | None, request_id: str) -> dict[str, Any]:
@@ -206,7 +210,7 @@ def exception_response(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """Django's 400 (a SuspiciousOperation such as a Host not in ALLOWED_HOSTS) on an API path."""
-    if request.path.startswith(("/v1", "/v2", "/api")):
+    if _is_api(request.path):
         return error_response(request, status=400, code="bad_request", message="The request was refused as malformed.")
     from django.views.defaults import bad_request
 
@@ -214,15 +218,18 @@ def bad_request_view(request: HttpRequest, exception: Exception | None = None) -
 
 
 def not_found_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if request.path.startswith(("/v1", "/v2", "/api")):
-        return error_response(request, status=404, code="not_found", message="No such endpoint.")
+    if _is_api(request.path):
+        message = "No such endpoint."
+        if request.path.startswith("//"):
+            message = "No such endpoint: the path starts with '//' (does your base URL end with '/'?)."
+        return error_response(request, status=404, code="not_found", message=message)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception or Http404())
 
 
 def server_error_view(request: HttpRequest) -> HttpResponse:
-    if request.path.startswith(("/v1", "/v2", "/api")):
+    if _is_api(request.path):
         return error_response(
             request,
             status=500,

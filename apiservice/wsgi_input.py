@@ -19,7 +19,9 @@ from django.conf import settings
 BODY_ERROR = "modelmeter.body_error"  # (status, code, message) for the gateway to answer
 BODY_OVER_LIMIT = "modelmeter.body_over_limit"  # True: the body is longer than the cap (413)
 _API_PREFIXES = ("/v1", "/v2")
-_ENCODINGS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+_GZIP_WBITS = zlib.MAX_WBITS | 16
+_GZIP_MAX_MEMBERS = 16
+_ENCODINGS = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": zlib.MAX_WBITS}
 _READ_CHUNK = 64 * 1024
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -51,12 +53,26 @@ def _read_at_most(stream: Any, limit: int) -> bytes:
 
 
 def _inflate(data: bytes, *, wbits: int, limit: int) -> bytes:
-    """Decompressed `data`, at most `limit` bytes; zlib.error for a corrupt or truncated stream."""
-    inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(data, limit)
-    if not inflater.eof and len(out) < limit:
-        raise zlib.error("the compressed body is truncated")
-    return out
+    """Decompressed `data`, at most `limit` bytes; zlib.error for a corrupt or truncated stream, or for
+    bytes after its end. A gzip body may hold several members one after another (RFC 1952), up to
+    `_GZIP_MAX_MEMBERS`: each member copies the rest of the body (`unused_data`), so a body of
+    thousands of empty members would cost minutes of CPU."""
+    parts, size = [], 0
+    for _ in range(_GZIP_MAX_MEMBERS):
+        inflater = zlib.decompressobj(wbits)
+        part = inflater.decompress(data, limit - size)
+        parts.append(part)
+        size += len(part)
+        if size >= limit:
+            return b"".join(parts)
+        if not inflater.eof:
+            raise zlib.error("the compressed body is truncated")
+        data = inflater.unused_data
+        if not data:
+            return b"".join(parts)
+        if wbits != _GZIP_WBITS:
+            raise zlib.error("bytes after the end of the compressed body")
+    raise zlib.error("too many gzip members")
 
 
 def plain_body(environ: dict[str, Any]) -> None:

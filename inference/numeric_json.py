@@ -11,7 +11,8 @@ stay the reference:
   and `data`), so no value can hide a nested or ragged list, which `as_buffer` would flatten;
 - every value of those arrays is a number (`as_buffer` refuses anything else), and below 2**53 in
   magnitude, so its float64 is the same number numpy's conversion of the JSON integer would give;
-- object keys are unique (simdjson's lookup takes the first of duplicates, orjson the last).
+- object keys are unique (simdjson's lookup takes the first of duplicates, orjson the last);
+- the body does not start with a UTF-8 byte order mark (simdjson skips it, orjson refuses it).
 What simdjson rejects (bad JSON, numbers out of range) goes to the general path too.
 """
 
@@ -27,6 +28,7 @@ MIN_BYTES = 4096  # below this the general path is as fast, and small calls keep
 MAX_BYTES = 1 << 20  # a parser keeps buffers sized to its largest document: ~3.5 MB per thread at 1 MiB
 _EXACT_LIMIT = 2.0**53
 _OPEN_BRACKET = ord("[")
+_BOM = b"\xef\xbb\xbf"
 _local = threading.local()
 
 
@@ -63,7 +65,7 @@ def _python(value: Any) -> Any:
 
 
 def _parsed(raw: bytes, build: Any) -> Any:
-    if not MIN_BYTES <= len(raw) <= MAX_BYTES:
+    if not MIN_BYTES <= len(raw) <= MAX_BYTES or raw.startswith(_BOM):
         return None
     try:
         return build(_parser().parse(raw), raw)

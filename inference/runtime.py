@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from .datatypes import OIP_TO_NUMPY
 
@@ -57,10 +58,18 @@ def sample_feeds(signature: Mapping[str, list[dict]], rows: int = 1) -> dict[str
     return feeds
 
 
+class InputRejected(Exception):
+    """ONNX Runtime refused checked inputs while running (INVALID_ARGUMENT): a value the signature
+    cannot describe, such as an index past the end of an embedding table."""
+
+
 def run_session(
     session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], output_names: list[str]
 ) -> dict[str, np.ndarray]:
-    results = session.run(output_names, dict(feeds))
+    try:
+        results = session.run(output_names, dict(feeds))
+    except InvalidArgument as exc:
+        raise InputRejected(str(exc)) from exc
     return {name: np.asarray(value) for name, value in zip(output_names, results, strict=True)}
 
 

@@ -1,5 +1,6 @@
 """Online inference: resolve a servable version, check inputs, run the model."""
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -9,12 +10,14 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from apiservice.errors import Conflict
+from apiservice.errors import Conflict, InvalidInput
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get, model_version_local_path, model_version_resolve
 
 from . import runtime
 from .tensors import check_feeds
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,4 +101,11 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """Run checked feeds through the version's cached ONNX Runtime session."""
     loaded = runtime.loaded_model(key=servable.version_id, path=servable.path, signature=servable.signature)
-    return runtime.run_session(loaded.session, feeds, output_names or loaded.output_names)
+    try:
+        return runtime.run_session(loaded.session, feeds, output_names or loaded.output_names)
+    except runtime.InputRejected as exc:
+        logger.warning("model %s v%s refused inputs: %s", servable.model_name, servable.number, exc)
+        raise InvalidInput(
+            "The model refused these inputs when it ran: a value is outside what it accepts "
+            "(for example an index past the end of a lookup table)."
+        ) from None

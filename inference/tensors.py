@@ -24,6 +24,8 @@ def _input_specs(signature: Signature) -> dict[str, dict[str, Any]]:
 
 def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
     """A JSON value (nested lists or scalar) as a numpy array of `datatype`, strictly checked."""
+    if data is None:
+        raise InvalidInput(f"Input '{name}' is null; send its values.", param=param)
     try:
         raw = np.asarray(data)
     except (ValueError, TypeError):
@@ -40,7 +42,7 @@ def to_array(data: Any, *, datatype: str, name: str, param: str) -> np.ndarray:
         # numpy makes "1" or "True" of a number or boolean among strings: each value must be one.
         if kind != "U" or not _all_strings(data):
             raise InvalidInput(f"Input '{name}' expects strings ({datatype}).", param=param)
-        return raw.astype(object)
+        return np.array(data, dtype=object)  # not `raw.astype`: fixed-width strings lose trailing NULs
     if datatype == "BOOL":
         if kind != "b":
             raise InvalidInput(f"Input '{name}' expects booleans (BOOL).", param=param)
@@ -317,6 +319,8 @@ def oip_feeds(request: Any, binary: bytes, *, signature: Signature) -> dict[str,
         # `type(...) is int`: JSON true/false are Python bools, which isinstance(_, int) would take as 1/0.
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise InvalidInput(f"Input '{name}' needs a 'shape' of non-negative integers.")
+        if len(shape) != len(expected := specs[name]["shape"]):  # also before numpy's 64-dimension limit
+            raise InvalidInput(f"Input '{name}' has shape {shape}; the model expects {_shape_text(expected)}.")
         size = math.prod(shape)
         parameters = tensor.get("parameters") or {}
         binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
@@ -360,7 +364,10 @@ def _from_binary(chunk: bytes, *, datatype: str, size: int, name: str) -> np.nda
             pos += 4
             if pos + length > len(chunk):
                 raise InvalidInput(f"Input '{name}' has a truncated BYTES element.")
-            items.append(chunk[pos : pos + length].decode("utf-8", errors="replace"))
+            try:
+                items.append(chunk[pos : pos + length].decode("utf-8"))
+            except UnicodeDecodeError:  # replacing it would run the model on text the client never sent
+                raise InvalidInput(f"Input '{name}' has a BYTES element that is not valid UTF-8 text.") from None
             pos += length
         if len(items) != size:
             raise InvalidInput(f"Input '{name}' has {len(items)} elements; its shape needs {size}.")
@@ -394,10 +401,11 @@ def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[
     if not isinstance(wanted, list):
         raise InvalidInput("'outputs' must be a list.")
     result: list[tuple[str, bool]] = []
-    for item in wanted:
-        if not isinstance(item, dict) or item.get("name") not in available:
-            name = item.get("name") if isinstance(item, dict) else item
-            raise InvalidInput(f"Unknown output '{name}'; this model's outputs are: {', '.join(available)}.")
+    for index, item in enumerate(wanted):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInput(f"outputs[{index}] must be an object with a 'name'.")
+        if item["name"] not in available:
+            raise InvalidInput(f"Unknown output '{item['name']}'; this model's outputs are: {', '.join(available)}.")
         if any(name == item["name"] for name, _ in result):
             raise InvalidInput(f"Output '{item['name']}' is requested twice.")
         result.append((item["name"], _flag(item.get("parameters"), "binary_data", default_binary)))

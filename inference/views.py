@@ -4,6 +4,7 @@ Views only translate: parse the body, call `inference.services`, render. The led
 by `APIGatewayMiddleware` from what `usage_of(request)` is told here.
 """
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -11,7 +12,10 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -337,10 +341,27 @@ class ModelReadyView(APIView):
         )
 
 
+class InferNegotiation(DefaultContentNegotiation):
+    """A client may accept `application/octet-stream`, the type of binary-tensor answers: JSON renders
+    the rest (errors, JSON outputs), as Triton answers them whatever the Accept header."""
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        try:
+            return super().select_renderer(request, renderers, format_suffix)  # type: ignore[no-any-return]
+        except NotAcceptable:
+            if "application/octet-stream" not in request.META.get("HTTP_ACCEPT", ""):
+                raise
+            first = next(iter(renderers))
+            return first, first.media_type
+
+
 class InferView(APIView):
     """OIP v2 infer; like `PredictView`, served by the gateway's fast route in the common case."""
 
     required_scope = "predict"
+    content_negotiation_class = InferNegotiation
 
     @extend_schema(
         request=OIP_INFER_REQUEST,

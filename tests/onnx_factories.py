@@ -140,3 +140,17 @@ def string_pairs() -> bytes:
         [helper.make_tensor_value_info("pair_out", TensorProto.STRING, ["N", 2])],
     )
     return _model(graph)
+
+
+def embedding_lookup() -> bytes:
+    """vector = table[ids] (Gather on a 10 x 3 table): ids (INT64 [N, 2]) past 9 make ONNX Runtime refuse
+    the call (INVALID_ARGUMENT), which no signature check can foresee."""
+    table = numpy_helper.from_array(np.arange(30, dtype=np.float32).reshape(10, 3), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["vector"], axis=0)],
+        "embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 2])],
+        [helper.make_tensor_value_info("vector", TensorProto.FLOAT, ["N", 2, 3])],
+        [table],
+    )
+    return _model(graph)

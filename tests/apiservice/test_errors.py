@@ -26,6 +26,20 @@ def test_an_unknown_api_route_is_a_json_404_with_debug_on_too(api, settings, pat
         assert error["code"] == "not_found"
 
 
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("path", ["//v1/models", "//v1/models/iris:predict", "//v2/models/iris/infer"])
+def test_an_api_path_with_a_doubled_slash_is_a_json_404_that_says_so(api, iris, settings, debug, path):
+    """A base URL ending in '/' ($MM_URL/v1/...) used to get the portal's HTML 404 page."""
+    settings.DEBUG = debug
+    # A full URL: the test client would read "//v1/models" as host "v1" and path "/models".
+    response = api.post(f"http://testserver{path}", data=b"{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    message = error if path.startswith("//v2") else error["message"]  # the OIP face keeps its spec's shape
+    assert "'//'" in message
+
+
 @pytest.mark.parametrize(
     ("query", "param"),
     [

@@ -96,3 +96,31 @@ def test_a_plain_body_is_left_alone():
     environ = {"CONTENT_LENGTH": str(len(BODY)), "wsgi.input": stream, "HTTP_CONTENT_ENCODING": "identity"}
     plain_body(environ)
     assert environ["wsgi.input"] is stream and BODY_OVER_LIMIT not in environ and BODY_ERROR not in environ
+
+
+def _plain(body: bytes, encoding: str) -> dict:
+    environ = {"CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "HTTP_CONTENT_ENCODING": encoding}
+    plain_body(environ)
+    return environ
+
+
+def test_a_gzip_body_of_several_members_is_read_whole():
+    """RFC 1952 allows members one after another (`cat a.gz b.gz`); only the first used to be read."""
+    environ = _plain(gzip.compress(BODY[:10]) + gzip.compress(BODY[10:]), "gzip")
+    assert BODY_ERROR not in environ
+    assert environ["wsgi.input"].read() == BODY
+
+
+@pytest.mark.parametrize(
+    ("encoding", "packed"),
+    [("gzip", gzip.compress(BODY) + b"junk"), ("deflate", zlib.compress(BODY) + zlib.compress(b" "))],
+    ids=["gzip", "deflate"],
+)
+def test_bytes_after_the_end_of_a_compressed_body_are_refused_not_dropped(encoding, packed):
+    assert _plain(packed, encoding)[BODY_ERROR] == (400, "invalid_body", f"The body is not valid {encoding} data.")
+
+
+def test_a_gzip_body_of_too_many_members_is_refused():
+    """Each member costs a copy of the rest of the body: 8 MiB of empty members took minutes."""
+    members = gzip.compress(BODY) + gzip.compress(b"", mtime=0) * 16
+    assert _plain(members, "gzip")[BODY_ERROR][:2] == (400, "invalid_body")

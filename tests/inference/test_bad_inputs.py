@@ -183,3 +183,46 @@ def test_a_string_input_takes_strings():
         ["a", "b"],
         ["c", ""],
     ]
+
+
+@pytest.mark.parametrize("body", [{"inputs": None}, {"inputs": {"input": None}}])
+def test_a_null_input_is_called_null(api, iris, body):
+    """It was "Input 'input' mixes value types or holds numbers out of range."."""
+    response = api.post_json("/v1/models/iris:predict", body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Input 'input' is null; send its values."
+
+
+def test_a_string_keeps_its_trailing_nul_characters(api, db):
+    """numpy's fixed-width strings drop trailing NULs: "ab\\u0000" reached the model as "ab" (binary OIP kept it)."""
+    model_version_register(model=model_get_or_create(name="pairs"), content=onnx_factories.string_pairs())
+    response = api.post_json("/v1/models/pairs:predict", {"instances": [["ab\u0000", "\u0000"]]})
+    assert response.status_code == 200, response.content
+    assert response.json()["predictions"] == [["ab\u0000", "\u0000"]]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/models/embedding:predict", {"instances": [[1, 99]]}),
+        (
+            "/v2/models/embedding/infer",
+            {"inputs": [{"name": "ids", "datatype": "INT64", "shape": [1, 2], "data": [1, 99]}]},
+        ),
+    ],
+    ids=["predict", "infer"],
+)
+def test_an_input_the_model_refuses_when_it_runs_is_a_400_not_a_500(api, db, path, body):
+    """An index past the end of an embedding table passes every signature check; ONNX Runtime refuses it."""
+    model_version_register(
+        model=model_get_or_create(name="embedding"), content=onnx_factories.embedding_lookup(), aliases=["production"]
+    )
+    assert api.post_json("/v1/models/embedding:predict", {"instances": [[1, 9]]}).status_code == 200
+
+    response = api.post_json(path, body)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    message = error["message"] if isinstance(error, dict) else error
+    assert "refused these inputs" in message
+    assert UsageRecord.objects.order_by("-id").values_list("status_code", "units").first() == (400, 0)

@@ -212,3 +212,21 @@ def test_the_general_path_reads_the_same_feeds_for_a_fast_body(diabetes):
     matrix = matrix_of(body_of({"instances": rows}))
     assert form == "instances" and matrix is not None
     assert np.array_equal(feeds["input"], matrix.astype(np.float32))
+
+
+BOM = b"\xef\xbb\xbf"  # RFC 8259 lets a parser refuse it; orjson does, so the fast path must too
+
+
+@pytest.mark.parametrize(
+    ("path", "body_for"),
+    [
+        ("/v1/models/diabetes:predict", lambda rows: {"instances": rows}),
+        ("/v2/models/diabetes/infer", oip_body),
+    ],
+    ids=["predict", "infer"],
+)
+def test_a_large_body_with_a_byte_order_mark_is_refused_as_a_small_one_is(api, diabetes, path, body_for):
+    small = api.post(path, data=BOM + json.dumps(body_for(dense_rows(1))).encode(), content_type="application/json")
+    large = api.post(path, data=BOM + body_of(body_for(dense_rows())), content_type="application/json")
+    assert small.status_code == large.status_code == 400, large.content
+    assert "byte order mark" in large.content.decode()

@@ -223,6 +223,67 @@ def test_binary_booleans_must_be_zero_or_one(api, db):
     assert "BOOL bytes other than 0 and 1" in bad.json()["error"]
 
 
+def test_binary_bytes_elements_must_be_utf8_text(api, db):
+    """A string tensor reaches the model as text: invalid UTF-8 used to become U+FFFD, a value nobody sent."""
+    from models_registry.services import model_get_or_create, model_version_register
+    from tests import onnx_factories
+
+    model_version_register(model=model_get_or_create(name="pairs"), content=onnx_factories.string_pairs())
+
+    def elements(*values: bytes) -> bytes:
+        return b"".join(struct.pack("<I", len(value)) + value for value in values)
+
+    def pair(blob: bytes) -> dict:
+        return {"name": "pair", "datatype": "BYTES", "shape": [1, 2], "parameters": {"binary_data_size": len(blob)}}
+
+    good = _binary_infer(api, "pairs", [pair(elements("é".encode(), b"b"))], elements("é".encode(), b"b"))
+    assert good.status_code == 200, good.content
+    assert good.json()["outputs"][0]["data"] == ["é", "b"]
+    bad = _binary_infer(api, "pairs", [pair(elements(b"\xff", b"b"))], elements(b"\xff", b"b"))
+    assert bad.status_code == 400, bad.content
+    assert "not valid UTF-8" in bad.json()["error"]
+
+
+@pytest.mark.parametrize("binary_output", [True, False])
+def test_a_client_accepting_octet_stream_gets_its_answer(api, iris, binary_output):
+    """Binary outputs are sent as application/octet-stream; asking for that type was a 406."""
+    body = {
+        "inputs": [_tensor([value for row in IRIS_ROWS for value in row])],
+        "parameters": {"binary_data_output": binary_output},
+    }
+    response = _infer(api, "/v2/models/iris/infer", body, HTTP_ACCEPT="application/octet-stream")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == ("application/octet-stream" if binary_output else "application/json")
+    assert "Inference-Header-Content-Length" in response if binary_output else response.json()["outputs"]
+
+
+def test_a_client_accepting_only_octet_stream_gets_errors_as_json(api, iris):
+    response = _infer(api, "/v2/models/nope/infer", {"inputs": []}, HTTP_ACCEPT="application/octet-stream")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "Model 'nope' not found."}
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_shape_of_more_dimensions_than_numpy_holds_is_a_400(api, iris, binary):
+    """numpy refuses arrays of over 64 dimensions: `reshape` raised ValueError, a 500."""
+    if binary:
+        tensor = {"name": "input", "datatype": "FP32", "shape": [1] * 70, "parameters": {"binary_data_size": 4}}
+        response = _binary_infer(api, "iris", [tensor], b"\0\0\0\0")
+    else:
+        response = _infer(api, "/v2/models/iris/infer", {"inputs": [_tensor([1.0], shape=[1] * 70)]})
+    assert response.status_code == 400, response.content
+    assert "the model expects [N, 4]" in response.json()["error"]
+
+
+@pytest.mark.parametrize("entry", ["label", None, {}, {"name": ["label"]}], ids=["string", "null", "no-name", "list"])
+def test_an_outputs_entry_that_is_not_an_object_with_a_name_says_so(api, iris, entry):
+    """`"outputs": ["label"]` was answered "Unknown output 'label'; this model's outputs are: label, ..."."""
+    response = _infer(api, "/v2/models/iris/infer", {"inputs": [_tensor(IRIS_ROWS)], "outputs": [entry]})
+    assert response.status_code == 400
+    assert response.json() == {"error": "outputs[0] must be an object with a 'name'."}
+
+
 def test_oip_header_length_must_not_be_negative(api, iris):
     response = api.generic(
         "POST",
