@@ -25,6 +25,12 @@ errorlog = "-"
 # "auto" parses HTTP with gunicorn_h1c (gunicorn's C parser, in requirements.txt) when it is installed,
 # else with gunicorn's Python parser; "fast" refuses to start without it.
 http_parser = os.environ.get("GUNICORN_HTTP_PARSER", "auto")
+# gunicorn's control socket (for `gunicornc`) defaults to one path per user, which every gunicorn of that
+# user on the host would share; it is off unless this instance is given a path of its own.
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 

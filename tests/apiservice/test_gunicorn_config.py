@@ -34,3 +34,10 @@ def test_the_python_parser_can_be_chosen(monkeypatch):
 def test_threads_and_workers_come_from_the_environment(monkeypatch):
     cfg = production_config(monkeypatch, GUNICORN_WORKERS="3", GUNICORN_THREADS="4")
     assert (cfg.workers, cfg.threads, cfg.worker_class_str) == (3, 4, "gthread")
+
+
+def test_the_control_socket_is_off_unless_given_a_path_of_its_own(monkeypatch, tmp_path):
+    assert production_config(monkeypatch).control_socket_disable is True
+    own = str(tmp_path / "gunicorn.ctl")
+    cfg = production_config(monkeypatch, GUNICORN_CONTROL_SOCKET=own)
+    assert (cfg.control_socket_disable, cfg.control_socket) == (False, own)
