@@ -5,9 +5,14 @@ from django.contrib import admin
 from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import AbstractAPIKey
+from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from .models import APIKey, Membership, Organisation, Scope
 from .services import api_key_revoke
+
+# The library registers its own concrete APIKey: keys made there are not an organisation's and never
+# authenticate. Staff make keys under Organisations' "API keys" (OrgAPIKeyAdmin below).
+admin.site.unregister(LibraryAPIKey)
 
 
 class MembershipInline(admin.TabularInline):

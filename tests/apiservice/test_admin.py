@@ -60,3 +60,10 @@ def test_it_keeps_the_revocation_and_last_use_times_read_only(admin_client: Clie
     key.refresh_from_db()
     assert (key.revoked, key.last_used_at) == (True, None)
     assert key.revoked_at == revoked_at is not None
+
+
+def test_it_offers_staff_only_the_organisation_api_keys(admin_client: Client) -> None:
+    index = admin_client.get("/admin/").content.decode()
+    assert "/admin/apiservice/apikey/" in index
+    assert "/admin/rest_framework_api_key/" not in index
+    assert admin_client.get("/admin/rest_framework_api_key/apikey/add/").status_code == 404
