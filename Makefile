@@ -59,6 +59,7 @@ migrations-check: $(STAMP)
 
 check-deploy: $(STAMP) ## Django's deployment checklist with production settings
 	DJANGO_SECRET_KEY=$$(python3 -c 'import secrets;print(secrets.token_urlsafe(64))') \
+	EDGE_SIGNING_KEY="$$(openssl genpkey -algorithm ed25519)" \
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DJANGO_ALLOWED_HOSTS=api.example.com \
 		$(PY) manage.py check --deploy --fail-level WARNING
 

@@ -23,6 +23,8 @@ VAR_DIR = Path(env.str("MODELMETER_VAR_DIR", default=str(BASE_DIR / "var")))
 # Key for secrets we must read back (webhook signing secrets); defaults to one derived from SECRET_KEY.
 FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
 
+# A key from VAR_DIR is this host's alone: `check --deploy` warns about it (apiservice.W006).
+SECRET_KEY_FROM_VAR_DIR = not SECRET_KEY
 if not SECRET_KEY:
     if not DEBUG and env.bool("DJANGO_REQUIRE_SECRET_KEY", default=False):
         raise environ.ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
