@@ -27,6 +27,24 @@ def test_an_unknown_api_route_is_a_json_404_with_debug_on_too(api, settings, pat
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/v1/files/%00"),
+        ("delete", "/v1/files/file-%00"),
+        ("get", "/v1/files/%00/content"),
+        ("get", "/v1/batches/batch_%00"),
+        ("post", "/v1/batches/%00/cancel"),
+        ("get", "/v1/bundles/%00"),
+        ("get", "/v1/bundles/%00/download"),
+    ],
+)
+def test_an_id_holding_a_nul_byte_is_a_json_404_not_a_500(api, method, path):
+    response = getattr(api, method)(path)  # PostgreSQL text cannot hold NUL: the lookup itself would fail
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
     ("query", "param"),
     [
         ("cursor=garbage", "cursor"),
