@@ -10,6 +10,17 @@ from rest_framework_api_key.models import APIKey as LibraryAPIKey
 from .models import APIKey, Membership, Organisation, Scope
 from .services import api_key_revoke
 
+
+class TextPrimaryKeyAdmin(admin.ModelAdmin):
+    """For models whose primary key is text: Django's admin looks an id from the URL up as given, and
+    PostgreSQL refuses a NUL byte in text (a 500 for `/admin/.../%00/change/`). Such an id is no object."""
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        if "\x00" in object_id:
+            return None
+        return super().get_object(request, object_id, from_field)
+
+
 # The library registers its own concrete APIKey: keys made there are not an organisation's and never
 # authenticate. Staff make keys under Organisations' "API keys" (OrgAPIKeyAdmin below).
 admin.site.unregister(LibraryAPIKey)
@@ -39,7 +50,7 @@ class APIKeyAdminForm(forms.ModelForm):
 
 
 @admin.register(APIKey)
-class OrgAPIKeyAdmin(APIKeyModelAdmin):
+class OrgAPIKeyAdmin(TextPrimaryKeyAdmin, APIKeyModelAdmin):
     """The secret is shown once, on creation; only the prefix and hash are ever stored."""
 
     form = APIKeyAdminForm

@@ -67,3 +67,18 @@ def test_it_offers_staff_only_the_organisation_api_keys(admin_client: Client) ->
     assert "/admin/apiservice/apikey/" in index
     assert "/admin/rest_framework_api_key/" not in index
     assert admin_client.get("/admin/rest_framework_api_key/apikey/add/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "apiservice/apikey/%00/change",
+        "apiservice/apikey/%00/delete",
+        "apiservice/apikey/%00/history",
+        "billing/usagereport/%00/change",  # reports are never deleted (no delete view)
+        "billing/usagereport/%00/history",
+    ],
+)
+def test_an_admin_id_holding_a_nul_byte_is_no_object_not_a_500(admin_client: Client, path: str) -> None:
+    response = admin_client.get(f"/admin/{path}/")
+    assert response.status_code == 302  # to the admin index, "doesn't exist"
