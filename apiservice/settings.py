@@ -281,7 +281,9 @@ LOGGING = {
     "formatters": {"json": {"()": "apiservice.logging.JSONFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # "django": no handler of its own (Django's default adds a plain-text console one under DEBUG, which
+    # printed each record twice in `make run`); its records reach the JSON handler at the root.
+    "loggers": {"django": {"handlers": [], "level": "INFO"}, "django.db.backends": {"level": "WARNING"}},
 }
 
 # --- Billing (plans, limits, idempotency, Stripe) ---------------------------------------------------
