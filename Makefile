@@ -59,6 +59,7 @@ migrations-check: $(STAMP)
 
 check-deploy: $(STAMP) ## Django's deployment checklist with production settings
 	DJANGO_SECRET_KEY=$$(python3 -c 'import secrets;print(secrets.token_urlsafe(64))') \
+	EDGE_SIGNING_KEY="$$($(PY) -c 'from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K; from cryptography.hazmat.primitives import serialization as s; print(K.generate().private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()).decode())')" \
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DJANGO_ALLOWED_HOSTS=api.example.com \
 		$(PY) manage.py check --deploy --fail-level WARNING
 

@@ -1,8 +1,29 @@
+from typing import Any
+
 from django import forms
 from django.contrib import admin
+from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import AbstractAPIKey
+from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from .models import APIKey, Membership, Organisation, Scope
+from .services import api_key_revoke
+
+
+class TextPrimaryKeyAdmin(admin.ModelAdmin):
+    """For models whose primary key is text: Django's admin looks an id from the URL up as given, and
+    PostgreSQL refuses a NUL byte in text (a 500 for `/admin/.../%00/change/`). Such an id is no object."""
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        if "\x00" in object_id:
+            return None
+        return super().get_object(request, object_id, from_field)
+
+
+# The library registers its own concrete APIKey: keys made there are not an organisation's and never
+# authenticate. Staff make keys under Organisations' "API keys" (OrgAPIKeyAdmin below).
+admin.site.unregister(LibraryAPIKey)
 
 
 class MembershipInline(admin.TabularInline):
@@ -29,7 +50,7 @@ class APIKeyAdminForm(forms.ModelForm):
 
 
 @admin.register(APIKey)
-class OrgAPIKeyAdmin(APIKeyModelAdmin):
+class OrgAPIKeyAdmin(TextPrimaryKeyAdmin, APIKeyModelAdmin):
     """The secret is shown once, on creation; only the prefix and hash are ever stored."""
 
     form = APIKeyAdminForm
@@ -39,3 +60,19 @@ class OrgAPIKeyAdmin(APIKeyModelAdmin):
     list_select_related = ("organisation",)
     search_fields = ("prefix", "name", "organisation__name")  # type: ignore[assignment]
     readonly_fields = (*APIKeyModelAdmin.readonly_fields, "hashed_key", "last_used_at", "revoked_at")  # type: ignore[assignment]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        # The library's version returns only its own fields and would leave ours editable (a revocation
+        # time could be cleared or backdated).
+        return (*super().get_readonly_fields(request, obj), *self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: AbstractAPIKey, form: Any = None, change: bool = False) -> None:
+        # Ticking "revoked" goes through the service, as the portal does: it stamps revoked_at (the audit
+        # trail) and drops this process's cached lookup at once.
+        assert isinstance(obj, APIKey)
+        revoking = obj.revoked and obj.revoked_at is None
+        if revoking:
+            obj.revoked = False
+        super().save_model(request, obj, form, change)
+        if revoking:
+            api_key_revoke(api_key=obj)

@@ -5,13 +5,24 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apiservice.settings")
 
 app = Celery("modelmeter")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def _log_like_the_web(**kwargs: Any) -> None:
+    """Workers and beat log as gunicorn does: JSON lines from settings.LOGGING (LOG_LEVEL), not Celery's text
+    format, so one log pipeline reads every process. (A receiver here stops Celery configuring logging.)"""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
 
 
 @worker_process_init.connect

@@ -129,3 +129,18 @@ def check_production_services(app_configs: Any, **kwargs: Any) -> list[Warning]:
     if not settings.REDIS_URL:
         warnings.append(Warning("Production should set REDIS_URL (Redis).", id="apiservice.W002"))
     return warnings
+
+
+@register(deploy=True)
+def check_production_secret_key(app_configs: Any, **kwargs: Any) -> list[Warning]:
+    if not settings.SECRET_KEY_FROM_VAR_DIR:
+        return []
+    return [
+        Warning(
+            "DJANGO_SECRET_KEY is not set: this host uses a key generated in its var/ folder, so sessions, "
+            "password-reset links and webhook secrets encrypted at rest work on this host only, and are lost "
+            "with that folder.",
+            hint="Set DJANGO_SECRET_KEY (a long random string from your secret store) on every host.",
+            id="apiservice.W006",
+        )
+    ]

@@ -1,5 +1,6 @@
-"""Path converters shared by every app's URLs: `<mname:model>` (a model name) and `<ref:version>`
-(a version number, an alias or `latest`). Importing this module registers them."""
+"""Path converters shared by every app's URLs: `<mname:model>` (a model name), `<ref:version>`
+(a version number, an alias or `latest`) and `<pid:...>` (a public id or other free-form segment).
+Importing this module registers them."""
 
 from django.urls import register_converter
 
@@ -24,5 +25,18 @@ class RefConverter:
         return value
 
 
+class PublicIdConverter:
+    """Django's `str` without NUL: PostgreSQL text cannot hold one, so a lookup by `%00` was a 500, not a 404."""
+
+    regex = r"[^/\x00]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
 register_converter(NameConverter, "mname")
 register_converter(RefConverter, "ref")
+register_converter(PublicIdConverter, "pid")

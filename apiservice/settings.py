@@ -19,10 +19,13 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
-VAR_DIR = Path(env.str("MODELMETER_VAR_DIR", default=str(BASE_DIR / "var")))
+# An empty path (`NAME=` in a .env) means the default, never the current directory.
+VAR_DIR = Path(env.str("MODELMETER_VAR_DIR", default="") or BASE_DIR / "var")
 # Key for secrets we must read back (webhook signing secrets); defaults to one derived from SECRET_KEY.
 FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
 
+# A key from VAR_DIR is this host's alone: `check --deploy` warns about it (apiservice.W006).
+SECRET_KEY_FROM_VAR_DIR = not SECRET_KEY
 if not SECRET_KEY:
     if not DEBUG and env.bool("DJANGO_REQUIRE_SECRET_KEY", default=False):
         raise environ.ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
@@ -149,7 +152,7 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default="") or VAR_DIR / "media")
 MEDIA_URL = "/media/"
 _default_storage: dict[str, object] = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 if env.str("STORAGE_BACKEND", default="local") == "s3":
@@ -244,7 +247,7 @@ MODEL_ALLOWED_EXTRA_DOMAINS = env.list("MODEL_ALLOWED_EXTRA_DOMAINS", default=[]
 MODEL_VALIDATION_TIMEOUT_SECONDS = env.int("MODEL_VALIDATION_TIMEOUT_SECONDS", default=60)
 MODEL_VALIDATION_MEMORY_BYTES = env.int("MODEL_VALIDATION_MEMORY_BYTES", default=4 * 1024**3)
 # Where model files are copied when the storage backend has no local path (S3).
-MODEL_CACHE_DIR = Path(env.str("MODEL_CACHE_DIR", default=str(VAR_DIR / "model-cache")))
+MODEL_CACHE_DIR = Path(env.str("MODEL_CACHE_DIR", default="") or VAR_DIR / "model-cache")
 
 # --- Inference ------------------------------------------------------------------------------------
 ORT_INTRA_OP_THREADS = env.int("ORT_INTRA_OP_THREADS", default=1)
@@ -278,7 +281,9 @@ LOGGING = {
     "formatters": {"json": {"()": "apiservice.logging.JSONFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # "django": no handler of its own (Django's default adds a plain-text console one under DEBUG, which
+    # printed each record twice in `make run`); its records reach the JSON handler at the root.
+    "loggers": {"django": {"handlers": [], "level": "INFO"}, "django.db.backends": {"level": "WARNING"}},
 }
 
 # --- Billing (plans, limits, idempotency, Stripe) ---------------------------------------------------

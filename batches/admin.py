@@ -1,10 +1,25 @@
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from .models import Batch, BatchChunk, BatchPart, File, WebhookAttempt, WebhookDelivery
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Staff read these here; only the API and the workers write them. A save from a change form wrote
+    back every field as loaded: a running batch lost the counters its workers added meanwhile, and a
+    batch or file could be handed to another organisation."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(File)
-class FileAdmin(admin.ModelAdmin):
+class FileAdmin(ReadOnlyAdmin):
     list_display = ["uid", "organisation", "purpose", "filename", "format", "bytes", "created_at"]
     list_filter = ["purpose", "format"]
     list_select_related = ["organisation"]
@@ -39,7 +54,7 @@ class PartInline(admin.TabularInline):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(ReadOnlyAdmin):
     list_display = ["uid", "organisation", "status", "total", "completed", "failed", "created_at"]
     list_filter = ["status"]
     list_select_related = ["organisation"]

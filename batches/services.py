@@ -185,7 +185,9 @@ def batch_create(*, principal: Principal, spec: BatchSpec, idempotency_key: str 
             from .tasks import batch_validate
 
             batch_id = batch.pk
-            transaction.on_commit(lambda: batch_validate.delay(batch_id))
+            # robust: with the broker down the batch is still created (201, not a 500 for a batch that
+            # exists); batches_sweep queues its validation once the broker is back.
+            transaction.on_commit(lambda: batch_validate.delay(batch_id), robust=True)
     except IntegrityError:  # a concurrent request with the same key won the insert
         if not idempotency_key:
             raise

@@ -586,7 +586,15 @@ def _duplicates(batch: Batch, hash_names: list[str]) -> list[dict[str, Any]]:
 
 
 def parts_requeue_stale(*, stale: datetime) -> None:
-    """Re-queue parts whose messages were lost; merge batches whose merge message was lost."""
+    """Re-queue parts whose messages were lost; merge batches whose merge message was lost; cut the parts
+    of batches whose first message was lost (queued while the broker was down)."""
+    from .tasks import batch_validate
+
+    uncut = Batch.objects.filter(
+        status=Batch.Status.VALIDATING, failed_at__isnull=True, created_at__lte=stale, parts__isnull=True
+    )
+    for batch_id in uncut.values_list("pk", flat=True)[:100]:
+        batch_validate.delay(batch_id)  # a no-op for a batch whose parts are cut meanwhile
     unfinished = [BatchPart.Status.PENDING, BatchPart.Status.RUNNING]
     part_ids = list(
         BatchPart.objects.filter(

@@ -244,6 +244,8 @@ class BatchListView(APIView):
                 raise serializers.ValidationError("At most 16 metadata keys.")
             if value is not None and any(len(key) > 64 for key in value):
                 raise serializers.ValidationError("Metadata keys are at most 64 characters.")
+            if value is not None and any("\x00" in key for key in value):  # PostgreSQL's jsonb cannot store it
+                raise serializers.ValidationError("Null characters are not allowed in metadata keys.")
             return value
 
     @extend_schema(

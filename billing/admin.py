@@ -5,6 +5,8 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
+from apiservice.admin import TextPrimaryKeyAdmin
+
 from . import outbox
 from .models import (
     BillingAccount,
@@ -124,7 +126,7 @@ class KeyLimitAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageReport)
-class UsageReportAdmin(admin.ModelAdmin):
+class UsageReportAdmin(TextPrimaryKeyAdmin):
     """The outbox. Reports that are failed or out of Stripe's window need a member of staff."""
 
     list_display = ["id", "organisation", "meter", "units", "rows", "event_timestamp", "status", "attempts"]

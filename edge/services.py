@@ -46,13 +46,23 @@ def variants_normalise(variants: list[str] | None) -> str:
 def _queue(bundle_id: int) -> None:
     from .tasks import bundle_build
 
-    transaction.on_commit(lambda: bundle_build.delay(bundle_id))
+    # robust: with the broker down the request still answers (the bundle exists, queued); the next request
+    # for it queues it again once it has waited longer than a build may take (_message_lost).
+    transaction.on_commit(lambda: bundle_build.delay(bundle_id), robust=True)
+
+
+def _message_lost(bundle: Bundle) -> bool:
+    """Still queued after EDGE_BUILD_STALE_SECONDS: no worker got its message (a duplicate is harmless:
+    the build claims the row first)."""
+    stale = timezone.now() - timedelta(seconds=settings.EDGE_BUILD_STALE_SECONDS)
+    return bundle.status == Bundle.Status.QUEUED and (bundle.started_at or bundle.created_at) < stale
 
 
 def bundle_request(*, version: ModelVersion, variants: list[str] | None = None) -> Bundle:
     """The bundle for (version, variants): queued on first request, then served from the cache.
 
-    A failed bundle is queued again on the next request (its failure may have been transient).
+    A failed bundle is queued again on the next request (its failure may have been transient), and so is
+    one whose message was lost (still queued after EDGE_BUILD_STALE_SECONDS).
     """
     if not version.is_servable:
         raise Conflict(
@@ -66,6 +76,8 @@ def bundle_request(*, version: ModelVersion, variants: list[str] | None = None) 
         _queue(bundle.pk)
     elif bundle.status == Bundle.Status.FAILED and _requeue(bundle):
         bundle.refresh_from_db()
+    elif _message_lost(bundle):
+        _queue(bundle.pk)
     return bundle
 
 

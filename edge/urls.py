@@ -1,6 +1,6 @@
 from django.urls import path
 
-import apiservice.converters  # noqa: F401  (registers <mname:...> and <ref:...>)
+import apiservice.converters  # noqa: F401  (registers <mname:...>, <ref:...> and <pid:...>)
 
 from . import views
 
@@ -13,7 +13,7 @@ urlpatterns = [
         views.VersionBundlesView.as_view(),
         name="version-bundles",
     ),
-    path("v1/bundles/<str:bundle_id>", views.BundleDetailView.as_view(), name="bundle"),
-    path("v1/bundles/<str:bundle_id>/download", views.BundleDownloadView.as_view(), name="bundle-download"),
-    path("v1/bundles/<str:bundle_id>/file", views.BundleFileView.as_view(), name="bundle-file"),
+    path("v1/bundles/<pid:bundle_id>", views.BundleDetailView.as_view(), name="bundle"),
+    path("v1/bundles/<pid:bundle_id>/download", views.BundleDownloadView.as_view(), name="bundle-download"),
+    path("v1/bundles/<pid:bundle_id>/file", views.BundleFileView.as_view(), name="bundle-file"),
 ]

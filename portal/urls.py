@@ -3,6 +3,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, reverse_lazy
 
+import apiservice.converters  # noqa: F401  (registers <pid:...>)
+
 from .views import batches, billing, bundles, common, customer, staff
 
 AUTH = "portal/auth/"
@@ -49,22 +51,22 @@ portal_patterns = [
     path("team/", customer.team, name="team"),
     path("team/invitations/<int:invitation_id>/revoke/", customer.invitation_revoke, name="invitation-revoke"),
     path("team/members/<int:membership_id>/remove/", customer.member_remove, name="member-remove"),
-    path("invitations/<str:token>/", customer.invitation_accept, name="invitation-accept"),
+    path("invitations/<pid:token>/", customer.invitation_accept, name="invitation-accept"),
     path("keys/", customer.keys, name="keys"),
-    path("keys/<str:key_id>/revoke/", customer.key_revoke, name="key-revoke"),
+    path("keys/<pid:key_id>/revoke/", customer.key_revoke, name="key-revoke"),
     path("usage/", customer.usage, name="usage"),
     path("usage/calls/", customer.usage_calls, name="usage-calls"),
     path("usage/export.csv", customer.usage_csv, name="usage-csv"),
     path("models/", customer.models, name="models"),
-    path("models/<str:name>/", customer.model_detail, name="model"),
+    path("models/<pid:name>/", customer.model_detail, name="model"),
     path("playground/key/", customer.playground_key, name="playground-key"),
     # Batch jobs, edge bundles and billing: their main pages are the un-namespaced "portal-batches",
     # "portal-bundles" and "portal-billing" below (see context_processors); the rest lives here.
-    path("batches/<str:uid>/row/", batches.batch_row, name="batch-row"),
-    path("batches/<str:uid>/cancel/", batches.batch_cancel, name="batch-cancel"),
-    path("files/<str:uid>/download/", batches.batch_file, name="file-download"),
-    path("bundles/<str:public_id>/row/", bundles.bundle_row, name="bundle-row"),
-    path("bundles/<str:public_id>/download/", bundles.bundle_download, name="bundle-download"),
+    path("batches/<pid:uid>/row/", batches.batch_row, name="batch-row"),
+    path("batches/<pid:uid>/cancel/", batches.batch_cancel, name="batch-cancel"),
+    path("files/<pid:uid>/download/", batches.batch_file, name="file-download"),
+    path("bundles/<pid:public_id>/row/", bundles.bundle_row, name="bundle-row"),
+    path("bundles/<pid:public_id>/download/", bundles.bundle_download, name="bundle-download"),
     path("billing/checkout/", billing.billing_checkout, name="billing-checkout"),
     path("billing/manage/", billing.billing_manage, name="billing-manage"),
 ]
@@ -74,10 +76,10 @@ staff_patterns = [
     path("usage/export.csv", staff.usage_csv, name="usage-csv"),
     path("models/", staff.models, name="models"),
     path("models/upload/", staff.version_upload, name="version-upload"),
-    path("models/<str:name>/", staff.model_detail, name="model"),
-    path("models/<str:name>/versions/<int:number>/", staff.version_report, name="version"),
-    path("models/<str:name>/aliases/move/", staff.alias_move_view, name="alias-move"),
-    path("bundles/<str:public_id>/rebuild/", bundles.staff_bundle_rebuild, name="bundle-rebuild"),
+    path("models/<pid:name>/", staff.model_detail, name="model"),
+    path("models/<pid:name>/versions/<int:number>/", staff.version_report, name="version"),
+    path("models/<pid:name>/aliases/move/", staff.alias_move_view, name="alias-move"),
+    path("bundles/<pid:public_id>/rebuild/", bundles.staff_bundle_rebuild, name="bundle-rebuild"),
 ]
 
 urlpatterns = [

@@ -1,5 +1,6 @@
 from io import StringIO
 
+from django.contrib.auth import authenticate
 from django.core.management import call_command
 
 from apiservice.auth import authenticate_key
@@ -26,3 +27,12 @@ def test_seed_demo_prints_a_working_curl_line(db):
     call_command("seed_demo", stdout=out)
     assert "curl -s -H 'Authorization: Bearer mm_" in out.getvalue()
     assert "/v1/models/iris:predict" in out.getvalue()
+
+
+def test_seed_demo_never_prints_an_admin_password_the_operator_chose(db, monkeypatch):
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "chosen-by-ops-7f3a")
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    assert "chosen-by-ops-7f3a" not in out.getvalue()
+    assert "DEMO_ADMIN_PASSWORD" in out.getvalue()
+    assert authenticate(username="admin", password="chosen-by-ops-7f3a") is not None

@@ -1,6 +1,12 @@
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 from django.core.checks import run_checks
 
+from apiservice.settings import BASE_DIR
 from billing.models import UsageRecord
 
 
@@ -38,6 +44,24 @@ def test_an_api_path_with_a_doubled_slash_is_a_json_404_that_says_so(api, iris, 
     error = response.json()["error"]
     message = error if path.startswith("//v2") else error["message"]  # the OIP face keeps its spec's shape
     assert "'//'" in message
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/v1/files/%00"),
+        ("delete", "/v1/files/file-%00"),
+        ("get", "/v1/files/%00/content"),
+        ("get", "/v1/batches/batch_%00"),
+        ("post", "/v1/batches/%00/cancel"),
+        ("get", "/v1/bundles/%00"),
+        ("get", "/v1/bundles/%00/download"),
+    ],
+)
+def test_an_id_holding_a_nul_byte_is_a_json_404_not_a_500(api, method, path):
+    response = getattr(api, method)(path)  # PostgreSQL text cannot hold NUL: the lookup itself would fail
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize(
@@ -198,3 +222,16 @@ def test_a_multipart_body_with_too_many_fields_is_400_not_500(api, settings):
     response = api.post("/v1/files", {"file": upload, "purpose": "batch", **fields})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "bad_request"
+
+
+def test_logs_are_json_lines_with_debug_on_too(tmp_path):
+    """`make run` (DEBUG on): Django's own console handler printed a plain-text copy of each record."""
+    script = "import django, logging; django.setup(); logging.getLogger('django.request').warning('Not Found: /x')"
+    environment = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "apiservice.settings", "DJANGO_DEBUG": "true"}
+    environment["MODELMETER_VAR_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=BASE_DIR, env=environment, capture_output=True, text=True, timeout=60
+    )
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert json.loads(lines[0])["message"] == "Not Found: /x"

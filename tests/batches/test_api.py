@@ -225,8 +225,8 @@ def test_it_checks_and_marks_idempotency_keys_as_online_calls_do(api, diabetes, 
 
 @pytest.mark.parametrize(
     "metadata",
-    [{"run": 1}, {"ok": True}, {"nested": {"a": "b"}}, {"k" * 65: "v"}],
-    ids=["number", "boolean", "object", "long-key"],
+    [{"run": 1}, {"ok": True}, {"nested": {"a": "b"}}, {"k" * 65: "v"}, {"jo\x00b": "v"}],
+    ids=["number", "boolean", "object", "long-key", "nul-in-key"],
 )
 def test_it_refuses_metadata_it_could_not_return_as_given(api, diabetes, no_queue, metadata):
     """Numbers and booleans were stored as strings ("1", "True"): the batch did not return what was sent."""

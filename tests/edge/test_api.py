@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import time
+from datetime import timedelta
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
@@ -317,3 +318,30 @@ def test_a_download_url_stops_working_once_the_key_that_asked_for_it_is_revoked_
     assert response.status_code == 403, response.content
     assert response.json()["error"]["code"] == "download_url_key_revoked"
     assert not UsageRecord.objects.filter(face="bundle-download").exists()
+
+
+@pytest.mark.django_db(transaction=True)  # on_commit runs inside the request, as in production
+def test_it_accepts_a_bundle_request_while_the_broker_is_down(api, iris, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    def broker_down(*args):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("edge.tasks.bundle_build.delay", broker_down)
+    response = api.post_json("/v1/models/iris/versions/1/bundles", {"variants": ["fp32"]})
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "queued"
+
+
+def test_it_queues_again_a_bundle_whose_message_was_lost(api, iris, settings, django_capture_on_commit_callbacks):
+    path, body = "/v1/models/iris/versions/1/bundles", {"variants": ["fp32"]}
+    api.post_json(path, body)  # its message never reaches a worker
+    with django_capture_on_commit_callbacks() as soon:
+        api.post_json(path, body)
+    Bundle.objects.update(
+        created_at=Bundle.objects.get().created_at - timedelta(seconds=settings.EDGE_BUILD_STALE_SECONDS + 1)
+    )
+    with django_capture_on_commit_callbacks() as later:
+        response = api.post_json(path, body)
+    assert (len(soon), len(later)) == (0, 1)
+    assert response.json()["status"] == "queued"

@@ -50,11 +50,13 @@ class Command(BaseCommand):
             username="admin", defaults={"is_staff": True, "is_superuser": True, "email": "admin@example.com"}
         )
         if created:
-            password = os.environ.get("DEMO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+            chosen = os.environ.get("DEMO_ADMIN_PASSWORD", "")
+            password = chosen or secrets.token_urlsafe(12)
             user.set_password(password)
             user.save()
-            if announce:
-                self.stdout.write(f"Staff user 'admin' created with password: {password}")
+            if announce:  # a password the operator chose is theirs already: never echo it into logs
+                shown = "the one in DEMO_ADMIN_PASSWORD" if chosen else password
+                self.stdout.write(f"Staff user 'admin' created with password: {shown}")
         return user
 
     def _ensure_model(self, name: str, build: Any, description: str, *, announce: bool) -> None:
