@@ -123,6 +123,16 @@ def start_chunks(
             finalize_queue(batch.pk)
 
 
+def chunks_requeue_unstarted(*, batch: Batch) -> None:
+    """Queue again the batch's chunks that no worker has claimed yet (after a crash while queueing)."""
+    chunk_ids = list(
+        BatchChunk.objects.filter(batch=batch, status=BatchChunk.Status.PENDING, started_at__isnull=True)
+        .order_by("index")
+        .values_list("pk", flat=True)
+    )
+    transaction.on_commit(lambda: _queue_chunks(chunk_ids))
+
+
 def _queue_chunks(chunk_ids: list[int]) -> None:
     from .tasks import batch_chunk_run
 

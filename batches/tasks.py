@@ -16,9 +16,11 @@ def batch_validate_part(part_id: int) -> None:
     validation.part_validate(part_id=part_id)
 
 
-@shared_task
-def batch_validate_finish(batch_id: int) -> None:
-    validation.batch_validate_finish(batch_id=batch_id)
+@shared_task(bind=True)
+def batch_validate_finish(self: Task, batch_id: int) -> None:
+    # A message restored after its worker died (kombu marks it redelivered) may have left chunks unqueued.
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    validation.batch_validate_finish(batch_id=batch_id, redelivered=redelivered)
 
 
 @shared_task(bind=True, max_retries=5)

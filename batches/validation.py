@@ -36,6 +36,7 @@ from .execution import (
     batch_expire_if_due,
     batch_fail,
     batch_parser,
+    chunks_requeue_unstarted,
     is_blank,
     parsed_requests,
     start_chunks,
@@ -441,10 +442,19 @@ class _ChunkCutter:
 # --- Merging the parts, deciding, starting --------------------------------------------------------
 
 
-def batch_validate_finish(*, batch_id: int) -> None:
-    """Once every part is done: file line numbers, counts, the verdict; then start the chunks or fail."""
+def batch_validate_finish(*, batch_id: int, redelivered: bool = False) -> None:
+    """Once every part is done: file line numbers, counts, the verdict; then start the chunks or fail.
+
+    `redelivered`: this message was restored after the worker running it died. If that run had
+    started the batch, it may have died after the commit while queueing the chunks: the chunks not
+    started yet are queued again (running one twice is safe; `chunk_run` claims it), rather than
+    waiting for `batches_sweep` to find them stale.
+    """
     batch = Batch.objects.select_related("input_file", "model_version").filter(pk=batch_id).first()
     if batch is None or batch.failed_at or batch.finalized_at or batch.input_file is None:
+        return
+    if redelivered and batch.status == Batch.Status.IN_PROGRESS:
+        chunks_requeue_unstarted(batch=batch)
         return
     if batch.status not in (Batch.Status.VALIDATING, Batch.Status.CANCELLING) or batch.in_progress_at:
         return

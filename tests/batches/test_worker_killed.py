@@ -54,3 +54,35 @@ def test_it_completes_a_job_whose_worker_was_killed_mid_job(transactional_db, ap
     assert (
         billed.count() == BatchChunk.objects.filter(batch__uid=batch["id"]).count() == done["progress"]["chunks_total"]
     )
+
+
+def test_a_redelivered_validation_queues_the_chunks_its_dead_run_never_queued(
+    api, diabetes, in_process, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    settings.BATCH_CHUNK_ROWS = 20
+    from batches import execution, validation
+    from batches.models import Batch, BatchPart
+
+    queued: list[int] = []
+    monkeypatch.setattr("batches.tasks.batch_chunk_run.delay", queued.append)
+    batch = Batch.objects.get(uid=create(api, upload(api, jsonl(120))["id"])["id"])
+    validation.batch_validate(batch_id=batch.pk)
+    for part in BatchPart.objects.filter(batch=batch):
+        validation.part_validate(part_id=part.pk)
+    validation.batch_validate_finish(batch_id=batch.pk)  # committed the chunks, died before queueing them
+    chunk_ids = list(BatchChunk.objects.filter(batch=batch).order_by("index").values_list("pk", flat=True))
+    assert len(chunk_ids) >= 3 and queued == []
+    execution.chunk_run(chunk_id=chunk_ids[0])  # a chunk some worker ran meanwhile
+
+    with django_capture_on_commit_callbacks(execute=True):
+        validation.batch_validate_finish(batch_id=batch.pk)  # the last two parts both queued the merge
+    assert queued == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        validation.batch_validate_finish(batch_id=batch.pk, redelivered=True)
+    assert queued == chunk_ids[1:]
+    for chunk_id in queued:
+        execution.chunk_run(chunk_id=chunk_id)
+    execution.batch_finalize(batch_id=batch.pk)
+    done = api.get(f"/v1/batches/{batch.uid}").json()
+    assert done["request_counts"] == {"total": 120, "completed": 120, "failed": 0}
