@@ -2,7 +2,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import AbstractAPIKey
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
@@ -73,6 +74,24 @@ class OrgAPIKeyAdmin(TextPrimaryKeyAdmin, APIKeyModelAdmin):
         revoking = obj.revoked and obj.revoked_at is None
         if revoking:
             obj.revoked = False
-        super().save_model(request, obj, form, change)
+        if obj._state.adding:
+            # The library would put the secret in a message: Django keeps messages in a cookie (signed,
+            # not encrypted), or in the session table when they overflow it. `response_add` shows it.
+            request._new_api_key_secret = APIKey.objects.assign_key(obj)  # type: ignore[attr-defined]
+        obj.save()
         if revoking:
             api_key_revoke(api_key=obj)
+
+    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: str | None = None) -> HttpResponse:
+        """The new key's secret, on this page only: never stored, never in a cookie, never cached."""
+        secret = getattr(request, "_new_api_key_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"API key “{obj.name}” created",
+            "api_key": obj,
+            "secret": secret,
+        }
+        return TemplateResponse(request, "admin/apiservice/apikey/created.html", context)  # never_cache: admin

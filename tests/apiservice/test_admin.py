@@ -4,6 +4,7 @@ import re
 from typing import Any
 
 import pytest
+from django.contrib.messages import get_messages
 from django.test import Client
 
 from apiservice.models import APIKey, Organisation
@@ -22,12 +23,18 @@ def test_it_refuses_unknown_or_no_scopes_when_staff_add_a_key(
 
 
 def test_it_adds_a_key_with_the_chosen_scopes_and_shows_its_secret_once(admin_client: Client, org: Any) -> None:
-    response = admin_client.post(
-        ADD, {"name": "by hand", "organisation": org.pk, "scopes": ["predict", "usage"]}, follow=True
-    )
+    response = admin_client.post(ADD, {"name": "by hand", "organisation": org.pk, "scopes": ["predict", "usage"]})
     key = APIKey.objects.get(name="by hand")
     assert key.scopes == ["predict", "usage"]
-    assert "you will not be able to see it again" in response.content.decode()
+    page = response.content.decode()
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    assert "you will not be able to see it again" in page
+    secret = re.search(r'value="(mm_[^"]+)"', page).group(1)  # type: ignore[union-attr]
+    assert APIKey.objects.get_from_key(secret) == key
+    # Not kept anywhere for a later page: no message (Django stores messages in a cookie, or the session)
+    assert not list(get_messages(response.wsgi_request))  # type: ignore[attr-defined]
+    assert all(secret not in morsel.value for morsel in admin_client.cookies.values())
+    assert secret not in admin_client.get("/admin/apiservice/apikey/").content.decode()
     change = admin_client.get(f"/admin/apiservice/apikey/{key.pk}/change/".replace("_", "_5F")).content.decode()
     checked = re.findall(r'name="scopes" value="(\w+)"[^>]*checked', change)
     assert checked == ["predict", "usage"]
