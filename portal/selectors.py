@@ -228,11 +228,11 @@ def usage_dashboard(*, flt: UsageFilter, top: int = 10) -> dict[str, Any]:
     versions = _version_labels({f.model_version_id for f in data.facts})
 
     def grid() -> dict[str, dict[date, float]]:
-        return defaultdict(lambda: defaultdict(float))
+        return defaultdict(lambda: defaultdict(int))  # counts: 30, not 30.0, in the charts' data tables
 
     by_model, by_version_calls, by_version_units, by_meter = grid(), grid(), grid(), grid()
-    by_org_calls: dict[int, dict[date, float]] = defaultdict(lambda: defaultdict(float))
-    by_org_units: dict[int, dict[date, float]] = defaultdict(lambda: defaultdict(float))
+    by_org_calls: dict[int, dict[date, float]] = defaultdict(lambda: defaultdict(int))
+    by_org_units: dict[int, dict[date, float]] = defaultdict(lambda: defaultdict(int))
     daily = {d: [0, 0] for d in days}  # calls, errors
     # calls, units, errors, and the latency sum and count of the online predictions among them
     per_version: dict[int | None, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0])

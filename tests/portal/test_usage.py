@@ -277,3 +277,15 @@ def test_a_version_without_latency_reads_a_dash_not_a_dash_in_milliseconds(
     page = owner_client.get("/portal/usage/").content.decode()
     assert "(no model)" in page
     assert "— ms" not in page
+
+
+def test_the_staff_charts_data_tables_count_calls_in_whole_numbers(
+    staff_client: Client, namesakes: tuple[Organisation, Organisation], iris: ModelVersion
+) -> None:
+    _calls(namesakes[0], iris, 3)
+    page = staff_client.get("/staff/")
+    for chart in ("calls_by_org", "units_by_org", "calls_by_version", "units_by_version"):
+        assert 3 in page.context["d"][chart]["datasets"][0]["data"]
+        assert all(type(v) is int for ds in page.context["d"][chart]["datasets"] for v in ds["data"])
+    assert "<td>3.0</td>" not in page.content.decode()
+    assert "<td>3</td>" in page.content.decode()
