@@ -47,10 +47,12 @@ def billing(request: HttpRequest) -> HttpResponse:
     context["plans"] = plans.none() if context["subscribed"] else plans
     context["is_owner"] = request.membership.role == "owner"  # type: ignore[attr-defined]
     context["not_configured"] = NOT_CONFIGURED
-    invoices: dict[str, Any] = {"data": [], "upcoming": None}
+    invoices: dict[str, Any] = {"invoices": [], "upcoming": None, "has_more": False}
+    # Pages of past invoices, newest first, as GET /v1/invoices pages them: after the last one shown.
+    context["invoices_after"] = after = request.GET.get("invoices_after", "")[:255]
     if context["configured"]:
         try:
-            invoices = payments.invoices_for(organisation_id=organisation_id)
+            invoices = payments.invoices_for(organisation_id=organisation_id, starting_after=after)
         except APIError as exc:
             context["invoices_error"] = exc.message
     context["invoices"] = invoices

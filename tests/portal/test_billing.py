@@ -112,6 +112,41 @@ def test_it_lists_invoices(owner_client: Client, org: Organisation, stripe: Any)
     assert "12.34 USD" in page and "upcoming" in page and "/pdf" in page
 
 
+def test_it_pages_through_every_past_invoice(owner_client: Client, org: Organisation, stripe: Any) -> None:  # noqa: F811
+    call_command("sync_stripe_catalog", stdout=io.StringIO())
+    owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
+    session = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
+    subscription = stripe.complete_checkout(session["id"])["subscription"]
+    customer = BillingAccount.objects.get(organisation=org).stripe_customer_id
+    made = [
+        stripe.invoice_create(customer, subscription, status="paid", created=1_700_000_000 + i)["id"] for i in range(30)
+    ]
+    newest = owner_client.get("/portal/billing/")
+    shown = [i["id"] for i in newest.context["invoices"]["invoices"]]
+    assert shown == made[::-1][:24]
+    page = newest.content.decode()
+    assert f'href="?invoices_after={shown[-1]}">Older invoices' in page and "Newest invoices" not in page
+    older = owner_client.get(f"/portal/billing/?invoices_after={shown[-1]}")
+    assert [i["id"] for i in older.context["invoices"]["invoices"]] == made[::-1][24:]
+    assert older.context["invoices"]["upcoming"] is None
+    page = older.content.decode()
+    assert "Newest invoices" in page and "Older invoices" not in page
+
+
+def test_it_says_so_when_there_is_no_such_invoice_to_page_after(
+    owner_client: Client,
+    org: Organisation,
+    stripe: Any,  # noqa: F811
+) -> None:
+    call_command("sync_stripe_catalog", stdout=io.StringIO())
+    owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
+    session = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
+    stripe.complete_checkout(session["id"])
+    response = owner_client.get("/portal/billing/?invoices_after=in_nope")
+    assert response.status_code == 200
+    assert "No invoice &#x27;in_nope&#x27;" in response.content.decode()
+
+
 def test_it_puts_a_new_organisation_on_the_free_plan(client: Client, db: Any) -> None:
     response = client.post(
         "/portal/signup/",
