@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.contrib import admin
+from django.db import models
 from django.http import HttpRequest
 
 from .models import Batch, BatchChunk, BatchPart, File, WebhookAttempt, WebhookDelivery
@@ -62,6 +63,7 @@ class BatchAdmin(ReadOnlyAdmin):
     raw_id_fields = ["input_file", "output_file", "error_file", "model_version", "api_key"]
     readonly_fields = ["uid", "request_hash"]
     inlines = [PartInline, ChunkInline]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, said now
 
 
 class AttemptInline(admin.TabularInline):
