@@ -1,40 +1,24 @@
 """Path converters shared by every app's URLs: `<mname:model>` (a model name), `<ref:version>`
 (a version number, an alias or `latest`) and `<pid:...>` (a public id or other free-form segment).
-Importing this module registers them."""
+Importing this module registers them. Each is Django's `str` converter (the text as it is) with its
+own pattern."""
 
 from django.urls import register_converter
+from django.urls.converters import StringConverter
 
 
-class NameConverter:
+class NameConverter(StringConverter):
     regex = r"[a-z0-9][a-z0-9._-]{0,62}"
 
-    def to_python(self, value: str) -> str:
-        return value
 
-    def to_url(self, value: str) -> str:
-        return value
-
-
-class RefConverter:
+class RefConverter(StringConverter):
     regex = r"[A-Za-z0-9_-]{1,40}"
 
-    def to_python(self, value: str) -> str:
-        return value
 
-    def to_url(self, value: str) -> str:
-        return value
-
-
-class PublicIdConverter:
+class PublicIdConverter(StringConverter):
     """Django's `str` without NUL: PostgreSQL text cannot hold one, so a lookup by `%00` was a 500, not a 404."""
 
     regex = r"[^/\x00]+"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
 
 
 register_converter(NameConverter, "mname")
