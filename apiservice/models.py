@@ -80,6 +80,11 @@ class PrefixedKeyGenerator(KeyGenerator):
 class APIKeyManager(BaseAPIKeyManager):
     key_generator = PrefixedKeyGenerator(prefix_length=8, secret_key_length=32)
 
+    def active(self) -> "models.QuerySet[APIKey]":
+        """Keys that work now: not revoked, and not past their expiry (as `has_expired` reads it)."""
+        unexpired = models.Q(expiry_date__isnull=True) | models.Q(expiry_date__gte=timezone.now())
+        return self.get_usable_keys().filter(unexpired)
+
 
 class APIKey(AbstractAPIKey):
     """An organisation's API key. Only the SHA-512 hash of the secret is stored."""

@@ -254,9 +254,7 @@ def bundle_download_authorise(
 
 
 def _key_active(api_key_id: str) -> bool:
-    now = timezone.now()
-    keys = APIKey.objects.filter(pk=api_key_id, revoked=False)
-    return keys.filter(Q(expiry_date__isnull=True) | Q(expiry_date__gt=now)).exists()
+    return APIKey.objects.active().filter(pk=api_key_id).exists()
 
 
 def _download_hold(organisation_id: int, api_key_id: str | None) -> limits.Reservation:

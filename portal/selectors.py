@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from apiservice.errors import NotFound
@@ -41,8 +41,7 @@ def api_key_list(*, organisation: Organisation) -> QuerySet[APIKey]:
 
 def api_key_active_count(*, organisation: Organisation) -> int:
     """Keys that work now: neither revoked nor past their expiry (a playground key expires after a day)."""
-    unexpired = Q(expiry_date__isnull=True) | Q(expiry_date__gte=timezone.now())  # as APIKey.has_expired
-    return APIKey.objects.filter(unexpired, organisation=organisation, revoked=False).count()
+    return APIKey.objects.active().filter(organisation=organisation).count()
 
 
 def organisation_label(*, name: str, slug: str) -> str:
