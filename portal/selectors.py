@@ -155,8 +155,8 @@ def _live(flt: UsageFilter, live_from: date, data: UsageData) -> None:
     )
 
 
-def latest_calls(*, flt: UsageFilter, limit: int = 25) -> QuerySet[UsageRecord]:
-    """The filter's latest calls (its days, and its model and key if any), newest first."""
+def _calls(flt: UsageFilter) -> QuerySet[UsageRecord]:
+    """One organisation's calls on the filter's days (local time), to its model and with its key if any."""
     tz = timezone.get_current_timezone()
     calls = UsageRecord.objects.filter(
         organisation_id=flt.organisation_id or 0,  # the portal always names one
@@ -167,7 +167,12 @@ def latest_calls(*, flt: UsageFilter, limit: int = 25) -> QuerySet[UsageRecord]:
         calls = calls.filter(model_version__model_id=flt.model_id)
     if flt.api_key_id is not None:
         calls = calls.filter(api_key_id=flt.api_key_id)
-    return calls.select_related("api_key", "model_version__model").order_by("-created_at", "-id")[:limit]
+    return calls
+
+
+def latest_calls(*, flt: UsageFilter, limit: int = 25) -> QuerySet[UsageRecord]:
+    """The filter's latest calls, newest first."""
+    return _calls(flt).select_related("api_key", "model_version__model").order_by("-created_at", "-id")[:limit]
 
 
 # --- Shaping facts into charts and tables -----------------------------------------------------------
@@ -344,11 +349,8 @@ def usage_csv_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
         ]
 
 
-def usage_call_rows(
-    *, organisation_id: int, start: datetime, end: datetime, model_id: int | None = None, api_key_id: str | None = None
-) -> Iterator[list[Any]]:
-    """Every call of one organisation in [start, end) (to one model, with one key, if given), oldest first,
-    for the CSV."""
+def usage_call_rows(*, flt: UsageFilter) -> Iterator[list[Any]]:
+    """Every call the filter selects (as `latest_calls`), oldest first, for the CSV."""
     yield [
         "created_at",
         "request_id",
@@ -362,23 +364,22 @@ def usage_call_rows(
         "status_code",
         "latency_ms",
     ]
-    calls = UsageRecord.objects.filter(organisation_id=organisation_id, created_at__gte=start, created_at__lt=end)
-    if model_id is not None:
-        calls = calls.filter(model_version__model_id=model_id)
-    if api_key_id is not None:
-        calls = calls.filter(api_key_id=api_key_id)
-    rows = calls.order_by("created_at", "id").values_list(
-        "created_at",
-        "request_id",
-        "client_request_id",
-        "api_key__prefix",
-        "face",
-        "model_version__model__name",
-        "model_version__number",
-        "meter",
-        "units",
-        "status_code",
-        "latency_ms",
+    rows = (
+        _calls(flt)
+        .order_by("created_at", "id")
+        .values_list(
+            "created_at",
+            "request_id",
+            "client_request_id",
+            "api_key__prefix",
+            "face",
+            "model_version__model__name",
+            "model_version__number",
+            "meter",
+            "units",
+            "status_code",
+            "latency_ms",
+        )
     )
     for row in rows.iterator(chunk_size=2000):
         yield [row[0].isoformat(), *("" if v is None else v for v in row[1:])]

@@ -1,6 +1,5 @@
 """The customer portal: sign-up, team, API keys, usage, models and the playground."""
 
-from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -319,13 +318,7 @@ def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     form, flt = _usage_filter(request)
     if form.is_bound and not form.is_valid():
         return invalid_filter_response(form)
-    tz = timezone.get_current_timezone()
-    start = datetime.combine(flt.start, time.min, tzinfo=tz)
-    end = datetime.combine(flt.end + timedelta(days=1), time.min, tzinfo=tz)
-    rows = selectors.usage_call_rows(
-        organisation_id=flt.organisation_id or 0, start=start, end=end, model_id=flt.model_id, api_key_id=flt.api_key_id
-    )
-    return csv_response(rows, f"usage-{flt.start}-{flt.end}.csv")
+    return csv_response(selectors.usage_call_rows(flt=flt), f"usage-{flt.start}-{flt.end}.csv")
 
 
 # --- Models and playground ------------------------------------------------------------------------
