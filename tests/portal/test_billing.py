@@ -28,6 +28,14 @@ def ledger(org: Organisation, meter: str, units: int, n: int = 1) -> None:
         )
 
 
+def subscribed_through_checkout(owner_client: Client, stripe: Any) -> str:  # noqa: F811
+    """The owner upgrades to pay-as-you-go in the portal and completes Stripe Checkout: the subscription id."""
+    call_command("sync_stripe_catalog", stdout=io.StringIO())
+    owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
+    session = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
+    return str(stripe.complete_checkout(session["id"])["subscription"])
+
+
 def test_it_shows_the_plan_and_the_estimate_without_stripe(member_client: Client, org: Organisation) -> None:
     account_on(org, "payg")
     ledger(org, Meter.ONLINE_PREDICTIONS, 1, n=40)  # 40 x 0.05 cents
@@ -102,10 +110,7 @@ def test_it_sends_a_subscribed_owner_to_the_customer_portal_to_change_plan(
 
 
 def test_it_lists_invoices(owner_client: Client, org: Organisation, stripe: Any) -> None:  # noqa: F811
-    call_command("sync_stripe_catalog", stdout=io.StringIO())
-    owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
-    session = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
-    subscription = stripe.complete_checkout(session["id"])["subscription"]
+    subscription = subscribed_through_checkout(owner_client, stripe)
     customer = BillingAccount.objects.get(organisation=org).stripe_customer_id
     stripe.invoice_create(customer, subscription, status="paid", amount_due=1234, amount_paid=1234)
     page = owner_client.get("/portal/billing/").content.decode()
@@ -113,10 +118,7 @@ def test_it_lists_invoices(owner_client: Client, org: Organisation, stripe: Any)
 
 
 def test_it_pages_through_every_past_invoice(owner_client: Client, org: Organisation, stripe: Any) -> None:  # noqa: F811
-    call_command("sync_stripe_catalog", stdout=io.StringIO())
-    owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
-    session = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
-    subscription = stripe.complete_checkout(session["id"])["subscription"]
+    subscription = subscribed_through_checkout(owner_client, stripe)
     customer = BillingAccount.objects.get(organisation=org).stripe_customer_id
     made = [
         stripe.invoice_create(customer, subscription, status="paid", created=1_700_000_000 + i)["id"] for i in range(30)
@@ -138,10 +140,7 @@ def test_it_says_so_when_there_is_no_such_invoice_to_page_after(
     org: Organisation,
     stripe: Any,  # noqa: F811
 ) -> None:
-    call_command("sync_stripe_catalog", stdout=io.StringIO())
-    owner_client.post("/portal/billing/checkout/", {"plan": "payg"})
-    session = next(o for o in stripe.objects.values() if o["object"] == "checkout.session")
-    stripe.complete_checkout(session["id"])
+    subscribed_through_checkout(owner_client, stripe)
     response = owner_client.get("/portal/billing/?invoices_after=in_nope")
     assert response.status_code == 200
     assert "No invoice &#x27;in_nope&#x27;" in response.content.decode()
