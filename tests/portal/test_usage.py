@@ -3,7 +3,7 @@
 import csv
 import io
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,17 +17,27 @@ from models_registry.models import ModelVersion
 from portal.services import usage_rollup_refresh
 
 
-def _calls(organisation: Organisation, version: ModelVersion, times: int = 1) -> None:
+def _calls(
+    organisation: Organisation,
+    version: ModelVersion,
+    times: int = 1,
+    *,
+    api_key: APIKey | None = None,
+    units: int = 1,
+    created_at: datetime | None = None,
+) -> None:
     for _ in range(times):
         UsageRecord.objects.create(
             request_id="req_" + uuid.uuid4().hex,
             organisation=organisation,
+            api_key=api_key,
             face="v1-predict",
             meter="online_predictions",
             model_version=version,
-            units=1,
+            units=units,
             status_code=200,
             latency_ms=5.0,
+            created_at=created_at or timezone.now(),
         )
 
 
@@ -182,18 +192,7 @@ def two_keys(org: Organisation, iris: ModelVersion) -> tuple[APIKey, APIKey]:
     jobs, _ = api_key_create(organisation=org, name="batch jobs", scopes=["predict"])
     now = timezone.now()
     for key, when in [(backend, now - timedelta(days=1)), (backend, now), (jobs, now)]:
-        UsageRecord.objects.create(
-            request_id="req_" + uuid.uuid4().hex,
-            organisation=org,
-            api_key=key,
-            face="v1-predict",
-            meter="online_predictions",
-            model_version=iris,
-            units=3,
-            status_code=200,
-            latency_ms=5.0,
-            created_at=when,
-        )
+        _calls(org, iris, api_key=key, units=3, created_at=when)
     usage_rollup_refresh()
     return backend, jobs
 
