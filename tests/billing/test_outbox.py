@@ -154,21 +154,25 @@ def test_it_flags_a_pending_report_that_aged_out(synced, org, customer):  # noqa
     assert stripe_total(synced, customer) == 0
 
 
+def plant_stripe_usage(customer_id: str, *, value: int = 3, identifier: str = "planted") -> None:
+    """A meter event Stripe has and our ledger doesn't: a difference for reconciliation to find."""
+    from billing import stripe_client
+
+    stripe_client.meter_event_create(
+        event_name="mm_online_predictions",
+        customer_id=customer_id,
+        value=value,
+        identifier=identifier,
+        timestamp=int(timezone.now().timestamp()),
+    )
+
+
 def test_it_reconciles_and_catches_a_planted_difference(synced, org, customer):  # noqa: F811
     ledger(org, 4)
     outbox.usage_push()
     tomorrow = timezone.now() + timedelta(days=1)
     assert outbox.usage_reconcile(now=tomorrow) == 0
-    # Plant a difference: a meter event Stripe has and our ledger doesn't.
-    from billing import stripe_client
-
-    stripe_client.meter_event_create(
-        event_name="mm_online_predictions",
-        customer_id=customer,
-        value=3,
-        identifier="planted",
-        timestamp=int(timezone.now().timestamp()),
-    )
+    plant_stripe_usage(customer)
     assert outbox.usage_reconcile(now=tomorrow) == 1
     issue = ReconciliationIssue.objects.get()
     assert (issue.meter, issue.ours, issue.stripe, issue.resolved) == ("online_predictions", 4, 7, False)
@@ -176,7 +180,6 @@ def test_it_reconciles_and_catches_a_planted_difference(synced, org, customer): 
 
 def test_it_reconciles_every_other_customer_when_stripe_refuses_one(synced, org, other_org, customer):  # noqa: F811
     """A customer deleted in Stripe's dashboard made the daily task raise on it: nobody after it was checked."""
-    from billing import stripe_client
 
     first, second = sorted([org, other_org], key=lambda o: o.pk)
     other_customer = payments.customer_ensure(organisation_id=other_org.pk)
@@ -185,13 +188,7 @@ def test_it_reconciles_every_other_customer_when_stripe_refuses_one(synced, org,
         ledger(organisation, 4)
     outbox.usage_push()
     for customer_id in (customer, other_customer):
-        stripe_client.meter_event_create(
-            event_name="mm_online_predictions",
-            customer_id=customer_id,
-            value=3,
-            identifier=f"planted-{customer_id}",
-            timestamp=int(timezone.now().timestamp()),
-        )
+        plant_stripe_usage(customer_id, identifier=f"planted-{customer_id}")
     gone = BillingAccount.objects.get(organisation=first).stripe_customer_id
     del synced.objects[gone]  # deleted in Stripe: its summaries are a 404
 
@@ -236,17 +233,9 @@ def test_staff_reconcile_by_hand_and_see_a_difference_resolved(synced, org, cust
 
     from django.core.management import call_command
 
-    from billing import stripe_client
-
     ledger(org, 4)
     outbox.usage_push()
-    stripe_client.meter_event_create(
-        event_name="mm_online_predictions",
-        customer_id=customer,
-        value=3,
-        identifier="planted",
-        timestamp=int(timezone.now().timestamp()),
-    )
+    plant_stripe_usage(customer)
     out = io.StringIO()
     call_command("reconcile_usage", "--days", "2", "--include-today", stdout=out)
     assert "1 difference" in out.getvalue()
