@@ -240,11 +240,13 @@ class BatchListView(APIView):
         webhook_url = serializers.URLField(required=False, max_length=2000, allow_blank=True)
 
         def validate_metadata(self, value: dict[str, str] | None) -> dict[str, str] | None:
-            if value is not None and len(value) > 16:
+            if value is None:
+                return value
+            if len(value) > 16:
                 raise serializers.ValidationError("At most 16 metadata keys.")
-            if value is not None and any(len(key) > 64 for key in value):
+            if any(len(key) > 64 for key in value):
                 raise serializers.ValidationError("Metadata keys are at most 64 characters.")
-            if value is not None and any("\x00" in key for key in value):  # PostgreSQL's jsonb cannot store it
+            if any("\x00" in key for key in value):  # PostgreSQL's jsonb cannot store it
                 raise serializers.ValidationError("Null characters are not allowed in metadata keys.")
             return value
 
