@@ -21,6 +21,7 @@ locally, so most calls make no Redis round trip at all (`admission`):
   database; the rate limit (abuse control, not money) is not enforced until Redis answers again.
 """
 
+import calendar
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import limits
@@ -344,9 +346,23 @@ def seconds_to_next_month() -> int:
     return max(1, int((following - timezone.now()).total_seconds()))
 
 
+_month: tuple[str, float, float] = ("", 0.0, 0.0)  # the last month tag, and the epoch seconds it spans
+
+
 def _month_tag() -> str:
-    """The UTC month, e.g. `202611` (the same month as `month_start()`, without building datetimes)."""
-    return time.strftime("%Y%m", time.gmtime())
+    """The UTC month, e.g. `202611` (the same month as `month_start()`, without building datetimes);
+    worked out once per month rather than on every call."""
+    global _month
+    tag, starts, ends = _month
+    now = time.time()
+    if starts <= now < ends:
+        return tag
+    today = time.gmtime(now)
+    year, month = today.tm_year, today.tm_mon
+    following = (year + 1, 1) if month == 12 else (year, month + 1)
+    tag = f"{year:04d}{month:02d}"
+    _month = (tag, calendar.timegm((year, month, 1, 0, 0, 0)), calendar.timegm((*following, 1, 0, 0, 0)))
+    return tag
 
 
 def _ledger_units(*, organisation_id: int, meter: str | None = None, api_key_id: str | None = None) -> int:
@@ -376,11 +392,9 @@ class _Counters:
     budget: int | None
 
     def __post_init__(self) -> None:
-        tag = _month_tag()
-        self.keys = [f"mm:q:{self.organisation_id}:{self.meter}:{tag}", f"mm:b:{self.api_key_id}:{tag}"]
-        self.limits = [self.cap if self.cap is not None else -1, self.budget if self.budget is not None else -1]
-        self.held_keys = [k for k, a in zip(self.keys, self.limits, strict=True) if a != -1]  # capped ones
-        self.lease_key = "|".join(self.keys)
+        self.keys, self.limits, self.held_keys, self.lease_key = _counter_keys(
+            self.organisation_id, self.api_key_id, self.meter, self.cap, self.budget, _month_tag()
+        )
 
     def leased(self, lease: "Lease") -> Reservation:
         return Reservation(units=1, keys=self.held_keys, lease=lease, lease_key=self.lease_key, counters=self)
@@ -406,6 +420,18 @@ class _Counters:
             return _reserve_redis(client, self, 1)
         except QuotaRefused as refused:
             return refused
+
+
+@lru_cache(maxsize=4096)
+def _counter_keys(
+    organisation_id: int, api_key_id: str | None, meter: str, cap: int | None, budget: int | None, tag: str
+) -> tuple[list[str], list[int], list[str], str]:
+    """(counter keys, their limits (-1: none), the capped ones' keys, the lease key): the same for every
+    call of a key in a month, so made once (callers must not change the lists)."""
+    keys = [f"mm:q:{organisation_id}:{meter}:{tag}", f"mm:b:{api_key_id}:{tag}"]
+    caps = [cap if cap is not None else -1, budget if budget is not None else -1]
+    held = [key for key, amount in zip(keys, caps, strict=True) if amount != -1]
+    return keys, caps, held, "|".join(keys)
 
 
 def quota_reserve(
@@ -612,6 +638,12 @@ end
 return {count, 0, 0, rate, held, '', incarnations[1], incarnations[2]}
 """
 
+@lru_cache(maxsize=4096)
+def _rate_key(storage: RedisStorage, item: limits.RateLimitItem, api_key_id: str, window_index: int) -> str:
+    """The Redis key of a key's rate-limit window, as the `limits` library names it."""
+    return storage.prefixed_key(item.key_for(api_key_id, str(window_index)))
+
+
 Claimed = bool | bytes | None  # True: claimed in Redis; bytes: the marker found; None: Redis not asked
 
 
@@ -655,7 +687,7 @@ def admission(
     storage = link.storage()
     if storage is None:
         return state, counters.database() if counters else None, None
-    rate_key = storage.prefixed_key(item.key_for(api_key_id, str(int(now // window))))
+    rate_key = _rate_key(storage, item, api_key_id, int(now // window))
     rate_lease = leases.take(rate_key)
     quota_lease = leases.take(counters.lease_key) if counters else None
     if rate_lease is not None and (counters is None or quota_lease is not None):

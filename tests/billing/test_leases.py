@@ -149,3 +149,22 @@ def test_a_rate_limited_call_still_gives_back_what_the_last_lease_left(api, api_
     assert predict(api).status_code == 429
     assert quota_counter(org) == 3  # the refused call's round trip gave the 31 back
     assert billed_units() == 3
+
+
+@pytest.mark.parametrize(
+    ("moment", "tag"),
+    [
+        ("2026-11-30T23:59:59.999", "202611"),
+        ("2026-12-01T00:00:00", "202612"),
+        ("2026-12-31T23:59:59.5", "202612"),
+        ("2027-01-01T00:00:00", "202701"),
+        ("2026-11-15T12:00:00", "202611"),  # back in time: a cached month is not reused outside its bounds
+    ],
+)
+def test_the_counters_month_follows_the_utc_calendar_at_its_edges(monkeypatch, moment, tag):
+    from datetime import UTC, datetime
+
+    now = datetime.fromisoformat(moment).replace(tzinfo=UTC).timestamp()
+    monkeypatch.setattr(limits.time, "time", lambda: now)
+    assert limits._month_tag() == tag
+    assert limits.month_start(datetime.fromtimestamp(now, UTC)).strftime("%Y%m") == tag
