@@ -180,3 +180,22 @@ def test_it_fails_a_batch_with_its_own_reason_when_that_names_a_nul_character(ap
     assert batch.status == "failed"
     assert batch.errors[0]["code"] in ("duplicate_custom_id", "unknown_column"), batch.errors
     assert "\x00" not in json.dumps(batch.errors)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "said"),
+    [
+        ("rows.csv", jsonl(2), "name a JSONL file .jsonl"),
+        ("rows.json", json.dumps([{"custom_id": "a", "instances": [[0] * 10]}]).encode(), "not an array"),
+        ("rows.jsonl", b'\n[\n  {"custom_id": "a", "instances": [[0]]}\n]\n', "not an array"),
+        ("rows.txt", b'[{"custom_id": "a", "instances": [[0]]}]', "not an array"),
+    ],
+)
+def test_it_refuses_a_file_that_is_not_what_its_name_says_at_upload(api, name, data, said):
+    """Such a file was stored, and the batch made of it failed only after validation, naming a CSV
+    column '{"custom_id": "req-0"' or every line as not a JSON object."""
+    response = api.post("/v1/files", {"file": SimpleUploadedFile(name, data), "purpose": "batch"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("unsupported_file_type", "file")
+    assert said in error["message"]
