@@ -66,6 +66,7 @@ MIDDLEWARE = [
     "apiservice.middleware.APIGatewayMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "apiservice.upload_limits.UploadLimitMiddleware",  # before CsrfViewMiddleware, which reads the body
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -28,13 +28,20 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # boundaries, part headers, a long file name, the form's other fields
+# Staff's model uploads (`/v1/staff/models/<name>/versions`) are held to MODEL_MAX_BYTES, not to the larger
+# FILE_MAX_BYTES of batch input files: the model is read into memory before its size is checked.
+_MODEL_UPLOAD_PREFIX = "/v1/staff/models/"
 
 
 def max_body_bytes(meta: Mapping[str, Any]) -> int:
-    """The request-body cap (413 above it): `MAX_REQUEST_BYTES`; for an upload, `FILE_MAX_BYTES` plus
-    its multipart envelope (the file itself is held to `FILE_MAX_BYTES` where it is stored)."""
+    """The request-body cap (413 above it): `MAX_REQUEST_BYTES`; for an upload, `FILE_MAX_BYTES`
+    (`MODEL_MAX_BYTES` for a staff model upload) plus its multipart envelope (the file itself is held to
+    that cap where it is stored)."""
     if str(meta.get("CONTENT_TYPE", "")).startswith("multipart/form-data"):
-        files = getattr(settings, "FILE_MAX_BYTES", None)
+        setting = (
+            "MODEL_MAX_BYTES" if str(meta.get("PATH_INFO", "")).startswith(_MODEL_UPLOAD_PREFIX) else "FILE_MAX_BYTES"
+        )
+        files = getattr(settings, setting, None)
         if files:
             return int(files) + MULTIPART_OVERHEAD_BYTES
     return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)

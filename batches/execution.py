@@ -82,6 +82,13 @@ def parsed_requests(parser: Parser, lines: Iterator[RawLine]) -> Iterator[Reques
 # --- Starting and failing (after validation, see validation.py) ------------------------------
 
 
+def storable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Errors as PostgreSQL's jsonb can hold them. A NUL is valid in a JSON string, so in a custom_id or a
+    CSV column name, but jsonb cannot hold one: writing it failed the whole batch. This copy drops it;
+    the error file keeps the line's own custom_id."""
+    return [{k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in e.items()} for e in errors]
+
+
 def start_chunks(
     *,
     batch: Batch,
@@ -102,7 +109,7 @@ def start_chunks(
             failed=invalid,
             rows_total=rows,
             chunks_total=len(chunks),
-            errors=errors,
+            errors=storable_errors(errors),
             validation_errors_name=rejected_name,
         )
         if not started:
@@ -157,7 +164,7 @@ def batch_fail(
         # The status turns `failed` when finalisation has written the error file.
         failed = Batch.objects.filter(pk=batch.pk, status=Batch.Status.VALIDATING, failed_at__isnull=True).update(
             failed_at=timezone.now(),
-            errors=errors[: settings.BATCH_MAX_REPORTED_ERRORS],
+            errors=storable_errors(errors[: settings.BATCH_MAX_REPORTED_ERRORS]),
             validation_errors_name=rejected_name,
             total=total,
             failed=invalid,

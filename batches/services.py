@@ -55,11 +55,20 @@ def _file_format(name: str, head: bytes, content: bytes) -> str:
             code="unsupported_file_type",
             param="file",
         )
+    if content[:1] == b"[":  # JSON, but no line of it is a request: the whole batch would fail
+        raise _not_as_named("holds a JSON array; JSONL is one JSON object per line, not an array")
     if extension in JSONL_EXTENSIONS:
         return File.Format.JSONL
     if extension in CSV_EXTENSIONS:
+        if content[:1] == b"{":  # its "header" would fail the batch (unknown_column) after validation
+            raise _not_as_named("starts with a JSON object: name a JSONL file .jsonl")
         return File.Format.CSV
     return File.Format.JSONL if content[:1] == b"{" else File.Format.CSV
+
+
+def _not_as_named(what: str) -> InvalidInput:
+    """A file whose content is plainly not the format its extension names: said now, not by a failed batch."""
+    return InvalidInput(f"The file is not what its name says: it {what}.", code="unsupported_file_type", param="file")
 
 
 def _first_content(upload: UploadedFile, head: bytes) -> bytes:

@@ -40,6 +40,7 @@ from .execution import (
     is_blank,
     parsed_requests,
     start_chunks,
+    storable_errors,
     work_claim,
 )
 from .formats import (
@@ -264,7 +265,7 @@ def _part_run(batch: Batch, part: BatchPart, claim: str) -> dict[str, Any]:
         "requests": state.lines,
         "invalid": state.invalid,
         "rows": state.rows,
-        "errors": state.errors,
+        "errors": storable_errors(state.errors),
         "rejected_name": rejected_name,
         "hashes_name": hashes_name,
         "chunks": [

@@ -77,9 +77,12 @@ class FileListView(APIView):
     )
     def post(self, request: Request) -> Response:
         principal = _principal(request)
-        upload = request.FILES.get("file")
-        if upload is None:
+        uploads = request.FILES.getlist("file")
+        if not uploads:
             raise InvalidInput("Send the file as the multipart field 'file'.", param="file")
+        if len(uploads) > 1:  # storing one of them would leave the client thinking all were stored
+            raise InvalidInput(f"Send one file per upload; 'file' came {len(uploads)} times.", param="file")
+        upload = uploads[0]
         data: Any = request.data
         purpose = str(data.get("purpose", ""))
         record = services.file_create(organisation_id=principal.organisation_id, upload=upload, purpose=purpose)

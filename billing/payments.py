@@ -22,6 +22,11 @@ from .models import BillingAccount, BillingMeter, Plan, PlanPrice, StripeEvent
 
 logger = logging.getLogger(__name__)
 LIVE_STATUSES = {"active", "trialing", "past_due", "unpaid", "incomplete"}
+# The first payment was never made (`incomplete`: Stripe waits up to 23 h, e.g. for 3-D Secure) or never
+# will be (`incomplete_expired`). Such a subscription grants nothing and bills nothing: the account keeps
+# the plan and standing it had before the Checkout, and the subscription's plan applies once it is
+# `active` or `trialing` (every later status, `past_due` included, comes after one of those).
+UNPAID_STATUSES = {"incomplete", "incomplete_expired"}
 
 
 class BillingNotConfigured(APIError):
@@ -281,17 +286,51 @@ def _past_due_since(subscription: dict[str, Any], account: BillingAccount) -> da
     return account.past_due_since or timezone.now()
 
 
+def _standing_rank(subscription: dict[str, Any]) -> int:
+    """2: it bills (paid, trialing or dunning); 1: its first payment is pending; 0: it ended."""
+    status = subscription.get("status")
+    if status in BillingAccount.SUBSCRIBED_STATUSES:
+        return 2
+    return 1 if status in LIVE_STATUSES else 0
+
+
 def _current_is_newer(account: BillingAccount, subscription: dict[str, Any]) -> bool:
-    """Two live subscriptions (a move in Stripe's dashboard): the one created last is the organisation's."""
+    """Two live subscriptions (a move in Stripe's dashboard): one that bills beats one whose first payment
+    is pending, whatever their age; between equals, the one created last is the organisation's."""
     try:
         current = stripe_client.subscription_retrieve(subscription_id=account.stripe_subscription_id)
     except stripe_client.StripeRejected as exc:
         if exc.code == "resource_missing":
             return False
         raise
-    return current.get("status") in LIVE_STATUSES and int(current.get("created") or 0) > int(
-        subscription.get("created") or 0
-    )
+    ours, theirs = _standing_rank(current), _standing_rank(subscription)
+    if ours != theirs:
+        return ours > theirs
+    return ours > 0 and int(current.get("created") or 0) > int(subscription.get("created") or 0)
+
+
+def _subscribed_fields(subscription: dict[str, Any], account: BillingAccount) -> dict[str, Any]:
+    """The account's plan, period, metering and standing under a subscription whose first payment was made."""
+    status = subscription["status"]
+    fields: dict[str, Any] = {}
+    items = subscription["items"]["data"]
+    if items:
+        fields["current_period_start"] = _ts(items[0].get("current_period_start"))
+        fields["current_period_end"] = _ts(items[0].get("current_period_end"))
+    plan = _plan_of(subscription)
+    if plan is not None:
+        fields["plan"] = plan
+    if status in BillingAccount.SUBSCRIBED_STATUSES and account.metered_since is None:
+        fields["metered_since"] = _ts(subscription.get("created")) or timezone.now()
+    if status in ("active", "trialing"):
+        fields.update(status=BillingAccount.Status.ACTIVE, past_due_since=None)
+    elif status in ("past_due", "unpaid"):
+        fields.update(status=BillingAccount.Status.PAST_DUE, past_due_since=_past_due_since(subscription, account))
+    elif status == "paused":  # bills nothing until a card resumes it in the portal: past due, with the grace
+        fields.update(status=BillingAccount.Status.PAST_DUE, past_due_since=account.past_due_since or timezone.now())
+    elif status == "canceled":
+        fields.update(status=BillingAccount.Status.CANCELED)
+    return fields
 
 
 def subscription_sync(*, subscription_id: str) -> str:
@@ -306,23 +345,8 @@ def subscription_sync(*, subscription_id: str) -> str:
     if not is_current and _current_is_newer(account, subscription):
         return "stale_subscription"  # a late event of a subscription the customer was moved off
     fields: dict[str, Any] = {"stripe_subscription_id": subscription_id, "subscription_status": status}
-    items = subscription["items"]["data"]
-    if items:
-        fields["current_period_start"] = _ts(items[0].get("current_period_start"))
-        fields["current_period_end"] = _ts(items[0].get("current_period_end"))
-    plan = _plan_of(subscription)
-    if plan is not None:
-        fields["plan"] = plan
-    if status in LIVE_STATUSES and account.metered_since is None:
-        fields["metered_since"] = _ts(subscription.get("created")) or timezone.now()
-    if status in ("active", "trialing"):
-        fields.update(status=BillingAccount.Status.ACTIVE, past_due_since=None)
-    elif status in ("past_due", "unpaid"):
-        fields.update(status=BillingAccount.Status.PAST_DUE, past_due_since=_past_due_since(subscription, account))
-    elif status == "paused":  # bills nothing until a card resumes it in the portal: past due, with the grace
-        fields.update(status=BillingAccount.Status.PAST_DUE, past_due_since=account.past_due_since or timezone.now())
-    elif status in ("canceled", "incomplete_expired"):
-        fields.update(status=BillingAccount.Status.CANCELED)
+    if status not in UNPAID_STATUSES:  # else plan, period, metering and standing stay as they were
+        fields.update(_subscribed_fields(subscription, account))
     for name, value in fields.items():
         setattr(account, name, value)
     account.save()

@@ -33,6 +33,16 @@ def test_it_refuses_other_purposes_and_missing_files(api):
     assert missing.json()["error"]["param"] == "file"
 
 
+def test_it_refuses_an_upload_carrying_two_files(api):
+    """The last of them was stored and the others dropped, with a 201 for the one file."""
+    files = [SimpleUploadedFile("a.jsonl", jsonl(1)), SimpleUploadedFile("b.jsonl", jsonl(2))]
+    response = api.post("/v1/files", {"file": files, "purpose": "batch"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "file"
+    assert "one file per upload" in response.json()["error"]["message"]
+    assert api.get("/v1/files").json()["results"] == []
+
+
 def test_it_creates_a_batch_resolving_the_version_once(api, diabetes, no_queue, django_capture_on_commit_callbacks):
     file = upload(api, jsonl(3))
     with django_capture_on_commit_callbacks(execute=True):

@@ -152,3 +152,50 @@ def test_it_accepts_a_file_whose_first_4_kib_are_blank_lines(api, diabetes, in_p
     assert (file["format"], file["bytes"]) == ("jsonl", len(data))
     batch = run(create(api, file["id"])["id"])
     assert (batch.status, batch.completed) == ("completed", 2), batch.errors
+
+
+def test_it_reports_a_bad_line_whose_custom_id_holds_a_nul_character(api, diabetes, in_process):
+    """JSON allows "\\u0000" in a string, PostgreSQL's jsonb does not: storing the line's error crashed
+    the validation, and one bad line failed the whole batch with `validation_error`."""
+    lines = jsonl(20).splitlines()
+    lines[2] = json.dumps({"custom_id": "a\u0000b", "instances": [[0] * 9]}).encode()
+    batch = run(create(api, upload(api, b"\n".join(lines) + b"\n")["id"])["id"])
+    assert (batch.status, batch.completed, batch.failed) == ("completed", 19, 1), batch.errors
+    [error] = json_lines(content(api, batch.error_file.uid))
+    assert (error["line"], error["custom_id"], error["error"]["code"]) == (3, "a\u0000b", "invalid_input")
+    reported = api.get(f"/v1/batches/{batch.uid}").json()["errors"]["data"]
+    assert [(e["line"], e["custom_id"]) for e in reported] == [(3, "ab")]
+
+
+@pytest.mark.parametrize(
+    ("header", "row"),
+    [
+        (b"custom_id," + b",".join(b"input_%d" % i for i in range(10)), b"a\x00b," + b",".join([b"0"] * 10)),
+        (b"custom_id,input\x00," + b",".join(b"input_%d" % i for i in range(10)), b"a,0," + b",".join([b"0"] * 10)),
+    ],
+    ids=["twice-used-custom-id", "column-name"],
+)
+def test_it_fails_a_batch_with_its_own_reason_when_that_names_a_nul_character(api, diabetes, in_process, header, row):
+    batch = run(create(api, upload(api, header + b"\n" + row + b"\n" + row + b"\n", "rows.csv")["id"])["id"])
+    assert batch.status == "failed"
+    assert batch.errors[0]["code"] in ("duplicate_custom_id", "unknown_column"), batch.errors
+    assert "\x00" not in json.dumps(batch.errors)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "said"),
+    [
+        ("rows.csv", jsonl(2), "name a JSONL file .jsonl"),
+        ("rows.json", json.dumps([{"custom_id": "a", "instances": [[0] * 10]}]).encode(), "not an array"),
+        ("rows.jsonl", b'\n[\n  {"custom_id": "a", "instances": [[0]]}\n]\n', "not an array"),
+        ("rows.txt", b'[{"custom_id": "a", "instances": [[0]]}]', "not an array"),
+    ],
+)
+def test_it_refuses_a_file_that_is_not_what_its_name_says_at_upload(api, name, data, said):
+    """Such a file was stored, and the batch made of it failed only after validation, naming a CSV
+    column '{"custom_id": "req-0"' or every line as not a JSON object."""
+    response = api.post("/v1/files", {"file": SimpleUploadedFile(name, data), "purpose": "batch"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("unsupported_file_type", "file")
+    assert said in error["message"]

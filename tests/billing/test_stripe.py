@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from billing import payments
+from billing import limits, payments, stripe_client
 from billing.models import BillingAccount, BillingMeter, PlanPrice, StripeEvent
 from tests.billing.conftest import IRIS_ROW, account_on
 
@@ -296,6 +296,107 @@ def test_it_keeps_the_newer_subscription_whatever_the_order_of_the_old_ones_even
     account = BillingAccount.objects.get(organisation=org)
     assert (account.stripe_subscription_id, account.status) == (new, "active")
     assert api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]}).status_code != 402
+
+
+def incomplete_checkout_events(api, stripe):
+    """A Checkout whose first payment waits for 3-D Secure, and the events Stripe sends on the way."""
+    completed = checkout_and_subscribe(api, stripe, status="incomplete")
+    subscription, customer = completed["subscription"], completed["customer"]
+    invoice = stripe.invoice_create(customer, subscription, status="open")
+    events = [
+        stripe.event("customer.subscription.created", stripe.subscription_set(subscription)),
+        stripe.event("invoice.finalized", invoice),
+        stripe.event("invoice.payment_failed", invoice),
+        stripe.event("checkout.session.completed", completed),
+    ]
+    return subscription, events
+
+
+def account_state(org):
+    account = BillingAccount.objects.get(organisation=org)
+    return (account.plan.code, account.status, account.metered_since, account.current_period_start)
+
+
+def test_it_keeps_the_plan_it_had_while_the_first_payment_is_incomplete(api, client, synced, org, default_free_plan):
+    """An incomplete subscription (its first payment not made yet, e.g. a card waiting for 3-D Secure)
+    switched the organisation to the paid plan and its higher limits at once."""
+    payments.account_get_or_create(organisation_id=org.pk)
+    before = account_state(org)
+    _, events = incomplete_checkout_events(api, synced)
+    for event in events:
+        assert post_event(client, synced, event).json()["outcome"] == "subscription incomplete"
+    assert account_state(org) == before
+    assert before[:3] == ("free", "active", None)
+    assert BillingAccount.objects.get(organisation=org).subscription_status == "incomplete"
+    assert limits.entitlement_get(organisation_id=org.pk).plan_code == "free"
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [3, 5, 0, 4, 1, 2], [4, 0, 5, 2, 3, 1]])
+def test_it_moves_to_the_paid_plan_once_the_first_payment_is_made_in_any_order(
+    api, client, synced, org, default_free_plan, order
+):
+    subscription, events = incomplete_checkout_events(api, synced)
+    events.append(synced.event("invoice.paid", events[1]["data"]["object"]))
+    events.append(synced.event("customer.subscription.updated", synced.subscription_set(subscription, status="active")))
+    synced.subscription_set(subscription, status="incomplete")
+    for position, index in enumerate(order):
+        if position == len(order) // 2:
+            synced.subscription_set(subscription, status="active")  # the customer passed 3-D Secure meanwhile
+        assert post_event(client, synced, events[index]).status_code == 200
+    account = BillingAccount.objects.get(organisation=org)
+    assert (account.plan.code, account.status, account.subscription_status) == ("payg", "active", "active")
+    assert int(account.metered_since.timestamp()) == synced.objects[subscription]["created"]
+    assert limits.entitlement_get(organisation_id=org.pk).plan_code == "payg"
+
+
+@pytest.mark.parametrize("prior", [{}, {"status": "canceled"}])
+def test_it_leaves_the_account_as_it_was_when_the_first_payment_never_comes(
+    api, client, synced, org, iris, default_free_plan, prior
+):
+    """incomplete_expired cancelled the account: an organisation that had only tried to upgrade lost even
+    its free plan (402 on every call)."""
+    account_on(org, "free", **prior)
+    before = account_state(org)
+    subscription, events = incomplete_checkout_events(api, synced)
+    for event in events[:2]:
+        post_event(client, synced, event)
+    synced.subscription_set(subscription, status="incomplete_expired")
+    expired = synced.event("customer.subscription.updated", synced.subscription_set(subscription))
+    for event in [expired, *events[2:]]:
+        assert post_event(client, synced, event).json()["outcome"] == "subscription incomplete_expired"
+    assert account_state(org) == before
+    predicted = api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]})
+    assert predicted.status_code == (402 if prior else 200), predicted.content
+    assert api.post_json("/v1/billing/checkout", {"plan": "payg"}).status_code == 201
+
+
+def test_it_keeps_a_paying_subscription_over_a_newer_one_whose_first_payment_is_pending(api, client, synced, org):
+    paying = checkout_and_subscribe(api, synced)
+    post_event(client, synced, synced.event("checkout.session.completed", paying))
+    prices = [p.stripe_price_id for p in PlanPrice.objects.filter(plan__code="payg")]
+    session = stripe_client.checkout_session_create(
+        customer_id=paying["customer"],
+        price_ids=prices,
+        organisation_id=org.pk,
+        success_url="https://x",
+        cancel_url="https://x",
+    )
+    pending = synced.complete_checkout(session["id"], status="incomplete")["subscription"]
+    synced.subscription_set(pending, created=synced.objects[paying["subscription"]]["created"] + 60)
+    pending_created = synced.event("customer.subscription.created", synced.subscription_set(pending))
+    paying_updated = synced.event("customer.subscription.updated", synced.subscription_set(paying["subscription"]))
+    for event in (paying_updated, pending_created):
+        post_event(client, synced, event)
+    assert post_event(client, synced, paying_updated).json()["outcome"] == "duplicate"
+    synced.subscription_set(pending, status="incomplete_expired")
+    post_event(client, synced, synced.event("customer.subscription.updated", synced.subscription_set(pending)))
+    account = BillingAccount.objects.get(organisation=org)
+    assert (account.stripe_subscription_id, account.plan.code, account.status) == (
+        paying["subscription"],
+        "payg",
+        "active",
+    )
+    assert account.is_subscribed
 
 
 def test_it_treats_a_paused_subscription_as_past_due(api, client, synced, org):

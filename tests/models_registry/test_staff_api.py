@@ -116,3 +116,15 @@ def test_it_adds_a_version_to_a_private_model_without_its_owner_named_again(staf
     )
     refused = _upload(client, "secret-iris", model_bytes("iris"), organisation=org.slug)
     assert refused.status_code == 422
+
+
+def test_it_refuses_a_model_over_its_cap_before_reading_the_body(staff_user, settings):
+    """The API's multipart cap was the batch files' 512 MiB: a 500 MB "model" was streamed to disk and read
+    into memory, then stored as a failed version, before its 200 MiB cap was checked."""
+    settings.MODEL_MAX_BYTES = 1024
+    client = Client()
+    client.force_login(staff_user)
+    response = _upload(client, "huge", b"x" * (70 * 1024))
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert not ModelVersion.objects.filter(model__name="huge").exists()
