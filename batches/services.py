@@ -22,6 +22,7 @@ from apiservice.auth import Principal
 from apiservice.errors import Conflict, InvalidInput, PayloadTooLarge, Unprocessable
 from billing import limits
 from billing.gateway import payment_required, quota_exceeded
+from billing.idempotency import idempotency_key_take
 from billing.models import Meter
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get, model_version_resolve
@@ -191,6 +192,8 @@ def batch_create(*, principal: Principal, spec: BatchSpec, idempotency_key: str 
     try:
         with transaction.atomic():
             batch.save()
+            if idempotency_key:  # one key space per organisation: an online call's key is not a batch's
+                idempotency_key_take(organisation_id=principal.organisation_id, key=idempotency_key, fingerprint=digest)
             from .tasks import batch_validate
 
             batch_id = batch.pk

@@ -35,7 +35,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from apiservice.errors import InvalidInput, error_response, exception_response
+from apiservice.errors import InvalidInput, Unprocessable, error_response, exception_response
 
 from .limits import link
 from .models import IdempotencyRecord
@@ -239,6 +239,28 @@ def idempotency_lost(request: HttpRequest, claim: Claim) -> HttpResponse:
     if winner.fingerprint != claim.fingerprint:
         return _mismatch(request)
     return replay(request, winner)
+
+
+def idempotency_key_take(*, organisation_id: int, key: str, fingerprint: str) -> None:
+    """Mark `key` as used by a billable POST that keeps its own answer (a batch's creation, which
+    replays the batch itself), inside the caller's transaction: keys are one space per organisation, so
+    the same key on an online call is then 422, as any reuse with another request is, and a key an
+    online call used is refused here. A record past the TTL is replaced."""
+    now = timezone.now()
+    records = IdempotencyRecord.objects.filter(organisation_id=organisation_id, key=key)
+    records.filter(created_at__lt=now - _ttl()).delete()
+    try:
+        with transaction.atomic():
+            IdempotencyRecord.objects.create(
+                organisation_id=organisation_id, key=key, fingerprint=fingerprint, done=True, created_at=now
+            )
+    except IntegrityError:
+        if not records.filter(fingerprint=fingerprint).exists():
+            raise Unprocessable(
+                "This Idempotency-Key was used with a different request.",
+                code="idempotency_key_reused",
+                param="Idempotency-Key",
+            ) from None
 
 
 def idempotency_purge() -> int:

@@ -638,6 +638,7 @@ end
 return {count, 0, 0, rate, held, '', incarnations[1], incarnations[2]}
 """
 
+
 @lru_cache(maxsize=4096)
 def _rate_key(storage: RedisStorage, item: limits.RateLimitItem, api_key_id: str, window_index: int) -> str:
     """The Redis key of a key's rate-limit window, as the `limits` library names it."""

@@ -6,6 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apiservice import services as org_services
 from models_registry.models import ModelAlias
 from models_registry.services import model_version_register
+from tests.billing.conftest import IRIS_ROW
 from tests.conftest import APIClient
 
 from .conftest import content, create, jsonl, upload
@@ -231,6 +232,39 @@ def test_it_checks_and_marks_idempotency_keys_as_online_calls_do(api, diabetes, 
     assert "Idempotent-Replayed" not in first
     assert again["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
+
+
+def test_an_idempotency_key_used_for_a_batch_is_refused_on_an_online_call_and_the_call_is_not_billed(
+    api, diabetes, iris, no_queue
+):
+    """Keys are one space per organisation, as Stripe's are: the batch's key was free for `:predict`."""
+    from billing.models import UsageRecord
+
+    body = {"input_file_id": upload(api, jsonl(2))["id"], "model": "diabetes"}
+    assert api.post_json("/v1/batches", body, HTTP_IDEMPOTENCY_KEY="order-7").status_code == 201
+    online = api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]}, HTTP_IDEMPOTENCY_KEY="order-7")
+    assert online.status_code == 422, online.content
+    assert online.json()["error"]["code"] == "idempotency_key_reused"
+    assert not UsageRecord.objects.filter(face="v1-predict", units__gt=0).exists()
+
+
+def test_an_idempotency_key_used_on_an_online_call_is_refused_for_a_batch_and_no_batch_is_made(
+    api, diabetes, iris, no_queue
+):
+    from batches.models import Batch
+
+    online = api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]}, HTTP_IDEMPOTENCY_KEY="order-8")
+    assert online.status_code == 200
+    body = {"input_file_id": upload(api, jsonl(2))["id"], "model": "diabetes"}
+    refused = api.post_json("/v1/batches", body, HTTP_IDEMPOTENCY_KEY="order-8")
+    assert refused.status_code == 422, refused.content
+    assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == (
+        "idempotency_key_reused",
+        "Idempotency-Key",
+    )
+    assert not Batch.objects.exists()
+    replayed = api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW]}, HTTP_IDEMPOTENCY_KEY="order-8")
+    assert replayed["Idempotent-Replayed"] == "true"
 
 
 @pytest.mark.parametrize(
