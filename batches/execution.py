@@ -320,7 +320,12 @@ def _chunk_write(chunk: BatchChunk, claim: str, *, poison: bool, refused: QuotaR
         out_name = ""
     status = BatchChunk.Status.FAILED if poison or refused else BatchChunk.Status.SUCCEEDED
     refusal = {"code": refused.code, "message": refused.message, "line": None} if refused else None
-    billed = _chunk_finish(chunk, claim, status, result, out_name, err_name, batch_error=refusal)
+    # The chunk's ledger row says what became of it, as an API call's status does: refused as the API
+    # refuses (402 payment_required, 429 over the quota or budget), given up after its retries (500).
+    status_code = 500 if poison else 402 if refused and refused.code == "payment_required" else 429 if refused else 200
+    billed = _chunk_finish(
+        chunk, claim, status, result, out_name, err_name, batch_error=refusal, status_code=status_code
+    )
     if billed is None:
         storage.delete_quietly([out_name, err_name])  # another attempt owns this chunk now
     return billed or 0
@@ -545,6 +550,7 @@ def _chunk_finish(
     err_name: str,
     *,
     batch_error: dict[str, Any] | None = None,
+    status_code: int = 200,
 ) -> int | None:
     """Mark the chunk done if this attempt still owns it; add its counts and bill it, all at once.
 
@@ -582,6 +588,7 @@ def _chunk_finish(
                 api_key_id=batch.api_key_id,
                 model_version_id=batch.model_version_id,
                 units=result.succeeded_rows,
+                status_code=status_code,
             )
             billed = result.succeeded_rows if written else 0
     if not BatchChunk.objects.filter(

@@ -353,10 +353,13 @@ def usage_record_batch_chunk(
     api_key_id: str | None,
     model_version_id: int,
     units: int,
+    status_code: int = 200,
 ) -> bool:
     """Bill one finished batch chunk (units = its succeeded rows); True if this call wrote the row.
 
     The request id is derived from the batch and chunk, so a chunk run again never bills twice.
+    `status_code`: 200 for a chunk that ran (even if some of its lines failed), else the status of
+    its refusal (402, 429) or 500 for a chunk given up after its retries.
     """
     from .models import Meter
 
@@ -367,6 +370,6 @@ def usage_record_batch_chunk(
         face="batch",
         meter=Meter.BATCH_ROWS,
         units=units,
-        status_code=200,
+        status_code=status_code,
         model_version_id=model_version_id,
     )

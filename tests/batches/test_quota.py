@@ -38,6 +38,8 @@ def test_it_stops_a_free_organisation_exactly_at_its_monthly_cap(api, org, diabe
     assert {error["error"]["code"] for error in errors} == {"quota_exceeded"}
     assert [error["custom_id"] for error in errors] == [f"req-{i}" for i in range(FREE_CAP, 12_000)]
     assert len(json_lines(content(api, done["output_file_id"]))) == FREE_CAP
+    statuses = UsageRecord.objects.filter(meter__in=[Meter.BATCH_ROWS, ""], face="batch").values_list("status_code")
+    assert sorted(s for (s,) in statuses) == [200] * 10 + [429] * 2  # the refused chunks read as refused in usage
 
 
 def test_it_runs_no_model_for_a_refused_chunk(api, org, diabetes, in_process, settings, monkeypatch):
@@ -197,6 +199,7 @@ def test_it_runs_no_chunk_of_a_queued_batch_once_the_account_is_cancelled(
     assert [error["custom_id"] for error in errors] == [f"req-{i}" for i in range(12)]
     assert done["output_file_id"] is None
     assert billed_rows() == 0
+    assert set(UsageRecord.objects.filter(face="batch").values_list("status_code", flat=True)) == {402}
 
 
 def test_with_metering_off_it_creates_and_runs_a_batch_whatever_the_account_standing(
@@ -207,3 +210,23 @@ def test_with_metering_off_it_creates_and_runs_a_batch_whatever_the_account_stan
     batch = run(create(api, upload(api, jsonl(3))["id"])["id"])
     assert (batch.status, batch.completed, batch.failed) == ("completed", 3, 0)
     assert billed_rows() == 3
+
+
+def test_a_chunk_given_up_after_its_retries_fails_its_lines_unbilled_and_reads_as_a_server_error_in_usage(
+    api, org, diabetes, in_process, settings, monkeypatch
+):
+    created = create(api, upload(api, jsonl(3))["id"])
+    monkeypatch.setattr(execution, "predict", lambda **_: pytest.fail("the model ran"))
+    real_run = execution.chunk_run
+
+    def after_every_attempt_failed(*, chunk_id):
+        BatchChunk.objects.filter(pk=chunk_id).update(attempts=settings.BATCH_CHUNK_MAX_ATTEMPTS)
+        real_run(chunk_id=chunk_id)  # its claim counts one more attempt than allowed
+
+    monkeypatch.setattr(execution, "chunk_run", after_every_attempt_failed)
+    batch = run(created["id"])
+    assert (batch.completed, batch.failed) == (0, 3)
+    errors = json_lines(content(api, api.get(f"/v1/batches/{batch.uid}").json()["error_file_id"]))
+    assert {error["error"]["code"] for error in errors} == {"chunk_failed"}
+    assert billed_rows() == 0
+    assert set(UsageRecord.objects.filter(face="batch").values_list("status_code", flat=True)) == {500}
