@@ -415,8 +415,16 @@ def cmd_predict(bundle, args):
     return 0
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse exits 2 on a mistyped command line; here 2 means "verification failed", so exit 3."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(3, f"{self.prog}: error: {message}\n")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Verify and run a ModelMeter edge bundle offline.")
+    parser = ArgumentParser(description="Verify and run a ModelMeter edge bundle offline.")
     parser.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="zip or extracted folder")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("verify", "golden", "predict"):

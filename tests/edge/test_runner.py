@@ -289,3 +289,21 @@ def test_it_says_a_csv_with_no_rows_of_numbers_has_none(iris_folder, key_file, t
     assert result.returncode == 3
     assert "no rows of numbers" in result.stderr
     assert "shape [0]" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["verify"],
+        ["check", "--public-key", "modelmeter.pem"],
+        ["predict", "--public-key", "modelmeter.pem"],
+        ["predict", "--public-key", "modelmeter.pem", "--input", "rows.csv", "--variant", "fp16"],
+        ["verify", "--public-key", "modelmeter.pem", "--inputs", "rows.csv"],
+    ],
+)
+def test_it_exits_bad_usage_not_failed_verification_on_a_mistyped_command_line(iris_folder, args):
+    """argparse exits 2 on a usage error, which run.py documents as 'verification failed'."""
+    result = run(iris_folder, *args)
+    assert result.returncode == 3, result.stderr
+    assert "usage: run.py" in result.stderr
