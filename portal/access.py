@@ -34,6 +34,16 @@ def current_membership(request: HttpRequest) -> Membership | None:
     return membership or memberships.order_by("created_at", "id").first()
 
 
+def membership_named(*, user_id: int, organisation_id: str) -> Membership | None:
+    """The user's membership of the organisation that a form field or header names by id, if any.
+
+    Matched as text against the user's own few memberships: the value is the client's, and `int()`
+    refuses some of what `str.isdigit()` accepts ("²", 5,000 digits), which was a 500.
+    """
+    mine = Membership.objects.filter(user_id=user_id).select_related("organisation")
+    return next((m for m in mine if str(m.organisation_id) == organisation_id), None)
+
+
 def login_redirect(request: HttpRequest) -> HttpResponseBase:
     """To the login page, then back. An htmx partial (a polled row, *Refresh*) redirects the whole page
     back to the page it is on: a plain redirect would swap the login page into the table."""
@@ -59,8 +69,7 @@ def stale_organisation_response(request: HttpRequest, membership: Membership) ->
     shown = request.headers.get(ORG_HEADER) or request.POST.get(ORG_FIELD)
     if not shown or shown == str(membership.organisation_id):
         return None
-    mine = Membership.objects.filter(user_id=membership.user_id).select_related("organisation")
-    then = mine.filter(organisation_id=int(shown)).first() if shown.isdigit() else None
+    then = membership_named(user_id=membership.user_id, organisation_id=shown)
     context = {"shown": then.organisation if then else None}
     if getattr(request, "htmx", None):
         message = render(request, "portal/partials/stale_organisation.txt", context).content

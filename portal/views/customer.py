@@ -21,7 +21,7 @@ from models_registry import selectors as registry
 from models_registry.models import ModelAlias, ModelVersion
 
 from .. import billing_link, selectors, services
-from ..access import SESSION_ORG, login_redirect, portal_view
+from ..access import SESSION_ORG, login_redirect, membership_named, portal_view
 from ..forms import (
     APIKeyCreateForm,
     InvitationSignupForm,
@@ -98,11 +98,11 @@ def organisation_create(request: HttpRequest) -> HttpResponseBase:
 @require_POST
 @portal_view()
 def organisation_switch(request: HttpRequest) -> HttpResponse:
-    try:
-        organisation_id = int(request.POST.get("organisation", ""))
-    except ValueError:  # a forged or empty choice: no such membership, not a 500
-        raise Http404("No such organisation.") from None
-    membership = get_object_or_404(Membership, user=request.user, organisation_id=organisation_id)
+    membership = membership_named(
+        user_id=int(request.user.pk or 0), organisation_id=request.POST.get("organisation", "")
+    )
+    if membership is None:  # a forged or empty choice, or one not theirs: no such membership, not a 500
+        raise Http404("No such organisation.")
     request.session[SESSION_ORG] = membership.organisation_id
     return redirect("portal:home")
 

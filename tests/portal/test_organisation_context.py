@@ -83,3 +83,16 @@ def test_every_portal_page_names_the_organisation_it_shows(switched_client: Clie
     """With two organisations, a page of keys or usage has to say whose they are."""
     content = switched_client.get(url).content.decode()
     assert '<span class="current-org" data-testid="current-organisation">Globex</span>' in content
+
+
+@pytest.mark.parametrize("shown", ["²", "9" * 30, "9" * 5000])
+def test_a_garbled_organisation_field_is_refused_as_another_organisation_not_a_server_error(
+    owner_client: Client, shown: str
+) -> None:
+    """'²' passes str.isdigit() but not int(); 5,000 digits pass neither int() nor the database's integers."""
+    form = owner_client.post("/portal/keys/", {"name": "k", "scopes": ["predict"], "portal_organisation": shown})
+    htmx = owner_client.post(
+        "/portal/keys/", {"name": "k", "scopes": ["predict"]}, HTTP_HX_REQUEST="true", HTTP_X_PORTAL_ORGANISATION=shown
+    )
+    assert (form.status_code, htmx.status_code) == (409, 409)
+    assert not APIKey.objects.filter(name="k").exists()
