@@ -256,9 +256,10 @@ def keys(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @portal_view()
-def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+def key_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
+    """By the key's prefix: its primary key is "<prefix>.<hash of the secret>", which pages never show."""
     organisation = request.membership.organisation  # type: ignore[attr-defined]
-    api_key = get_object_or_404(APIKey, organisation=organisation, pk=key_id)
+    api_key = get_object_or_404(APIKey, organisation=organisation, prefix=prefix)
     if not _is_owner(request) and api_key.created_by_id != request.user.pk:
         raise PermissionDenied("Members can revoke only the keys they created.")
     api_key_revoke(api_key=api_key)

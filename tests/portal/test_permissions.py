@@ -94,8 +94,8 @@ def test_it_hides_another_organisations_private_model(owner_client: Client, priv
 
 def test_it_answers_404_for_another_organisations_key(owner_client: Client, other_org: Any) -> None:
     theirs, _ = api_key_create(organisation=other_org, name="theirs")
-    assert owner_client.post(f"/portal/keys/{theirs.pk}/revoke/").status_code == 404
-    assert owner_client.post(f"/portal/keys/{theirs.pk}/revoke/", HTTP_HX_REQUEST="true").status_code == 404
+    assert owner_client.post(f"/portal/keys/{theirs.prefix}/revoke/").status_code == 404
+    assert owner_client.post(f"/portal/keys/{theirs.prefix}/revoke/", HTTP_HX_REQUEST="true").status_code == 404
     theirs.refresh_from_db()
     assert not theirs.revoked
 
@@ -103,15 +103,15 @@ def test_it_answers_404_for_another_organisations_key(owner_client: Client, othe
 def test_it_lets_members_revoke_only_their_own_keys(member_client: Client, member: Any, owner: Any, org: Any) -> None:
     owners_key, _ = api_key_create(organisation=org, name="owner's", created_by=owner)
     own_key, _ = api_key_create(organisation=org, name="mine", created_by=member)
-    assert member_client.post(f"/portal/keys/{owners_key.pk}/revoke/").status_code == 403
-    assert member_client.post(f"/portal/keys/{own_key.pk}/revoke/").status_code == 302
+    assert member_client.post(f"/portal/keys/{owners_key.prefix}/revoke/").status_code == 403
+    assert member_client.post(f"/portal/keys/{own_key.prefix}/revoke/").status_code == 302
     assert APIKey.objects.get(pk=own_key.pk).revoked
     assert not APIKey.objects.get(pk=owners_key.pk).revoked
 
 
 def test_it_lets_owners_revoke_any_key_of_their_organisation(owner_client: Client, member: Any, org: Any) -> None:
     members_key, _ = api_key_create(organisation=org, name="member's", created_by=member)
-    response = owner_client.post(f"/portal/keys/{members_key.pk}/revoke/", HTTP_HX_REQUEST="true")
+    response = owner_client.post(f"/portal/keys/{members_key.prefix}/revoke/", HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     assert b"revoked" in response.content
 
