@@ -307,3 +307,22 @@ def test_it_exits_bad_usage_not_failed_verification_on_a_mistyped_command_line(i
     result = run(iris_folder, *args)
     assert result.returncode == 3, result.stderr
     assert "usage: run.py" in result.stderr
+
+
+def test_the_commands_in_the_bundles_readme_work_in_the_order_it_gives_them(iris_folder, public_key_pem, tmp_path):
+    """The README had the key and rows.csv inside the bundle folder: verify and golden, which name no
+    input, then refused rows.csv as a file not in the manifest (exit 2, as if tampered with)."""
+    commands = [
+        line.split()[1:]
+        for line in (iris_folder / "README.md").read_text().splitlines()
+        if line.strip().startswith("python run.py")
+    ]
+    assert [c[1] for c in commands] == ["verify", "golden", "predict"]
+    for args in commands:  # the key and the inputs are where the README names them, before any command runs
+        named = dict(zip(args[2::2], args[3::2], strict=False))
+        (iris_folder / named["--public-key"]).write_bytes(public_key_pem)
+        if "--input" in named:
+            (iris_folder / named["--input"]).write_text("5.1,3.5,1.4,0.2\n")
+    for args in commands:
+        result = run(iris_folder, *args[1:])
+        assert result.returncode == 0, (args, result.stderr)
