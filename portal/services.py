@@ -186,10 +186,12 @@ def invitation_revoke(*, invitation: Invitation) -> None:
 def membership_remove(*, membership: Membership) -> None:
     """Remove a member; an organisation always keeps at least one owner."""
     with transaction.atomic():
+        # Lock the owners' rows by reading them: Django drops FOR UPDATE from a count(), and two owners
+        # removing each other at once then both counted two and left the organisation with none.
         owners = Membership.objects.select_for_update().filter(
             organisation_id=membership.organisation_id, role=Membership.Role.OWNER
         )
-        if membership.role == Membership.Role.OWNER and owners.count() <= 1:
+        if membership.role == Membership.Role.OWNER and len(owners.values_list("pk", flat=True)) <= 1:
             raise PortalError("An organisation needs at least one owner.")
         membership.delete()
 
