@@ -8,6 +8,7 @@ object is then fetched through the membership's organisation, so another organis
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -46,11 +47,23 @@ def membership_named(*, user_id: int, organisation_id: str) -> Membership | None
 
 def login_redirect(request: HttpRequest) -> HttpResponseBase:
     """To the login page, then back. An htmx partial (a polled row, *Refresh*) redirects the whole page
-    back to the page it is on: a plain redirect would swap the login page into the table."""
+    back to the page it is on: a plain redirect would swap the login page into the table. A form posted
+    after the session ended comes back to the page it was on (the action is not replayed): the login
+    page opens `next` with a GET, which a POST-only action (*Download*, *Remove*) answers with a 405."""
     htmx = getattr(request, "htmx", None)
     if htmx:
         return HttpResponseClientRedirect(redirect_to_login(htmx.current_url_abs_path or "/portal/").url)
+    if request.method not in ("GET", "HEAD"):
+        return redirect_to_login(_referring_page(request) or "/portal/")
     return redirect_to_login(request.get_full_path())
+
+
+def _referring_page(request: HttpRequest) -> str | None:
+    """The path and query of the page of this site that sent the request (its Referer), if any."""
+    referer = urlsplit(request.headers.get("Referer", ""))
+    if referer.scheme != request.scheme or referer.netloc != request.get_host():
+        return None
+    return referer.path + (f"?{referer.query}" if referer.query else "")
 
 
 def stale_row_response(request: HttpRequest) -> HttpResponseNotFound:

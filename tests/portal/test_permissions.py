@@ -50,6 +50,35 @@ def test_it_sends_anonymous_posts_to_the_login_page(client: Client, iris: Any, u
     assert "/portal/login/" in response["Location"]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/portal/bundles/bnd_0123/download/",
+        "/portal/keys/mm_abcdefgh/revoke/",
+        "/portal/team/members/1/remove/",
+        "/portal/billing/checkout/",
+        "/staff/models/upload/",
+    ],
+)
+def test_a_form_posted_after_the_session_ended_comes_back_to_its_page_after_logging_in(
+    client: Client, owner: Any, url: str
+) -> None:
+    """The login page's `next` was the form's action, which it then opened with a GET: a 405 page."""
+    response = client.post(url, {}, HTTP_REFERER="http://testserver/portal/bundles/?page=2")
+    assert response["Location"] == "/portal/login/?next=/portal/bundles/%3Fpage%3D2"
+    login = {"username": owner.username, "password": "pw-Secret-123", "next": "/portal/bundles/?page=2"}
+    assert client.post("/portal/login/", login, follow=True).status_code == 200
+
+
+@pytest.mark.parametrize("referer", [None, "https://elsewhere.example/portal/keys/"])
+def test_a_form_posted_after_the_session_ended_from_no_page_of_ours_goes_to_the_overview_after_logging_in(
+    client: Client, referer: str | None
+) -> None:
+    headers = {"HTTP_REFERER": referer} if referer else {}
+    response = client.post("/portal/bundles/bnd_0123/download/", {}, **headers)
+    assert response["Location"] == "/portal/login/?next=/portal/"
+
+
 @pytest.mark.parametrize("url", ["/portal/usage/calls/", "/portal/keys/"])
 def test_it_sends_a_signed_out_htmx_request_to_the_login_page_as_a_whole_page(
     client: Client, iris: Any, url: str
