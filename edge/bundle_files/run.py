@@ -109,6 +109,14 @@ class Bundle:
                 found.add(Path(folder, name).relative_to(self.location).as_posix())
         return found
 
+    def repeated(self):
+        """Names the zip stores more than once: zipfile reads the last copy, other readers the first."""
+        seen: set[str] = set()
+        repeated: set[str] = set()
+        for name in self._zip.namelist() if self._zip is not None else []:
+            (repeated if name in seen else seen).add(name)
+        return sorted(repeated)
+
     def _outside(self, paths):
         """Of the files named on the command line, those inside this folder, relative to it."""
         if self._zip is not None:
@@ -128,6 +136,11 @@ class Bundle:
         data, read and never executed, so they may sit in the bundle's folder."""
         from cryptography.exceptions import InvalidSignature
 
+        repeated = self.repeated()
+        if repeated:
+            raise VerificationError(
+                f"files stored more than once in the zip: {repeated} (which copy runs depends on the reader)"
+            )
         manifest_bytes, signature = self.read("manifest.json"), self.read("manifest.sig")
         try:
             public_key.verify(signature, manifest_bytes)

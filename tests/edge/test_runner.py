@@ -3,12 +3,14 @@
 import json
 import subprocess
 import sys
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import build_now, extract
+from .conftest import build_now, extract, zip_members
 
 RUN = [sys.executable, "run.py"]
 
@@ -326,3 +328,27 @@ def test_the_commands_in_the_bundles_readme_work_in_the_order_it_gives_them(iris
     for args in commands:
         result = run(iris_folder, *args[1:])
         assert result.returncode == 0, (args, result.stderr)
+
+
+def test_it_refuses_a_zip_that_stores_a_signed_file_twice(iris, key_file, tmp_path):
+    """Python's zipfile reads the last copy of a name, which verified, while readers that stream a zip
+    (or take the first copy) would run the other, unsigned one."""
+    genuine = zip_members(build_now(iris))
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(forged, "w") as archive:
+        archive.writestr("models/fp32/model.onnx", b"not the signed model")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate name, which is the point
+            for name, data in genuine.items():
+                archive.writestr(name, data)
+    runner = tmp_path / "run.py"
+    runner.write_bytes(genuine["run.py"])
+    result = subprocess.run(
+        [sys.executable, str(runner), "--bundle", str(forged), "verify", "--public-key", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout
+    assert "stored more than once" in result.stderr
+    assert "models/fp32/model.onnx" in result.stderr
