@@ -34,6 +34,7 @@ import csv  # noqa: E402
 import hashlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import struct  # noqa: E402
 import zipfile  # noqa: E402
 import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -117,6 +118,24 @@ class Bundle:
             (repeated if name in seen else seen).add(name)
         return sorted(repeated)
 
+    def stray_bytes(self):
+        """The offset of the first bytes of the zip that are no entry's (before, between or after its
+        entries, up to the directory), or None. A reader that streams a zip's entries instead of reading
+        its directory (as zipfile and unzip do) would find a file there that was never verified."""
+        if self._zip is None:
+            return None
+        expected = 0
+        with open(self.location, "rb") as handle:
+            for info in sorted(self._zip.infolist(), key=lambda i: i.header_offset):
+                handle.seek(info.header_offset)
+                header = handle.read(30)
+                # A bundle's entries lie back to back from byte 0, without data descriptors.
+                if info.header_offset != expected or header[:4] != b"PK\x03\x04" or info.flag_bits & 0x08:
+                    return expected
+                name_length, extra_length = struct.unpack("<HH", header[26:30])
+                expected = info.header_offset + 30 + name_length + extra_length + info.compress_size
+        return None if expected == getattr(self._zip, "start_dir", expected) else expected
+
     def _outside(self, paths):
         """Of the files named on the command line, those inside this folder, relative to it."""
         if self._zip is not None:
@@ -140,6 +159,12 @@ class Bundle:
         if repeated:
             raise VerificationError(
                 f"files stored more than once in the zip: {repeated} (which copy runs depends on the reader)"
+            )
+        stray = self.stray_bytes()
+        if stray is not None:
+            raise VerificationError(
+                f"the zip holds bytes outside its files, from byte {stray} (a reader that streams the zip "
+                "would find unverified files there)"
             )
         manifest_bytes, signature = self.read("manifest.json"), self.read("manifest.sig")
         try:

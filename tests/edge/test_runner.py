@@ -1,5 +1,6 @@
 """run.py, executed as a subprocess on the bundle as a customer would run it."""
 
+import io
 import json
 import subprocess
 import sys
@@ -352,3 +353,27 @@ def test_it_refuses_a_zip_that_stores_a_signed_file_twice(iris, key_file, tmp_pa
     assert result.returncode == 2, result.stdout
     assert "stored more than once" in result.stderr
     assert "models/fp32/model.onnx" in result.stderr
+
+
+def test_it_refuses_a_zip_with_an_unlisted_entry_hidden_before_its_directory(iris, key_file, tmp_path):
+    """zipfile and unzip read a zip through its directory and skip bytes put in front of the entries,
+    but a reader that streams the entries (Java's ZipInputStream, say) takes what is there first."""
+    genuine = build_now(iris)
+    with genuine.file.open("rb") as handle:
+        signed = handle.read()
+    hidden = io.BytesIO()
+    with zipfile.ZipFile(hidden, "w") as archive:
+        archive.writestr("models/fp32/model.onnx", b"not the signed model")
+    local_entry = hidden.getvalue()[: hidden.getvalue().rfind(b"PK\x01\x02")]  # without its own directory
+    forged = tmp_path / "forged.zip"
+    forged.write_bytes(local_entry + signed)
+    runner = tmp_path / "run.py"
+    runner.write_bytes(zip_members(genuine)["run.py"])
+    result = subprocess.run(
+        [sys.executable, str(runner), "--bundle", str(forged), "verify", "--public-key", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout
+    assert "bytes outside its files, from byte 0" in result.stderr
