@@ -102,7 +102,10 @@ def portal_view(*, owner: bool = False) -> Callable[[View], View]:
             if membership is None and request.user.is_staff:
                 return redirect("staff:usage")  # staff without an organisation work in /staff/
             if membership is None:  # e.g. removed from their only one: they may start their own
-                return render(request, "portal/no_organisation.html", status=403)
+                response = render(request, "portal/no_organisation.html", status=403)
+                if getattr(request, "htmx", None):  # a polled row would poll this 403 every second, unseen
+                    response["HX-Refresh"] = "true"
+                return response
             request.membership = membership  # type: ignore[attr-defined]
             stale = stale_organisation_response(request, membership)
             if stale is not None:

@@ -46,6 +46,16 @@ def test_it_refuses_users_without_an_organisation(db: Any, url: str) -> None:
     assert client_as(make_user("lonely", None)).get(url).status_code == 403
 
 
+@pytest.mark.parametrize("url", ["/portal/batches/batch_x/row/", "/portal/bundles/bnd_x/row/", "/portal/usage/calls/"])
+def test_a_polled_row_of_a_member_removed_meanwhile_reloads_the_page_instead_of_polling_a_403(
+    db: Any, url: str
+) -> None:
+    """htmx swaps no 403 and keeps polling: the page went on asking every second, forever, unchanged."""
+    response = client_as(make_user("lonely", None)).get(url, headers={"HX-Request": "true"})
+    assert response.status_code == 403
+    assert response["HX-Refresh"] == "true"  # the whole page reloads: "You are not a member of any organisation"
+
+
 @pytest.mark.parametrize("url", PORTAL_HTMX_GETS)
 def test_it_answers_404_for_unknown_objects(member_client: Client, url: str) -> None:
     assert member_client.get(url, headers={"HX-Request": "true"}).status_code == 404
