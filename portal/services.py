@@ -179,8 +179,12 @@ def invitation_signup(*, invitation: Invitation, username: str, password: str) -
     return user
 
 
-def invitation_revoke(*, invitation: Invitation) -> None:
-    Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).update(revoked_at=timezone.now())
+def invitation_revoke(*, invitation: Invitation) -> bool:
+    """Stop the link working. False when it was already accepted (or revoked): nothing changes."""
+    revoked = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    return bool(revoked)
 
 
 def membership_remove(*, membership: Membership) -> None:

@@ -151,8 +151,14 @@ def team(request: HttpRequest) -> HttpResponse:
 def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
     organisation = request.membership.organisation  # type: ignore[attr-defined]
     invitation = get_object_or_404(organisation.invitations, pk=invitation_id)
-    services.invitation_revoke(invitation=invitation)
-    messages.success(request, f"Invitation to {invitation.email} revoked.")
+    if services.invitation_revoke(invitation=invitation):
+        messages.success(request, f"Invitation to {invitation.email} revoked.")
+        return redirect("portal:team")
+    invitation.refresh_from_db()
+    if invitation.accepted_at:  # accepted since the page was shown: they are in, whatever the page said
+        messages.error(request, f"{invitation.email} already accepted the invitation: they are a member now.")
+    else:
+        messages.info(request, f"The invitation to {invitation.email} was already revoked.")
     return redirect("portal:team")
 
 

@@ -135,6 +135,21 @@ def test_it_revokes_a_pending_invitation(owner_client: Client, role: str) -> Non
     assert invitation.status == "revoked"
 
 
+def test_revoking_an_invitation_accepted_meanwhile_says_they_joined_instead_of_revoked(
+    owner_client: Client, org: Organisation
+) -> None:
+    """From a team page shown before the invitee accepted, Revoke did nothing yet said "revoked": the
+    owner believed the invitee kept out while they were a member."""
+    owner_client.post("/portal/team/", {"email": "quick@example.com", "role": "member"})
+    invitation = Invitation.objects.get()
+    services.invitation_signup(invitation=invitation, username="quick", password="pw-Secret-123")
+    response = owner_client.post(f"/portal/team/invitations/{invitation.pk}/revoke/", follow=True)
+    content = response.content.decode()
+    assert "Invitation to quick@example.com revoked." not in content
+    assert "quick@example.com already accepted the invitation" in content
+    assert Membership.objects.filter(organisation=org, user__username="quick").exists()
+
+
 def test_it_refuses_an_invitation_to_an_account_with_another_address(owner_client: Client, other_owner: Any) -> None:
     owner_client.post("/portal/team/", {"email": "someone-else@example.com", "role": "owner"})
     path = re.search(r"http://testserver(/portal/invitations/\S+/)", mail.outbox[0].body).group(1)  # type: ignore[union-attr]
