@@ -8,6 +8,7 @@ from django.test import Client
 
 from apiservice.models import APIKey, Membership, Organisation
 from apiservice.services import membership_ensure
+from billing.models import UsageRecord
 
 from .conftest import client_as
 
@@ -96,3 +97,29 @@ def test_a_garbled_organisation_field_is_refused_as_another_organisation_not_a_s
     )
     assert (form.status_code, htmx.status_code) == (409, 409)
     assert not APIKey.objects.filter(name="k").exists()
+
+
+def test_refreshing_a_table_on_a_page_of_another_organisation_reloads_the_page_instead_of_mixing_them(
+    switched_client: Client, org: Organisation, other_org: Organisation, iris: Any
+) -> None:
+    """*Refresh* on Acme's usage page, after switching to Globex in another tab, swapped Globex's calls
+    into the page that still said Acme everywhere else."""
+    UsageRecord.objects.create(
+        request_id="req_globex_call",
+        organisation=other_org,
+        face="v1-predict",
+        meter="online_predictions",
+        model_version=iris,
+        units=1,
+        status_code=200,
+        latency_ms=5.0,
+    )
+    response = switched_client.get(
+        "/portal/usage/calls/", HTTP_HX_REQUEST="true", HTTP_X_PORTAL_ORGANISATION=str(org.pk)
+    )
+    assert response["HX-Refresh"] == "true"  # the page reloads, on Globex, saying so
+    assert "req_globex_call" not in response.content.decode()
+    current = switched_client.get(
+        "/portal/usage/calls/", HTTP_HX_REQUEST="true", HTTP_X_PORTAL_ORGANISATION=str(other_org.pk)
+    )
+    assert "req_globex_call" in current.content.decode()
