@@ -78,12 +78,13 @@ def stale_organisation_response(request: HttpRequest, membership: Membership) ->
     """A 409 for a POST from a page of another organisation than the session's current one (switched in
     another tab since the page was shown), which would otherwise act on the current one unseen. An htmx
     GET from such a page (*Refresh*, a polled row) would swap the current one's data into it: the page
-    reloads instead (`HX-Refresh`), and then names the organisation it shows."""
-    shown = request.headers.get(ORG_HEADER) or request.POST.get(ORG_FIELD)
+    reloads instead (`HX-Refresh`), and then names the organisation it shows. A link whose answer names
+    no organisation (*Export calls (CSV)*) says which in its query string, and is refused the same way."""
+    shown = request.headers.get(ORG_HEADER) or request.POST.get(ORG_FIELD) or request.GET.get(ORG_FIELD)
     if not shown or shown == str(membership.organisation_id):
         return None
-    if request.method != "POST":
-        return HttpResponse(status=409, headers={"HX-Refresh": "true"}) if getattr(request, "htmx", None) else None
+    if request.method != "POST" and getattr(request, "htmx", None):
+        return HttpResponse(status=409, headers={"HX-Refresh": "true"})
     then = membership_named(user_id=membership.user_id, organisation_id=shown)
     context = {"shown": then.organisation if then else None}
     if getattr(request, "htmx", None):
