@@ -13,8 +13,17 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK = 64 * 1024
 
 
+# Any file is shorter than this; a longer position (int() refuses past 4,300 digits) reads as it.
+_PAST_ANY_FILE = 10**18
+
+
 class Unsatisfiable(Exception):
     pass
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) < len(str(_PAST_ANY_FILE)) else _PAST_ANY_FILE
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -27,16 +36,16 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # the last N bytes
-        length = int(last)
+        length = _position(last)
         if length == 0 or size == 0:
             raise Unsatisfiable
         return max(size - length, 0), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    if last and _position(last) < start:
         return None  # syntactically invalid: ignored
     if start >= size:
         raise Unsatisfiable
-    end = min(int(last), size - 1) if last else size - 1
+    end = min(_position(last), size - 1) if last else size - 1
     return start, end
 
 

@@ -179,17 +179,23 @@ def invitation_signup(*, invitation: Invitation, username: str, password: str) -
     return user
 
 
-def invitation_revoke(*, invitation: Invitation) -> None:
-    Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).update(revoked_at=timezone.now())
+def invitation_revoke(*, invitation: Invitation) -> bool:
+    """Stop the link working. False when it was already accepted (or revoked): nothing changes."""
+    revoked = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    return bool(revoked)
 
 
 def membership_remove(*, membership: Membership) -> None:
     """Remove a member; an organisation always keeps at least one owner."""
     with transaction.atomic():
+        # Lock the owners' rows by reading them: Django drops FOR UPDATE from a count(), and two owners
+        # removing each other at once then both counted two and left the organisation with none.
         owners = Membership.objects.select_for_update().filter(
             organisation_id=membership.organisation_id, role=Membership.Role.OWNER
         )
-        if membership.role == Membership.Role.OWNER and owners.count() <= 1:
+        if membership.role == Membership.Role.OWNER and len(owners.values_list("pk", flat=True)) <= 1:
             raise PortalError("An organisation needs at least one owner.")
         membership.delete()
 

@@ -34,6 +34,7 @@ import csv  # noqa: E402
 import hashlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import struct  # noqa: E402
 import zipfile  # noqa: E402
 import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -109,6 +110,32 @@ class Bundle:
                 found.add(Path(folder, name).relative_to(self.location).as_posix())
         return found
 
+    def repeated(self):
+        """Names the zip stores more than once: zipfile reads the last copy, other readers the first."""
+        seen: set[str] = set()
+        repeated: set[str] = set()
+        for name in self._zip.namelist() if self._zip is not None else []:
+            (repeated if name in seen else seen).add(name)
+        return sorted(repeated)
+
+    def stray_bytes(self):
+        """The offset of the first bytes of the zip that are no entry's (before, between or after its
+        entries, up to the directory), or None. A reader that streams a zip's entries instead of reading
+        its directory (as zipfile and unzip do) would find a file there that was never verified."""
+        if self._zip is None:
+            return None
+        expected = 0
+        with open(self.location, "rb") as handle:
+            for info in sorted(self._zip.infolist(), key=lambda i: i.header_offset):
+                handle.seek(info.header_offset)
+                header = handle.read(30)
+                # A bundle's entries lie back to back from byte 0, without data descriptors.
+                if info.header_offset != expected or header[:4] != b"PK\x03\x04" or info.flag_bits & 0x08:
+                    return expected
+                name_length, extra_length = struct.unpack("<HH", header[26:30])
+                expected = info.header_offset + 30 + name_length + extra_length + info.compress_size
+        return None if expected == getattr(self._zip, "start_dir", expected) else expected
+
     def _outside(self, paths):
         """Of the files named on the command line, those inside this folder, relative to it."""
         if self._zip is not None:
@@ -128,6 +155,17 @@ class Bundle:
         data, read and never executed, so they may sit in the bundle's folder."""
         from cryptography.exceptions import InvalidSignature
 
+        repeated = self.repeated()
+        if repeated:
+            raise VerificationError(
+                f"files stored more than once in the zip: {repeated} (which copy runs depends on the reader)"
+            )
+        stray = self.stray_bytes()
+        if stray is not None:
+            raise VerificationError(
+                f"the zip holds bytes outside its files, from byte {stray} (a reader that streams the zip "
+                "would find unverified files there)"
+            )
         manifest_bytes, signature = self.read("manifest.json"), self.read("manifest.sig")
         try:
             public_key.verify(signature, manifest_bytes)
@@ -415,8 +453,16 @@ def cmd_predict(bundle, args):
     return 0
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse exits 2 on a mistyped command line; here 2 means "verification failed", so exit 3."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(3, f"{self.prog}: error: {message}\n")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Verify and run a ModelMeter edge bundle offline.")
+    parser = ArgumentParser(description="Verify and run a ModelMeter edge bundle offline.")
     parser.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="zip or extracted folder")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("verify", "golden", "predict"):

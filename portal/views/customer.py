@@ -21,7 +21,7 @@ from models_registry import selectors as registry
 from models_registry.models import ModelAlias, ModelVersion
 
 from .. import billing_link, selectors, services
-from ..access import SESSION_ORG, login_redirect, portal_view
+from ..access import SESSION_ORG, login_redirect, membership_named, portal_view
 from ..forms import (
     APIKeyCreateForm,
     InvitationSignupForm,
@@ -98,11 +98,11 @@ def organisation_create(request: HttpRequest) -> HttpResponseBase:
 @require_POST
 @portal_view()
 def organisation_switch(request: HttpRequest) -> HttpResponse:
-    try:
-        organisation_id = int(request.POST.get("organisation", ""))
-    except ValueError:  # a forged or empty choice: no such membership, not a 500
-        raise Http404("No such organisation.") from None
-    membership = get_object_or_404(Membership, user=request.user, organisation_id=organisation_id)
+    membership = membership_named(
+        user_id=int(request.user.pk or 0), organisation_id=request.POST.get("organisation", "")
+    )
+    if membership is None:  # a forged or empty choice, or one not theirs: no such membership, not a 500
+        raise Http404("No such organisation.")
     request.session[SESSION_ORG] = membership.organisation_id
     return redirect("portal:home")
 
@@ -151,8 +151,14 @@ def team(request: HttpRequest) -> HttpResponse:
 def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
     organisation = request.membership.organisation  # type: ignore[attr-defined]
     invitation = get_object_or_404(organisation.invitations, pk=invitation_id)
-    services.invitation_revoke(invitation=invitation)
-    messages.success(request, f"Invitation to {invitation.email} revoked.")
+    if services.invitation_revoke(invitation=invitation):
+        messages.success(request, f"Invitation to {invitation.email} revoked.")
+        return redirect("portal:team")
+    invitation.refresh_from_db()
+    if invitation.accepted_at:  # accepted since the page was shown: they are in, whatever the page said
+        messages.error(request, f"{invitation.email} already accepted the invitation: they are a member now.")
+    else:
+        messages.info(request, f"The invitation to {invitation.email} was already revoked.")
     return redirect("portal:team")
 
 
@@ -256,9 +262,10 @@ def keys(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @portal_view()
-def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+def key_revoke(request: HttpRequest, prefix: str) -> HttpResponse:
+    """By the key's prefix: its primary key is "<prefix>.<hash of the secret>", which pages never show."""
     organisation = request.membership.organisation  # type: ignore[attr-defined]
-    api_key = get_object_or_404(APIKey, organisation=organisation, pk=key_id)
+    api_key = get_object_or_404(APIKey, organisation=organisation, prefix=prefix)
     if not _is_owner(request) and api_key.created_by_id != request.user.pk:
         raise PermissionDenied("Members can revoke only the keys they created.")
     api_key_revoke(api_key=api_key)

@@ -148,6 +148,18 @@ def test_it_serves_byte_ranges(api, iris):
     assert APIClient().get(path, HTTP_IF_NONE_MATCH=grant["etag"]).status_code == 304
 
 
+def test_it_answers_a_range_with_thousands_of_digits_as_http_not_a_server_error(api, iris):
+    """int() refuses more than 4,300 digits: such a Range was a 500 instead of what a long number means."""
+    bundle_id = _ready(api)
+    grant = api.get(f"/v1/bundles/{bundle_id}/download").json()
+    path, size, huge = _file_path(grant["url"]), grant["size_bytes"], "9" * 5000
+    assert APIClient().get(path, HTTP_RANGE=f"bytes={huge}-").status_code == 416  # starts past the end
+    whole = APIClient().get(path, HTTP_RANGE=f"bytes=0-{huge}")  # to the end
+    assert (whole.status_code, whole["Content-Range"]) == (206, f"bytes 0-{size - 1}/{size}")
+    suffix = APIClient().get(path, HTTP_RANGE=f"bytes=-{huge}")  # the last N bytes: all of them
+    assert (suffix.status_code, suffix["Content-Range"]) == (206, f"bytes 0-{size - 1}/{size}")
+
+
 @pytest.mark.parametrize("if_none_match", ["{etag}", "W/{etag}", "*", '"other", W/{etag}'])
 def test_it_answers_not_modified_for_any_matching_if_none_match_and_bills_nothing(api, iris, if_none_match):
     bundle_id = _ready(api)

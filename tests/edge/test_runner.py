@@ -1,14 +1,17 @@
 """run.py, executed as a subprocess on the bundle as a customer would run it."""
 
+import io
 import json
 import subprocess
 import sys
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .conftest import build_now, extract
+from .conftest import build_now, extract, zip_members
 
 RUN = [sys.executable, "run.py"]
 
@@ -289,3 +292,88 @@ def test_it_says_a_csv_with_no_rows_of_numbers_has_none(iris_folder, key_file, t
     assert result.returncode == 3
     assert "no rows of numbers" in result.stderr
     assert "shape [0]" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["verify"],
+        ["check", "--public-key", "modelmeter.pem"],
+        ["predict", "--public-key", "modelmeter.pem"],
+        ["predict", "--public-key", "modelmeter.pem", "--input", "rows.csv", "--variant", "fp16"],
+        ["verify", "--public-key", "modelmeter.pem", "--inputs", "rows.csv"],
+    ],
+)
+def test_it_exits_bad_usage_not_failed_verification_on_a_mistyped_command_line(iris_folder, args):
+    """argparse exits 2 on a usage error, which run.py documents as 'verification failed'."""
+    result = run(iris_folder, *args)
+    assert result.returncode == 3, result.stderr
+    assert "usage: run.py" in result.stderr
+
+
+def test_the_commands_in_the_bundles_readme_work_in_the_order_it_gives_them(iris_folder, public_key_pem, tmp_path):
+    """The README had the key and rows.csv inside the bundle folder: verify and golden, which name no
+    input, then refused rows.csv as a file not in the manifest (exit 2, as if tampered with)."""
+    commands = [
+        line.split()[1:]
+        for line in (iris_folder / "README.md").read_text().splitlines()
+        if line.strip().startswith("python run.py")
+    ]
+    assert [c[1] for c in commands] == ["verify", "golden", "predict"]
+    for args in commands:  # the key and the inputs are where the README names them, before any command runs
+        named = dict(zip(args[2::2], args[3::2], strict=False))
+        (iris_folder / named["--public-key"]).write_bytes(public_key_pem)
+        if "--input" in named:
+            (iris_folder / named["--input"]).write_text("5.1,3.5,1.4,0.2\n")
+    for args in commands:
+        result = run(iris_folder, *args[1:])
+        assert result.returncode == 0, (args, result.stderr)
+
+
+def test_it_refuses_a_zip_that_stores_a_signed_file_twice(iris, key_file, tmp_path):
+    """Python's zipfile reads the last copy of a name, which verified, while readers that stream a zip
+    (or take the first copy) would run the other, unsigned one."""
+    genuine = zip_members(build_now(iris))
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(forged, "w") as archive:
+        archive.writestr("models/fp32/model.onnx", b"not the signed model")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate name, which is the point
+            for name, data in genuine.items():
+                archive.writestr(name, data)
+    runner = tmp_path / "run.py"
+    runner.write_bytes(genuine["run.py"])
+    result = subprocess.run(
+        [sys.executable, str(runner), "--bundle", str(forged), "verify", "--public-key", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout
+    assert "stored more than once" in result.stderr
+    assert "models/fp32/model.onnx" in result.stderr
+
+
+def test_it_refuses_a_zip_with_an_unlisted_entry_hidden_before_its_directory(iris, key_file, tmp_path):
+    """zipfile and unzip read a zip through its directory and skip bytes put in front of the entries,
+    but a reader that streams the entries (Java's ZipInputStream, say) takes what is there first."""
+    genuine = build_now(iris)
+    with genuine.file.open("rb") as handle:
+        signed = handle.read()
+    hidden = io.BytesIO()
+    with zipfile.ZipFile(hidden, "w") as archive:
+        archive.writestr("models/fp32/model.onnx", b"not the signed model")
+    local_entry = hidden.getvalue()[: hidden.getvalue().rfind(b"PK\x01\x02")]  # without its own directory
+    forged = tmp_path / "forged.zip"
+    forged.write_bytes(local_entry + signed)
+    runner = tmp_path / "run.py"
+    runner.write_bytes(zip_members(genuine)["run.py"])
+    result = subprocess.run(
+        [sys.executable, str(runner), "--bundle", str(forged), "verify", "--public-key", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout
+    assert "bytes outside its files, from byte 0" in result.stderr

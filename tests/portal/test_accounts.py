@@ -1,14 +1,17 @@
 """Sign-up, log-in, password reset and invitations."""
 
 import re
+import threading
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.db import connection, transaction
 from django.test import Client, override_settings
 
 from apiservice.models import Membership, Organisation
+from portal import services
 from portal.models import Invitation
 
 from .conftest import client_as, make_user
@@ -130,6 +133,21 @@ def test_it_revokes_a_pending_invitation(owner_client: Client, role: str) -> Non
     owner_client.post(f"/portal/team/invitations/{invitation.pk}/revoke/")
     invitation.refresh_from_db()
     assert invitation.status == "revoked"
+
+
+def test_revoking_an_invitation_accepted_meanwhile_says_they_joined_instead_of_revoked(
+    owner_client: Client, org: Organisation
+) -> None:
+    """From a team page shown before the invitee accepted, Revoke did nothing yet said "revoked": the
+    owner believed the invitee kept out while they were a member."""
+    owner_client.post("/portal/team/", {"email": "quick@example.com", "role": "member"})
+    invitation = Invitation.objects.get()
+    services.invitation_signup(invitation=invitation, username="quick", password="pw-Secret-123")
+    response = owner_client.post(f"/portal/team/invitations/{invitation.pk}/revoke/", follow=True)
+    content = response.content.decode()
+    assert "Invitation to quick@example.com revoked." not in content
+    assert "quick@example.com already accepted the invitation" in content
+    assert Membership.objects.filter(organisation=org, user__username="quick").exists()
 
 
 def test_it_refuses_an_invitation_to_an_account_with_another_address(owner_client: Client, other_owner: Any) -> None:
@@ -262,3 +280,37 @@ def test_an_invitation_opened_by_another_account_says_so_before_offering_to_acce
     assert "Accept the invitation</button>" not in page  # it could only fail
     path = _invitation_path(mail.outbox[0])
     assert gary.post("/portal/logout/", {"next": path})["Location"] == path  # *Log out* comes back here
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_owners_removing_each_other_at_once_leave_one_owner(owner: Any, org: Organisation) -> None:
+    """Counting the owners took no lock (Django drops FOR UPDATE from a count()): while one removal was
+    uncommitted, the other still counted two owners, and the organisation was left with none."""
+    second = make_user("oscar", org, Membership.Role.OWNER)
+    first_done, commit = threading.Event(), threading.Event()
+    outcomes: list[Any] = []
+
+    def remove(user: Any, *, hold: bool) -> None:
+        try:
+            with transaction.atomic():  # the first removal stays uncommitted until the second has started
+                services.membership_remove(membership=Membership.objects.get(user=user, organisation=org))
+                if hold:
+                    first_done.set()
+                    commit.wait(timeout=10)
+            outcomes.append("removed")
+        except services.PortalError as exc:
+            outcomes.append(str(exc))
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=remove, args=(second,), kwargs={"hold": True})
+    first.start()
+    assert first_done.wait(timeout=10)
+    other = threading.Thread(target=remove, args=(owner,), kwargs={"hold": False})
+    other.start()
+    other.join(timeout=1)  # blocks on the first one's locks until it commits (or, unlocked, is done)
+    commit.set()
+    first.join(timeout=10)
+    other.join(timeout=10)
+    assert sorted(outcomes) == ["An organisation needs at least one owner.", "removed"]
+    assert Membership.objects.filter(organisation=org, role=Membership.Role.OWNER).count() == 1

@@ -46,7 +46,7 @@ def test_it_revokes_a_key_which_then_stops_working(owner_client: Client, org: Or
     response = owner_client.post("/portal/keys/", {"name": "tmp", "scopes": ["predict"]})
     secret = response.context["secret"]
     key = APIKey.objects.get(organisation=org, name="tmp")
-    owner_client.post(f"/portal/keys/{key.pk}/revoke/")
+    owner_client.post(f"/portal/keys/{key.prefix}/revoke/")
     key.refresh_from_db()
     assert key.status == "revoked"
     assert (
@@ -86,7 +86,7 @@ def test_the_overview_counts_neither_revoked_nor_expired_keys_as_active(
 def test_a_revoked_keys_row_keeps_its_budget(owner_client: Client, org: Organisation) -> None:
     owner_client.post("/portal/keys/", {"name": "capped", "scopes": ["predict"], "monthly_budget_units": 500})
     key = APIKey.objects.get(name="capped")
-    row = owner_client.post(f"/portal/keys/{key.pk}/revoke/", HTTP_HX_REQUEST="true").content.decode()
+    row = owner_client.post(f"/portal/keys/{key.prefix}/revoke/", HTTP_HX_REQUEST="true").content.decode()
     assert "revoked" in row
     assert "budget 500 units/month" in row  # as the list shows it after a reload
 
@@ -106,3 +106,17 @@ def test_the_key_list_says_who_created_each_key(owner_client: Client, org: Organ
     assert '<th scope="col">Created by</th>' in page
     assert '<td data-testid="key-creator">mike</td>' in page
     assert '<td data-testid="key-creator">—</td>' in page
+
+
+def test_it_never_puts_a_keys_hash_in_the_page_or_its_revoke_url(owner_client: Client, org: Organisation) -> None:
+    """The revoke form's URL carried the key's id, which is "<prefix>.<SHA-512 of the secret>": every
+    member's page source, browser history and the server's access log held each key's hash."""
+    key, _ = api_key_create(organisation=org, name="backend")
+    listing = owner_client.get("/portal/keys/").content.decode()
+    assert key.hashed_key not in listing
+    assert f'action="/portal/keys/{key.prefix}/revoke/"' in listing
+    revoked = owner_client.post(f"/portal/keys/{key.prefix}/revoke/", HTTP_HX_REQUEST="true")
+    assert revoked.status_code == 200
+    assert key.hashed_key not in revoked.content.decode()
+    key.refresh_from_db()
+    assert key.status == "revoked"

@@ -8,6 +8,7 @@ from django.test import Client
 
 from apiservice.models import APIKey, Membership, Organisation
 from apiservice.services import membership_ensure
+from billing.models import UsageRecord
 
 from .conftest import client_as
 
@@ -83,3 +84,66 @@ def test_every_portal_page_names_the_organisation_it_shows(switched_client: Clie
     """With two organisations, a page of keys or usage has to say whose they are."""
     content = switched_client.get(url).content.decode()
     assert '<span class="current-org" data-testid="current-organisation">Globex</span>' in content
+
+
+@pytest.mark.parametrize("shown", ["²", "9" * 30, "9" * 5000])
+def test_a_garbled_organisation_field_is_refused_as_another_organisation_not_a_server_error(
+    owner_client: Client, shown: str
+) -> None:
+    """'²' passes str.isdigit() but not int(); 5,000 digits pass neither int() nor the database's integers."""
+    form = owner_client.post("/portal/keys/", {"name": "k", "scopes": ["predict"], "portal_organisation": shown})
+    htmx = owner_client.post(
+        "/portal/keys/", {"name": "k", "scopes": ["predict"]}, HTTP_HX_REQUEST="true", HTTP_X_PORTAL_ORGANISATION=shown
+    )
+    assert (form.status_code, htmx.status_code) == (409, 409)
+    assert not APIKey.objects.filter(name="k").exists()
+
+
+def test_refreshing_a_table_on_a_page_of_another_organisation_reloads_the_page_instead_of_mixing_them(
+    switched_client: Client, org: Organisation, other_org: Organisation, iris: Any
+) -> None:
+    """*Refresh* on Acme's usage page, after switching to Globex in another tab, swapped Globex's calls
+    into the page that still said Acme everywhere else."""
+    UsageRecord.objects.create(
+        request_id="req_globex_call",
+        organisation=other_org,
+        face="v1-predict",
+        meter="online_predictions",
+        model_version=iris,
+        units=1,
+        status_code=200,
+        latency_ms=5.0,
+    )
+    response = switched_client.get(
+        "/portal/usage/calls/", HTTP_HX_REQUEST="true", HTTP_X_PORTAL_ORGANISATION=str(org.pk)
+    )
+    assert response["HX-Refresh"] == "true"  # the page reloads, on Globex, saying so
+    assert "req_globex_call" not in response.content.decode()
+    current = switched_client.get(
+        "/portal/usage/calls/", HTTP_HX_REQUEST="true", HTTP_X_PORTAL_ORGANISATION=str(other_org.pk)
+    )
+    assert "req_globex_call" in current.content.decode()
+
+
+def test_the_export_link_of_a_page_of_another_organisation_exports_nothing_rather_than_the_other_ones_calls(
+    switched_client: Client, org: Organisation, other_org: Organisation, iris: Any
+) -> None:
+    """*Export calls (CSV)* on Acme's usage page, after switching to Globex in another tab, downloaded
+    Globex's calls, in a file that names neither."""
+    page = switched_client.get("/portal/usage/?start=2026-11-01").content.decode()
+    assert f'href="/portal/usage/export.csv?start=2026-11-01&amp;portal_organisation={other_org.pk}"' in page
+    UsageRecord.objects.create(
+        request_id="req_globex_call",
+        organisation=other_org,
+        face="v1-predict",
+        meter="online_predictions",
+        model_version=iris,
+        units=1,
+        status_code=200,
+        latency_ms=5.0,
+    )
+    stale = switched_client.get(f"/portal/usage/export.csv?portal_organisation={org.pk}")
+    assert stale.status_code == 409
+    assert "req_globex_call" not in stale.content.decode()
+    current = switched_client.get(f"/portal/usage/export.csv?portal_organisation={other_org.pk}")
+    assert "req_globex_call" in b"".join(current.streaming_content).decode()

@@ -50,6 +50,35 @@ def test_it_sends_anonymous_posts_to_the_login_page(client: Client, iris: Any, u
     assert "/portal/login/" in response["Location"]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/portal/bundles/bnd_0123/download/",
+        "/portal/keys/mm_abcdefgh/revoke/",
+        "/portal/team/members/1/remove/",
+        "/portal/billing/checkout/",
+        "/staff/models/upload/",
+    ],
+)
+def test_a_form_posted_after_the_session_ended_comes_back_to_its_page_after_logging_in(
+    client: Client, owner: Any, url: str
+) -> None:
+    """The login page's `next` was the form's action, which it then opened with a GET: a 405 page."""
+    response = client.post(url, {}, HTTP_REFERER="http://testserver/portal/bundles/?page=2")
+    assert response["Location"] == "/portal/login/?next=/portal/bundles/%3Fpage%3D2"
+    login = {"username": owner.username, "password": "pw-Secret-123", "next": "/portal/bundles/?page=2"}
+    assert client.post("/portal/login/", login, follow=True).status_code == 200
+
+
+@pytest.mark.parametrize("referer", [None, "https://elsewhere.example/portal/keys/"])
+def test_a_form_posted_after_the_session_ended_from_no_page_of_ours_goes_to_the_overview_after_logging_in(
+    client: Client, referer: str | None
+) -> None:
+    headers = {"HTTP_REFERER": referer} if referer else {}
+    response = client.post("/portal/bundles/bnd_0123/download/", {}, **headers)
+    assert response["Location"] == "/portal/login/?next=/portal/"
+
+
 @pytest.mark.parametrize("url", ["/portal/usage/calls/", "/portal/keys/"])
 def test_it_sends_a_signed_out_htmx_request_to_the_login_page_as_a_whole_page(
     client: Client, iris: Any, url: str
@@ -94,8 +123,8 @@ def test_it_hides_another_organisations_private_model(owner_client: Client, priv
 
 def test_it_answers_404_for_another_organisations_key(owner_client: Client, other_org: Any) -> None:
     theirs, _ = api_key_create(organisation=other_org, name="theirs")
-    assert owner_client.post(f"/portal/keys/{theirs.pk}/revoke/").status_code == 404
-    assert owner_client.post(f"/portal/keys/{theirs.pk}/revoke/", HTTP_HX_REQUEST="true").status_code == 404
+    assert owner_client.post(f"/portal/keys/{theirs.prefix}/revoke/").status_code == 404
+    assert owner_client.post(f"/portal/keys/{theirs.prefix}/revoke/", HTTP_HX_REQUEST="true").status_code == 404
     theirs.refresh_from_db()
     assert not theirs.revoked
 
@@ -103,15 +132,15 @@ def test_it_answers_404_for_another_organisations_key(owner_client: Client, othe
 def test_it_lets_members_revoke_only_their_own_keys(member_client: Client, member: Any, owner: Any, org: Any) -> None:
     owners_key, _ = api_key_create(organisation=org, name="owner's", created_by=owner)
     own_key, _ = api_key_create(organisation=org, name="mine", created_by=member)
-    assert member_client.post(f"/portal/keys/{owners_key.pk}/revoke/").status_code == 403
-    assert member_client.post(f"/portal/keys/{own_key.pk}/revoke/").status_code == 302
+    assert member_client.post(f"/portal/keys/{owners_key.prefix}/revoke/").status_code == 403
+    assert member_client.post(f"/portal/keys/{own_key.prefix}/revoke/").status_code == 302
     assert APIKey.objects.get(pk=own_key.pk).revoked
     assert not APIKey.objects.get(pk=owners_key.pk).revoked
 
 
 def test_it_lets_owners_revoke_any_key_of_their_organisation(owner_client: Client, member: Any, org: Any) -> None:
     members_key, _ = api_key_create(organisation=org, name="member's", created_by=member)
-    response = owner_client.post(f"/portal/keys/{members_key.pk}/revoke/", HTTP_HX_REQUEST="true")
+    response = owner_client.post(f"/portal/keys/{members_key.prefix}/revoke/", HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     assert b"revoked" in response.content
 

@@ -1,5 +1,6 @@
 """Permissions on the batch, bundle and billing pages: anonymous, no organisation, member, owner, staff."""
 
+import re
 from typing import Any
 
 import pytest
@@ -44,6 +45,24 @@ def test_it_lets_members_open_the_new_pages(member_client: Client, iris: Any, ur
 @pytest.mark.parametrize("url", PORTAL_GETS + PORTAL_HTMX_GETS)
 def test_it_refuses_users_without_an_organisation(db: Any, url: str) -> None:
     assert client_as(make_user("lonely", None)).get(url).status_code == 403
+
+
+def test_the_page_for_a_user_without_an_organisation_links_only_to_what_they_can_do(db: Any) -> None:
+    """Its navigation listed Overview, API keys, Usage, ... Billing: every one of them this same 403."""
+    content = client_as(make_user("lonely", None)).get("/portal/keys/").content.decode()
+    links = set(re.findall(r'href="(/portal/[^"]*)"', content))
+    assert links == {"/portal/", "/portal/organisation/new/"}  # the brand, and Create an organisation
+    assert 'action="/portal/logout/"' in content
+
+
+@pytest.mark.parametrize("url", ["/portal/batches/batch_x/row/", "/portal/bundles/bnd_x/row/", "/portal/usage/calls/"])
+def test_a_polled_row_of_a_member_removed_meanwhile_reloads_the_page_instead_of_polling_a_403(
+    db: Any, url: str
+) -> None:
+    """htmx swaps no 403 and keeps polling: the page went on asking every second, forever, unchanged."""
+    response = client_as(make_user("lonely", None)).get(url, headers={"HX-Request": "true"})
+    assert response.status_code == 403
+    assert response["HX-Refresh"] == "true"  # the whole page reloads: "You are not a member of any organisation"
 
 
 @pytest.mark.parametrize("url", PORTAL_HTMX_GETS)

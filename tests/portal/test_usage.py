@@ -157,9 +157,9 @@ def test_it_exports_only_the_calls_to_the_chosen_model(
     assert [r["model"] for r in chosen] == ["diabetes"]
 
 
-def test_it_links_the_export_with_the_pages_filter(owner_client: Client, iris: ModelVersion) -> None:
+def test_it_links_the_export_with_the_pages_filter(owner_client: Client, iris: ModelVersion, org: Organisation) -> None:
     page = owner_client.get("/portal/usage/", {"model": iris.model_id}).content.decode()
-    assert f'href="/portal/usage/export.csv?model={iris.model_id}"' in page
+    assert f'href="/portal/usage/export.csv?model={iris.model_id}&amp;portal_organisation={org.pk}"' in page
 
 
 @pytest.mark.parametrize("path", ["/portal/usage/", "/staff/"])
