@@ -3,7 +3,7 @@
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,14 +94,21 @@ _PLAIN_ACCEPT = frozenset({"", "*/*", "application/json"})
 def fast_route_match(request: HttpRequest, routes: tuple[FastRoute, ...]) -> tuple[FastRoute, dict[str, str]] | None:
     """The fast route for this request, or None: only POSTs whose answer DRF's content negotiation
     already knows (JSON) and that carry no query string (`?format=`) take it."""
+    return fast_route_for(request.META, request.path_info, routes)
+
+
+def fast_route_for(
+    meta: Mapping[str, Any], path_info: str, routes: tuple[FastRoute, ...]
+) -> tuple[FastRoute, dict[str, str]] | None:
+    """`fast_route_match` for a request not made yet: its WSGI environ and its decoded path."""
     if (
-        request.method != "POST"
-        or request.META.get("QUERY_STRING")
-        or request.META.get("HTTP_ACCEPT", "") not in _PLAIN_ACCEPT
+        meta.get("REQUEST_METHOD") != "POST"
+        or meta.get("QUERY_STRING")
+        or meta.get("HTTP_ACCEPT", "") not in _PLAIN_ACCEPT
     ):
         return None
     for route in routes:
-        match = route.pattern.match(request.path_info)
+        match = route.pattern.match(path_info)
         if match is not None:
             return route, match.groupdict()
     return None
