@@ -82,8 +82,12 @@ def apps() -> tuple[Any, Any]:
         ("no key", "/v1/models/iris:predict", predict([IRIS_ROW]), False),
         ("unknown model", "/v1/models/nope:predict", predict([IRIS_ROW]), True),
         ("not JSON", "/v2/models/iris/infer", b"{", True),
-        ("v2 served", "/v2/models/iris/infer", b'{"inputs": [{"name": "input", "shape": [1, 4], '
-         b'"datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}', True),
+        (
+            "v2 served",
+            "/v2/models/iris/infer",
+            b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}',
+            True,
+        ),
     ],
 )
 def test_a_fast_route_answers_as_through_djangos_own_handler_and_is_recorded_once_each_time(
