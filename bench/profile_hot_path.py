@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Profile the online hot path in-process: the real WSGI app (all middleware, DRF, ORT, ledger insert
-on PostgreSQL) called directly, no network, so the profile shows only our code.
+"""Profile the online hot path in-process: the production WSGI application (`apiservice.wsgi`: the fast
+route, ORT, ledger insert on PostgreSQL) called directly, no network, so the profile shows only our code.
 
     .venv/bin/python bench/profile_hot_path.py --only "forest-1 :predict" -n 3000 [--cprofile] [--idempotency-keys]
 
@@ -61,9 +61,9 @@ def main() -> None:
     online.recreate_database(ns)
     state = online.seed()
     scenario = next(s for s in online.build_scenarios(state, ("forest", "mlp")) if s.name == args.only)
-    from django.core.wsgi import get_wsgi_application
+    from apiservice.wsgi import application as _app
 
-    app = get_wsgi_application()
+    app = _app
     base = environ_for(scenario)
     counter = itertools.count()
     prefix = f"profile-{time.time()}-"
