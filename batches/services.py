@@ -308,7 +308,9 @@ def batch_cancel(*, organisation_id: int, uid: str) -> Batch:
             expired_at__isnull=True,
         ).update(status=Batch.Status.CANCELLING, cancelling_at=timezone.now())
         if not cancelled:
-            raise Conflict(f"A batch that is {batch.status} cannot be cancelled.", code="batch_not_cancellable")
+            batch.refresh_from_db(fields=["status", "failed_at", "expired_at"])
+            state = "failing" if batch.failed_at else "expiring" if batch.expired_at else batch.status
+            raise Conflict(f"A batch that is {state} cannot be cancelled.", code="batch_not_cancellable")
         # Whatever the status was (`batch` may be stale: validation can have queued the chunks since):
         # skip what has not started, and finalise now when nothing is running, a validating batch too.
         chunks_skip_pending(batch_id=batch.pk)

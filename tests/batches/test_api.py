@@ -117,6 +117,29 @@ def test_it_cancels_a_validating_batch(api, diabetes, no_queue):
     assert response.json()["status"] == "cancelling"
 
 
+@pytest.mark.parametrize(
+    ("state", "said"),
+    [
+        ({"status": "completed"}, "completed"),
+        ({"status": "in_progress", "expired_at": "now"}, "expiring"),  # expired, not finalised yet
+        ({"status": "in_progress", "failed_at": "now"}, "failing"),
+    ],
+)
+def test_it_refuses_to_cancel_a_batch_that_is_ending_and_says_why(api, diabetes, no_queue, state, said):
+    """An expired or failed batch not finalised yet is still `in_progress`: "a batch that is in_progress
+    cannot be cancelled" contradicted the docs (an in_progress batch can be)."""
+    from django.utils import timezone
+
+    from batches.models import Batch
+
+    batch = create(api, upload(api, jsonl(2))["id"])
+    Batch.objects.filter(uid=batch["id"]).update(**{k: timezone.now() if v == "now" else v for k, v in state.items()})
+    response = api.post(f"/v1/batches/{batch['id']}/cancel")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "batch_not_cancellable"
+    assert response.json()["error"]["message"] == f"A batch that is {said} cannot be cancelled."
+
+
 def test_it_needs_the_batch_scope(org, diabetes):
     _, key = org_services.api_key_create(organisation=org, name="predict only", scopes=["predict"])
     client = APIClient(key)
