@@ -109,6 +109,19 @@ def test_it_sends_a_subscribed_owner_to_the_customer_portal_to_change_plan(
     assert "change plan" in page.lower() and "Manage payment" in page
 
 
+def test_it_says_an_upgrade_waits_for_its_first_payment_while_the_plan_stays_as_it_was(
+    owner_client: Client, org: Organisation
+) -> None:
+    """An `incomplete` subscription (3-D Secure not done yet) changes nothing, and the page said nothing."""
+    account_on(org, "free", status="active", subscription_status="incomplete", stripe_subscription_id="sub_new")
+    page = owner_client.get("/portal/billing/").content.decode()
+    assert 'data-testid="payment-pending"' in page
+    assert "waiting for its first payment" in page
+    assert '<strong data-testid="plan-name">Free</strong>' in page
+    account_on(org, "free", status="active", subscription_status="active", stripe_subscription_id="sub_new")
+    assert "payment-pending" not in owner_client.get("/portal/billing/").content.decode()
+
+
 def test_it_lists_invoices(owner_client: Client, org: Organisation, stripe: Any) -> None:  # noqa: F811
     subscription = subscribed_through_checkout(owner_client, stripe)
     customer = BillingAccount.objects.get(organisation=org).stripe_customer_id
