@@ -380,7 +380,11 @@ def _customer_link(*, reference: Any, customer_id: str) -> None:
     Another integration on the same Stripe account (a Payment Link, a staging server) may complete
     sessions too; only a customer we created for that organisation (its metadata says so) is linked.
     """
-    if not (isinstance(reference, str) and reference.isdigit() and customer_id):
+    # Our references are organisation ids; another integration's may be anything ("²" is isdigit() but not
+    # int(), and 30 digits overflow the id column): those are not ours.
+    if not (isinstance(reference, str) and reference.isascii() and reference.isdigit() and len(reference) <= 18):
+        return
+    if not customer_id:
         return
     if not Organisation.objects.filter(pk=int(reference)).exists():
         return
