@@ -1,14 +1,14 @@
 """Django's WSGI handler, with the gateway's fast routes served outside Django's request cycle.
 
-A request the gateway serves itself (`FastRoute`: online inference, `:predict` and `/infer`) needs
-three of the layers Django's handler puts around it: the request id, `SecurityMiddleware` (its HTTPS
-redirect and headers) and the gateway. The rest does nothing for it yet cost ~50 µs of CPU per call,
-about 15 % of a one-row forest call (docs/benchmarks.md): the `request_started` / `request_finished`
-signals, the script-prefix and URL-conf thread-locals, WhiteNoise, and closing the response. Such a
-request goes through those three layers only, each wrapped as Django wraps middleware (an exception
-becomes the 500 envelope), 4xx and 5xx are logged as Django logs them, and the database connection is
-checked at the end as `request_finished` would (`close_if_unusable_or_obsolete`: a broken connection,
-or one past `CONN_MAX_AGE`, is closed). Every other request takes Django's own path.
+A request the gateway serves itself (`FastRoute`: online inference, `:predict` and `/infer`) goes
+through the middleware listed before the gateway in `MIDDLEWARE` (the request id, `SecurityMiddleware`:
+its HTTPS redirect and headers) and the gateway, each wrapped as Django wraps middleware (an exception
+becomes the 500 envelope), but not WhiteNoise (static files only) nor what Django's handler adds around
+the chain: the `request_started` / `request_finished` signals, the script-prefix and URL-conf
+thread-locals, and closing the response. In a loaded worker that was ~90 µs of CPU per one-row call,
+about 15 % of it (docs/benchmarks.md, optimisation 10). 4xx and 5xx are logged as Django logs them, and
+the database connection is checked at the end as `request_finished` would (`close_if_unusable_or_obsolete`:
+a broken connection, or one past `CONN_MAX_AGE`, is closed). Every other request takes Django's own path.
 """
 
 from collections.abc import Callable, Iterable
@@ -19,12 +19,21 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler, get_path_info
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest, HttpResponse
-from django.middleware.security import SecurityMiddleware
 from django.utils.log import log_response
+from django.utils.module_loading import import_string
 
-from .middleware import APIGatewayMiddleware, RequestIdMiddleware, fast_route_for
+from .middleware import APIGatewayMiddleware, fast_route_for
 
 Handler = Callable[[HttpRequest], HttpResponse]
+GATEWAY = "apiservice.middleware.APIGatewayMiddleware"
+STATIC_FILES_ONLY = frozenset({"whitenoise.middleware.WhiteNoiseMiddleware"})
+
+
+def fast_route_middleware() -> list[str]:
+    """The middleware a fast-route request passes before the gateway: those `MIDDLEWARE` lists before
+    it, less the ones that act on static files only."""
+    before = settings.MIDDLEWARE[: settings.MIDDLEWARE.index(GATEWAY)]
+    return [path for path in before if path not in STATIC_FILES_ONLY]
 
 
 class APIHandler(WSGIHandler):
@@ -32,10 +41,11 @@ class APIHandler(WSGIHandler):
         super().__init__()
         gateway = APIGatewayMiddleware(self._no_fast_route)
         self._routes = gateway.fast_routes
-        # The three layers, each wrapped as Django wraps middleware; none is async, so every answer is
-        # an HttpResponse (the casts).
-        security = convert_exception_to_response(SecurityMiddleware(convert_exception_to_response(gateway)))
-        self._fast_chain = cast(Handler, convert_exception_to_response(RequestIdMiddleware(cast(Handler, security))))
+        # Each layer wrapped as Django wraps middleware; none is async, so every answer is an HttpResponse.
+        chain = cast(Handler, convert_exception_to_response(gateway))
+        for path in reversed(fast_route_middleware()):
+            chain = cast(Handler, convert_exception_to_response(import_string(path)(chain)))
+        self._fast_chain = chain
 
     @staticmethod
     def _no_fast_route(request: HttpRequest) -> HttpResponse:

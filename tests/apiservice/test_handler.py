@@ -9,7 +9,7 @@ import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
 
-from apiservice.handler import APIHandler
+from apiservice.handler import APIHandler, fast_route_middleware
 from apiservice.wsgi_input import PlainBody
 from billing.models import UsageRecord
 
@@ -158,3 +158,25 @@ def test_a_database_connection_past_its_age_is_closed_after_a_fast_call_as_after
     connection.close_at = time.monotonic() - 1  # CONN_MAX_AGE has run out
     assert call(ours, "/v1/models/iris:predict", body=predict([IRIS_ROW]), key=api_key)[0] == 200
     assert connection.connection is None
+
+
+class StampMiddleware:
+    """A middleware an operator might add before the gateway (CORS, say)."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        response = self.get_response(request)
+        response["X-Stamp"] = "yes"
+        return response
+
+
+def test_the_middleware_listed_before_the_gateway_run_on_fast_routes_too(api_key, iris, settings):
+    assert fast_route_middleware() == [
+        "apiservice.middleware.RequestIdMiddleware",
+        "django.middleware.security.SecurityMiddleware",
+    ]  # WhiteNoise, also before the gateway, serves static files only
+    settings.MIDDLEWARE = ["tests.apiservice.test_handler.StampMiddleware", *settings.MIDDLEWARE]
+    status, headers, _ = call(PlainBody(APIHandler()), "/v1/models/iris:predict", body=predict([IRIS_ROW]), key=api_key)
+    assert (status, headers.get("X-Stamp")) == (200, "yes")
