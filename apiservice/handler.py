@@ -71,7 +71,8 @@ class APIHandler(WSGIHandler):
         if response.status_code >= 400:
             log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
         connections[DEFAULT_DB_ALIAS].close_if_unusable_or_obsolete()
-        start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
+        cookies = [("Set-Cookie", cookie.output(header="")) for cookie in response.cookies.values()]
+        start_response(f"{response.status_code} {response.reason_phrase}", [*response.items(), *cookies])
         if response.streaming:  # none of the fast routes streams; closing it sends request_finished
             return response
         return [response.content]

@@ -169,6 +169,7 @@ class StampMiddleware:
     def __call__(self, request: Any) -> Any:
         response = self.get_response(request)
         response["X-Stamp"] = "yes"
+        response.set_cookie("stamp", "1")
         return response
 
 
@@ -180,3 +181,4 @@ def test_the_middleware_listed_before_the_gateway_run_on_fast_routes_too(api_key
     settings.MIDDLEWARE = ["tests.apiservice.test_handler.StampMiddleware", *settings.MIDDLEWARE]
     status, headers, _ = call(PlainBody(APIHandler()), "/v1/models/iris:predict", body=predict([IRIS_ROW]), key=api_key)
     assert (status, headers.get("X-Stamp")) == (200, "yes")
+    assert headers["Set-Cookie"].startswith("stamp=1;")
