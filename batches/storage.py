@@ -156,9 +156,12 @@ class _Joined(io.RawIOBase):
         return True
 
     def seekable(self) -> bool:
-        return True  # only to where it is already: storages "rewind" a stream they are given
+        # False, so that boto3 streams it as an upload of unknown size (in parts, through memory); told
+        # it could seek, it seeks to the end to learn the size, and the finalisation failed on S3.
+        return False
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        # Only to where it already is: a storage may "rewind" a stream it is given.
         if (whence, offset) not in ((io.SEEK_SET, self.position), (io.SEEK_CUR, 0)):
             raise io.UnsupportedOperation("a joined stream reads forwards only")
         return self.position
