@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +25,15 @@ from urllib.parse import urlsplit
 
 import boto3
 import pytest
+from django.core.files import File as DjangoFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.test import Client
 
 from apiservice.celery import app as celery_app
 from apiservice.models import Membership
+from apiservice.storage import s3_storage
 from batches.models import Batch, File
 from edge.models import Bundle
 from models_registry.models import ModelVersion
@@ -127,21 +131,8 @@ def s3_worker(
 @pytest.fixture
 def on_s3(s3_server: S3, settings: Any, tmp_path: Path) -> S3:
     """This process's default storage is the bucket (as settings build it for STORAGE_BACKEND=s3)."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": BUCKET,
-                "endpoint_url": s3_server.endpoint_url,
-                "region_name": REGION,
-                "signature_version": "s3v4",
-                "addressing_style": "path",
-                "default_acl": None,
-                "querystring_auth": True,
-            },
-        },
-    }
+    default = s3_storage(bucket=BUCKET, endpoint_url=s3_server.endpoint_url, region=REGION)
+    settings.STORAGES = {**settings.STORAGES, "default": default}
     settings.MODEL_CACHE_DIR = tmp_path / "model-cache"
     settings.MEDIA_ROOT = str(tmp_path / "media-unused")
     settings.BATCH_MIN_COMPLETION_WINDOW_SECONDS = 1
@@ -192,6 +183,28 @@ def test_processes_that_first_need_a_version_together_each_get_the_whole_file(on
         assert paths == {tmp_path / "model-cache" / f"{iris.sha256}.onnx"}
         assert hashlib.sha256(paths.pop().read_bytes()).hexdigest() == iris.sha256
         assert [path.name for path in (tmp_path / "model-cache").iterdir()] == [f"{iris.sha256}.onnx"]
+
+
+def test_reading_a_large_stored_file_holds_only_a_bounded_part_of_it_in_memory(on_s3, tmp_path):
+    """What batch validation parts and downloads do: open a stored file and read it in blocks."""
+    source = tmp_path / "large.jsonl"
+    with open(source, "wb") as out:
+        for block in range(80):
+            out.write(bytes([block]) * 1024 * 1024)
+    with open(source, "rb") as handle:
+        name = default_storage.save("large/input.jsonl", DjangoFile(handle))
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        with default_storage.open(name, "rb") as stored:
+            while block := stored.read(1024 * 1024):
+                digest.update(block)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digest.hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
+    # boto3 downloads parts on 10 threads through a queue of up to 25 MiB: bounded, but not small.
+    assert peak < 56 * 1024 * 1024, f"{peak / 2**20:.0f} MiB in memory to read an 80 MiB file"
 
 
 def test_staff_upload_stores_the_version_in_the_bucket_and_it_serves_on_the_v2_face(on_s3, staff_user, api, tmp_path):
