@@ -249,11 +249,16 @@ def test_a_batch_runs_in_the_worker_and_its_files_download_from_the_api_and_the_
     download = portal.get(f"/portal/files/{record.output_file.uid}/download/")
     assert download.status_code == 200
     assert b"".join(download.streaming_content) == on_s3.read(record.output_file.storage_name)
+    # The chunks' parts were joined and removed: the batch's folder holds its two files.
+    prefix = f"batches/{org.pk}/{record.uid}/"
+    assert on_s3.objects(prefix) == {record.output_file.storage_name, record.error_file.storage_name}
+    assert api.delete(f"/v1/files/{done['output_file_id']}").status_code in (200, 204)
+    assert record.output_file.storage_name not in on_s3.objects()
     _nothing_local(tmp_path)
 
 
 def test_an_edge_bundle_builds_in_the_worker_into_the_bucket_and_downloads(
-    on_s3, s3_queue, transactional_db, api, iris, tmp_path
+    on_s3, s3_queue, transactional_db, api, org, iris, tmp_path
 ):
     response = api.post_json("/v1/models/iris/versions/1/bundles", {"variants": ["fp32"]})
     assert response.status_code == 202, response.content
@@ -273,6 +278,11 @@ def test_an_edge_bundle_builds_in_the_worker_into_the_bucket_and_downloads(
     assert ranged.status_code == 206
     assert b"".join(ranged.streaming_content) == data[10:20]
     assert "manifest.json" in zipfile.ZipFile(io.BytesIO(data)).namelist()
+    portal = client_as(make_user("s3-bundler", org, Membership.Role.OWNER))
+    assert bundle_id in portal.get("/portal/bundles/").content.decode()
+    redirect = portal.post(f"/portal/bundles/{bundle_id}/download/")
+    assert redirect.status_code == 302
+    assert b"".join(portal.get(redirect["Location"]).streaming_content) == data
     _nothing_local(tmp_path)
 
 
