@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,8 @@ from django.test import Client
 from apiservice.celery import app as celery_app
 from apiservice.models import Membership
 from apiservice.storage import s3_storage
+from batches import storage
+from batches.formats import iter_lines
 from batches.models import Batch, File
 from edge.models import Bundle
 from models_registry.models import ModelVersion
@@ -205,6 +208,26 @@ def test_reading_a_large_stored_file_holds_only_a_bounded_part_of_it_in_memory(o
     assert digest.hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
     # boto3 downloads parts on 10 threads through a queue of up to 25 MiB: bounded, but not small.
     assert peak < 56 * 1024 * 1024, f"{peak / 2**20:.0f} MiB in memory to read an 80 MiB file"
+
+
+def test_a_batch_task_reads_its_range_of_a_large_input_without_downloading_the_rest(on_s3, tmp_path):
+    """What a validation part or a chunk does: seek into the input file and read a few lines there."""
+    line = b'{"custom_id": "x", "instances": [[0.0]]}\n'
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(line * (80 * 1024 * 1024 // len(line)))
+    with open(source, "rb") as handle:
+        name = default_storage.save("large/ranged.jsonl", DjangoFile(handle))
+    offset = len(line) * 1_000_000
+    tracemalloc.start()
+    try:
+        with storage.open_read(name) as stream:
+            lines = list(islice(iter_lines(stream, offset=offset, length=len(line) * 3), 3))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [raw.data + b"\n" for raw in lines] == [line] * 3
+    assert [raw.offset for raw in lines] == [offset, offset + len(line), offset + 2 * len(line)]
+    assert peak < 4 * 1024 * 1024, f"{peak / 2**20:.0f} MiB in memory to read 3 lines of an 80 MiB file"
 
 
 def test_staff_upload_stores_the_version_in_the_bucket_and_it_serves_on_the_v2_face(on_s3, staff_user, api, tmp_path):
