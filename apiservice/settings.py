@@ -9,6 +9,8 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 
+from apiservice.storage import s3_storage
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
@@ -157,18 +159,11 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default="") or VAR_DIR / "media")
 MEDIA_URL = "/media/"
 _default_storage: dict[str, object] = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 if env.str("STORAGE_BACKEND", default="local") == "s3":
-    _default_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": env.str("S3_BUCKET"),
-            "endpoint_url": env.str("S3_ENDPOINT_URL", default=None),
-            "region_name": env.str("S3_REGION", default=None),
-            "signature_version": "s3v4",
-            "addressing_style": "path",
-            "default_acl": None,
-            "querystring_auth": True,
-        },
-    }
+    _default_storage = s3_storage(
+        bucket=env.str("S3_BUCKET"),
+        endpoint_url=env.str("S3_ENDPOINT_URL", default=None),
+        region=env.str("S3_REGION", default=None),
+    )
 STORAGES = {
     "default": _default_storage,
     "staticfiles": {

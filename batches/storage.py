@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 from django.core.files import File as DjangoFile
 from django.core.files.storage import default_storage
@@ -21,6 +21,7 @@ from django.core.files.uploadedfile import UploadedFile
 
 SPOOL_BYTES = 8 * 1024 * 1024
 COPY_BYTES = 16 * 1024 * 1024  # per kernel copy call when joining parts
+READ_BYTES = 1024 * 1024  # buffer of a ranged S3 read
 
 
 def batch_prefix(*, organisation_id: int, batch_uid: str) -> str:
@@ -156,9 +157,12 @@ class _Joined(io.RawIOBase):
         return True
 
     def seekable(self) -> bool:
-        return True  # only to where it is already: storages "rewind" a stream they are given
+        # False, so that boto3 streams it as an upload of unknown size (in parts, through memory); told
+        # it could seek, it seeks to the end to learn the size, and the finalisation failed on S3.
+        return False
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        # Only to where it already is: a storage may "rewind" a stream it is given.
         if (whence, offset) not in ((io.SEEK_SET, self.position), (io.SEEK_CUR, 0)):
             raise io.UnsupportedOperation("a joined stream reads forwards only")
         return self.position
@@ -201,7 +205,61 @@ class _Joined(io.RawIOBase):
 
 
 def open_read(name: str) -> IO[bytes]:
-    return default_storage.open(name, "rb")  # type: ignore[no-any-return]
+    """The stored file `name` for reading. On S3, read with ranged GETs from where it is read.
+
+    django-storages downloads an S3 object whole before its first byte is read; a validation part or a
+    chunk reads a few MiB of a file of up to FILE_MAX_BYTES, so each downloaded all of it.
+    """
+    handle = default_storage.open(name, "rb")
+    obj = getattr(handle, "obj", None)  # S3File's boto3 Object; nothing is downloaded until it is read
+    if local_path(name) is not None or obj is None:
+        return handle  # type: ignore[no-any-return]
+    return io.BufferedReader(_Ranged(obj, size=int(handle.size)), READ_BYTES)
+
+
+class _Ranged(io.RawIOBase):
+    """An S3 object read through one streamed GET per position (`Range: bytes=<position>-`)."""
+
+    def __init__(self, obj: Any, *, size: int) -> None:
+        self.obj, self.size, self.position = obj, size, 0
+        self.body: Any = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        if base + offset != self.position:
+            self._drop()
+            self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        if self.position >= self.size or len(buffer) == 0:
+            return 0
+        if self.body is None:
+            self.body = self.obj.get(Range=f"bytes={self.position}-")["Body"]
+        data = self.body.read(len(buffer))
+        if not data:  # the response ended before the object did: never let a reader take it for the end
+            raise OSError(f"S3 read of {self.obj.key} ended at {self.position} of {self.size} bytes")
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+    def _drop(self) -> None:
+        if self.body is not None:
+            self.body.close()
+            self.body = None
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
 
 
 def size(name: str) -> int:

@@ -1,6 +1,7 @@
 """Reads from the model registry, always scoped to what an organisation may see."""
 
 import shutil
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -63,12 +64,25 @@ def model_version_local_path(*, version: ModelVersion) -> Path:
     except NotImplementedError:
         target = settings.MODEL_CACHE_DIR / f"{version.sha256}.onnx"
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".part")
-            with default_storage.open(name, "rb") as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            partial.replace(target)
+            _cache_copy(name=name, target=target)
         return target
+
+
+def _cache_copy(*, name: str, target: Path) -> None:
+    """Copy the stored file `name` to `target` through a partial file of this call's own.
+
+    Processes that first need the same version at the same time (a worker's pool, a batch's chunks)
+    each copy to their own partial name and rename it into place: the file they rename is always theirs,
+    and a reader never sees half a model.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.part")
+    try:
+        with default_storage.open(name, "rb") as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def aliases_of(*, version: ModelVersion) -> list[str]:
