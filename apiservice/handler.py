@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
-from .middleware import APIGatewayMiddleware, fast_route_for
+from .middleware import APIGatewayMiddleware, FastRoute, fast_route_for
 
 Handler = Callable[[HttpRequest], HttpResponse]
 GATEWAY = "apiservice.middleware.APIGatewayMiddleware"
@@ -56,15 +56,19 @@ class APIHandler(WSGIHandler):
     def __call__(  # type: ignore[override]  # a WSGI app returns the body's chunks
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        # Matched on the path as Django decodes it (`get_path_info` reads the environ, WSGIRequest rewrites it).
-        if (
-            environ.get("REQUEST_METHOD") == "POST"
-            and not environ.get("SCRIPT_NAME")
-            and not settings.FORCE_SCRIPT_NAME
-            and fast_route_for(environ, get_path_info(environ), self._routes) is not None
-        ):
-            return self._serve_fast(self.request_class(environ), start_response)
-        return super().__call__(environ, start_response)
+        match = self._fast_route(environ)
+        if match is None:
+            return super().__call__(environ, start_response)
+        request = self.request_class(environ)
+        request.fast_route = match  # type: ignore[attr-defined]  # the gateway serves it without matching again
+        return self._serve_fast(request, start_response)
+
+    def _fast_route(self, environ: dict[str, Any]) -> tuple[FastRoute, dict[str, str]] | None:
+        """The fast route of this request, matched on its path as Django decodes it (`get_path_info`
+        reads the environ; a WSGIRequest would rewrite it)."""
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("SCRIPT_NAME") or settings.FORCE_SCRIPT_NAME:
+            return None
+        return fast_route_for(environ, get_path_info(environ), self._routes)
 
     def _serve_fast(self, request: HttpRequest, start_response: Callable[..., Any]) -> Iterable[bytes]:
         response = self._fast_chain(request)

@@ -209,7 +209,8 @@ class APIGatewayMiddleware:
                 code="payload_too_large",
                 message=f"The request body{size} is over the {limit}-byte limit.",
             )
-        fast = fast_route_match(request, self.fast_routes)
+        # Matched already when the WSGI handler took the request on its fast path (apiservice/handler.py).
+        fast = getattr(request, "fast_route", None) or fast_route_match(request, self.fast_routes)
         if fast is None:
             return self.get_response(request)
         route, kwargs = fast  # the Host was checked on the way in (__call__), as CommonMiddleware would
