@@ -19,10 +19,10 @@ from django.utils import timezone
 from django.utils.text import get_valid_filename
 
 from apiservice.auth import Principal
-from apiservice.errors import Conflict, InvalidInput, PayloadTooLarge, Unprocessable
+from apiservice.errors import Conflict, InvalidInput, PayloadTooLarge
 from billing import limits
 from billing.gateway import payment_required, quota_exceeded
-from billing.idempotency import idempotency_key_take
+from billing.idempotency import idempotency_key_take, key_reused
 from billing.models import Meter
 from models_registry.models import ModelVersion
 from models_registry.selectors import model_get, model_version_resolve
@@ -243,11 +243,7 @@ def _quota_check(*, principal: Principal) -> None:
 def _idempotent_replay(organisation_id: int, key: str, digest: str) -> Batch | None:
     existing = Batch.objects.filter(organisation_id=organisation_id, idempotency_key=key).first()
     if existing is not None and existing.request_hash != digest:
-        raise Unprocessable(
-            "This Idempotency-Key was used with a different request body.",
-            code="idempotency_key_reused",
-            param="Idempotency-Key",
-        )
+        raise key_reused()
     return existing
 
 

@@ -241,6 +241,11 @@ def idempotency_lost(request: HttpRequest, claim: Claim) -> HttpResponse:
     return replay(request, winner)
 
 
+def key_reused(message: str = "This Idempotency-Key was used with a different request body.") -> Unprocessable:
+    """The 422 for a key used before with another request."""
+    return Unprocessable(message, code="idempotency_key_reused", param="Idempotency-Key")
+
+
 def idempotency_key_take(*, organisation_id: int, key: str, fingerprint: str) -> None:
     """Mark `key` as used by a billable POST that keeps its own answer (a batch's creation, which
     replays the batch itself), inside the caller's transaction: keys are one space per organisation, so
@@ -256,11 +261,7 @@ def idempotency_key_take(*, organisation_id: int, key: str, fingerprint: str) ->
             )
     except IntegrityError:
         if not records.filter(fingerprint=fingerprint).exists():
-            raise Unprocessable(
-                "This Idempotency-Key was used with a different request.",
-                code="idempotency_key_reused",
-                param="Idempotency-Key",
-            ) from None
+            raise key_reused("This Idempotency-Key was used with a different request.") from None
 
 
 def idempotency_purge() -> int:
