@@ -28,6 +28,13 @@ def check_nan_policy(app_configs: Any, **kwargs: Any) -> list[Error]:
 
 
 @register()
+def check_concurrent_runs(app_configs: Any, **kwargs: Any) -> list[Error]:
+    if settings.ORT_CONCURRENT_RUNS < 0:
+        return [Error("ORT_CONCURRENT_RUNS must be 0 (one per CPU) or a positive number.", id="apiservice.E005")]
+    return []
+
+
+@register()
 def check_upload_chunk(app_configs: Any, **kwargs: Any) -> list[Error]:
     size = settings.FILE_UPLOAD_CHUNK_BYTES
     if not 0 < size <= 2**31 - 4 or size % 4:

@@ -247,6 +247,9 @@ MODEL_CACHE_DIR = Path(env.str("MODEL_CACHE_DIR", default="") or VAR_DIR / "mode
 
 # --- Inference ------------------------------------------------------------------------------------
 ORT_INTRA_OP_THREADS = env.int("ORT_INTRA_OP_THREADS", default=1)
+# Calls one model runs at once per process (more wait their turn); 0: the CPUs the process may use
+# divided by ORT_INTRA_OP_THREADS.
+ORT_CONCURRENT_RUNS = env.int("ORT_CONCURRENT_RUNS", default=0)
 # Sessions kept per process, as a cap on the sum of their model files' sizes (a proxy for memory).
 ORT_SESSION_CACHE_BYTES = env.int("ORT_SESSION_CACHE_BYTES", default=1024 * 1024 * 1024)
 INFERENCE_MAX_ROWS = env.int("INFERENCE_MAX_ROWS", default=1024)

@@ -1,6 +1,6 @@
 """The bare-gunicorn baseline: a WSGI app that reads the body and returns a fixed JSON answer.
 
-Served by the same gunicorn config as the product (one sync worker, pinned), so the difference
+Served by the same gunicorn config as the product (one gthread worker, pinned), so the difference
 between it and the full path is what Django, auth, validation, the model and the ledger cost.
 """
 

@@ -9,7 +9,7 @@ What it does, in one run:
    registry services, and creates an organisation and an API key through the services;
 2. measures raw ONNX Runtime in-process (same model file, same input, one intra-op thread, pinned to
    the server core): per-call p50/p99 and calls/s;
-3. starts gunicorn with the production config (`apiservice/gunicorn.conf.py`), ONE sync worker pinned
+3. starts gunicorn with the production config (`apiservice/gunicorn.conf.py`), ONE worker (gthread) pinned
    with `taskset -c <server-cpu>`, ORT_INTRA_OP_THREADS=1, PostgreSQL and Redis, and drives each
    scenario with wrk pinned to `<client-cpu>`: req/s at 8 connections, p50/p99 at 1 connection;
 4. does the same against a bare gunicorn JSON app (`bench/bare_app.py`, same gunicorn settings);

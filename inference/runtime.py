@@ -1,9 +1,13 @@
 """The one module that imports onnxruntime: sessions, their per-process cache, and running them.
 
 One session per (model version, process), built lazily on first use, warmed up once, and kept in an
-LRU cache capped by the summed size of the model files (a proxy for their memory).
+LRU cache capped by the summed size of the model files (a proxy for their memory). Each session runs
+at most `ORT_CONCURRENT_RUNS` calls at once; further calls wait their turn (Triton's model instances):
+runs beyond the cores the process may use only take turns on them, evicting each other's weights
+from the CPU caches.
 """
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -24,6 +28,15 @@ class LoadedModel:
     session: ort.InferenceSession
     output_names: list[str]
     size_bytes: int
+    turns: threading.BoundedSemaphore  # the runs of this session allowed at once in this process
+
+
+def concurrent_runs(*, setting: int, intra_op_threads: int) -> int:
+    """Runs of one session at once: the setting, or (0) as many as the CPUs this process may run on
+    hold runs of `intra_op_threads` threads each, at least one."""
+    if setting > 0:
+        return setting
+    return max(1, len(os.sched_getaffinity(0)) // max(1, intra_op_threads))
 
 
 def new_session(
@@ -71,6 +84,12 @@ def run_session(
     except InvalidArgument as exc:
         raise InputRejected(str(exc)) from exc
     return {name: np.asarray(value) for name, value in zip(output_names, results, strict=True)}
+
+
+def run_loaded(loaded: LoadedModel, feeds: Mapping[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
+    """`run_session` on a cached session, once one of its turns is free."""
+    with loaded.turns:
+        return run_session(loaded.session, feeds, output_names)
 
 
 class SessionCache:
@@ -130,7 +149,13 @@ def loaded_model(*, key: int, path: str | Path, signature: Mapping[str, list[dic
         session = new_session(path, intra_op_threads=settings.ORT_INTRA_OP_THREADS)
         output_names = [o.name for o in session.get_outputs()]
         run_session(session, sample_feeds(signature), output_names)  # warm-up
-        item = LoadedModel(session=session, output_names=output_names, size_bytes=Path(path).stat().st_size)
+        runs = concurrent_runs(setting=settings.ORT_CONCURRENT_RUNS, intra_op_threads=settings.ORT_INTRA_OP_THREADS)
+        item = LoadedModel(
+            session=session,
+            output_names=output_names,
+            size_bytes=Path(path).stat().st_size,
+            turns=threading.BoundedSemaphore(runs),
+        )
         cache.put(key, item)
         return item
 

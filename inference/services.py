@@ -102,7 +102,7 @@ def predict(
     """Run checked feeds through the version's cached ONNX Runtime session."""
     loaded = runtime.loaded_model(key=servable.version_id, path=servable.path, signature=servable.signature)
     try:
-        return runtime.run_session(loaded.session, feeds, output_names or loaded.output_names)
+        return runtime.run_loaded(loaded, feeds, output_names or loaded.output_names)
     except runtime.InputRejected as exc:
         logger.warning("model %s v%s refused inputs: %s", servable.model_name, servable.number, exc)
         raise InvalidInput(

@@ -159,6 +159,7 @@ def test_metrics_are_not_public(client, settings):
         ("FILE_UPLOAD_CHUNK_BYTES", 0, "apiservice.E003"),
         ("FILE_UPLOAD_CHUNK_BYTES", 1024 * 1024 + 2, "apiservice.E003"),
         ("IDEMPOTENCY_CLAIM_SECONDS", 60, "apiservice.E004"),
+        ("ORT_CONCURRENT_RUNS", -1, "apiservice.E005"),
     ],
 )
 def test_system_checks_catch_bad_configuration(settings, setting, value, check_id):
