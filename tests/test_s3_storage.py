@@ -272,9 +272,14 @@ def test_a_batch_runs_in_the_worker_and_its_files_download_from_the_api_and_the_
     download = portal.get(f"/portal/files/{record.output_file.uid}/download/")
     assert download.status_code == 200
     assert b"".join(download.streaming_content) == on_s3.read(record.output_file.storage_name)
-    # The chunks' parts were joined and removed: the batch's folder holds its two files.
+    # The chunks' parts were joined and removed (by the worker, once the batch's completion committed):
+    # the batch's folder holds its two files.
     prefix = f"batches/{org.pk}/{record.uid}/"
-    assert on_s3.objects(prefix) == {record.output_file.storage_name, record.error_file.storage_name}
+    finals = {record.output_file.storage_name, record.error_file.storage_name}
+    deadline = time.monotonic() + 30
+    while on_s3.objects(prefix) != finals and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert on_s3.objects(prefix) == finals
     assert api.delete(f"/v1/files/{done['output_file_id']}").status_code in (200, 204)
     assert record.output_file.storage_name not in on_s3.objects()
     _nothing_local(tmp_path)
