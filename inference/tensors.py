@@ -4,6 +4,8 @@ Everything here is pure (numpy only). Every rule raises `InvalidInput` naming th
 input ever reaches ONNX Runtime and none can make a 500.
 """
 
+import base64
+import binascii
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -207,7 +209,7 @@ def _instances_feeds(instances: Any, specs: dict[str, dict[str, Any]]) -> dict[s
     if not isinstance(instances, list) or not instances:
         raise InvalidInput("'instances' must be a non-empty list of rows.", param="instances")
     names = list(specs)
-    keyed = isinstance(instances[0], dict)
+    keyed = isinstance(instances[0], dict) and not _is_b64(instances[0])  # a b64 value is not a keyed row
     if not keyed and len(names) > 1:
         raise InvalidInput(
             f"This model has several inputs ({', '.join(names)}): each instance must be an object keyed by input name.",
@@ -231,17 +233,16 @@ def _instances_feeds(instances: Any, specs: dict[str, dict[str, Any]]) -> dict[s
     else:
         columns = {names[0]: instances}
     return {
-        name: to_array(values, datatype=specs[name]["datatype"], name=name, param=f"instances.{name}")
-        for name, values in columns.items()
+        name: _predict_array(values, spec=specs[name], param=f"instances.{name}") for name, values in columns.items()
     }
 
 
 def _columnar_feeds(inputs: Any, specs: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
     names = list(specs)
-    if isinstance(inputs, dict):
+    if isinstance(inputs, dict) and not _is_b64(inputs):
         return {
-            name: to_array(
-                value, datatype=specs[name]["datatype"] if name in specs else "FP32", name=name, param=f"inputs.{name}"
+            name: _predict_array(
+                value, spec=specs.get(name, {"name": name, "datatype": "FP32"}), param=f"inputs.{name}"
             )
             for name, value in inputs.items()
         }
@@ -250,7 +251,39 @@ def _columnar_feeds(inputs: Any, specs: dict[str, dict[str, Any]]) -> dict[str, 
             f"This model has several inputs ({', '.join(names)}): 'inputs' must be an object keyed by input name.",
             param="inputs",
         )
-    return {names[0]: to_array(inputs, datatype=specs[names[0]]["datatype"], name=names[0], param="inputs")}
+    return {names[0]: _predict_array(inputs, spec=specs[names[0]], param="inputs")}
+
+
+def _predict_array(data: Any, *, spec: dict[str, Any], param: str) -> np.ndarray:
+    """`to_array` for `:predict`, where a string may come as TF-Serving's `{"b64": "<base64>"}`."""
+    name, datatype = spec["name"], spec["datatype"]
+    if datatype == "BYTES":
+        data = _decode_b64(data, name=name, param=param)
+    return to_array(data, datatype=datatype, name=name, param=param)
+
+
+def _is_b64(value: Any) -> bool:
+    """TF-Serving's form of a binary string; a string value tells it from a row keyed by an input named b64."""
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _decode_b64(data: Any, *, name: str, param: str) -> Any:
+    """Every `{"b64": ...}` in `data` as the text it encodes. ONNX Runtime's strings are text, so the bytes
+    must be UTF-8 (as the binary BYTES of the v2 face must be)."""
+    if isinstance(data, list):
+        return [_decode_b64(item, name=name, param=param) for item in data]
+    if not _is_b64(data):
+        return data
+    try:
+        raw = base64.b64decode(data["b64"], validate=True)
+    except (binascii.Error, ValueError):  # ValueError: a non-ASCII character
+        raise InvalidInput(f"Input '{name}' has a 'b64' value that is not valid base64.", param=param) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"Input '{name}' has a 'b64' value that is not UTF-8 text once decoded.", param=param
+        ) from None
 
 
 def predict_response(outputs: Mapping[str, np.ndarray], *, form: str) -> Any:

@@ -142,6 +142,17 @@ def string_pairs() -> bytes:
     return _model(graph)
 
 
+def string_column() -> bytes:
+    """text_out = text (STRING [N]): one string per row, so a row of `:predict` is a lone value."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["text_out"])],
+        "string_column",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("text_out", TensorProto.STRING, ["N"])],
+    )
+    return _model(graph)
+
+
 def embedding_lookup() -> bytes:
     """vector = table[ids] (Gather on a 10 x 3 table): ids (INT64 [N, 2]) past 9 make ONNX Runtime refuse
     the call (INVALID_ARGUMENT), which no signature check can foresee."""

@@ -1,3 +1,5 @@
+import base64
+
 import pytest
 
 from billing.models import UsageRecord
@@ -147,3 +149,40 @@ def test_an_unknown_or_failed_version_is_still_named_version(api, iris, query):
     assert (missing.status_code, missing.json()["error"]["param"]) == (404, "version")
     failed = api.post_json(f"/v1/models/iris/versions/2:predict{query}", {"instances": [IRIS_ROW]})
     assert (failed.status_code, failed.json()["error"]["param"]) == (409, "version")
+
+
+def _b64(data: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+@pytest.fixture
+def pairs(db):
+    return model_version_register(model=model_get_or_create(name="pairs"), content=onnx_factories.string_pairs())
+
+
+def test_strings_may_come_base64_encoded_as_tf_serving_sends_them(api, pairs):
+    rows = {"instances": [[_b64("héllo".encode()), "plain"]]}
+    columns = {"inputs": {"pair": [[_b64(b"a"), _b64(b"")]]}}
+    assert api.post_json("/v1/models/pairs:predict", rows).json()["predictions"] == [["héllo", "plain"]]
+    assert api.post_json("/v1/models/pairs:predict", columns).json()["outputs"] == [["a", ""]]
+
+
+def test_a_base64_row_of_a_one_string_model_is_a_value_not_an_object_keyed_by_input(api, db):
+    model_version_register(model=model_get_or_create(name="texts"), content=onnx_factories.string_column())
+    response = api.post_json("/v1/models/texts:predict", {"instances": [_b64(b"one"), {"text": "two"}]})
+    assert response.status_code == 400  # rows of one form: the first is a value, so the second is refused
+    response = api.post_json("/v1/models/texts:predict", {"instances": [_b64(b"one"), "two"]})
+    assert response.json()["predictions"] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [({"b64": "not base64!"}, "not valid base64"), (_b64(b"\xff\xfe"), "not UTF-8 text")],
+    ids=["not-base64", "not-utf8"],
+)
+def test_a_base64_string_that_does_not_decode_to_text_is_a_400_naming_the_input(api, pairs, value, fragment):
+    response = api.post_json("/v1/models/pairs:predict", {"instances": [[value, "x"]]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and error["param"] == "instances.pair"
+    assert fragment in error["message"]
