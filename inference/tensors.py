@@ -286,9 +286,13 @@ def _decode_b64(data: Any, *, name: str, param: str) -> Any:
         ) from None
 
 
-def predict_response(outputs: Mapping[str, np.ndarray], *, form: str) -> Any:
-    """`predictions` (one entry per row) for instances, `outputs` (columns) for inputs."""
+def predict_response(outputs: Mapping[str, np.ndarray], *, form: str, rows: int | None = None) -> Any:
+    """`predictions` (one entry per row) for instances, `outputs` (columns) for inputs. With `rows`
+    (the request's instances, `instances_of`), an output that has not one entry per row cannot be split
+    into `predictions`."""
     names = list(outputs)
+    if form == "instances" and rows is not None:
+        _require_rows(outputs, rows=rows)
     if form == "inputs":
         if len(names) == 1:
             return _jsonable(outputs[names[0]])
@@ -298,6 +302,25 @@ def predict_response(outputs: Mapping[str, np.ndarray], *, form: str) -> Any:
     columns = {name: _jsonable(value) for name, value in outputs.items()}
     rows = len(next(iter(columns.values())))
     return [{name: columns[name][i] for name in names} for i in range(rows)]
+
+
+def instances_of(feeds: Mapping[str, np.ndarray]) -> int | None:
+    """How many instances checked row-form feeds hold: every feed's first dimension (the model's
+    own row count, which `check_feeds` gives, is 1 for a model without a dynamic first dimension)."""
+    return next((int(array.shape[0]) for array in feeds.values() if array.ndim), None)
+
+
+def _require_rows(outputs: Mapping[str, np.ndarray], *, rows: int) -> None:
+    """As TF-Serving: the row form needs every output's first dimension to be the request's rows; an
+    aggregate (a scalar, or a fixed-size output) only fits the columnar form."""
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != rows:
+            raise InvalidInput(
+                f"Output '{name}' has shape {list(array.shape)}, not one entry per row ({rows}), so it cannot be "
+                "answered as 'predictions'; send the columnar form ('inputs') to get it whole.",
+                code="output_not_per_row",
+                param="instances",
+            )
 
 
 def _jsonable(array: np.ndarray) -> list[Any]:

@@ -186,3 +186,22 @@ def test_a_base64_string_that_does_not_decode_to_text_is_a_400_naming_the_input(
     error = response.json()["error"]
     assert error["code"] == "invalid_input" and error["param"] == "instances.pair"
     assert fragment in error["message"]
+
+
+def test_an_output_without_one_entry_per_row_is_a_400_in_the_row_form_and_whole_in_columns(api, db):
+    """It was a 500 (the row form indexed the scalar `total` per row), not billed as a prediction."""
+    model_version_register(model=model_get_or_create(name="totals"), content=onnx_factories.rows_and_total())
+    response = api.post_json("/v1/models/totals:predict", {"instances": [[1, 2], [3, 4]]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("output_not_per_row", "instances")
+    assert "'total'" in error["message"] and "'inputs'" in error["message"]
+    columns = api.post_json("/v1/models/totals:predict", {"inputs": [[1, 2], [3, 4]]}).json()
+    assert columns["outputs"] == {"same": [[1.0, 2.0], [3.0, 4.0]], "total": 10.0}
+    assert list(UsageRecord.objects.order_by("id").values_list("status_code", "units")) == [(400, 0), (200, 2)]
+
+
+def test_a_model_with_a_fixed_batch_answers_one_prediction_per_instance(api, db):
+    model_version_register(model=model_get_or_create(name="threes"), content=onnx_factories.fixed_rows())
+    response = api.post_json("/v1/models/threes:predict", {"instances": [[1, 2], [3, 4], [5, 6]]})
+    assert response.json()["predictions"] == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
