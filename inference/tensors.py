@@ -464,6 +464,13 @@ def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[
             raise InvalidInput(f"Unknown output '{item['name']}'; this model's outputs are: {', '.join(available)}.")
         if any(name == item["name"] for name, _ in result):
             raise InvalidInput(f"Output '{item['name']}' is requested twice.")
+        if isinstance(item.get("parameters"), dict) and "classification" in item["parameters"]:
+            # Triton's classification extension (tritonclient's `class_count`), which `GET /v2` does not list:
+            # answering the raw tensor instead would hand the client another shape and datatype than it asked.
+            raise InvalidInput(
+                f"Output '{item['name']}' asks for classification (class_count), an extension this server does not "
+                "offer; ask for the output itself and rank its values."
+            )
         result.append((item["name"], _flag(item.get("parameters"), "binary_data", default_binary)))
     return result
 
