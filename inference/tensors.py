@@ -190,6 +190,9 @@ def dense_input(signature: Signature) -> dict[str, Any] | None:
     return inputs[0] if len(inputs) == 1 and inputs[0]["datatype"] in FLOAT_TYPES else None
 
 
+DEFAULT_SIGNATURE = "serving_default"  # TF-Serving's name for a model's default signature
+
+
 def predict_feeds(body: Any, *, signature: Signature) -> tuple[dict[str, np.ndarray], str]:
     """Feeds from `{"instances": [...]}` (row format) or `{"inputs": ...}` (columnar); and which."""
     if not isinstance(body, dict):
@@ -199,6 +202,13 @@ def predict_feeds(body: Any, *, signature: Signature) -> tuple[dict[str, np.ndar
         raise InvalidInput("Send either 'instances' or 'inputs', not both.", code="ambiguous_body")
     if not has_instances and not has_inputs:
         raise InvalidInput("The body needs 'instances' (rows) or 'inputs' (columns).", param="instances")
+    if body.get("signature_name", DEFAULT_SIGNATURE) != DEFAULT_SIGNATURE:
+        # TF-Serving refuses a signature the model lacks; an ONNX model has one, answering it instead would
+        # hand the client another computation than it named.
+        raise InvalidInput(
+            f"This model has one signature, '{DEFAULT_SIGNATURE}'; leave out 'signature_name' or send that.",
+            param="signature_name",
+        )
     specs = _input_specs(signature)
     if has_instances:
         return _instances_feeds(body["instances"], specs), "instances"

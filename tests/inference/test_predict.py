@@ -205,3 +205,12 @@ def test_a_model_with_a_fixed_batch_answers_one_prediction_per_instance(api, db)
     model_version_register(model=model_get_or_create(name="threes"), content=onnx_factories.fixed_rows())
     response = api.post_json("/v1/models/threes:predict", {"instances": [[1, 2], [3, 4], [5, 6]]})
     assert response.json()["predictions"] == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+
+
+@pytest.mark.parametrize(("signature", "status"), [("serving_default", 200), ("classify", 400), (3, 400)])
+def test_the_only_signature_name_a_model_answers_to_is_serving_default(api, iris, signature, status):
+    """Any `signature_name` was answered by the model's one computation, as if the client had named it."""
+    response = api.post_json("/v1/models/iris:predict", {"signature_name": signature, "instances": [IRIS_ROW]})
+    assert response.status_code == status
+    if status == 400:
+        assert response.json()["error"]["param"] == "signature_name"
