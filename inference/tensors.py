@@ -277,11 +277,17 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
-def _decode_b64(data: Any, *, name: str, param: str) -> Any:
+_MAX_DEPTH = 64  # numpy's most dimensions: `to_array` refuses anything nested deeper
+
+
+def _decode_b64(data: Any, *, name: str, param: str, depth: int = 0) -> Any:
     """Every `{"b64": ...}` in `data` as the text it encodes. ONNX Runtime's strings are text, so the bytes
-    must be UTF-8 (as the binary BYTES of the v2 face must be)."""
+    must be UTF-8 (as the binary BYTES of the v2 face must be). Lists deeper than any tensor are left
+    as they are (for `to_array` to refuse), not walked to Python's recursion limit."""
     if isinstance(data, list):
-        return [_decode_b64(item, name=name, param=param) for item in data]
+        if depth >= _MAX_DEPTH:
+            return data
+        return [_decode_b64(item, name=name, param=param, depth=depth + 1) for item in data]
     if not _is_b64(data):
         return data
     try:

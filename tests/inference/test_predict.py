@@ -175,6 +175,14 @@ def test_a_base64_row_of_a_one_string_model_is_a_value_not_an_object_keyed_by_in
     assert response.json()["predictions"] == ["one", "two"]
 
 
+def test_strings_nested_deeper_than_any_tensor_are_a_400_not_a_500(api, pairs):
+    """The walk looking for `{"b64": ...}` values went down 1000 lists to Python's recursion limit."""
+    body = '{"instances": ' + "[" * 1000 + '"a"' + "]" * 1000 + "}"  # json.dumps itself stops short of this
+    response = api.post("/v1/models/pairs:predict", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "instances.pair"
+
+
 @pytest.mark.parametrize(
     ("value", "fragment"),
     [({"b64": "not base64!"}, "not valid base64"), (_b64(b"\xff\xfe"), "not UTF-8 text")],
