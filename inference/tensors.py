@@ -302,13 +302,13 @@ def _decode_b64(data: Any, *, name: str, param: str, depth: int = 0) -> Any:
         ) from None
 
 
-def predict_response(outputs: Mapping[str, np.ndarray], *, form: str, rows: int | None = None) -> Any:
-    """`predictions` (one entry per row) for instances, `outputs` (columns) for inputs. With `rows`
-    (the request's instances, `instances_of`), an output that has not one entry per row cannot be split
-    into `predictions`."""
+def predict_response(outputs: Mapping[str, np.ndarray], *, form: str, instances: int | None = None) -> Any:
+    """`predictions` (one entry per row) for instances, `outputs` (columns) for inputs. With `instances`
+    (the request's, `instances_of`), an output that has not one entry per instance cannot be split into
+    `predictions`."""
     names = list(outputs)
-    if form == "instances" and rows is not None:
-        _require_rows(outputs, rows=rows)
+    if form == "instances" and instances is not None:
+        _require_rows(outputs, rows=instances)
     if form == "inputs":
         if len(names) == 1:
             return _jsonable(outputs[names[0]])

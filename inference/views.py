@@ -106,7 +106,10 @@ def predict(request: HttpRequest, *, model: str, ref: str | None = None, alias: 
     outputs = services.predict(servable=servable, feeds=feeds)
     usage.units, usage.meter = rows, Meter.ONLINE_PREDICTIONS
     key = "predictions" if form == "instances" else "outputs"
-    body = {key: predict_response(outputs, form=form, rows=instances_of(feeds)), "model_version": str(servable.number)}
+    body = {
+        key: predict_response(outputs, form=form, instances=instances_of(feeds)),
+        "model_version": str(servable.number),
+    }
     response = HttpResponse(dumps(body), content_type="application/json")
     response["X-Model-Version"] = str(servable.number)
     return response
