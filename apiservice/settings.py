@@ -188,6 +188,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["apiservice.auth.HasAPIKey"],
     "DEFAULT_PARSER_CLASSES": ["apiservice.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["apiservice.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "apiservice.renderers.ContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "apiservice.pagination.CursorPagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "apiservice.errors.exception_handler",

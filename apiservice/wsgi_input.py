@@ -93,7 +93,13 @@ def plain_body(environ: dict[str, Any]) -> None:
         if not environ.get("wsgi.input_terminated"):  # a server that cannot tell where the body ends
             environ[BODY_ERROR] = (411, "length_required", "Send a Content-Length; chunked bodies cannot be read here.")
             return
-        body = _read_at_most(environ["wsgi.input"], limit + 1)
+        try:
+            body = _read_at_most(environ["wsgi.input"], limit + 1)
+        except Exception:  # the server's own reader refused the chunks, or the client left
+            # Raised out of here, the server (gunicorn) would answer by itself: no ledger row, and the /v1
+            # envelope on a /v2 path. The server still knows its reader failed and closes the connection.
+            environ[BODY_ERROR] = (400, "invalid_body", "The chunked body is malformed or ended before its last chunk.")
+            return
     else:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)

@@ -4,6 +4,8 @@ Everything here is pure (numpy only). Every rule raises `InvalidInput` naming th
 input ever reaches ONNX Runtime and none can make a 500.
 """
 
+import base64
+import binascii
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -188,6 +190,9 @@ def dense_input(signature: Signature) -> dict[str, Any] | None:
     return inputs[0] if len(inputs) == 1 and inputs[0]["datatype"] in FLOAT_TYPES else None
 
 
+DEFAULT_SIGNATURE = "serving_default"  # TF-Serving's name for a model's default signature
+
+
 def predict_feeds(body: Any, *, signature: Signature) -> tuple[dict[str, np.ndarray], str]:
     """Feeds from `{"instances": [...]}` (row format) or `{"inputs": ...}` (columnar); and which."""
     if not isinstance(body, dict):
@@ -197,6 +202,13 @@ def predict_feeds(body: Any, *, signature: Signature) -> tuple[dict[str, np.ndar
         raise InvalidInput("Send either 'instances' or 'inputs', not both.", code="ambiguous_body")
     if not has_instances and not has_inputs:
         raise InvalidInput("The body needs 'instances' (rows) or 'inputs' (columns).", param="instances")
+    if body.get("signature_name", DEFAULT_SIGNATURE) != DEFAULT_SIGNATURE:
+        # TF-Serving refuses a signature the model lacks; an ONNX model has one, answering it instead would
+        # hand the client another computation than it named.
+        raise InvalidInput(
+            f"This model has one signature, '{DEFAULT_SIGNATURE}'; leave out 'signature_name' or send that.",
+            param="signature_name",
+        )
     specs = _input_specs(signature)
     if has_instances:
         return _instances_feeds(body["instances"], specs), "instances"
@@ -207,7 +219,7 @@ def _instances_feeds(instances: Any, specs: dict[str, dict[str, Any]]) -> dict[s
     if not isinstance(instances, list) or not instances:
         raise InvalidInput("'instances' must be a non-empty list of rows.", param="instances")
     names = list(specs)
-    keyed = isinstance(instances[0], dict)
+    keyed = isinstance(instances[0], dict) and not _is_b64(instances[0])  # a b64 value is not a keyed row
     if not keyed and len(names) > 1:
         raise InvalidInput(
             f"This model has several inputs ({', '.join(names)}): each instance must be an object keyed by input name.",
@@ -231,17 +243,16 @@ def _instances_feeds(instances: Any, specs: dict[str, dict[str, Any]]) -> dict[s
     else:
         columns = {names[0]: instances}
     return {
-        name: to_array(values, datatype=specs[name]["datatype"], name=name, param=f"instances.{name}")
-        for name, values in columns.items()
+        name: _predict_array(values, spec=specs[name], param=f"instances.{name}") for name, values in columns.items()
     }
 
 
 def _columnar_feeds(inputs: Any, specs: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
     names = list(specs)
-    if isinstance(inputs, dict):
+    if isinstance(inputs, dict) and not _is_b64(inputs):
         return {
-            name: to_array(
-                value, datatype=specs[name]["datatype"] if name in specs else "FP32", name=name, param=f"inputs.{name}"
+            name: _predict_array(
+                value, spec=specs.get(name, {"name": name, "datatype": "FP32"}), param=f"inputs.{name}"
             )
             for name, value in inputs.items()
         }
@@ -250,12 +261,54 @@ def _columnar_feeds(inputs: Any, specs: dict[str, dict[str, Any]]) -> dict[str, 
             f"This model has several inputs ({', '.join(names)}): 'inputs' must be an object keyed by input name.",
             param="inputs",
         )
-    return {names[0]: to_array(inputs, datatype=specs[names[0]]["datatype"], name=names[0], param="inputs")}
+    return {names[0]: _predict_array(inputs, spec=specs[names[0]], param="inputs")}
 
 
-def predict_response(outputs: Mapping[str, np.ndarray], *, form: str) -> Any:
-    """`predictions` (one entry per row) for instances, `outputs` (columns) for inputs."""
+def _predict_array(data: Any, *, spec: dict[str, Any], param: str) -> np.ndarray:
+    """`to_array` for `:predict`, where a string may come as TF-Serving's `{"b64": "<base64>"}`."""
+    name, datatype = spec["name"], spec["datatype"]
+    if datatype == "BYTES":
+        data = _decode_b64(data, name=name, param=param)
+    return to_array(data, datatype=datatype, name=name, param=param)
+
+
+def _is_b64(value: Any) -> bool:
+    """TF-Serving's form of a binary string; a string value tells it from a row keyed by an input named b64."""
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+_MAX_DEPTH = 64  # numpy's most dimensions: `to_array` refuses anything nested deeper
+
+
+def _decode_b64(data: Any, *, name: str, param: str, depth: int = 0) -> Any:
+    """Every `{"b64": ...}` in `data` as the text it encodes. ONNX Runtime's strings are text, so the bytes
+    must be UTF-8 (as the binary BYTES of the v2 face must be). Lists deeper than any tensor are left
+    as they are (for `to_array` to refuse), not walked to Python's recursion limit."""
+    if isinstance(data, list):
+        if depth >= _MAX_DEPTH:
+            return data
+        return [_decode_b64(item, name=name, param=param, depth=depth + 1) for item in data]
+    if not _is_b64(data):
+        return data
+    try:
+        raw = base64.b64decode(data["b64"], validate=True)
+    except (binascii.Error, ValueError):  # ValueError: a non-ASCII character
+        raise InvalidInput(f"Input '{name}' has a 'b64' value that is not valid base64.", param=param) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"Input '{name}' has a 'b64' value that is not UTF-8 text once decoded.", param=param
+        ) from None
+
+
+def predict_response(outputs: Mapping[str, np.ndarray], *, form: str, instances: int | None = None) -> Any:
+    """`predictions` (one entry per row) for instances, `outputs` (columns) for inputs. With `instances`
+    (the request's, `instances_of`), an output that has not one entry per instance cannot be split into
+    `predictions`."""
     names = list(outputs)
+    if form == "instances" and instances is not None:
+        _require_rows(outputs, rows=instances)
     if form == "inputs":
         if len(names) == 1:
             return _jsonable(outputs[names[0]])
@@ -265,6 +318,25 @@ def predict_response(outputs: Mapping[str, np.ndarray], *, form: str) -> Any:
     columns = {name: _jsonable(value) for name, value in outputs.items()}
     rows = len(next(iter(columns.values())))
     return [{name: columns[name][i] for name in names} for i in range(rows)]
+
+
+def instances_of(feeds: Mapping[str, np.ndarray]) -> int | None:
+    """How many instances checked row-form feeds hold: every feed's first dimension (the model's
+    own row count, which `check_feeds` gives, is 1 for a model without a dynamic first dimension)."""
+    return next((int(array.shape[0]) for array in feeds.values() if array.ndim), None)
+
+
+def _require_rows(outputs: Mapping[str, np.ndarray], *, rows: int) -> None:
+    """As TF-Serving: the row form needs every output's first dimension to be the request's rows; an
+    aggregate (a scalar, or a fixed-size output) only fits the columnar form."""
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != rows:
+            raise InvalidInput(
+                f"Output '{name}' has shape {list(array.shape)}, not one entry per row ({rows}), so it cannot be "
+                "answered as 'predictions'; send the columnar form ('inputs') to get it whole.",
+                code="output_not_per_row",
+                param="instances",
+            )
 
 
 def _jsonable(array: np.ndarray) -> list[Any]:
@@ -408,6 +480,13 @@ def requested_outputs(request: dict[str, Any], *, available: list[str]) -> list[
             raise InvalidInput(f"Unknown output '{item['name']}'; this model's outputs are: {', '.join(available)}.")
         if any(name == item["name"] for name, _ in result):
             raise InvalidInput(f"Output '{item['name']}' is requested twice.")
+        if isinstance(item.get("parameters"), dict) and "classification" in item["parameters"]:
+            # Triton's classification extension (tritonclient's `class_count`), which `GET /v2` does not list:
+            # answering the raw tensor instead would hand the client another shape and datatype than it asked.
+            raise InvalidInput(
+                f"Output '{item['name']}' asks for classification (class_count), an extension this server does not "
+                "offer; ask for the output itself and rank its values."
+            )
         result.append((item["name"], _flag(item.get("parameters"), "binary_data", default_binary)))
     return result
 

@@ -13,7 +13,6 @@ from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotAcceptable
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
@@ -23,7 +22,7 @@ from rest_framework.views import APIView
 from apiservice.auth import request_principal
 from apiservice.errors import InvalidInput, Unavailable
 from apiservice.middleware import usage_of
-from apiservice.renderers import dumps
+from apiservice.renderers import ContentNegotiation, dumps
 from apiservice.schema import (
     ALIAS_PATH,
     ERROR_RESPONSES,
@@ -39,6 +38,7 @@ from models_registry.selectors import model_get
 from . import numeric_json, services
 from .tensors import (
     dense_input,
+    instances_of,
     oip_feeds,
     oip_outputs,
     predict_feeds,
@@ -106,7 +106,10 @@ def predict(request: HttpRequest, *, model: str, ref: str | None = None, alias: 
     outputs = services.predict(servable=servable, feeds=feeds)
     usage.units, usage.meter = rows, Meter.ONLINE_PREDICTIONS
     key = "predictions" if form == "instances" else "outputs"
-    body = {key: predict_response(outputs, form=form), "model_version": str(servable.number)}
+    body = {
+        key: predict_response(outputs, form=form, instances=instances_of(feeds)),
+        "model_version": str(servable.number),
+    }
     response = HttpResponse(dumps(body), content_type="application/json")
     response["X-Model-Version"] = str(servable.number)
     return response
@@ -341,7 +344,7 @@ class ModelReadyView(APIView):
         )
 
 
-class InferNegotiation(DefaultContentNegotiation):
+class InferNegotiation(ContentNegotiation):
     """A client may accept `application/octet-stream`, the type of binary-tensor answers: JSON renders
     the rest (errors, JSON outputs), as Triton answers them whatever the Accept header."""
 

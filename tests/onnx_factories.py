@@ -142,6 +142,42 @@ def string_pairs() -> bytes:
     return _model(graph)
 
 
+def string_column() -> bytes:
+    """text_out = text (STRING [N]): one string per row, so a row of `:predict` is a lone value."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["text_out"])],
+        "string_column",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("text_out", TensorProto.STRING, ["N"])],
+    )
+    return _model(graph)
+
+
+def rows_and_total() -> bytes:
+    """same = x (FP32 [N, 2]) and total = the sum of every x (FP32 scalar): one output per row, one not."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["same"]), helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0)],
+        "rows_and_total",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [
+            helper.make_tensor_value_info("same", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, []),
+        ],
+    )
+    return _model(graph)
+
+
+def fixed_rows() -> bytes:
+    """same = x (FP32 [3, 2]): a model exported with a fixed batch of 3."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["same"])],
+        "fixed_rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
+        [helper.make_tensor_value_info("same", TensorProto.FLOAT, [3, 2])],
+    )
+    return _model(graph)
+
+
 def embedding_lookup() -> bytes:
     """vector = table[ids] (Gather on a 10 x 3 table): ids (INT64 [N, 2]) past 9 make ONNX Runtime refuse
     the call (INVALID_ARGUMENT), which no signature check can foresee."""

@@ -236,3 +236,9 @@ def test_logs_are_json_lines_with_debug_on_too(tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert json.loads(lines[0])["message"] == "Not Found: /x"
+
+
+def test_a_list_asked_for_in_a_format_it_does_not_offer_is_a_406(api, iris):
+    response = api.get("/v1/models?format=xml")
+    assert response.status_code == 406
+    assert response.json()["error"]["code"] == "not_acceptable"

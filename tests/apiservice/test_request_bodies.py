@@ -4,6 +4,7 @@ import gzip
 import http.client
 import io
 import json
+import socket
 import zlib
 from urllib.parse import urlsplit
 
@@ -83,6 +84,39 @@ def test_an_unknown_encoding_is_415_and_a_corrupt_one_400_both_recorded(server, 
     assert status == 400
     assert body["error"]["code"] == "invalid_body"
     assert sorted(UsageRecord.objects.values_list("status_code", flat=True)) == [400, 415]
+
+
+def _post_raw(server, key, path, body):
+    """POST `body` as the request's raw bytes after its head: for bodies http.client will not send."""
+    url = urlsplit(server.url)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {url.hostname}\r\nAuthorization: Bearer {key}\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(head.encode() + body)
+        answer = sock.makefile("rb").read()
+    head_part, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head_part.split(b" ")[1]), head_part, payload
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/v1/models/iris:predict", lambda body: body["error"]["code"] == "invalid_body"),
+        ("/v2/models/iris/infer", lambda body: isinstance(body["error"], str)),
+    ],
+    ids=["predict", "infer"],
+)
+def test_a_malformed_chunked_body_is_a_400_of_the_faces_shape_and_is_recorded(server, api_key, path, error):
+    """gunicorn's reader refuses the chunk size `zz`; that used to reach the client as gunicorn's own
+    answer: the /v1 envelope on /v2 too, and no ledger row for an authenticated call."""
+    status, head, payload = _post_raw(server, api_key, path, b"zz\r\nabc\r\n0\r\n\r\n")
+    if b"chunked" in head.lower():
+        payload = payload.split(b"\r\n", 1)[1].rsplit(b"\r\n0\r\n", 1)[0]
+    assert status == 400
+    assert error(json.loads(payload))
+    assert list(UsageRecord.objects.values_list("status_code", "units")) == [(400, 0)]
 
 
 def test_a_server_that_cannot_tell_where_a_chunked_body_ends_gets_411(settings):

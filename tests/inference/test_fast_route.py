@@ -30,6 +30,15 @@ def test_it_still_refuses_an_unacceptable_accept_with_406(api: Any, iris: Any) -
     assert response.json()["error"]["code"]
 
 
+@pytest.mark.parametrize("path", ["/v1/models/iris:predict", "/v2/models/iris/infer"])
+def test_a_format_no_renderer_offers_is_a_406_not_a_404_about_the_model(api: Any, iris: Any, path: str) -> None:
+    """`?format=xml` was DRF's 404 "Not found." for a model that exists."""
+    response = api.post_json(f"{path}?format=xml", INFER if path.startswith("/v2") else ROW)
+    assert response.status_code == 406
+    error = response.json()["error"]
+    assert "format" in (error if isinstance(error, str) else error["message"])
+
+
 def test_it_answers_v2_infer_with_and_without_accept(api: Any, iris: Any) -> None:
     for extra in ({}, {"HTTP_ACCEPT": "*/*"}):
         response = api.post_json("/v2/models/iris/infer", INFER, **extra)

@@ -284,6 +284,15 @@ def test_an_outputs_entry_that_is_not_an_object_with_a_name_says_so(api, iris, e
     assert response.json() == {"error": "outputs[0] must be an object with a 'name'."}
 
 
+def test_an_output_asking_for_classification_is_refused_rather_than_answered_raw(api, iris):
+    """tritonclient's `class_count=2` asked for the top two classes (BYTES, shape [2, 2]) and silently got
+    the whole FP32 probabilities tensor."""
+    outputs = [{"name": "probabilities", "parameters": {"classification": 2, "binary_data": True}}]
+    response = _infer(api, "/v2/models/iris/infer", {"inputs": [_tensor(IRIS_ROWS)], "outputs": outputs})
+    assert response.status_code == 400
+    assert "classification" in response.json()["error"]
+
+
 def test_oip_header_length_must_not_be_negative(api, iris):
     response = api.generic(
         "POST",

@@ -1,3 +1,5 @@
+import base64
+
 import pytest
 
 from billing.models import UsageRecord
@@ -147,3 +149,76 @@ def test_an_unknown_or_failed_version_is_still_named_version(api, iris, query):
     assert (missing.status_code, missing.json()["error"]["param"]) == (404, "version")
     failed = api.post_json(f"/v1/models/iris/versions/2:predict{query}", {"instances": [IRIS_ROW]})
     assert (failed.status_code, failed.json()["error"]["param"]) == (409, "version")
+
+
+def _b64(data: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+@pytest.fixture
+def pairs(db):
+    return model_version_register(model=model_get_or_create(name="pairs"), content=onnx_factories.string_pairs())
+
+
+def test_strings_may_come_base64_encoded_as_tf_serving_sends_them(api, pairs):
+    rows = {"instances": [[_b64("héllo".encode()), "plain"]]}
+    columns = {"inputs": {"pair": [[_b64(b"a"), _b64(b"")]]}}
+    assert api.post_json("/v1/models/pairs:predict", rows).json()["predictions"] == [["héllo", "plain"]]
+    assert api.post_json("/v1/models/pairs:predict", columns).json()["outputs"] == [["a", ""]]
+
+
+def test_a_base64_row_of_a_one_string_model_is_a_value_not_an_object_keyed_by_input(api, db):
+    model_version_register(model=model_get_or_create(name="texts"), content=onnx_factories.string_column())
+    response = api.post_json("/v1/models/texts:predict", {"instances": [_b64(b"one"), {"text": "two"}]})
+    assert response.status_code == 400  # rows of one form: the first is a value, so the second is refused
+    response = api.post_json("/v1/models/texts:predict", {"instances": [_b64(b"one"), "two"]})
+    assert response.json()["predictions"] == ["one", "two"]
+
+
+def test_strings_nested_deeper_than_any_tensor_are_a_400_not_a_500(api, pairs):
+    """The walk looking for `{"b64": ...}` values went down 1000 lists to Python's recursion limit."""
+    body = '{"instances": ' + "[" * 1000 + '"a"' + "]" * 1000 + "}"  # json.dumps itself stops short of this
+    response = api.post("/v1/models/pairs:predict", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "instances.pair"
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [({"b64": "not base64!"}, "not valid base64"), (_b64(b"\xff\xfe"), "not UTF-8 text")],
+    ids=["not-base64", "not-utf8"],
+)
+def test_a_base64_string_that_does_not_decode_to_text_is_a_400_naming_the_input(api, pairs, value, fragment):
+    response = api.post_json("/v1/models/pairs:predict", {"instances": [[value, "x"]]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and error["param"] == "instances.pair"
+    assert fragment in error["message"]
+
+
+def test_an_output_without_one_entry_per_row_is_a_400_in_the_row_form_and_whole_in_columns(api, db):
+    """It was a 500 (the row form indexed the scalar `total` per row), not billed as a prediction."""
+    model_version_register(model=model_get_or_create(name="totals"), content=onnx_factories.rows_and_total())
+    response = api.post_json("/v1/models/totals:predict", {"instances": [[1, 2], [3, 4]]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("output_not_per_row", "instances")
+    assert "'total'" in error["message"] and "'inputs'" in error["message"]
+    columns = api.post_json("/v1/models/totals:predict", {"inputs": [[1, 2], [3, 4]]}).json()
+    assert columns["outputs"] == {"same": [[1.0, 2.0], [3.0, 4.0]], "total": 10.0}
+    assert list(UsageRecord.objects.order_by("id").values_list("status_code", "units")) == [(400, 0), (200, 2)]
+
+
+def test_a_model_with_a_fixed_batch_answers_one_prediction_per_instance(api, db):
+    model_version_register(model=model_get_or_create(name="threes"), content=onnx_factories.fixed_rows())
+    response = api.post_json("/v1/models/threes:predict", {"instances": [[1, 2], [3, 4], [5, 6]]})
+    assert response.json()["predictions"] == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+
+
+@pytest.mark.parametrize(("signature", "status"), [("serving_default", 200), ("classify", 400), (3, 400)])
+def test_the_only_signature_name_a_model_answers_to_is_serving_default(api, iris, signature, status):
+    """Any `signature_name` was answered by the model's one computation, as if the client had named it."""
+    response = api.post_json("/v1/models/iris:predict", {"signature_name": signature, "instances": [IRIS_ROW]})
+    assert response.status_code == status
+    if status == 400:
+        assert response.json()["error"]["param"] == "signature_name"
