@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
 from .auth import AuthError, access_refusal, authenticate_key
 from .errors import error_response, exception_response
@@ -189,6 +189,10 @@ class APIGatewayMiddleware:
             )
             if not billed:  # another execution of the same Idempotency-Key was recorded first
                 response = self.billing.lost(request)
+        if not response.streaming and not response.has_header("Content-Length"):
+            # As CommonMiddleware sets it, for the answers it does not see (the fast routes', the gateway's
+            # refusals): without it gunicorn frames the answer in chunks, one more send() per response.
+            response["Content-Length"] = str(len(response.content))
         return response
 
     def _respond(self, request: HttpRequest) -> HttpResponse:
@@ -217,6 +221,17 @@ class APIGatewayMiddleware:
         refusal = access_refusal(request, scope=route.scope)
         if refusal is not None:
             return exception_response(request, refusal)
+        try:
+            short = len(request.body) < length  # the client closed its side before sending the whole body
+        except UnreadablePostError:  # or the connection broke while the body was read
+            short = True
+        if short:
+            return error_response(
+                request,
+                status=400,
+                code="invalid_body",
+                message=f"The request body ended before its Content-Length ({length} bytes).",
+            )
         try:
             return route.handler(request, **kwargs)
         except Exception as exc:

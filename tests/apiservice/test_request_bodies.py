@@ -158,3 +158,36 @@ def test_a_gzip_body_of_too_many_members_is_refused():
     """Each member costs a copy of the rest of the body: 8 MiB of empty members took minutes."""
     members = gzip.compress(BODY) + gzip.compress(b"", mtime=0) * 16
     assert _plain(members, "gzip")[BODY_ERROR][:2] == (400, "invalid_body")
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/v1/models/iris:predict", lambda body: body["error"]["code"] == "invalid_body"),
+        ("/v2/models/iris/infer", lambda body: isinstance(body["error"], str)),
+    ],
+    ids=["predict", "infer"],
+)
+def test_a_body_cut_short_of_its_content_length_is_a_400_not_a_billed_prediction(server, api_key, path, error):
+    """The client announces 1,000 bytes, sends a whole JSON document of fewer and closes its side: the
+    request is broken, so the call is refused and recorded without units, not predicted and billed."""
+    body = (
+        BODY
+        if path.startswith("/v1")
+        else json.dumps(
+            {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+        ).encode()
+    )
+    url = urlsplit(server.url)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {url.hostname}\r\nAuthorization: Bearer {api_key}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(head.encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.makefile("rb").read()
+    head_part, _, payload = answer.partition(b"\r\n\r\n")
+    assert int(head_part.split(b" ")[1]) == 400
+    assert error(json.loads(payload))
+    assert list(UsageRecord.objects.values_list("status_code", "units")) == [(400, 0)]
