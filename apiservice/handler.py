@@ -11,7 +11,7 @@ the database connection is checked at the end as `request_finished` would (`clos
 a broken connection, or one past `CONN_MAX_AGE`, is closed). Every other request takes Django's own path.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 from django.conf import settings
@@ -58,7 +58,8 @@ class APIHandler(WSGIHandler):
     ) -> Iterable[bytes]:
         match = self._fast_route(environ)
         if match is None:
-            return super().__call__(environ, start_response)
+            answer = super().__call__(environ, start_response)
+            return _NoBody(answer) if environ.get("REQUEST_METHOD") == "HEAD" else answer
         request = self.request_class(environ)
         request.fast_route = match  # type: ignore[attr-defined]  # the gateway serves it without matching again
         return self._serve_fast(request, start_response)
@@ -80,3 +81,20 @@ class APIHandler(WSGIHandler):
         if response.streaming:  # none of the fast routes streams; closing it sends request_finished
             return response
         return [response.content]
+
+
+class _NoBody:
+    """The answer to a HEAD request: its headers (Content-Length included, as for GET) and no body, as
+    RFC 9110 says. Django leaves the body to the server; gunicorn drops it with a warning per request
+    (a load balancer's HEAD health checks filled the log)."""
+
+    def __init__(self, answer: Iterable[bytes]) -> None:
+        self._answer = answer
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        close = getattr(self._answer, "close", None)
+        if close is not None:
+            close()  # Django's response: request_finished, the file of a FileResponse

@@ -19,6 +19,7 @@ IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 # Headers whose value is the same on every call (the request id and rate-limit counts are not).
 STABLE_HEADERS = (
     "Content-Type",
+    "Content-Length",  # so that gunicorn need not frame the answer in chunks
     "X-Model-Version",
     "X-Content-Type-Options",
     "Referrer-Policy",
@@ -99,6 +100,38 @@ def test_a_fast_route_answers_as_through_djangos_own_handler_and_is_recorded_onc
     assert comparable(fast) == comparable(slow), case
     assert fast[1]["X-Request-Id"].startswith("req_")
     assert UsageRecord.objects.count() == (2 if keyed else 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "keyed"),
+    [
+        ("/v1/models/iris:predict", predict([IRIS_ROW]), True),
+        ("/v1/models/iris:predict", predict([[1.0, 2.0]]), True),
+        ("/v1/models/iris:predict", predict([IRIS_ROW]), False),
+        ("/v2/models/iris/infer", b"{", True),
+        ("/v1/models", b"", True),
+    ],
+    ids=["served", "bad input", "no key", "v2 not JSON", "Django's path"],
+)
+def test_every_api_answer_says_its_length_so_gunicorn_need_not_send_it_in_chunks(
+    apps, api_key, iris, path, body, keyed
+):
+    ours, _ = apps
+    method = "POST" if body else "GET"
+    status, headers, content = call(ours, path, body=body, key=api_key if keyed else None, method=method)
+    assert headers["Content-Length"] == str(len(content)), status
+
+
+def test_a_head_request_gets_the_headers_of_its_get_and_no_body(apps, api_key, iris):
+    ours, _ = apps
+    status, get_headers, get_content = call(ours, "/v1/models/iris", key=api_key, method="GET")
+    head = call(ours, "/v1/models/iris", key=api_key, method="HEAD")
+    assert (status, head[0]) == (200, 200)
+    assert head[2] == b""  # gunicorn would drop it, with a warning per request
+    assert head[1]["Content-Length"] == get_headers["Content-Length"] == str(len(get_content))
+    assert head[1]["Content-Type"] == get_headers["Content-Type"]
+    live = call(ours, "/v2/health/live", method="HEAD")
+    assert (live[0], live[2], live[1]["Content-Length"]) == (200, b"", str(len(b'{"live":true}')))
 
 
 def test_it_redirects_plain_http_to_https_and_sends_hsts_as_the_security_middleware_does(api_key, iris, settings):
