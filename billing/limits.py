@@ -182,6 +182,7 @@ class Entitlement:
     caps: dict[str, int]  # meter -> monthly units, only for hard-capped meters
     prices: dict[str, Decimal]  # meter -> minor units per unit
     blocked: str = ""  # "", "past_due" or "canceled" -> 402 on billable calls
+    currency: str = "usd"  # the plan's, which `prices` are in
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ def entitlement_get(*, organisation_id: int) -> Entitlement:
         caps={p.meter: int(p.included_units) for p in prices if plan.hard_cap and p.included_units is not None},
         prices={p.meter: p.unit_amount_decimal for p in prices},
         blocked=_blocked(account),
+        currency=plan.currency,
     )
     entitlement_cache.put(("org", organisation_id), entitlement)
     return entitlement

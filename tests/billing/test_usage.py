@@ -113,3 +113,19 @@ def test_model_and_key_buckets_come_in_name_order(api, org, iris, diabetes):
     api.post_json("/v1/models/diabetes:predict", {"instances": [[0.0] * 10]})
     models = [b["model"] for b in api.get("/v1/usage?group_by=model").json()["buckets"] if b["model"]]
     assert models == sorted(models) == ["diabetes", "iris"]
+
+
+def test_it_prices_usage_in_a_zero_decimal_currency_in_that_currencys_own_units(api, org, iris):
+    """A plan in yen holds its prices in yen (Stripe's minor unit for jpy is the yen): 3 calls at 5 JPY
+    read as 0.15 JPY in the usage and the estimate, while Stripe invoiced 15 JPY."""
+    from billing.models import Plan, PlanPrice
+
+    account_on(org, "payg")
+    Plan.objects.filter(code="payg").update(currency="jpy")
+    PlanPrice.objects.filter(plan__code="payg", meter="online_predictions").update(unit_amount_decimal=5)
+    predict(api, 3)
+    body = api.get("/v1/usage?group_by=meter").json()
+    assert next(b for b in body["buckets"] if b["meters"])["amount"] == "15"
+    online = next(li for li in body["estimate"]["lines"] if li["meter"] == "online_predictions")
+    assert (online["unit_price"], online["amount"]) == ("5", "15")
+    assert (body["estimate"]["total"], body["estimate"]["currency"]) == ("15", "jpy")

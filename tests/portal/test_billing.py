@@ -245,3 +245,9 @@ def test_invoice_amounts_read_in_major_units_whatever_the_currency() -> None:
 
     assert (minor_money(1234, "usd"), minor_money(500, "JPY"), minor_money(0, "eur")) == ("12.34", "500", "0.00")
     assert (money("0"), money("12.5"), money("0.000300")) == ("0.00", "12.50", "0.0003")
+
+
+def test_invoice_amounts_in_a_three_decimal_currency_read_in_major_units() -> None:
+    from portal.templatetags.portal_tags import minor_money
+
+    assert minor_money(5124, "kwd") == "5.124"  # Stripe counts Kuwaiti dinars in fils, 1,000 to the dinar

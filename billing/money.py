@@ -1,0 +1,28 @@
+"""Money as Stripe counts it: amounts in a currency's minor unit, and how many of those make one major unit.
+
+Stripe takes and answers amounts in the minor unit: cents for `usd`, but the yen itself for `jpy` (a
+zero-decimal currency) and the fils for `kwd` (three decimals). See
+https://docs.stripe.com/currencies#zero-decimal and #three-decimal.
+"""
+
+from decimal import Decimal
+
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
+)
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+
+
+def minor_per_major(currency: str) -> Decimal:
+    """How many minor units make one major unit of `currency` (100 for usd, 1 for jpy, 1000 for kwd)."""
+    code = currency.lower()
+    if code in ZERO_DECIMAL_CURRENCIES:
+        return Decimal(1)
+    if code in THREE_DECIMAL_CURRENCIES:
+        return Decimal(1000)
+    return Decimal(100)
+
+
+def to_major(minor: Decimal | int, currency: str) -> Decimal:
+    """An amount in `currency`'s minor units (what Stripe and our prices hold) in its major units."""
+    return Decimal(minor) / minor_per_major(currency)
