@@ -174,18 +174,31 @@ def checkout_start(*, organisation_id: int, plan_code: str, success_url: str, ca
         raise APIError(
             f"Plan '{plan_code}' is not available through Checkout.", status_code=409, code="plan_unavailable"
         )
-    session = _stripe_call(
-        _with_customer,
-        organisation_id=organisation_id,
-        call=lambda customer_id: stripe_client.checkout_session_create(
+
+    def start(customer_id: str) -> dict[str, Any]:
+        _checkouts_expire(customer_id=customer_id)
+        return stripe_client.checkout_session_create(
             customer_id=customer_id,
             price_ids=price_ids,
             organisation_id=organisation_id,
             success_url=success_url,
             cancel_url=cancel_url,
-        ),
-    )
+        )
+
+    session = _stripe_call(_with_customer, organisation_id=organisation_id, call=start)
     return {"id": session["id"], "url": session["url"]}
+
+
+def _checkouts_expire(*, customer_id: str) -> None:
+    """Expire the customer's earlier Checkouts still open, so that one Checkout at most can be paid: a
+    page left open (another tab, the back button, yesterday's link) and paid after a newer one made a
+    second subscription, which bills every call twice. One paid meanwhile cannot be expired: Stripe
+    refuses, and the webhook makes the organisation subscribed (then `already_subscribed`)."""
+    for session in stripe_client.checkout_sessions_open(customer_id=customer_id):
+        try:
+            stripe_client.checkout_session_expire(session_id=session["id"])
+        except stripe_client.StripeRejected as exc:
+            logger.warning("could not expire checkout session %s: %s", session["id"], exc)
 
 
 def portal_start(*, organisation_id: int, return_url: str) -> dict[str, str]:

@@ -78,6 +78,18 @@ def test_it_creates_one_customer_per_organisation_and_starts_checkout(api, synce
     assert second.json()["id"] != first.json()["id"]
 
 
+def test_a_new_checkout_expires_the_one_left_open_so_only_one_can_be_paid(api, synced, org):
+    """Two Checkouts (another tab, the back button) could both be paid: two subscriptions on the same
+    meters, every call billed twice."""
+    first = api.post_json("/v1/billing/checkout", {"plan": "payg"}).json()
+    second = api.post_json("/v1/billing/checkout", {"plan": "payg"}).json()
+    assert (synced.objects[first["id"]]["status"], synced.objects[second["id"]]["status"]) == ("expired", "open")
+    with pytest.raises(Exception, match="cannot be paid"):
+        synced.complete_checkout(first["id"])
+    synced.complete_checkout(second["id"])
+    assert len([o for o in synced.objects.values() if o["object"] == "subscription"]) == 1
+
+
 def test_it_refuses_checkout_for_a_plan_that_is_not_self_serve(api, synced):
     response = api.post_json("/v1/billing/checkout", {"plan": "enterprise"})
     assert response.status_code == 409
