@@ -5,7 +5,7 @@ zero-decimal currency) and the fils for `kwd` (three decimals). See
 https://docs.stripe.com/currencies#zero-decimal and #three-decimal.
 """
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 ZERO_DECIMAL_CURRENCIES = frozenset(
     {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
@@ -21,6 +21,13 @@ def minor_per_major(currency: str) -> Decimal:
     if code in THREE_DECIMAL_CURRENCIES:
         return Decimal(1000)
     return Decimal(100)
+
+
+def invoice_line_minor(quantity: int, unit_amount_decimal: Decimal) -> Decimal:
+    """What Stripe invoices for `quantity` units at a decimal price: rounded once per invoice line (per
+    price), to the nearest whole minor unit, half up (30 x 0.05 cents = 1.5 -> 2 cents).
+    https://docs.stripe.com/billing/subscriptions/decimal-amounts#rounding"""
+    return (quantity * unit_amount_decimal).to_integral_value(rounding=ROUND_HALF_UP)
 
 
 def to_major(minor: Decimal | int, currency: str) -> Decimal:

@@ -114,7 +114,8 @@ def usage_summary(*, organisation_id: int, start: datetime, end: datetime, group
 
 
 def usage_estimate(*, organisation_id: int) -> dict[str, Any]:
-    """Estimated charges for the current period (Stripe's if subscribed, else the calendar month)."""
+    """Estimated charges for the current period (Stripe's if subscribed, else the calendar month), each
+    meter's line rounded as Stripe rounds the invoice's lines, so the total is what it would invoice."""
     plan, account = limits.plan_for_organisation(organisation_id=organisation_id)
     start = limits.month_start()
     if account is not None and account.current_period_start is not None:
@@ -129,7 +130,9 @@ def usage_estimate(*, organisation_id: int) -> dict[str, Any]:
     for price in plan.prices.order_by("meter"):
         units = int(used.get(price.meter, 0))
         billable = max(0, units - (price.included_units or 0))
-        amount = _amount(billable, price.unit_amount_decimal, plan.currency)
+        # As Stripe's invoice line for this price: rounded once to the minor unit (the usage buckets above
+        # are the ledger's exact list-price value and are not rounded).
+        amount = money.to_major(money.invoice_line_minor(billable, price.unit_amount_decimal), plan.currency)
         total += amount
         lines.append(
             {

@@ -53,7 +53,7 @@ def test_it_shows_money_with_two_decimals_and_sub_cent_amounts_in_full(
     ledger(org, Meter.ONLINE_PREDICTIONS, 1, n=50)  # 50 x 0.05 cents = 0.025 USD
     ledger(org, Meter.BUNDLE_DOWNLOADS, 1, n=1)  # 0.20 USD
     page = member_client.get("/portal/billing/").content.decode()
-    assert "0.225 USD" in page  # the estimate, to the fraction of a cent it is
+    assert "0.23 USD" in page  # the estimate, as Stripe invoices it: 2.5 cents of predictions round to 3
     assert "<td>0.20</td>" in page  # a bundle download's amount, not "0.2"
     assert "<td>0.0005</td>" in page  # the per-prediction price, in full
 
