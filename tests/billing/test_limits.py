@@ -117,7 +117,7 @@ def test_a_budget_lowered_below_what_the_key_spent_refuses_its_next_call(api, ap
     account_on(org, "payg")
     key_limit(api_key, monthly_budget_units=1000)
     assert [predict(api).status_code for _ in range(2)] == [200, 200]  # the second takes a lease
-    key_limit(api_key, monthly_budget_units=2)  # as the portal's budget form does: the terms are read again
+    key_limit(api_key, monthly_budget_units=2)  # as staff do on the admin's Key limits page
     assert [predict(api).status_code for _ in range(3)] == [429, 429, 429]
     assert sum(UsageRecord.objects.values_list("units", flat=True)) == 2
 
