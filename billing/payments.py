@@ -168,11 +168,19 @@ def checkout_start(*, organisation_id: int, plan_code: str, success_url: str, ca
             status_code=409,
             code="already_subscribed",
         )
-    plan = Plan.objects.filter(code=plan_code, self_serve=True).first()
-    price_ids = [p.stripe_price_id for p in plan.prices.all()] if plan else []
-    if plan is None or not price_ids or not all(price_ids):
+    plan = Plan.objects.filter(code=plan_code).first()
+    if plan is None:  # a typo is the caller's 400, not a conflict with this server's state
+        offered = ", ".join(Plan.objects.filter(self_serve=True).order_by("code").values_list("code", flat=True))
+        raise InvalidInput(f"No plan '{plan_code}'; Checkout offers: {offered or 'none'}.", param="plan")
+    price_ids = [p.stripe_price_id for p in plan.prices.all()]
+    if plan.self_serve and (not price_ids or not all(price_ids)):
+        logger.error("plan %s is self-serve but has no Stripe prices: run sync_stripe_catalog", plan.code)
+    if not plan.self_serve or not price_ids or not all(price_ids):
         raise APIError(
-            f"Plan '{plan_code}' is not available through Checkout.", status_code=409, code="plan_unavailable"
+            f"Plan '{plan_code}' is not available through Checkout.",
+            status_code=409,
+            code="plan_unavailable",
+            param="plan",
         )
 
     def start(customer_id: str) -> dict[str, Any]:

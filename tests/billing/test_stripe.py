@@ -93,7 +93,21 @@ def test_a_new_checkout_expires_the_one_left_open_so_only_one_can_be_paid(api, s
 def test_it_refuses_checkout_for_a_plan_that_is_not_self_serve(api, synced):
     response = api.post_json("/v1/billing/checkout", {"plan": "enterprise"})
     assert response.status_code == 409
-    assert response.json()["error"]["code"] == "plan_unavailable"
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == ("plan_unavailable", "plan")
+
+
+def test_it_answers_400_naming_the_plans_on_offer_for_a_plan_that_does_not_exist(api, synced):
+    """A typo in the plan code was a 409 conflict, "not available through Checkout", with no param."""
+    response = api.post_json("/v1/billing/checkout", {"plan": "pay-as-you-go"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["message"]) == ("plan", "No plan 'pay-as-you-go'; Checkout offers: payg.")
+
+
+def test_it_tells_staff_to_sync_the_catalogue_when_a_self_serve_plan_has_no_stripe_prices(api, stripe, caplog):
+    response = api.post_json("/v1/billing/checkout", {"plan": "payg"})
+    assert response.status_code == 409
+    assert "run sync_stripe_catalog" in caplog.text
 
 
 def test_it_refuses_a_second_checkout_while_the_organisation_is_subscribed(api, client, synced, org):
