@@ -10,7 +10,17 @@ from django.test import Client
 from django.utils import timezone
 
 from apiservice.models import APIKey, Organisation
-from billing.models import BillingAccount, KeyLimit, Meter, ReconciliationIssue, StripeEvent, UsageRecord, UsageReport
+from billing.models import (
+    BillingAccount,
+    KeyLimit,
+    Meter,
+    Plan,
+    PlanPrice,
+    ReconciliationIssue,
+    StripeEvent,
+    UsageRecord,
+    UsageReport,
+)
 from tests.billing.conftest import account_on, stripe, stripe_server  # noqa: F401  (fixtures)
 
 NOT_CONFIGURED = "Billing is not configured on this server"
@@ -213,6 +223,21 @@ def test_it_estimates_revenue_for_staff(staff_client: Client, org: Organisation,
     page = staff_client.get("/staff/").content.decode()
     assert "0.31 USD" in page
     assert "bundle_downloads 0.30" in page and "online_predictions 0.01" in page
+
+
+def test_it_estimates_revenue_for_staff_per_currency(
+    staff_client: Client, org: Organisation, other_org: Organisation
+) -> None:
+    """An organisation on a plan in yen added its yen, divided by 100, to the dollars, all as USD."""
+    account_on(org, "payg")
+    account_on(other_org, "enterprise")
+    Plan.objects.filter(code="enterprise").update(currency="jpy")
+    PlanPrice.objects.filter(plan__code="enterprise", meter=Meter.BUNDLE_DOWNLOADS).update(unit_amount_decimal=15)
+    ledger(org, Meter.ONLINE_PREDICTIONS, 10, n=2)  # 20 x 0.05 = 1 cent
+    ledger(other_org, Meter.BUNDLE_DOWNLOADS, 1, n=3)  # 3 x 15 = 45 yen
+    page = staff_client.get("/staff/").content.decode()
+    assert "0.01 USD" in page and "45 JPY" in page
+    assert "0.46 USD" not in page
 
 
 def test_it_shows_staff_the_billing_health(staff_client: Client, org: Organisation) -> None:
