@@ -292,6 +292,17 @@ def test_it_reconciles_more_days_than_one_page_of_stripes_summaries(synced, org,
         assert not ReconciliationIssue.objects.exists()
 
 
+@pytest.mark.parametrize("days", ["-1", "1000000"])
+def test_reconcile_usage_refuses_a_number_of_days_it_cannot_go_back(synced, days):  # noqa: F811
+    """A million days went back before year 1: an OverflowError traceback instead of a usage error."""
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--days must be 0 to 3650"):
+        call_command("reconcile_usage", "--days", days, stdout=io.StringIO())
+
+
 def test_it_reconciles_each_customer_with_what_was_sent_to_that_customer(synced, org, customer):  # noqa: F811
     """After the organisation's Stripe customer was replaced, the old customer's reports were counted
     against the new one, and reconciliation recorded a difference that was none."""
