@@ -93,12 +93,17 @@ def _conflict(request: HttpRequest) -> HttpResponse:
     )
 
 
+# The fingerprint covers the method, the path and the body: any of them may be what differs (the same body
+# sent to another model's :predict was told its body differed).
+KEY_REUSED = "This Idempotency-Key was used with a different request (method, path or body)."
+
+
 def _mismatch(request: HttpRequest) -> HttpResponse:
     return error_response(
         request,
         status=422,
         code="idempotency_key_reused",
-        message="This Idempotency-Key was used with a different request body.",
+        message=KEY_REUSED,
         param="Idempotency-Key",
     )
 
@@ -241,7 +246,7 @@ def idempotency_lost(request: HttpRequest, claim: Claim) -> HttpResponse:
     return replay(request, winner)
 
 
-def key_reused(message: str = "This Idempotency-Key was used with a different request body.") -> Unprocessable:
+def key_reused(message: str = KEY_REUSED) -> Unprocessable:
     """The 422 for a key used before with another request."""
     return Unprocessable(message, code="idempotency_key_reused", param="Idempotency-Key")
 
@@ -261,7 +266,7 @@ def idempotency_key_take(*, organisation_id: int, key: str, fingerprint: str) ->
             )
     except IntegrityError:
         if not records.filter(fingerprint=fingerprint).exists():
-            raise key_reused("This Idempotency-Key was used with a different request.") from None
+            raise key_reused() from None
 
 
 def idempotency_purge() -> int:

@@ -182,6 +182,7 @@ class Entitlement:
     caps: dict[str, int]  # meter -> monthly units, only for hard-capped meters
     prices: dict[str, Decimal]  # meter -> minor units per unit
     blocked: str = ""  # "", "past_due" or "canceled" -> 402 on billable calls
+    currency: str = "usd"  # the plan's, which `prices` are in
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ def entitlement_get(*, organisation_id: int) -> Entitlement:
         caps={p.meter: int(p.included_units) for p in prices if plan.hard_cap and p.included_units is not None},
         prices={p.meter: p.unit_amount_decimal for p in prices},
         blocked=_blocked(account),
+        currency=plan.currency,
     )
     entitlement_cache.put(("org", organisation_id), entitlement)
     return entitlement
@@ -395,6 +397,7 @@ class _Counters:
         self.keys, self.limits, self.held_keys, self.lease_key = _counter_keys(
             self.organisation_id, self.api_key_id, self.meter, self.cap, self.budget, _month_tag()
         )
+        self.terms = (*self.limits,)  # what its leases are granted under
 
     def leased(self, lease: "Lease") -> Reservation:
         return Reservation(units=1, keys=self.held_keys, lease=lease, lease_key=self.lease_key, counters=self)
@@ -487,7 +490,7 @@ def quota_extend(*, reservation: Reservation, units: int) -> None:
     if delta <= 0 or counters is None:
         return
     if reservation.keys:
-        if reservation.lease is not None and leases.take(reservation.lease_key, delta) is not None:
+        if reservation.lease is not None and leases.take(reservation.lease_key, delta, counters.terms) is not None:
             reservation.units = units
             return
         client = link.client()
@@ -513,6 +516,10 @@ class Lease:
     count: int = 0  # rate: the window's count in Redis when granted (for the RateLimit header)
     spent: int = 0  # quota: units spent from it, counted again if the counters were reseeded meanwhile
     incarnations: tuple[int, int] = (0, 0)  # quota: the counters' PEXPIRETIME when granted
+    # quota: the cap and budget it was granted under (-1: none). Terms change (staff lower a quota, a
+    # customer sets a key's budget) while a lease is out: its units were room under the old terms, so
+    # it is not spent under the new ones but given back with the next round trip.
+    terms: tuple[int, ...] = ()
 
 
 class _Leases:
@@ -522,11 +529,12 @@ class _Leases:
         self._lock = threading.Lock()
         self._leases: dict[str, Lease] = {}
 
-    def take(self, key: str, units: int = 1) -> Lease | None:
-        """Spend `units` from the live lease on `key`; None (nothing spent) if it cannot cover them."""
+    def take(self, key: str, units: int = 1, terms: tuple[int, ...] = ()) -> Lease | None:
+        """Spend `units` from the live lease on `key` granted under `terms`; None (nothing spent) if it
+        cannot cover them."""
         with self._lock:
             lease = self._leases.get(key)
-            if lease is None or lease.units < units or lease.until < time.monotonic():
+            if lease is None or lease.units < units or lease.until < time.monotonic() or lease.terms != terms:
                 return None
             lease.units -= units
             lease.spent += units
@@ -690,7 +698,7 @@ def admission(
         return state, counters.database() if counters else None, None
     rate_key = _rate_key(storage, item, api_key_id, int(now // window))
     rate_lease = leases.take(rate_key)
-    quota_lease = leases.take(counters.lease_key) if counters else None
+    quota_lease = leases.take(counters.lease_key, terms=counters.terms) if counters else None
     if rate_lease is not None and (counters is None or quota_lease is not None):
         state.remaining = max(0, item.amount - rate_lease.count + rate_lease.units)
         reservation = counters.leased(quota_lease) if counters and quota_lease else None
@@ -742,6 +750,7 @@ def admission(
         spent=1,
         until=time.monotonic() + settings.BILLING_LEASE_SECONDS,
         incarnations=(int(incarnations[0]), int(incarnations[1])),
+        terms=counters.terms,
     )
     leases.replace(counters.lease_key, lease)
     return state, counters.leased(lease), claimed
@@ -757,7 +766,8 @@ def quota_settle(*, reservation: Reservation, units: int) -> None:
     if lease is not None:
         if delta < 0 and leases.give_back(reservation.lease_key, lease, -delta):
             return
-        if delta > 0 and leases.take(reservation.lease_key, delta) is not None:
+        terms = reservation.counters.terms if reservation.counters else ()
+        if delta > 0 and leases.take(reservation.lease_key, delta, terms) is not None:
             return
     client = link.client()
     if client is None:

@@ -2,8 +2,8 @@
 
 1. Claim (batches of one organisation's rows, a transaction each): unreported billable ledger rows of
    organisations with a Stripe customer are locked (`SKIP LOCKED`), grouped per (organisation, meter,
-   UTC day) into an immutable `UsageReport`, and pointed at it. A crash before a batch commits claims
-   none of its rows.
+   UTC day, side of the billing period's start) into an immutable `UsageReport`, and pointed at it. A
+   crash before a batch commits claims none of its rows.
 2. Send: each pending report becomes one meter event whose `identifier` (and idempotency key) is
    the report id, timestamped at its last call (inside Stripe's 35-day window). A crash after Stripe
    accepted but before we marked it is resent with the same identifier: Stripe keeps one.
@@ -55,11 +55,13 @@ def usage_reports_claim(*, now: datetime | None = None, limit: int | None = None
     accounts = BillingAccount.objects.exclude(stripe_customer_id="").exclude(metered_since__isnull=True)
     batch = limit or settings.BILLING_USAGE_PUSH_BATCH
     report_ids: list[str] = []
-    for org, customer, since in accounts.order_by("pk").values_list(
-        "organisation_id", "stripe_customer_id", "metered_since"
+    for org, customer, since, period_start in accounts.order_by("pk").values_list(
+        "organisation_id", "stripe_customer_id", "metered_since", "current_period_start"
     ):
         for _ in range(MAX_BATCHES_PER_ORGANISATION):
-            claimed, rows = _claim_batch(org=org, customer=customer, since=since, now=now, batch=batch)
+            claimed, rows = _claim_batch(
+                org=org, customer=customer, since=since, period_start=period_start, now=now, batch=batch
+            )
             report_ids += claimed
             if rows < batch:
                 break
@@ -67,9 +69,12 @@ def usage_reports_claim(*, now: datetime | None = None, limit: int | None = None
 
 
 def _claim_batch(
-    *, org: int, customer: str, since: datetime | None, now: datetime, batch: int
+    *, org: int, customer: str, since: datetime | None, period_start: datetime | None, now: datetime, batch: int
 ) -> tuple[list[str], int]:
-    """One transaction: up to `batch` of the organisation's unreported rows into reports per (meter, UTC day)."""
+    """One transaction: up to `batch` of the organisation's unreported rows into reports per (meter, UTC day,
+    side of the current billing period's start). A report is timestamped at its last call, and Stripe bills
+    an event in the period its timestamp falls in: calls made before the period began, in a report with
+    later ones, were billed in the new period (or never, the subscription ending with the old one)."""
     with transaction.atomic():
         rows = list(
             UsageRecord.objects.select_for_update(skip_locked=True)
@@ -79,10 +84,11 @@ def _claim_batch(
             .order_by("id")
             .values_list("id", "meter", "units", "created_at")[:batch]
         )
-        groups: dict[tuple[str, date], list[tuple[int, int, datetime]]] = defaultdict(list)
+        groups: dict[tuple[str, date, bool], list[tuple[int, int, datetime]]] = defaultdict(list)
         for row_id, meter, units, created_at in rows:
-            groups[(meter, created_at.astimezone(UTC).date())].append((row_id, units, created_at))
-        claimed = [_report_create(org, meter, customer, members, now) for (meter, _), members in groups.items()]
+            in_period = period_start is None or created_at >= period_start
+            groups[(meter, created_at.astimezone(UTC).date(), in_period)].append((row_id, units, created_at))
+        claimed = [_report_create(org, meter, customer, members, now) for (meter, *_), members in groups.items()]
     return claimed, len(rows)
 
 

@@ -168,24 +168,45 @@ def checkout_start(*, organisation_id: int, plan_code: str, success_url: str, ca
             status_code=409,
             code="already_subscribed",
         )
-    plan = Plan.objects.filter(code=plan_code, self_serve=True).first()
-    price_ids = [p.stripe_price_id for p in plan.prices.all()] if plan else []
-    if plan is None or not price_ids or not all(price_ids):
+    plan = Plan.objects.filter(code=plan_code).first()
+    if plan is None:  # a typo is the caller's 400, not a conflict with this server's state
+        offered = ", ".join(Plan.objects.filter(self_serve=True).order_by("code").values_list("code", flat=True))
+        raise InvalidInput(f"No plan '{plan_code}'; Checkout offers: {offered or 'none'}.", param="plan")
+    price_ids = [p.stripe_price_id for p in plan.prices.all()]
+    if plan.self_serve and (not price_ids or not all(price_ids)):
+        logger.error("plan %s is self-serve but has no Stripe prices: run sync_stripe_catalog", plan.code)
+    if not plan.self_serve or not price_ids or not all(price_ids):
         raise APIError(
-            f"Plan '{plan_code}' is not available through Checkout.", status_code=409, code="plan_unavailable"
+            f"Plan '{plan_code}' is not available through Checkout.",
+            status_code=409,
+            code="plan_unavailable",
+            param="plan",
         )
-    session = _stripe_call(
-        _with_customer,
-        organisation_id=organisation_id,
-        call=lambda customer_id: stripe_client.checkout_session_create(
+
+    def start(customer_id: str) -> dict[str, Any]:
+        _checkouts_expire(customer_id=customer_id)
+        return stripe_client.checkout_session_create(
             customer_id=customer_id,
             price_ids=price_ids,
             organisation_id=organisation_id,
             success_url=success_url,
             cancel_url=cancel_url,
-        ),
-    )
+        )
+
+    session = _stripe_call(_with_customer, organisation_id=organisation_id, call=start)
     return {"id": session["id"], "url": session["url"]}
+
+
+def _checkouts_expire(*, customer_id: str) -> None:
+    """Expire the customer's earlier Checkouts still open, so that one Checkout at most can be paid: a
+    page left open (another tab, the back button, yesterday's link) and paid after a newer one made a
+    second subscription, which bills every call twice. One paid meanwhile cannot be expired: Stripe
+    refuses, and the webhook makes the organisation subscribed (then `already_subscribed`)."""
+    for session in stripe_client.checkout_sessions_open(customer_id=customer_id):
+        try:
+            stripe_client.checkout_session_expire(session_id=session["id"])
+        except stripe_client.StripeRejected as exc:
+            logger.warning("could not expire checkout session %s: %s", session["id"], exc)
 
 
 def portal_start(*, organisation_id: int, return_url: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
-from . import limits
+from . import limits, money
 from .models import UsageRecord
 
 GROUPINGS = ("day", "hour", "meter", "model", "key")
@@ -25,11 +25,11 @@ EXPORT_FIELDS = [
     "report_id",
     "client_request_id",
 ]
-CENT = Decimal(100)
 
 
-def _amount(units: int, minor_per_unit: Decimal) -> Decimal:
-    return units * minor_per_unit / CENT
+def _amount(units: int, minor_per_unit: Decimal, currency: str) -> Decimal:
+    """`units` at a price in minor units (cents; yen for jpy) per unit, in the currency's major units."""
+    return money.to_major(units * minor_per_unit, currency)
 
 
 def _money(value: Decimal) -> str:
@@ -88,7 +88,7 @@ def usage_summary(*, organisation_id: int, start: datetime, end: datetime, group
             tuple(label.values()), {**label, "calls": 0, "units": 0, "errors": 0, "amount": Decimal(0), "meters": {}}
         )
         units = int(item["units"] or 0)
-        amount = _amount(units, entitlement.prices.get(item["meter"], Decimal(0)))
+        amount = _amount(units, entitlement.prices.get(item["meter"], Decimal(0)), entitlement.currency)
         bucket["calls"] += item["calls"]
         bucket["errors"] += item["errors"]
         bucket["units"] += units
@@ -114,7 +114,8 @@ def usage_summary(*, organisation_id: int, start: datetime, end: datetime, group
 
 
 def usage_estimate(*, organisation_id: int) -> dict[str, Any]:
-    """Estimated charges for the current period (Stripe's if subscribed, else the calendar month)."""
+    """Estimated charges for the current period (Stripe's if subscribed, else the calendar month), each
+    meter's line rounded as Stripe rounds the invoice's lines, so the total is what it would invoice."""
     plan, account = limits.plan_for_organisation(organisation_id=organisation_id)
     start = limits.month_start()
     if account is not None and account.current_period_start is not None:
@@ -129,7 +130,9 @@ def usage_estimate(*, organisation_id: int) -> dict[str, Any]:
     for price in plan.prices.order_by("meter"):
         units = int(used.get(price.meter, 0))
         billable = max(0, units - (price.included_units or 0))
-        amount = _amount(billable, price.unit_amount_decimal)
+        # As Stripe's invoice line for this price: rounded once to the minor unit (the usage buckets above
+        # are the ledger's exact list-price value and are not rounded).
+        amount = money.to_major(money.invoice_line_minor(billable, price.unit_amount_decimal), plan.currency)
         total += amount
         lines.append(
             {
@@ -137,7 +140,7 @@ def usage_estimate(*, organisation_id: int) -> dict[str, Any]:
                 "units": units,
                 "included_units": price.included_units,
                 "billable_units": billable,
-                "unit_price": _money(price.unit_amount_decimal / CENT),
+                "unit_price": _money(money.to_major(price.unit_amount_decimal, plan.currency)),
                 "amount": _money(amount),
             }
         )

@@ -161,6 +161,16 @@ def checkout_session_create(
     return dict(_call(_client().v1.checkout.sessions.create, params=params))
 
 
+def checkout_sessions_open(*, customer_id: str) -> list[dict[str, Any]]:
+    """The customer's Checkout Sessions that can still be paid (open ones live at most 24 h)."""
+    params = {"customer": customer_id, "status": "open", "limit": 100}
+    return list(_call(_client().v1.checkout.sessions.list, params=params)["data"])
+
+
+def checkout_session_expire(*, session_id: str) -> None:
+    _call(_client().v1.checkout.sessions.expire, session_id)
+
+
 def portal_session_create(*, customer_id: str, return_url: str) -> dict[str, Any]:
     params = {"customer": customer_id, "return_url": return_url}
     return dict(_call(_client().v1.billing_portal.sessions.create, params=params))

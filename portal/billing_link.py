@@ -12,7 +12,6 @@ from django.conf import settings
 
 from apiservice.models import APIKey, Organisation
 
-CENT = Decimal(100)
 # The largest monthly budget a key can have: stored as a bigint, and compared in Redis' Lua scripts,
 # whose numbers are doubles (exact only below 2**53). A quadrillion units is no limit in practice.
 MAX_MONTHLY_BUDGET_UNITS = 10**15
@@ -50,23 +49,34 @@ def api_key_budgets(*, api_key_ids: list[str]) -> dict[str, int]:
     return {str(k): int(v or 0) for k, v in rows.values_list("api_key_id", "monthly_budget_units")}
 
 
-def revenue_estimate(*, units_by_org_meter: dict[tuple[int, str], int]) -> dict[str, Any]:
-    """Units times each organisation's plan list price per meter (included allowances not deducted)."""
+def revenue_estimate(*, units_by_org_meter: dict[tuple[int, str], int]) -> list[dict[str, Any]]:
+    """Units times each organisation's plan list price per meter (included allowances not deducted): one
+    estimate per currency the plans bill in (adding yen to dollars, all labelled USD, read 100x off)."""
+    from billing import money
     from billing.models import BillingAccount, Plan, PlanPrice
 
     org_ids = {org for org, _ in units_by_org_meter}
     plan_of = dict(BillingAccount.objects.filter(organisation_id__in=org_ids).values_list("organisation_id", "plan_id"))
+    currency_of: dict[int | None, str] = dict(Plan.objects.values_list("pk", "currency"))
     default_plan = Plan.objects.filter(code=settings.BILLING_DEFAULT_PLAN).values_list("pk", flat=True).first()
     prices: dict[tuple[int | None, str], Decimal] = {
         (p.plan_id, p.meter): p.unit_amount_decimal for p in PlanPrice.objects.all()
     }
-    per_meter: dict[str, Decimal] = defaultdict(Decimal)
+    minor: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))  # currency -> meter -> amount
     for (org, meter), units in units_by_org_meter.items():
-        price = prices.get((plan_of.get(org, default_plan), meter), Decimal(0))
-        per_meter[meter] += units * price / CENT
-    total = sum(per_meter.values(), Decimal(0))
-    return {
-        "total": total.quantize(Decimal("0.01")),
-        "per_meter": {m: v.quantize(Decimal("0.01")) for m, v in sorted(per_meter.items()) if v},
-        "currency": "usd",
-    }
+        plan = plan_of.get(org, default_plan)
+        minor[currency_of.get(plan, "usd")][meter] += units * prices.get((plan, meter), Decimal(0))
+    if not minor:
+        minor[currency_of.get(default_plan, "usd")] = defaultdict(Decimal)
+
+    def major(amount: Decimal, currency: str) -> Decimal:
+        return money.to_major(amount, currency).quantize(1 / money.minor_per_major(currency))
+
+    return [
+        {
+            "currency": currency,
+            "total": major(sum(meters.values(), Decimal(0)), currency),
+            "per_meter": {m: major(v, currency) for m, v in sorted(meters.items()) if v},
+        }
+        for currency, meters in sorted(minor.items())
+    ]

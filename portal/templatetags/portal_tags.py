@@ -5,6 +5,7 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from billing import money as billing_money
 from portal.access import ORG_FIELD
 from portal.selectors import organisation_label
 
@@ -57,12 +58,6 @@ def org_label(organisation: Any) -> str:
     return organisation_label(name=organisation.name, slug=organisation.slug)
 
 
-# Stripe's zero-decimal currencies: their minor unit is the major one (an amount of 500 JPY is 500).
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
-)
-
-
 @register.filter
 def money(amount: Any) -> str:
     """An amount in major units as customers read money: at least two decimals ("12.50", "0.00"), more
@@ -79,6 +74,5 @@ def minor_money(amount: Any, currency: str = "") -> str:
     """An amount in Stripe's minor units (cents) in major units: 1234 USD cents -> "12.34"."""
     if amount in (None, ""):
         return ""
-    if str(currency).lower() in ZERO_DECIMAL_CURRENCIES:
-        return str(int(amount))
-    return money(Decimal(int(amount)) / 100)
+    major = billing_money.to_major(int(amount), str(currency))
+    return str(major) if billing_money.minor_per_major(str(currency)) == 1 else money(major)

@@ -36,13 +36,13 @@ def _usage_filter(request: HttpRequest) -> tuple[StaffUsageFilterForm, selectors
 def usage(request: HttpRequest) -> HttpResponse:
     form, flt = _usage_filter(request)
     dashboard = selectors.usage_dashboard(flt=flt)
-    revenue = billing_link.revenue_estimate(units_by_org_meter=dashboard["units_by_org_meter"])
+    revenues = billing_link.revenue_estimate(units_by_org_meter=dashboard["units_by_org_meter"])
     context = {
         "form": form,
         "flt": flt,
         "d": dashboard,
         "rollup_cursor": selectors.rollup_cursor(),
-        "revenue": revenue,
+        "revenues": revenues,
     }
     return render(request, "staff/usage.html", context)
 

@@ -115,6 +115,8 @@ class StripeServer:
     def complete_checkout(self, session_id: str, *, status: str = "active") -> dict[str, Any]:
         with self.lock:
             session = self.objects[session_id]
+            if session["status"] != "open":
+                raise StripeError(400, f"This Checkout Session is {session['status']}: it cannot be paid.")
             items = [{"price": item["price"]} for item in session["_line_items"]]
             subscription = self._subscription_create(
                 session["customer"], items, status, session.get("_subscription_metadata", {})
@@ -260,6 +262,8 @@ class StripeServer:
             (r"/v1/billing/meters/([^/]+)/event_summaries", "GET", self.meter_event_summaries),
             (r"/v1/billing/meter_events", "POST", self.meter_events_create),
             (r"/v1/checkout/sessions", "POST", self.checkout_create),
+            (r"/v1/checkout/sessions", "GET", self.checkout_list),
+            (r"/v1/checkout/sessions/([^/]+)/expire", "POST", self.checkout_expire),
             (r"/v1/billing_portal/sessions", "POST", self.portal_create),
             (r"/v1/subscriptions/([^/]+)", "GET", lambda p, i: self.public(self.get(i, "subscription"))),
             (r"/v1/invoices", "GET", self.invoices_list),
@@ -454,6 +458,24 @@ class StripeServer:
             "_subscription_metadata": p.get("subscription_data", {}).get("metadata", {}),
         }
         self.objects[session_id] = session
+        return self.public(session)
+
+    def checkout_list(self, p: dict[str, Any]) -> dict[str, Any]:
+        self.customer_param(p)
+        data = [
+            self.public(o)
+            for o in self.objects.values()
+            if o["object"] == "checkout.session"
+            and o["customer"] == p["customer"]
+            and p.get("status") in (None, o["status"])
+        ]
+        return _list(data[::-1], "/v1/checkout/sessions")
+
+    def checkout_expire(self, p: dict[str, Any], session_id: str) -> dict[str, Any]:
+        session = self.get(session_id, "checkout.session")
+        if session["status"] != "open":
+            raise StripeError(400, f"This Checkout Session is {session['status']}: only open ones can be expired.")
+        session.update(status="expired", url=None)
         return self.public(session)
 
     def portal_create(self, p: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,16 @@ def test_it_answers_422_for_the_same_key_with_another_body(api, iris):
     assert billed_units() == 2
 
 
+def test_the_422_for_the_same_body_on_another_path_does_not_blame_the_body(api, iris):
+    """The same body sent to another version's :predict was told "used with a different request body"."""
+    send(api)
+    response = send(api, path="/v1/models/iris/versions/1:predict")
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == (
+        "This Idempotency-Key was used with a different request (method, path or body)."
+    )
+
+
 def admit_without_answering(api_key, key="key-1", body=BODY):
     """Take a request through the gateway's admission (claim, quota) and leave it running."""
     request = RequestFactory().post(

@@ -111,6 +111,25 @@ def test_it_refuses_calls_once_the_key_budget_is_spent(api, api_key, org, iris):
     assert response.json()["error"]["code"] == "budget_exceeded"
 
 
+def test_a_budget_lowered_below_what_the_key_spent_refuses_its_next_call(api, api_key, org, iris):
+    """The worker's lease, taken under the old budget of 1,000, went on granting units under the new one
+    of 2 (its key names the counters, not their limits): three more calls passed a spent budget."""
+    account_on(org, "payg")
+    key_limit(api_key, monthly_budget_units=1000)
+    assert [predict(api).status_code for _ in range(2)] == [200, 200]  # the second takes a lease
+    key_limit(api_key, monthly_budget_units=2)  # as staff do on the admin's Key limits page
+    assert [predict(api).status_code for _ in range(3)] == [429, 429, 429]
+    assert sum(UsageRecord.objects.values_list("units", flat=True)) == 2
+
+
+def test_a_quota_lowered_below_what_was_used_refuses_the_next_call(api, iris):
+    free_quota("online_predictions", 1000)
+    assert [predict(api).status_code for _ in range(2)] == [200, 200]  # the second takes a lease
+    free_quota("online_predictions", 2)
+    assert predict(api).status_code == 429
+    assert sum(UsageRecord.objects.values_list("units", flat=True)) == 2
+
+
 def test_it_releases_the_reservation_of_a_failed_call(api, iris):
     free_quota("online_predictions", 1)
     assert api.post_json(PREDICT, {"instances": [[1.0]]}).status_code == 400

@@ -76,6 +76,25 @@ def test_it_never_bills_usage_from_before_the_subscription(synced, org, customer
     assert UsageRecord.objects.get(units=5).report_id is None
 
 
+def test_calls_before_the_billing_period_began_are_not_sent_in_a_report_timestamped_inside_it(
+    synced,  # noqa: F811
+    org,
+    customer,
+):
+    """The report of a day was timestamped at its last call: calls of the old period, claimed with calls of
+    the new one (a backlog, or the minute around the renewal), were billed in the new period."""
+    day = (timezone.now() - timedelta(days=2)).replace(hour=12, minute=0, second=0, microsecond=0)
+    BillingAccount.objects.filter(organisation=org).update(current_period_start=day)
+    ledger(org, 5, at=day - timedelta(minutes=10))
+    ledger(org, 2, at=day + timedelta(minutes=10))
+    outbox.usage_push()
+    stamps = sorted((e["timestamp"], int(e["payload"]["value"])) for e in synced.meter_events)
+    assert stamps == [
+        (int((day - timedelta(minutes=10)).timestamp()), 5),
+        (int((day + timedelta(minutes=10)).timestamp()), 2),
+    ]
+
+
 def test_it_loses_nothing_when_it_crashes_after_claiming(synced, org, customer):  # noqa: F811
     ledger(org, 5)
     outbox.usage_reports_claim()  # ... and the process dies before sending
@@ -271,6 +290,17 @@ def test_it_reconciles_more_days_than_one_page_of_stripes_summaries(synced, org,
     for days in ("15", "120"):  # past one page of 10, and past one page of 100
         call_command("reconcile_usage", "--days", days, stdout=io.StringIO())
         assert not ReconciliationIssue.objects.exists()
+
+
+@pytest.mark.parametrize("days", ["-1", "1000000"])
+def test_reconcile_usage_refuses_a_number_of_days_it_cannot_go_back(synced, days):  # noqa: F811
+    """A million days went back before year 1: an OverflowError traceback instead of a usage error."""
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--days must be 0 to 3650"):
+        call_command("reconcile_usage", "--days", days, stdout=io.StringIO())
 
 
 def test_it_reconciles_each_customer_with_what_was_sent_to_that_customer(synced, org, customer):  # noqa: F811

@@ -78,10 +78,36 @@ def test_it_creates_one_customer_per_organisation_and_starts_checkout(api, synce
     assert second.json()["id"] != first.json()["id"]
 
 
+def test_a_new_checkout_expires_the_one_left_open_so_only_one_can_be_paid(api, synced, org):
+    """Two Checkouts (another tab, the back button) could both be paid: two subscriptions on the same
+    meters, every call billed twice."""
+    first = api.post_json("/v1/billing/checkout", {"plan": "payg"}).json()
+    second = api.post_json("/v1/billing/checkout", {"plan": "payg"}).json()
+    assert (synced.objects[first["id"]]["status"], synced.objects[second["id"]]["status"]) == ("expired", "open")
+    with pytest.raises(Exception, match="cannot be paid"):
+        synced.complete_checkout(first["id"])
+    synced.complete_checkout(second["id"])
+    assert len([o for o in synced.objects.values() if o["object"] == "subscription"]) == 1
+
+
 def test_it_refuses_checkout_for_a_plan_that_is_not_self_serve(api, synced):
     response = api.post_json("/v1/billing/checkout", {"plan": "enterprise"})
     assert response.status_code == 409
-    assert response.json()["error"]["code"] == "plan_unavailable"
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == ("plan_unavailable", "plan")
+
+
+def test_it_answers_400_naming_the_plans_on_offer_for_a_plan_that_does_not_exist(api, synced):
+    """A typo in the plan code was a 409 conflict, "not available through Checkout", with no param."""
+    response = api.post_json("/v1/billing/checkout", {"plan": "pay-as-you-go"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["message"]) == ("plan", "No plan 'pay-as-you-go'; Checkout offers: payg.")
+
+
+def test_it_tells_staff_to_sync_the_catalogue_when_a_self_serve_plan_has_no_stripe_prices(api, stripe, caplog):
+    response = api.post_json("/v1/billing/checkout", {"plan": "payg"})
+    assert response.status_code == 409
+    assert "run sync_stripe_catalog" in caplog.text
 
 
 def test_it_refuses_a_second_checkout_while_the_organisation_is_subscribed(api, client, synced, org):
@@ -194,7 +220,7 @@ def test_it_estimates_charges_even_with_billing_off(api, org, iris):
     api.post_json("/v1/models/iris:predict", {"instances": [IRIS_ROW] * 4})
     body = api.get("/v1/usage?group_by=meter").json()
     line = next(li for li in body["estimate"]["lines"] if li["meter"] == "online_predictions")
-    assert (line["units"], line["amount"]) == (4, "0.002")
+    assert (line["units"], line["amount"]) == (4, "0")  # 0.2 cents: Stripe's invoice line rounds it to 0
     assert body["buckets"][-1]["meters"]["online_predictions"] == {"units": 4, "amount": "0.002"}
 
 

@@ -23,7 +23,7 @@ def test_it_prices_usage_per_bucket_at_the_plan_prices(api, org, iris):
         bucket = next(b for b in body["buckets"] if b["meters"])  # the others: this test's own GETs
         assert bucket["meters"]["online_predictions"] == {"units": 8, "amount": "0.004"}, group_by
     assert body["totals"]["amount"] == "0.004"
-    assert body["estimate"]["total"] == "0.004"
+    assert body["estimate"]["total"] == "0"  # 0.4 cents: Stripe's invoice line rounds it to 0
     assert body["plan"] == "payg"
 
 
@@ -113,3 +113,32 @@ def test_model_and_key_buckets_come_in_name_order(api, org, iris, diabetes):
     api.post_json("/v1/models/diabetes:predict", {"instances": [[0.0] * 10]})
     models = [b["model"] for b in api.get("/v1/usage?group_by=model").json()["buckets"] if b["model"]]
     assert models == sorted(models) == ["diabetes", "iris"]
+
+
+def test_it_prices_usage_in_a_zero_decimal_currency_in_that_currencys_own_units(api, org, iris):
+    """A plan in yen holds its prices in yen (Stripe's minor unit for jpy is the yen): 3 calls at 5 JPY
+    read as 0.15 JPY in the usage and the estimate, while Stripe invoiced 15 JPY."""
+    from billing.models import Plan, PlanPrice
+
+    account_on(org, "payg")
+    Plan.objects.filter(code="payg").update(currency="jpy")
+    PlanPrice.objects.filter(plan__code="payg", meter="online_predictions").update(unit_amount_decimal=5)
+    predict(api, 3)
+    body = api.get("/v1/usage?group_by=meter").json()
+    assert next(b for b in body["buckets"] if b["meters"])["amount"] == "15"
+    online = next(li for li in body["estimate"]["lines"] if li["meter"] == "online_predictions")
+    assert (online["unit_price"], online["amount"]) == ("5", "15")
+    assert (body["estimate"]["total"], body["estimate"]["currency"]) == ("15", "jpy")
+
+
+def test_it_estimates_each_line_rounded_to_the_cent_as_stripe_invoices_it(api, org, iris):
+    """30 predictions at 0.05 cents are 1.5 cents, which Stripe invoices as 2 cents (its lines round half
+    up); the estimate said 0.015 USD, and 0.5 cents of batch rows, invoiced as 1 cent, as 0.005."""
+    account_on(org, "payg")
+    for meter, units in (("online_predictions", 30), ("batch_rows", 50)):
+        UsageRecord.objects.create(
+            request_id=f"req_{meter}", organisation=org, meter=meter, units=units, status_code=200
+        )
+    estimate = api.get("/v1/usage").json()["estimate"]
+    amounts = {li["meter"]: li["amount"] for li in estimate["lines"]}
+    assert (amounts["online_predictions"], amounts["batch_rows"], estimate["total"]) == ("0.02", "0.01", "0.03")

@@ -10,7 +10,17 @@ from django.test import Client
 from django.utils import timezone
 
 from apiservice.models import APIKey, Organisation
-from billing.models import BillingAccount, KeyLimit, Meter, ReconciliationIssue, StripeEvent, UsageRecord, UsageReport
+from billing.models import (
+    BillingAccount,
+    KeyLimit,
+    Meter,
+    Plan,
+    PlanPrice,
+    ReconciliationIssue,
+    StripeEvent,
+    UsageRecord,
+    UsageReport,
+)
 from tests.billing.conftest import account_on, stripe, stripe_server  # noqa: F401  (fixtures)
 
 NOT_CONFIGURED = "Billing is not configured on this server"
@@ -53,7 +63,7 @@ def test_it_shows_money_with_two_decimals_and_sub_cent_amounts_in_full(
     ledger(org, Meter.ONLINE_PREDICTIONS, 1, n=50)  # 50 x 0.05 cents = 0.025 USD
     ledger(org, Meter.BUNDLE_DOWNLOADS, 1, n=1)  # 0.20 USD
     page = member_client.get("/portal/billing/").content.decode()
-    assert "0.225 USD" in page  # the estimate, to the fraction of a cent it is
+    assert "0.23 USD" in page  # the estimate, as Stripe invoices it: 2.5 cents of predictions round to 3
     assert "<td>0.20</td>" in page  # a bundle download's amount, not "0.2"
     assert "<td>0.0005</td>" in page  # the per-prediction price, in full
 
@@ -215,6 +225,21 @@ def test_it_estimates_revenue_for_staff(staff_client: Client, org: Organisation,
     assert "bundle_downloads 0.30" in page and "online_predictions 0.01" in page
 
 
+def test_it_estimates_revenue_for_staff_per_currency(
+    staff_client: Client, org: Organisation, other_org: Organisation
+) -> None:
+    """An organisation on a plan in yen added its yen, divided by 100, to the dollars, all as USD."""
+    account_on(org, "payg")
+    account_on(other_org, "enterprise")
+    Plan.objects.filter(code="enterprise").update(currency="jpy")
+    PlanPrice.objects.filter(plan__code="enterprise", meter=Meter.BUNDLE_DOWNLOADS).update(unit_amount_decimal=15)
+    ledger(org, Meter.ONLINE_PREDICTIONS, 10, n=2)  # 20 x 0.05 = 1 cent
+    ledger(other_org, Meter.BUNDLE_DOWNLOADS, 1, n=3)  # 3 x 15 = 45 yen
+    page = staff_client.get("/staff/").content.decode()
+    assert "0.01 USD" in page and "45 JPY" in page
+    assert "0.46 USD" not in page
+
+
 def test_it_shows_staff_the_billing_health(staff_client: Client, org: Organisation) -> None:
     now = timezone.now()
     StripeEvent.objects.create(event_id="evt_1", type="invoice.paid", payload={}, outcome="ignored")
@@ -245,3 +270,9 @@ def test_invoice_amounts_read_in_major_units_whatever_the_currency() -> None:
 
     assert (minor_money(1234, "usd"), minor_money(500, "JPY"), minor_money(0, "eur")) == ("12.34", "500", "0.00")
     assert (money("0"), money("12.5"), money("0.000300")) == ("0.00", "12.50", "0.0003")
+
+
+def test_invoice_amounts_in_a_three_decimal_currency_read_in_major_units() -> None:
+    from portal.templatetags.portal_tags import minor_money
+
+    assert minor_money(5124, "kwd") == "5.124"  # Stripe counts Kuwaiti dinars in fils, 1,000 to the dinar
