@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
 
 from .datatypes import OIP_TO_NUMPY
 
@@ -59,8 +59,10 @@ def sample_feeds(signature: Mapping[str, list[dict]], rows: int = 1) -> dict[str
 
 
 class InputRejected(Exception):
-    """ONNX Runtime refused checked inputs while running (INVALID_ARGUMENT): a value the signature
-    cannot describe, such as an index past the end of an embedding table."""
+    """ONNX Runtime refused checked inputs while running (INVALID_ARGUMENT or FAIL): a value the signature
+    cannot describe, such as an index past the end of an embedding table, an integer division by zero, or
+    a batch size the graph cannot broadcast. The model ran on the validation samples, so its failure
+    depends on these inputs."""
 
 
 def run_session(
@@ -68,7 +70,7 @@ def run_session(
 ) -> dict[str, np.ndarray]:
     try:
         results = session.run(output_names, dict(feeds))
-    except InvalidArgument as exc:
+    except (InvalidArgument, Fail) as exc:
         raise InputRejected(str(exc)) from exc
     return {name: np.asarray(value) for name, value in zip(output_names, results, strict=True)}
 

@@ -154,3 +154,17 @@ def embedding_lookup() -> bytes:
         [table],
     )
     return _model(graph)
+
+
+def fails_past_two_rows() -> bytes:
+    """y = x + table, a [2, 2] table: broadcasts for 1 or 2 rows (the validation samples), but ONNX Runtime
+    fails (FAIL, not INVALID_ARGUMENT) on 3 rows, which the [N, 2] signature allows."""
+    table = numpy_helper.from_array(np.ones((2, 2), dtype=np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "table"], ["y"])],
+        "two_rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [table],
+    )
+    return _model(graph)
