@@ -4,6 +4,7 @@ One session per (model version, process), built lazily on first use, warmed up o
 LRU cache capped by the summed size of the model files (a proxy for their memory).
 """
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -137,12 +138,31 @@ def loaded_model(*, key: int, path: str | Path, signature: Mapping[str, list[dic
         return item
 
 
+class SmokeTestFailed(Exception):
+    """The model did not load or run on a generated input; the message says so in ONNX Runtime's words."""
+
+
+def error_text(exc: BaseException) -> str:
+    """ONNX Runtime's message for people: one line, without the `[ONNXRuntimeError] : 1 : FAIL :` prefix
+    or the C++ source location and failed condition that come before its own explanation."""
+    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(exc))
+    text = re.sub(r"\S+\.(?:h|cc|cpp):\d+ (?:[^\n]*? was false\. )?", "", text)
+    return " ".join(text.split())
+
+
 def smoke_test(path: str | Path, signature: Mapping[str, list[dict]]) -> None:
-    """Load a model and run it once on generated inputs (used in the validation sandbox)."""
-    session = new_session(path, intra_op_threads=1)
+    """Load a model and run it on generated inputs of 1 and 2 rows (used in the validation sandbox)."""
+    try:
+        session = new_session(path, intra_op_threads=1)
+    except Exception as exc:
+        raise SmokeTestFailed(f"ONNX Runtime could not run the model (loading it): {error_text(exc)}") from exc
     output_names = [o.name for o in session.get_outputs()]
     for rows in (1, 2):
-        run_session(session, sample_feeds(signature, rows=rows), output_names)
+        try:
+            run_session(session, sample_feeds(signature, rows=rows), output_names)
+        except Exception as exc:
+            where = f"on a sample input ({rows} row{'s' if rows > 1 else ''})"
+            raise SmokeTestFailed(f"ONNX Runtime could not run the model {where}: {error_text(exc)}") from exc
 
 
 # --- Edge bundles: offline tools --------------------------------------------------------------------

@@ -82,6 +82,19 @@ def test_it_keeps_a_failed_version_with_a_readable_reason(db, content, reason):
     assert reason in version.failure_reason
 
 
+def test_a_model_that_fails_on_its_sample_input_says_why_in_onnx_runtimes_words(db):
+    """The reason was the last traceback line cut at 500 characters: an exception class path and a C++
+    source location and signature came first, and ORT's own explanation was cut off before its shapes."""
+    version = _register("broken", onnx_factories.fails_at_run_time())
+
+    reason = version.failure_reason
+    assert reason.startswith("ONNX Runtime could not run the model on a sample input (1 row): Non-zero status code")
+    assert (
+        "The input tensor cannot be reshaped to the requested shape. Input shape:{1,2}, requested shape:{3}" in reason
+    )
+    assert "onnxruntime_src" not in reason and "pybind11" not in reason and "was false" not in reason
+
+
 def test_it_refuses_a_model_over_the_size_cap(db, settings):
     settings.MODEL_MAX_BYTES = 100
     version = _register("big", model_bytes("iris"))
