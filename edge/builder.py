@@ -218,13 +218,19 @@ def bundle_assemble(
         golden_source=golden_source,
         classifier=classifier,
         tolerances=tolerances,
-        golden_rows=len(next(iter(golden_in.values()))),
+        golden_rows=_rows(golden_in),
     )
     manifest_bytes = packaging.canonical_json(manifest)
     signature, key_id = keys.sign(manifest_bytes)
     members["manifest.json"] = manifest_bytes
     members["manifest.sig"] = signature
     return Assembled(content=packaging.zip_bytes(members), manifest=manifest, key_id=key_id)
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int:
+    """Rows of the golden inputs: the first dimension, or 1 for a model whose input is a scalar (rank 0)."""
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1
 
 
 def _manifest(

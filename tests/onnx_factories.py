@@ -168,3 +168,14 @@ def fails_past_two_rows() -> bytes:
         [table],
     )
     return _model(graph)
+
+
+def scalar() -> bytes:
+    """y = -x on a rank-0 FP32 tensor: no row dimension at all (served as one value)."""
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["y"])],
+        "scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+    )
+    return _model(graph)
