@@ -179,3 +179,14 @@ def scalar() -> bytes:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
     )
     return _model(graph)
+
+
+def bfloat16_input() -> bytes:
+    """A BFLOAT16 input (valid ONNX, no OIP datatype we serve), cast to FP32."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+        "bf16",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    return _model(graph)

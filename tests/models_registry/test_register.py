@@ -95,6 +95,15 @@ def test_a_model_that_fails_on_its_sample_input_says_why_in_onnx_runtimes_words(
     assert "onnxruntime_src" not in reason and "pybind11" not in reason and "was false" not in reason
 
 
+def test_a_model_with_an_element_type_we_cannot_serve_names_that_type(db):
+    """The reason said "has an unsupported element type 16": ONNX's enum number, not its name."""
+    version = _register("bf16", onnx_factories.bfloat16_input())
+
+    assert version.status == ModelVersion.Status.FAILED
+    assert "Input 'x' has element type BFLOAT16, which cannot be served" in version.failure_reason
+    assert "(served: BOOL, DOUBLE, FLOAT, FLOAT16, INT16," in version.failure_reason  # what can be, in ONNX's words
+
+
 def test_it_refuses_a_model_over_the_size_cap(db, settings):
     settings.MODEL_MAX_BYTES = 100
     version = _register("big", model_bytes("iris"))
