@@ -190,3 +190,25 @@ def bfloat16_input() -> bytes:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
     )
     return _model(graph)
+
+
+def fixed_two_rows() -> bytes:
+    """y = relu(x) on exactly 2 rows (FP32 [2, 3]): a fixed first dimension other than 1."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "fixed_two_rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    return _model(graph)
+
+
+def zero_width() -> bytes:
+    """y = x on FP32 [N, 0]: rows with no values."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "zero_width",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 0])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 0])],
+    )
+    return _model(graph)
