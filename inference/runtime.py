@@ -41,12 +41,17 @@ def new_session(
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def sample_feeds(signature: Mapping[str, list[dict]], rows: int = 1) -> dict[str, np.ndarray]:
-    """Generated inputs that fit a signature: dynamic dims become `rows` (first) or 1 (others)."""
+# Sizes tried, in order, for the dynamic dimensions past the first of a generated input: 1, then, for a
+# model that needs wider (a convolution's kernel on a dynamic-size image), 32.
+SAMPLE_SIZES = (1, 32)
+
+
+def sample_feeds(signature: Mapping[str, list[dict]], rows: int = 1, size: int = 1) -> dict[str, np.ndarray]:
+    """Generated inputs that fit a signature: dynamic dims become `rows` (first) or `size` (others)."""
     feeds: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(0)
     for spec in signature["inputs"]:
-        shape = [(rows if index == 0 else 1) if dim < 0 else dim for index, dim in enumerate(spec["shape"])]
+        shape = [(rows if index == 0 else size) if dim < 0 else dim for index, dim in enumerate(spec["shape"])]
         dtype = OIP_TO_NUMPY[spec["datatype"]]
         if spec["datatype"] == "BYTES":
             feeds[spec["name"]] = np.full(shape, "a", dtype=object)
@@ -132,10 +137,27 @@ def loaded_model(*, key: int, path: str | Path, signature: Mapping[str, list[dic
 
         session = new_session(path, intra_op_threads=settings.ORT_INTRA_OP_THREADS)
         output_names = [o.name for o in session.get_outputs()]
-        run_session(session, sample_feeds(signature), output_names)  # warm-up
+        run_sample(session, signature, output_names, rows=1)  # warm-up
         item = LoadedModel(session=session, output_names=output_names, size_bytes=Path(path).stat().st_size)
         cache.put(key, item)
         return item
+
+
+def run_sample(
+    session: ort.InferenceSession, signature: Mapping[str, list[dict]], output_names: list[str], *, rows: int
+) -> None:
+    """Run generated inputs of `rows` rows: dynamic dimensions past the first are 1, else (when the model
+    refuses that) each of the wider SAMPLE_SIZES in turn. Raises the first size's error if none runs."""
+    widths = SAMPLE_SIZES if any(dim < 0 for spec in signature["inputs"] for dim in spec["shape"][1:]) else (1,)
+    first: Exception | None = None
+    for size in widths:
+        try:
+            run_session(session, sample_feeds(signature, rows=rows, size=size), output_names)
+            return
+        except Exception as exc:  # any refusal of ONNX Runtime's: try the next width
+            first = first or exc
+    assert first is not None
+    raise first
 
 
 class SmokeTestFailed(Exception):
@@ -159,7 +181,7 @@ def smoke_test(path: str | Path, signature: Mapping[str, list[dict]]) -> None:
     output_names = [o.name for o in session.get_outputs()]
     for rows in (1, 2):
         try:
-            run_session(session, sample_feeds(signature, rows=rows), output_names)
+            run_sample(session, signature, output_names, rows=rows)
         except Exception as exc:
             where = f"on a sample input ({rows} row{'s' if rows > 1 else ''})"
             raise SmokeTestFailed(f"ONNX Runtime could not run the model {where}: {error_text(exc)}") from exc

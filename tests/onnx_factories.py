@@ -212,3 +212,17 @@ def zero_width() -> bytes:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 0])],
     )
     return _model(graph)
+
+
+def conv_dynamic_height_width() -> bytes:
+    """A 3x3 convolution on FP32 [N, 1, H, W] with H and W dynamic, as an image model exported with dynamic
+    axes: it runs on any image of at least 3x3, not on the 1x1 a 'dynamic means 1' sample would be."""
+    weights = numpy_helper.from_array(np.ones((2, 1, 3, 3), dtype=np.float32), "weights")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "weights"], ["features"])],
+        "conv",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 2, "H2", "W2"])],
+        [weights],
+    )
+    return _model(graph)

@@ -104,6 +104,19 @@ def test_a_model_with_an_element_type_we_cannot_serve_names_that_type(db):
     assert "(served: BOOL, DOUBLE, FLOAT, FLOAT16, INT16," in version.failure_reason  # what can be, in ONNX's words
 
 
+def test_it_accepts_and_serves_a_model_whose_dynamic_dimensions_must_be_wider_than_one(db, api):
+    """The validation sample (and the serving warm-up) made every dynamic dimension past the first 1: a 3x3
+    convolution on a dynamic-size image failed validation ("Invalid input shape: {1,1}")."""
+    version = _register("edges", onnx_factories.conv_dynamic_height_width())
+    assert version.status == ModelVersion.Status.READY, version.failure_reason
+
+    image = [[[[1.0] * 4] * 4]]  # one 1 x 4 x 4 image
+    response = api.post_json("/v1/models/edges/versions/1:predict", {"inputs": {"image": image}})
+
+    assert response.status_code == 200, response.content
+    assert response.json()["outputs"] == [[[[9.0, 9.0], [9.0, 9.0]]] * 2]
+
+
 def test_it_refuses_a_model_over_the_size_cap(db, settings):
     settings.MODEL_MAX_BYTES = 100
     version = _register("big", model_bytes("iris"))
