@@ -151,3 +151,19 @@ def test_it_builds_a_bundle_for_a_model_whose_input_is_a_scalar(db, key_file, tm
         timeout=120,
     )
     assert verified.returncode == 0, verified.stderr
+
+
+def test_it_builds_a_bundle_for_a_model_whose_dynamic_dimensions_must_be_wider_than_one(db):
+    """Generated golden rows made every dynamic dimension past the first 1: a 3x3 convolution on a
+    dynamic-size image refused them and the build failed with 'internal error'."""
+    from models_registry.services import model_get_or_create, model_version_register
+    from tests import onnx_factories
+
+    content = onnx_factories.conv_dynamic_height_width()
+    version = model_version_register(model=model_get_or_create(name="edges"), content=content)
+
+    bundle = build_now(version, ["fp32"])
+
+    assert bundle.status == Bundle.Status.READY, bundle.reason
+    inputs = json.loads(zip_members(bundle)["golden/inputs.json"])["inputs"]
+    assert inputs[0]["shape"] == [64, 1, 32, 32]
