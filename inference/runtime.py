@@ -46,14 +46,19 @@ def new_session(
 SAMPLE_SIZES = (1, 32)
 
 
-def sample_feeds(signature: Mapping[str, list[dict]], rows: int = 1, size: int = 1) -> dict[str, np.ndarray]:
-    """Generated inputs that fit a signature: dynamic dims become `rows` (first) or `size` (others)."""
+def sample_feeds(
+    signature: Mapping[str, list[dict]], rows: int = 1, size: int = 1, ones: bool = False
+) -> dict[str, np.ndarray]:
+    """Generated inputs that fit a signature: dynamic dims become `rows` (first) or `size` (others). Values
+    are random floats, 0/1 integers, False and "a"; with `ones`, every value is 1 (True, "1")."""
     feeds: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(0)
     for spec in signature["inputs"]:
         shape = [(rows if index == 0 else size) if dim < 0 else dim for index, dim in enumerate(spec["shape"])]
         dtype = OIP_TO_NUMPY[spec["datatype"]]
-        if spec["datatype"] == "BYTES":
+        if ones:
+            feeds[spec["name"]] = np.full(shape, "1", dtype=object) if dtype.kind == "O" else np.ones(shape, dtype)
+        elif spec["datatype"] == "BYTES":
             feeds[spec["name"]] = np.full(shape, "a", dtype=object)
         elif dtype.kind == "f":
             feeds[spec["name"]] = rng.random(shape).astype(dtype)
@@ -146,16 +151,18 @@ def loaded_model(*, key: int, path: str | Path, signature: Mapping[str, list[dic
 def run_sample(
     session: ort.InferenceSession, signature: Mapping[str, list[dict]], output_names: list[str], *, rows: int
 ) -> None:
-    """Run generated inputs of `rows` rows: dynamic dimensions past the first are 1, else (when the model
-    refuses that) each of the wider SAMPLE_SIZES in turn. Raises the first size's error if none runs."""
+    """Run generated inputs of `rows` rows until one runs: dynamic dimensions past the first 1, then each of
+    the wider SAMPLE_SIZES; at each width the usual values, then all ones (a model that divides by an integer
+    input, or parses numbers sent as text, refuses 0 or "a"). Raises the first refusal if none runs."""
     widths = SAMPLE_SIZES if any(dim < 0 for spec in signature["inputs"] for dim in spec["shape"][1:]) else (1,)
     first: Exception | None = None
     for size in widths:
-        try:
-            run_session(session, sample_feeds(signature, rows=rows, size=size), output_names)
-            return
-        except Exception as exc:  # any refusal of ONNX Runtime's: try the next width
-            first = first or exc
+        for ones in (False, True):
+            try:
+                run_session(session, sample_feeds(signature, rows=rows, size=size, ones=ones), output_names)
+                return
+            except Exception as exc:  # any refusal of ONNX Runtime's: try the next sample
+                first = first or exc
     assert first is not None
     raise first
 

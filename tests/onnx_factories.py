@@ -226,3 +226,28 @@ def conv_dynamic_height_width() -> bytes:
         [weights],
     )
     return _model(graph)
+
+
+def numbers_as_text() -> bytes:
+    """value = float(text) (Cast STRING -> FLOAT on [N, 1]): any numeric string runs, other text fails."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["text"], ["value"], to=TensorProto.FLOAT)],
+        "numbers_as_text",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N", 1])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N", 1])],
+    )
+    return _model(graph)
+
+
+def integer_ratio() -> bytes:
+    """ratio = total // count on INT64 [N, 1]: any non-zero count runs; 0 fails (integer division by zero)."""
+    graph = helper.make_graph(
+        [helper.make_node("Div", ["total", "count"], ["ratio"])],
+        "integer_ratio",
+        [
+            helper.make_tensor_value_info("total", TensorProto.INT64, ["N", 1]),
+            helper.make_tensor_value_info("count", TensorProto.INT64, ["N", 1]),
+        ],
+        [helper.make_tensor_value_info("ratio", TensorProto.INT64, ["N", 1])],
+    )
+    return _model(graph)

@@ -117,6 +117,27 @@ def test_it_accepts_and_serves_a_model_whose_dynamic_dimensions_must_be_wider_th
     assert response.json()["outputs"] == [[[[9.0, 9.0], [9.0, 9.0]]] * 2]
 
 
+@pytest.mark.parametrize(
+    ("factory", "row", "expected"),
+    [
+        (onnx_factories.numbers_as_text, {"text": ["2.5"]}, [2.5]),
+        (onnx_factories.integer_ratio, {"total": [7], "count": [2]}, [3]),
+    ],
+    ids=["numbers-as-text", "integer-ratio"],
+)
+def test_it_accepts_a_model_that_fails_only_on_some_values_of_its_generated_sample(db, api, factory, row, expected):
+    """The sample was random 0/1 integers and the text "a": a model that parses numbers sent as text, or
+    divides by an integer input, failed validation ("stod", "Integer division by zero") though it serves
+    every value a client would send it."""
+    version = _register("picky", factory())
+    assert version.status == ModelVersion.Status.READY, version.failure_reason
+
+    response = api.post_json("/v1/models/picky/versions/1:predict", {"instances": [row]})
+
+    assert response.status_code == 200, response.content
+    assert response.json()["predictions"] == [expected]
+
+
 def test_it_refuses_a_model_over_the_size_cap(db, settings):
     settings.MODEL_MAX_BYTES = 100
     version = _register("big", model_bytes("iris"))
