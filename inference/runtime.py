@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
 from .datatypes import OIP_TO_NUMPY
 
@@ -70,10 +70,10 @@ def sample_feeds(
 
 
 class InputRejected(Exception):
-    """ONNX Runtime refused checked inputs while running (INVALID_ARGUMENT or FAIL): a value the signature
-    cannot describe, such as an index past the end of an embedding table, an integer division by zero, or
-    a batch size the graph cannot broadcast. The model ran on the validation samples, so its failure
-    depends on these inputs."""
+    """ONNX Runtime refused checked inputs while running (INVALID_ARGUMENT, FAIL or RUNTIME_EXCEPTION): a
+    value the signature cannot describe, such as an index past the end of an embedding table, an integer
+    division by zero, text that is not a number for a model that parses one, or a batch size the graph
+    cannot broadcast. The model ran on the validation samples, so its failure depends on these inputs."""
 
 
 def run_session(
@@ -81,7 +81,7 @@ def run_session(
 ) -> dict[str, np.ndarray]:
     try:
         results = session.run(output_names, dict(feeds))
-    except (InvalidArgument, Fail) as exc:
+    except (InvalidArgument, Fail, RuntimeException) as exc:
         raise InputRejected(str(exc)) from exc
     return {name: np.asarray(value) for name, value in zip(output_names, results, strict=True)}
 
