@@ -107,6 +107,9 @@ def build_ort(src: Path, work: Path) -> Built:
 BUILDERS: dict[str, Callable[[Path, Path], Built]] = {"fp32": build_fp32, "int8": build_int8, "ort": build_ort}
 
 
+GENERATED = "generated (seed 0)"
+
+
 def golden_inputs(version: ModelVersion, src: Path) -> tuple[dict[str, np.ndarray], str]:
     """The publisher's sample rows from the model's metadata when present, else seeded generated rows."""
     model = onnx.load(str(src), load_external_data=False)
@@ -121,7 +124,23 @@ def golden_inputs(version: ModelVersion, src: Path) -> tuple[dict[str, np.ndarra
             return feeds, "model metadata"
         except (ValueError, KeyError, TypeError, APIError) as exc:
             logger.warning("ignoring unusable %s in %s: %s", parity.GOLDEN_METADATA_KEY, version, exc)
-    return parity.generated_inputs(version.signature, settings.EDGE_GOLDEN_ROWS), "generated (seed 0)"
+    return parity.generated_inputs(version.signature, settings.EDGE_GOLDEN_ROWS), GENERATED
+
+
+def golden_data(version: ModelVersion, src: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    """Golden inputs, the server's outputs for them, and their source. Generated rows whose dynamic
+    dimensions past the first are 1 may be refused when the model runs (a 3x3 convolution on a dynamic-size
+    image): then they are generated as wide as the validation sample's widest (`runtime.SAMPLE_SIZES`)."""
+    servable = servable_from_version(version)
+    golden_in, source = golden_inputs(version, src)
+    try:
+        return golden_in, predict(servable=servable, feeds=golden_in), source
+    except APIError:  # the model refused these inputs when it ran
+        dynamic = any(dim < 0 for spec in version.signature["inputs"] for dim in spec["shape"][1:])
+        if source != GENERATED or not dynamic:
+            raise
+    wider = parity.generated_inputs(version.signature, settings.EDGE_GOLDEN_ROWS, size=runtime.SAMPLE_SIZES[-1])
+    return wider, predict(servable=servable, feeds=wider), source
 
 
 def _without_golden(src: Path, out: Path) -> Path:
@@ -179,8 +198,7 @@ def bundle_assemble(
     progress: Callable[[int], None] = lambda percent: None,
 ) -> Assembled:
     src = model_version_local_path(version=version)
-    golden_in, golden_source = golden_inputs(version, src)
-    golden_out = predict(servable=servable_from_version(version), feeds=golden_in)
+    golden_in, golden_out, golden_source = golden_data(version, src)
     classifier = parity.is_classifier(version.signature)
     tolerances = parity.tolerances_for(
         is_classifier=classifier,
@@ -218,13 +236,19 @@ def bundle_assemble(
         golden_source=golden_source,
         classifier=classifier,
         tolerances=tolerances,
-        golden_rows=len(next(iter(golden_in.values()))),
+        golden_rows=_rows(golden_in),
     )
     manifest_bytes = packaging.canonical_json(manifest)
     signature, key_id = keys.sign(manifest_bytes)
     members["manifest.json"] = manifest_bytes
     members["manifest.sig"] = signature
     return Assembled(content=packaging.zip_bytes(members), manifest=manifest, key_id=key_id)
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int:
+    """Rows of the golden inputs: the first dimension, or 1 for a model whose input is a scalar (rank 0)."""
+    first = next(iter(feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1
 
 
 def _manifest(

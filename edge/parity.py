@@ -44,12 +44,15 @@ def is_classifier(signature: Mapping[str, list[dict[str, Any]]]) -> bool:
     return any(spec["datatype"] not in FLOAT_TYPES for spec in signature.get("outputs", []))
 
 
-def generated_inputs(signature: Mapping[str, list[dict[str, Any]]], rows: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs for models that ship no sample rows: standard normal floats, 0/1 integers."""
+def generated_inputs(
+    signature: Mapping[str, list[dict[str, Any]]], rows: int, seed: int = 0, size: int = 1
+) -> dict[str, np.ndarray]:
+    """Seeded inputs for models that ship no sample rows: standard normal floats, 0/1 integers; dynamic
+    dimensions past the first are `size`."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for spec in signature["inputs"]:
-        shape = [(rows if i == 0 else 1) if d < 0 else d for i, d in enumerate(spec["shape"])]
+        shape = [(rows if i == 0 else size) if d < 0 else d for i, d in enumerate(spec["shape"])]
         dtype = OIP_TO_NUMPY[spec["datatype"]]
         if spec["datatype"] == "BYTES":
             feeds[spec["name"]] = np.full(shape, "a", dtype=object)

@@ -8,6 +8,7 @@ from the CPU caches.
 """
 
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
 from .datatypes import OIP_TO_NUMPY
 
@@ -53,14 +54,24 @@ def new_session(
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def sample_feeds(signature: Mapping[str, list[dict]], rows: int = 1) -> dict[str, np.ndarray]:
-    """Generated inputs that fit a signature: dynamic dims become `rows` (first) or 1 (others)."""
+# Sizes tried, in order, for the dynamic dimensions past the first of a generated input: 1, then, for a
+# model that needs wider (a convolution's kernel on a dynamic-size image), 32.
+SAMPLE_SIZES = (1, 32)
+
+
+def sample_feeds(
+    signature: Mapping[str, list[dict]], rows: int = 1, size: int = 1, ones: bool = False
+) -> dict[str, np.ndarray]:
+    """Generated inputs that fit a signature: dynamic dims become `rows` (first) or `size` (others). Values
+    are random floats, 0/1 integers, False and "a"; with `ones`, every value is 1 (True, "1")."""
     feeds: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(0)
     for spec in signature["inputs"]:
-        shape = [(rows if index == 0 else 1) if dim < 0 else dim for index, dim in enumerate(spec["shape"])]
+        shape = [(rows if index == 0 else size) if dim < 0 else dim for index, dim in enumerate(spec["shape"])]
         dtype = OIP_TO_NUMPY[spec["datatype"]]
-        if spec["datatype"] == "BYTES":
+        if ones:
+            feeds[spec["name"]] = np.full(shape, "1", dtype=object) if dtype.kind == "O" else np.ones(shape, dtype)
+        elif spec["datatype"] == "BYTES":
             feeds[spec["name"]] = np.full(shape, "a", dtype=object)
         elif dtype.kind == "f":
             feeds[spec["name"]] = rng.random(shape).astype(dtype)
@@ -72,8 +83,10 @@ def sample_feeds(signature: Mapping[str, list[dict]], rows: int = 1) -> dict[str
 
 
 class InputRejected(Exception):
-    """ONNX Runtime refused checked inputs while running (INVALID_ARGUMENT): a value the signature
-    cannot describe, such as an index past the end of an embedding table."""
+    """ONNX Runtime refused checked inputs while running (INVALID_ARGUMENT, FAIL or RUNTIME_EXCEPTION): a
+    value the signature cannot describe, such as an index past the end of an embedding table, an integer
+    division by zero, text that is not a number for a model that parses one, or a batch size the graph
+    cannot broadcast. The model ran on the validation samples, so its failure depends on these inputs."""
 
 
 def run_session(
@@ -81,7 +94,7 @@ def run_session(
 ) -> dict[str, np.ndarray]:
     try:
         results = session.run(output_names, dict(feeds))
-    except InvalidArgument as exc:
+    except (InvalidArgument, Fail, RuntimeException) as exc:
         raise InputRejected(str(exc)) from exc
     return {name: np.asarray(value) for name, value in zip(output_names, results, strict=True)}
 
@@ -148,7 +161,7 @@ def loaded_model(*, key: int, path: str | Path, signature: Mapping[str, list[dic
 
         session = new_session(path, intra_op_threads=settings.ORT_INTRA_OP_THREADS)
         output_names = [o.name for o in session.get_outputs()]
-        run_session(session, sample_feeds(signature), output_names)  # warm-up
+        run_sample(session, signature, output_names, rows=1)  # warm-up
         runs = concurrent_runs(setting=settings.ORT_CONCURRENT_RUNS, intra_op_threads=settings.ORT_INTRA_OP_THREADS)
         item = LoadedModel(
             session=session,
@@ -160,12 +173,50 @@ def loaded_model(*, key: int, path: str | Path, signature: Mapping[str, list[dic
         return item
 
 
+def run_sample(
+    session: ort.InferenceSession, signature: Mapping[str, list[dict]], output_names: list[str], *, rows: int
+) -> None:
+    """Run generated inputs of `rows` rows until one runs: dynamic dimensions past the first 1, then each of
+    the wider SAMPLE_SIZES; at each width the usual values, then all ones (a model that divides by an integer
+    input, or parses numbers sent as text, refuses 0 or "a"). Raises the first refusal if none runs."""
+    widths = SAMPLE_SIZES if any(dim < 0 for spec in signature["inputs"] for dim in spec["shape"][1:]) else (1,)
+    first: Exception | None = None
+    for size in widths:
+        for ones in (False, True):
+            try:
+                run_session(session, sample_feeds(signature, rows=rows, size=size, ones=ones), output_names)
+                return
+            except Exception as exc:  # any refusal of ONNX Runtime's: try the next sample
+                first = first or exc
+    assert first is not None
+    raise first
+
+
+class SmokeTestFailed(Exception):
+    """The model did not load or run on a generated input; the message says so in ONNX Runtime's words."""
+
+
+def error_text(exc: BaseException) -> str:
+    """ONNX Runtime's message for people: one line, without the `[ONNXRuntimeError] : 1 : FAIL :` prefix
+    or the C++ source location and failed condition that come before its own explanation."""
+    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(exc))
+    text = re.sub(r"\S+\.(?:h|cc|cpp):\d+ (?:[^\n]*? was false\. )?", "", text)
+    return " ".join(text.split())
+
+
 def smoke_test(path: str | Path, signature: Mapping[str, list[dict]]) -> None:
-    """Load a model and run it once on generated inputs (used in the validation sandbox)."""
-    session = new_session(path, intra_op_threads=1)
+    """Load a model and run it on generated inputs of 1 and 2 rows (used in the validation sandbox)."""
+    try:
+        session = new_session(path, intra_op_threads=1)
+    except Exception as exc:
+        raise SmokeTestFailed(f"ONNX Runtime could not run the model (loading it): {error_text(exc)}") from exc
     output_names = [o.name for o in session.get_outputs()]
     for rows in (1, 2):
-        run_session(session, sample_feeds(signature, rows=rows), output_names)
+        try:
+            run_sample(session, signature, output_names, rows=rows)
+        except Exception as exc:
+            where = f"on a sample input ({rows} row{'s' if rows > 1 else ''})"
+            raise SmokeTestFailed(f"ONNX Runtime could not run the model {where}: {error_text(exc)}") from exc
 
 
 # --- Edge bundles: offline tools --------------------------------------------------------------------

@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Marks the last stderr line of a child that failed in a way it could explain (see `main`).
+REASON = "sandbox-reason: "
+
 
 class SandboxFailure(Exception):
     pass
@@ -33,6 +36,8 @@ def run_in_sandbox(path: Path, signature: dict, *, timeout_s: int, memory_bytes:
         raise SandboxFailure(f"Loading and running the model took longer than {timeout_s} s.") from None
     if completed.returncode != 0:
         lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
+        if lines and lines[-1].startswith(REASON):  # the child's own words: the whole reason
+            raise SandboxFailure(lines[-1].removeprefix(REASON)[:1000])
         detail = lines[-1] if lines else f"exit status {completed.returncode}"
         if completed.returncode < 0:
             detail = f"the process was killed by signal {-completed.returncode} (memory limit?)"
@@ -40,9 +45,13 @@ def run_in_sandbox(path: Path, signature: dict, *, timeout_s: int, memory_bytes:
 
 
 def main() -> None:
-    from .runtime import smoke_test
+    from .runtime import SmokeTestFailed, smoke_test
 
-    smoke_test(sys.argv[1], json.loads(sys.argv[2]))
+    try:
+        smoke_test(sys.argv[1], json.loads(sys.argv[2]))
+    except SmokeTestFailed as exc:
+        print(f"{REASON}{exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

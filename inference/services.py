@@ -106,6 +106,6 @@ def predict(
     except runtime.InputRejected as exc:
         logger.warning("model %s v%s refused inputs: %s", servable.model_name, servable.number, exc)
         raise InvalidInput(
-            "The model refused these inputs when it ran: a value is outside what it accepts "
-            "(for example an index past the end of a lookup table)."
+            "The model refused these inputs when it ran: a value or shape is outside what it accepts "
+            "(for example an index past the end of a lookup table, or a division by zero)."
         ) from None

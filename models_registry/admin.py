@@ -3,7 +3,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
@@ -103,6 +103,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
             messages.error(request, f"Version {version.number} failed validation: {version.failure_reason}")
         else:
             messages.success(request, f"Version {version.number} is ready.")
+
+    def response_add(self, request: HttpRequest, obj: ModelVersion, post_url_continue: str | None = None) -> Any:
+        """A failed upload opens its version (the reason is on that page), without Django's "was added
+        successfully", which would contradict the error message `save_model` left."""
+        if obj.status == ModelVersion.Status.FAILED:
+            return HttpResponseRedirect(reverse("admin:models_registry_modelversion_change", args=[obj.pk]))
+        return super().response_add(request, obj, post_url_continue)
 
     @admin.display(description="File")
     def stored_file(self, obj: ModelVersion) -> str:

@@ -102,6 +102,14 @@ def _text(value: str | bytes, what: str) -> str:
         raise ModelRejected(f"{what} {value!r} is not UTF-8 text.") from None
 
 
+def _type_name(elem_type: int) -> str:
+    """ONNX's name for an element type (BFLOAT16), or its number when ONNX has none (a corrupted file)."""
+    try:
+        return str(TensorProto.DataType.Name(elem_type))
+    except ValueError:
+        return str(elem_type)
+
+
 def _value_info(value: onnx.ValueInfoProto, role: str) -> dict[str, Any]:
     name = _text(value.name, f"{role} name")
     if not value.type.HasField("tensor_type"):
@@ -112,7 +120,10 @@ def _value_info(value: onnx.ValueInfoProto, role: str) -> dict[str, Any]:
     tensor_type = value.type.tensor_type
     datatype = ONNX_TO_OIP.get(tensor_type.elem_type)
     if datatype is None:
-        raise ModelRejected(f"{role} '{value.name}' has an unsupported element type {tensor_type.elem_type}.")
+        raise ModelRejected(
+            f"{role} '{value.name}' has element type {_type_name(tensor_type.elem_type)}, which cannot be served "
+            f"(served: {', '.join(sorted(_type_name(served) for served in ONNX_TO_OIP))})."
+        )
     shape = [dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim]
     return {"name": name, "datatype": datatype, "shape": shape}
 

@@ -201,9 +201,34 @@ class VersionUploadForm(forms.Form):
         return aliases
 
 
+class ReadyVersionField(forms.ModelChoiceField):
+    """A ready version of `model`, by number; a refusal says why (failed, still validating, or none)."""
+
+    model: MLModel | None = None
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except forms.ValidationError:
+            raise forms.ValidationError(self._refusal(str(value)), code="invalid_choice") from None
+
+    def _refusal(self, value: str) -> str:
+        assert self.model is not None
+        found = None
+        if value.isascii() and value.isdigit():
+            found = self.model.versions.filter(number=int(value)).first()
+        if found is None:
+            why = f"{self.model.name} has no version {value}"
+        elif found.status == ModelVersion.Status.FAILED:
+            why = f"Version {found.number} of {self.model.name} failed validation"
+        else:
+            why = f"Version {found.number} of {self.model.name} is {found.get_status_display().lower()}"
+        return f"{why}; choose one of its ready versions."
+
+
 class AliasMoveForm(forms.Form):
     alias = forms.CharField(label="Alias", max_length=40, validators=[ALIAS_VALIDATOR])
-    version = forms.ModelChoiceField(
+    version = ReadyVersionField(
         label="Point it at version", queryset=ModelVersion.objects.none(), to_field_name="number"
     )
     confirm = forms.BooleanField(required=False, widget=forms.HiddenInput)
@@ -211,6 +236,7 @@ class AliasMoveForm(forms.Form):
     def __init__(self, *args: Any, model: MLModel, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["version"]
+        field.model = model  # type: ignore[attr-defined]
         field.queryset = model.versions.filter(status=ModelVersion.Status.READY).order_by("-number")  # type: ignore[attr-defined]
         field.label_from_instance = lambda v: f"{v.number} ({v.created_at:%Y-%m-%d})"  # type: ignore[attr-defined]
 

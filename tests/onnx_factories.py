@@ -190,3 +190,100 @@ def embedding_lookup() -> bytes:
         [table],
     )
     return _model(graph)
+
+
+def fails_past_two_rows() -> bytes:
+    """y = x + table, a [2, 2] table: broadcasts for 1 or 2 rows (the validation samples), but ONNX Runtime
+    fails (FAIL, not INVALID_ARGUMENT) on 3 rows, which the [N, 2] signature allows."""
+    table = numpy_helper.from_array(np.ones((2, 2), dtype=np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "table"], ["y"])],
+        "two_rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [table],
+    )
+    return _model(graph)
+
+
+def scalar() -> bytes:
+    """y = -x on a rank-0 FP32 tensor: no row dimension at all (served as one value)."""
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["y"])],
+        "scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+    )
+    return _model(graph)
+
+
+def bfloat16_input() -> bytes:
+    """A BFLOAT16 input (valid ONNX, no OIP datatype we serve), cast to FP32."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+        "bf16",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    return _model(graph)
+
+
+def fixed_two_rows() -> bytes:
+    """y = relu(x) on exactly 2 rows (FP32 [2, 3]): a fixed first dimension other than 1."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "fixed_two_rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    return _model(graph)
+
+
+def zero_width() -> bytes:
+    """y = x on FP32 [N, 0]: rows with no values."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "zero_width",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 0])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 0])],
+    )
+    return _model(graph)
+
+
+def conv_dynamic_height_width() -> bytes:
+    """A 3x3 convolution on FP32 [N, 1, H, W] with H and W dynamic, as an image model exported with dynamic
+    axes: it runs on any image of at least 3x3, not on the 1x1 a 'dynamic means 1' sample would be."""
+    weights = numpy_helper.from_array(np.ones((2, 1, 3, 3), dtype=np.float32), "weights")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "weights"], ["features"])],
+        "conv",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 2, "H2", "W2"])],
+        [weights],
+    )
+    return _model(graph)
+
+
+def numbers_as_text() -> bytes:
+    """value = float(text) (Cast STRING -> FLOAT on [N, 1]): any numeric string runs, other text fails."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["text"], ["value"], to=TensorProto.FLOAT)],
+        "numbers_as_text",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N", 1])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N", 1])],
+    )
+    return _model(graph)
+
+
+def integer_ratio() -> bytes:
+    """ratio = total // count on INT64 [N, 1]: any non-zero count runs; 0 fails (integer division by zero)."""
+    graph = helper.make_graph(
+        [helper.make_node("Div", ["total", "count"], ["ratio"])],
+        "integer_ratio",
+        [
+            helper.make_tensor_value_info("total", TensorProto.INT64, ["N", 1]),
+            helper.make_tensor_value_info("count", TensorProto.INT64, ["N", 1]),
+        ],
+        [helper.make_tensor_value_info("ratio", TensorProto.INT64, ["N", 1])],
+    )
+    return _model(graph)

@@ -1,11 +1,13 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
 from edge.models import Bundle
 from tests.conftest import register
 
-from .conftest import build_now, zip_members
+from .conftest import build_now, extract, zip_members
 
 
 @pytest.mark.parametrize(
@@ -124,3 +126,44 @@ def test_it_builds_on_generated_rows_when_the_shipped_golden_rows_do_not_fit_the
     bundle = build_now(version, ["fp32"])
     assert bundle.status == Bundle.Status.READY, bundle.reason
     assert bundle.manifest["golden"]["source"] == "generated (seed 0)"
+
+
+def test_it_builds_a_bundle_for_a_model_whose_input_is_a_scalar(db, key_file, tmp_path):
+    """A rank-0 input has no rows to count: the build failed with 'internal error' (len() of a 0-d array)."""
+    from models_registry.services import model_get_or_create, model_version_register
+    from tests import onnx_factories
+
+    version = model_version_register(model=model_get_or_create(name="negate"), content=onnx_factories.scalar())
+    assert version.status == "ready", version.failure_reason
+
+    bundle = build_now(version, ["fp32"])
+
+    assert bundle.status == Bundle.Status.READY, bundle.reason
+    assert bundle.manifest["golden"]["rows"] == 1
+    outputs = json.loads(zip_members(bundle)["golden/outputs.json"])["outputs"]
+    inputs = json.loads(zip_members(bundle)["golden/inputs.json"])["inputs"]
+    assert outputs[0]["data"] == [-value for value in inputs[0]["data"]]
+    verified = subprocess.run(
+        [sys.executable, "run.py", "verify", "--public-key", str(key_file)],
+        cwd=extract(bundle, tmp_path / "bundle"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verified.returncode == 0, verified.stderr
+
+
+def test_it_builds_a_bundle_for_a_model_whose_dynamic_dimensions_must_be_wider_than_one(db):
+    """Generated golden rows made every dynamic dimension past the first 1: a 3x3 convolution on a
+    dynamic-size image refused them and the build failed with 'internal error'."""
+    from models_registry.services import model_get_or_create, model_version_register
+    from tests import onnx_factories
+
+    content = onnx_factories.conv_dynamic_height_width()
+    version = model_version_register(model=model_get_or_create(name="edges"), content=content)
+
+    bundle = build_now(version, ["fp32"])
+
+    assert bundle.status == Bundle.Status.READY, bundle.reason
+    inputs = json.loads(zip_members(bundle)["golden/inputs.json"])["inputs"]
+    assert inputs[0]["shape"] == [64, 1, 32, 32]

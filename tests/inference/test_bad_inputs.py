@@ -226,3 +226,59 @@ def test_an_input_the_model_refuses_when_it_runs_is_a_400_not_a_500(api, db, pat
     message = error["message"] if isinstance(error, dict) else error
     assert "refused these inputs" in message
     assert UsageRecord.objects.order_by("-id").values_list("status_code", "units").first() == (400, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/models/two-rows:predict", {"instances": [[1, 2], [3, 4], [5, 6]]}),
+        (
+            "/v2/models/two-rows/infer",
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 2], "data": [1, 2, 3, 4, 5, 6]}]},
+        ),
+    ],
+    ids=["predict", "infer"],
+)
+def test_inputs_the_model_fails_on_when_it_runs_are_a_400_not_a_500(api, db, path, body):
+    """ONNX Runtime's FAIL while running checked inputs (here a broadcast the model cannot do for 3 rows;
+    an integer division by zero is another) was a 500 `internal_error`."""
+    model_version_register(
+        model=model_get_or_create(name="two-rows"), content=onnx_factories.fails_past_two_rows(), aliases=["production"]
+    )
+    assert api.post_json("/v1/models/two-rows:predict", {"instances": [[1, 2], [3, 4]]}).status_code == 200
+
+    response = api.post_json(path, body)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    message = error["message"] if isinstance(error, dict) else error
+    assert "refused these inputs" in message
+    assert UsageRecord.objects.order_by("-id").values_list("status_code", "units").first() == (400, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/models/as-text:predict", {"instances": [["2.5"], ["lots"]]}),
+        (
+            "/v2/models/as-text/infer",
+            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2, 1], "data": ["2.5", "lots"]}]},
+        ),
+    ],
+    ids=["predict", "infer"],
+)
+def test_text_the_model_cannot_parse_as_a_number_is_a_400_not_a_500(api, db, path, body):
+    """ONNX Runtime's RUNTIME_EXCEPTION while running checked inputs (Cast of "lots" to FLOAT: "stod") was a
+    500 `internal_error`."""
+    model_version_register(
+        model=model_get_or_create(name="as-text"), content=onnx_factories.numbers_as_text(), aliases=["production"]
+    )
+    assert api.post_json("/v1/models/as-text:predict", {"instances": [["2.5"]]}).status_code == 200
+
+    response = api.post_json(path, body)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    message = error["message"] if isinstance(error, dict) else error
+    assert "refused these inputs" in message
+    assert UsageRecord.objects.order_by("-id").values_list("status_code", "units").first() == (400, 0)

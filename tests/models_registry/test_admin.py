@@ -48,6 +48,23 @@ def test_the_admin_reports_a_failed_upload(db, django_user_model):
     assert ModelVersion.objects.get(model=model).status == "failed"
 
 
+def test_a_failed_upload_in_the_admin_is_not_called_a_success_and_shows_its_report(db, django_user_model):
+    """The admin said both "Version 1 failed validation: ..." and "... was added successfully", then showed
+    the list; it now shows only the failure and opens the failed version, whose reason is on the page."""
+    client = _admin(django_user_model)
+    model = model_get_or_create(name="admin-bad")
+    response = client.post(
+        "/admin/models_registry/modelversion/add/",
+        {"model": model.pk, "upload": SimpleUploadedFile("bad.onnx", b"nope"), "aliases": ""},
+        follow=True,
+    )
+    version = ModelVersion.objects.get(model=model)
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown == [f"Version 1 failed validation: {version.failure_reason}"]
+    assert response.redirect_chain[-1][0] == f"/admin/models_registry/modelversion/{version.pk}/change/"
+    assert b"Not an ONNX model" in response.content
+
+
 def test_the_admin_pages_render(db, django_user_model, iris):
     client = _admin(django_user_model)
     for path in [

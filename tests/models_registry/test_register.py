@@ -82,6 +82,62 @@ def test_it_keeps_a_failed_version_with_a_readable_reason(db, content, reason):
     assert reason in version.failure_reason
 
 
+def test_a_model_that_fails_on_its_sample_input_says_why_in_onnx_runtimes_words(db):
+    """The reason was the last traceback line cut at 500 characters: an exception class path and a C++
+    source location and signature came first, and ORT's own explanation was cut off before its shapes."""
+    version = _register("broken", onnx_factories.fails_at_run_time())
+
+    reason = version.failure_reason
+    assert reason.startswith("ONNX Runtime could not run the model on a sample input (1 row): Non-zero status code")
+    assert (
+        "The input tensor cannot be reshaped to the requested shape. Input shape:{1,2}, requested shape:{3}" in reason
+    )
+    assert "onnxruntime_src" not in reason and "pybind11" not in reason and "was false" not in reason
+
+
+def test_a_model_with_an_element_type_we_cannot_serve_names_that_type(db):
+    """The reason said "has an unsupported element type 16": ONNX's enum number, not its name."""
+    version = _register("bf16", onnx_factories.bfloat16_input())
+
+    assert version.status == ModelVersion.Status.FAILED
+    assert "Input 'x' has element type BFLOAT16, which cannot be served" in version.failure_reason
+    assert "(served: BOOL, DOUBLE, FLOAT, FLOAT16, INT16," in version.failure_reason  # what can be, in ONNX's words
+
+
+def test_it_accepts_and_serves_a_model_whose_dynamic_dimensions_must_be_wider_than_one(db, api):
+    """The validation sample (and the serving warm-up) made every dynamic dimension past the first 1: a 3x3
+    convolution on a dynamic-size image failed validation ("Invalid input shape: {1,1}")."""
+    version = _register("edges", onnx_factories.conv_dynamic_height_width())
+    assert version.status == ModelVersion.Status.READY, version.failure_reason
+
+    image = [[[[1.0] * 4] * 4]]  # one 1 x 4 x 4 image
+    response = api.post_json("/v1/models/edges/versions/1:predict", {"inputs": {"image": image}})
+
+    assert response.status_code == 200, response.content
+    assert response.json()["outputs"] == [[[[9.0, 9.0], [9.0, 9.0]]] * 2]
+
+
+@pytest.mark.parametrize(
+    ("factory", "row", "expected"),
+    [
+        (onnx_factories.numbers_as_text, {"text": ["2.5"]}, [2.5]),
+        (onnx_factories.integer_ratio, {"total": [7], "count": [2]}, [3]),
+    ],
+    ids=["numbers-as-text", "integer-ratio"],
+)
+def test_it_accepts_a_model_that_fails_only_on_some_values_of_its_generated_sample(db, api, factory, row, expected):
+    """The sample was random 0/1 integers and the text "a": a model that parses numbers sent as text, or
+    divides by an integer input, failed validation ("stod", "Integer division by zero") though it serves
+    every value a client would send it."""
+    version = _register("picky", factory())
+    assert version.status == ModelVersion.Status.READY, version.failure_reason
+
+    response = api.post_json("/v1/models/picky/versions/1:predict", {"instances": [row]})
+
+    assert response.status_code == 200, response.content
+    assert response.json()["predictions"] == [expected]
+
+
 def test_it_refuses_a_model_over_the_size_cap(db, settings):
     settings.MODEL_MAX_BYTES = 100
     version = _register("big", model_bytes("iris"))

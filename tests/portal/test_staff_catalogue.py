@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -65,6 +66,22 @@ def test_it_refuses_to_point_an_alias_at_a_failed_version(staff_client: Client, 
     assert response.status_code == 400
     assert "version" in response.context["form"].errors
     assert ModelAlias.objects.get(model__name="iris", name="production").version == iris
+
+
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [("2", "Version 2 of iris failed validation"), ("7", "iris has no version 7"), ("x", "iris has no version x")],
+)
+def test_it_says_why_an_alias_cannot_point_at_a_version(
+    staff_client: Client, iris: ModelVersion, version: str, why: str
+) -> None:
+    """The form said only Django's "Select a valid choice. That choice is not one of the available choices."."""
+    staff_client.post("/staff/models/upload/", {"model_name": "iris", "file": SimpleUploadedFile("x.onnx", b"junk")})
+
+    response = staff_client.post("/staff/models/iris/aliases/move/", {"alias": "production", "version": version})
+
+    assert response.status_code == 400
+    assert response.context["form"].errors["version"] == [f"{why}; choose one of its ready versions."]
 
 
 def test_it_explains_a_name_owned_by_another_organisation(staff_client: Client, private_model: Any, org: Any) -> None:
