@@ -3,8 +3,7 @@
 One session per (model version, process), built lazily on first use, warmed up once, and kept in an
 LRU cache capped by the summed size of the model files (a proxy for their memory). Each session runs
 at most `ORT_CONCURRENT_RUNS` calls at once; further calls wait their turn (Triton's model instances):
-runs beyond the cores the process may use only take turns on them, evicting each other's weights
-from the CPU caches.
+runs beyond the cores the process may use would only time-share them, each holding its own buffers.
 """
 
 import os
