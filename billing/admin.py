@@ -149,7 +149,8 @@ class UsageReportAdmin(TextPrimaryKeyAdmin):
         messages.success(
             request,
             f"{queued} report(s) will be sent again with the next push; {len(selected) - queued} left alone "
-            "(only failed reports still inside Stripe's 35-day window can be).",
+            "(only failed reports still inside Stripe's 35-day window can be, and none that Stripe may have "
+            "counted more than 24 h ago: see its last error).",
         )
 
 

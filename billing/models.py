@@ -257,6 +257,10 @@ class UsageReport(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # Stripe deduplicates a meter event's identifier for 24 h only: a report that Stripe may have counted
+    # (an attempt ended without a clear answer) is not sent again once its first attempt is older.
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    maybe_counted = models.BooleanField(default=False)
 
     class Meta:
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="report_due")]

@@ -6,7 +6,8 @@
    crash before a batch commits claims none of its rows.
 2. Send: each pending report becomes one meter event whose `identifier` (and idempotency key) is
    the report id, timestamped at its last call (inside Stripe's 35-day window). A crash after Stripe
-   accepted but before we marked it is resent with the same identifier: Stripe keeps one.
+   accepted but before we marked it is resent with the same identifier: Stripe keeps one. Stripe
+   deduplicates identifiers for 24 h only, so a report it may have counted is never resent after that.
 3. Transient errors back off exponentially up to `BILLING_USAGE_PUSH_MAX_BACKOFF_SECONDS`; reports
    that can no longer be sent in Stripe's window, or that Stripe rejects, are flagged for staff
    (status out_of_window / failed in the admin), never dropped.
@@ -20,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
@@ -31,6 +32,19 @@ logger = logging.getLogger(__name__)
 STRIPE_WINDOW = timedelta(days=35)
 WINDOW_MARGIN = timedelta(hours=1)  # leave time to send before Stripe's window closes
 MAX_ATTEMPTS = 20
+# Stripe enforces a meter event identifier's uniqueness "within a rolling period of at least 24 hours";
+# past that (less a margin) the same identifier could be counted a second time.
+IDENTIFIER_DEDUPE = timedelta(hours=23)
+TOO_LATE_TO_RESEND = (
+    "Not sent again: an attempt more than 24 h ago ended without a clear answer, so Stripe may have counted "
+    "it, and Stripe deduplicates an identifier for 24 h only. Compare this report's day in the "
+    "reconciliation, and bill what is missing by hand."
+)
+
+
+def _resendable(now: datetime) -> Q:
+    """Reports whose identifier Stripe still deduplicates, or that Stripe cannot have counted."""
+    return Q(maybe_counted=False) | Q(first_attempt_at__isnull=True) | Q(first_attempt_at__gte=now - IDENTIFIER_DEDUPE)
 
 
 def _window_start(now: datetime) -> datetime:
@@ -123,6 +137,12 @@ def usage_report_send(*, report_id: str, now: datetime | None = None) -> str:
     if report.event_timestamp < _window_start(now):
         pending.update(status=UsageReport.Status.OUT_OF_WINDOW, last_error="Older than Stripe's 35-day window.")
         return "out_of_window"
+    if report.maybe_counted and report.first_attempt_at and report.first_attempt_at < now - IDENTIFIER_DEDUPE:
+        pending.update(status=UsageReport.Status.FAILED, last_error=TOO_LATE_TO_RESEND)
+        return "failed"
+    # Until Stripe answers, this attempt may be counted (a crash would leave it so): the flag is set first
+    # and put back only by a clear refusal.
+    pending.update(first_attempt_at=report.first_attempt_at or now, maybe_counted=True)
     event_name = BillingMeter.objects.get(meter=report.meter).event_name
     try:
         stripe_client.meter_event_create(
@@ -134,32 +154,41 @@ def usage_report_send(*, report_id: str, now: datetime | None = None) -> str:
             idempotency_key=f"{report.id}.resend{report.resends}" if report.resends else report.id,
         )
     except stripe_client.StripeTransient as exc:
-        return _backoff(report, str(exc), now)
+        return _backoff(report, str(exc), now, maybe_counted=exc.maybe_done)
     except stripe_client.StripeRejected as exc:
         status = UsageReport.Status.OUT_OF_WINDOW if exc.param == "timestamp" else UsageReport.Status.FAILED
-        pending.update(status=status, last_error=str(exc)[:2000], attempts=report.attempts + 1)
+        pending.update(
+            status=status, last_error=str(exc)[:2000], attempts=report.attempts + 1, maybe_counted=report.maybe_counted
+        )
         return str(status)
     pending.update(status=UsageReport.Status.SENT, sent_at=now, attempts=report.attempts + 1, last_error="")
     return "sent"
 
 
-def _backoff(report: UsageReport, error: str, now: datetime) -> str:
+def _backoff(report: UsageReport, error: str, now: datetime, *, maybe_counted: bool) -> str:
     attempts = report.attempts + 1
     delay = min(30 * 2 ** min(attempts, 16), settings.BILLING_USAGE_PUSH_MAX_BACKOFF_SECONDS)
     status = UsageReport.Status.FAILED if attempts >= MAX_ATTEMPTS else UsageReport.Status.PENDING
     UsageReport.objects.filter(pk=report.pk, status=UsageReport.Status.PENDING).update(
-        attempts=attempts, next_attempt_at=now + timedelta(seconds=delay), last_error=error[:2000], status=status
+        attempts=attempts,
+        next_attempt_at=now + timedelta(seconds=delay),
+        last_error=error[:2000],
+        status=status,
+        maybe_counted=report.maybe_counted or maybe_counted,
     )
     return "retry_later"
 
 
 def usage_reports_retry(*, report_ids: list[str], now: datetime | None = None) -> int:
     """Staff: put failed reports still inside Stripe's window back in the queue (same identifier, so a
-    report Stripe did accept is not counted twice). Returns how many will be sent again."""
+    report Stripe did accept is not counted twice), unless Stripe may have counted one more than 24 h ago
+    (it deduplicates identifiers for 24 h only). Returns how many will be sent again."""
     now = now or timezone.now()
-    return UsageReport.objects.filter(
+    failed = UsageReport.objects.filter(
         pk__in=report_ids, status=UsageReport.Status.FAILED, event_timestamp__gte=_window_start(now)
-    ).update(
+    )
+    failed.exclude(_resendable(now)).update(last_error=TOO_LATE_TO_RESEND)
+    return failed.filter(_resendable(now)).update(
         status=UsageReport.Status.PENDING, attempts=0, next_attempt_at=now, last_error="", resends=F("resends") + 1
     )
 

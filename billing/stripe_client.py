@@ -19,7 +19,13 @@ class NotConfigured(Exception):
 
 class StripeTransient(Exception):
     """Network trouble, 429 or 5xx, or our own key refused (401/403: a revoked, rotated or restricted key,
-    which configuration fixes, not the request): safe to retry with the same idempotency key."""
+    which configuration fixes, not the request): safe to retry with the same idempotency key.
+    `maybe_done`: the request may have been carried out all the same (a lost connection or answer, a
+    5xx); False when Stripe refused it outright (429, 401, 403)."""
+
+    def __init__(self, message: str, *, maybe_done: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_done = maybe_done
 
 
 class StripeRejected(Exception):
@@ -59,13 +65,10 @@ def _plain(obj: Any) -> Any:
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return _plain(fn(*args, **kwargs))
-    except (
-        stripe.APIConnectionError,
-        stripe.RateLimitError,
-        stripe.AuthenticationError,
-        stripe.PermissionError,
-    ) as exc:
+    except stripe.APIConnectionError as exc:
         raise StripeTransient(str(exc.user_message or exc)) from exc
+    except (stripe.RateLimitError, stripe.AuthenticationError, stripe.PermissionError) as exc:
+        raise StripeTransient(str(exc.user_message or exc), maybe_done=False) from exc
     except stripe.StripeError as exc:
         status = exc.http_status or 0
         if status >= 500 or status == 0:

@@ -322,3 +322,55 @@ def test_it_reconciles_only_organisations_whose_usage_is_pushed(synced, org, oth
     outbox.usage_reconcile()
     summaries = [path for method, path in synced.requests if path.endswith("/event_summaries")]
     assert len(summaries) == 3  # the subscribed organisation's three meters only
+
+
+def _push_failing(synced, org, *, hours_ago):  # noqa: F811
+    """A report first attempted `hours_ago`, to which Stripe answered 500 every time (it may have counted
+    any of those attempts) until it failed for staff."""
+    started = timezone.now() - timedelta(hours=hours_ago)
+    ledger(org, 4, at=started - timedelta(minutes=1))
+    synced.fail_meter_events = outbox.MAX_ATTEMPTS
+    now = started
+    assert outbox.usage_push(now=now) == {"retry_later": 1}
+    report = UsageReport.objects.get()
+    while report.status == "pending":
+        now = report.next_attempt_at
+        outbox.usage_report_send(report_id=report.pk, now=now)
+        report.refresh_from_db()
+    assert (report.status, report.maybe_counted, synced.fail_meter_events) == ("failed", True, 0)
+    return report
+
+
+def test_staff_cannot_send_again_a_report_stripe_may_have_counted_over_a_day_ago(admin_client, synced, org, customer):  # noqa: F811
+    """Stripe deduplicates an identifier for 24 h only: resending after that could bill the usage twice."""
+    report = _push_failing(synced, org, hours_ago=30)
+    response = admin_client.post(
+        "/admin/billing/usagereport/", {"action": "send_again", "_selected_action": [report.pk]}, follow=True
+    )
+    assert "0 report(s) will be sent again" in response.content.decode()
+    report.refresh_from_db()
+    assert report.status == "failed"
+    assert "deduplicates an identifier for 24 h only" in report.last_error
+    assert outbox.usage_push() == {}
+    assert stripe_total(synced, customer) == 0
+
+
+def test_staff_send_again_within_a_day_a_report_stripe_may_have_counted(synced, org, customer):  # noqa: F811
+    report = _push_failing(synced, org, hours_ago=20)
+    assert outbox.usage_reports_retry(report_ids=[report.pk]) == 1
+    assert outbox.usage_push() == {"sent": 1}
+    assert stripe_total(synced, customer) == 4
+
+
+def test_a_report_stripe_refused_outright_can_be_sent_again_any_day(synced, org, customer):  # noqa: F811
+    """A refusal (a customer Stripe does not know) means Stripe counted nothing: resending is safe later too."""
+    started = timezone.now() - timedelta(days=3)
+    ledger(org, 6, at=started - timedelta(minutes=1))
+    gone = synced.objects.pop(customer)
+    assert outbox.usage_push(now=started) == {"failed": 1}
+    synced.objects[customer] = gone
+    report = UsageReport.objects.get()
+    assert report.maybe_counted is False
+    assert outbox.usage_reports_retry(report_ids=[report.pk]) == 1
+    assert outbox.usage_push() == {"sent": 1}
+    assert stripe_total(synced, customer) == 6
