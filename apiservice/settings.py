@@ -363,6 +363,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ModelMeter <no-reply
 PORTAL_SIGNUP_HOOKS: list[str] = env.list("PORTAL_SIGNUP_HOOKS", default=["portal.billing_link.signup_free_plan"])
 # The dashboards read closed days from portal.UsageRollup; this keeps it fresh (idempotent, cheap).
 CELERY_BEAT_SCHEDULE["portal-usage-rollup"] = {"task": "portal.usage_rollup_refresh", "schedule": 600.0}
+# Versions whose validating process stopped mid-way (a restart) are failed with a reason, not left validating.
+CELERY_BEAT_SCHEDULE["models-validation-sweep"] = {"task": "models_registry.tasks.validation_sweep", "schedule": 600.0}
 # --- Batch inference ------------------------------------------------------------------------------
 # Upload cap for /v1/files (multipart bodies above it are refused with 413 by APIGatewayMiddleware).
 FILE_MAX_BYTES = env.int("FILE_MAX_BYTES", default=512 * 1024 * 1024)

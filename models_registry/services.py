@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from .models import RESERVED_ALIASES, AliasMove, MLModel, ModelAlias, ModelVersi
 from .onnx_checks import ModelRejected, inspect
 
 logger = logging.getLogger(__name__)
+# Beyond the sandbox's time limit: the checker's pass over the file and storing it (S3) may take minutes.
+VALIDATION_MARGIN = timedelta(minutes=30)
 
 
 def model_get_or_create(*, name: str, organisation_id: int | None = None, description: str = "") -> MLModel:
@@ -78,6 +81,23 @@ def model_version_register(
         for alias in aliases or []:
             alias_move(model=model, alias=alias, version=version, moved_by=created_by)
     return version
+
+
+INTERRUPTED = (
+    "Validation was interrupted: the process validating this version stopped before it finished (a restart "
+    "or a crash). Upload the model again."
+)
+
+
+def model_versions_interrupted_fail(*, now: datetime | None = None) -> int:
+    """Fail the versions still `validating` long after any validation would have ended (its process was
+    restarted or killed mid-way): listed as failed with a reason rather than validating forever.
+    Returns how many."""
+    now = now or timezone.now()
+    bound = timedelta(seconds=settings.MODEL_VALIDATION_TIMEOUT_SECONDS) + VALIDATION_MARGIN
+    return ModelVersion.objects.filter(status=ModelVersion.Status.VALIDATING, created_at__lt=now - bound).update(
+        status=ModelVersion.Status.FAILED, failure_reason=INTERRUPTED
+    )
 
 
 def model_version_validate(*, version: ModelVersion, content: bytes) -> None:
