@@ -140,6 +140,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 class AliasMoveInline(admin.TabularInline):
     model = AliasMove
     extra = 0
+    fields = ["from_version", "to_version", "moved_by", "moved_at"]
     readonly_fields = ["from_version", "to_version", "moved_by", "moved_at"]
     can_delete = False
 
@@ -185,6 +186,13 @@ class ModelAliasAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return ["model", "name"] if obj is not None else []  # moving an alias never renames or re-homes it
+
+    def delete_model(self, request: HttpRequest, obj: ModelAlias) -> None:
+        services.alias_delete(alias=obj, deleted_by=request.user)  # recorded; the alias's history stays
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for alias in queryset:
+            services.alias_delete(alias=alias, deleted_by=request.user)
 
     def save_model(self, request: HttpRequest, obj: ModelAlias, form: Any, change: bool) -> None:
         moved = services.alias_move(model=obj.model, alias=obj.name, version=obj.version, moved_by=request.user)

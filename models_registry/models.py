@@ -93,11 +93,14 @@ class ModelAlias(models.Model):
 
 
 class AliasMove(models.Model):
-    """History: who pointed which alias from which version to which, and when."""
+    """History: who pointed which alias from which version to which (none: the alias was deleted), and
+    when. It outlives the alias: deleting one records a last move and keeps the rest."""
 
-    alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="moves")
+    model = models.ForeignKey(MLModel, on_delete=models.CASCADE, related_name="alias_moves")
+    alias_name = models.CharField(max_length=40)
+    alias = models.ForeignKey(ModelAlias, null=True, blank=True, on_delete=models.SET_NULL, related_name="moves")
     from_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    to_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     moved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -107,4 +110,4 @@ class AliasMove(models.Model):
         ordering = ["-moved_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.alias}: {self.from_version_id} -> {self.to_version_id}"
+        return f"{self.alias_name}: {self.from_version_id} -> {self.to_version_id}"

@@ -151,6 +151,24 @@ def alias_name_check(*, alias: str) -> None:
         raise InvalidInput(f"'{alias}' is reserved.", param="alias")
 
 
+def alias_delete(*, alias: ModelAlias, deleted_by: Any = None) -> None:
+    """Remove `alias`, recording it as a last move (to no version); its history stays."""
+    user = deleted_by if getattr(deleted_by, "pk", None) else None
+    with transaction.atomic():
+        current = ModelAlias.objects.select_for_update().filter(pk=alias.pk).first()
+        if current is None:
+            return
+        AliasMove.objects.create(
+            model_id=current.model_id,
+            alias_name=current.name,
+            alias=current,
+            from_version_id=current.version_id,
+            to_version=None,
+            moved_by=user,
+        )
+        current.delete()
+
+
 def alias_move(*, model: MLModel, alias: str, version: ModelVersion, moved_by: Any = None) -> ModelAlias:
     """Point `alias` at `version` (a ready version of the same model) and record the move."""
     alias_name_check(alias=alias)
@@ -165,10 +183,17 @@ def alias_move(*, model: MLModel, alias: str, version: ModelVersion, moved_by: A
         current = ModelAlias.objects.select_for_update().filter(model=model, name=alias).first()
         if current is None:
             current = ModelAlias.objects.create(model=model, name=alias, version=version)
-            AliasMove.objects.create(alias=current, from_version=None, to_version=version, moved_by=user)
+            AliasMove.objects.create(
+                model=model, alias_name=alias, alias=current, from_version=None, to_version=version, moved_by=user
+            )
         elif current.version_id != version.pk:
             AliasMove.objects.create(
-                alias=current, from_version_id=current.version_id, to_version=version, moved_by=user
+                model=model,
+                alias_name=alias,
+                alias=current,
+                from_version_id=current.version_id,
+                to_version=version,
+                moved_by=user,
             )
             current.version = version
             current.updated_at = timezone.now()

@@ -103,9 +103,7 @@ def _model_context(model: MLModel, form: AliasMoveForm) -> dict[str, Any]:
         "model": model,
         "versions": model.versions.prefetch_related("aliases").order_by("-number"),
         "aliases": model.aliases.select_related("version"),
-        "history": AliasMove.objects.filter(alias__model=model).select_related(
-            "alias", "from_version", "to_version", "moved_by"
-        )[:50],
+        "history": AliasMove.objects.filter(model=model).select_related("from_version", "to_version", "moved_by")[:50],
         "form": form,
         "bundles": Bundle.objects.filter(model_version__model=model).select_related("model_version")[:50],
     }

@@ -4,7 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from models_registry.models import MLModel, ModelAlias, ModelVersion
+from models_registry.models import AliasMove, MLModel, ModelAlias, ModelVersion
 from models_registry.services import model_get_or_create, model_version_register
 from tests.conftest import model_bytes
 
@@ -181,3 +181,31 @@ def test_the_admin_shows_a_model_file_by_name_with_a_staff_only_download(
     outsider = Client()
     outsider.force_login(customer)
     assert outsider.get(download).status_code == 302  # to the admin's login: not staff
+
+
+@pytest.mark.parametrize("how", ["delete page", "delete action"])
+def test_deleting_an_alias_in_the_admin_keeps_its_history_and_records_the_deletion(
+    db: Any, django_user_model: Any, iris: ModelVersion, how: str
+) -> None:
+    """The history of an alias's moves (who, when, from, to) went with it: the audit trail was lost."""
+    client = _admin(django_user_model)
+    alias = ModelAlias.objects.get(model=iris.model, name="production")
+    if how == "delete page":
+        response = client.post(f"/admin/models_registry/modelalias/{alias.pk}/delete/", {"post": "yes"}, follow=True)
+    else:
+        response = client.post(
+            "/admin/models_registry/modelalias/",
+            {"action": "delete_selected", "_selected_action": [alias.pk], "post": "yes"},
+            follow=True,
+        )
+    assert response.status_code == 200
+    assert not ModelAlias.objects.filter(pk=alias.pk).exists()
+    history = list(AliasMove.objects.filter(model=iris.model).order_by("moved_at", "id"))
+    assert [(m.alias_name, m.from_version_id, m.to_version_id) for m in history] == [
+        ("production", None, iris.pk),
+        ("production", iris.pk, None),
+    ]
+    assert history[-1].moved_by.get_username() == "root"
+    staff_page = client.get(f"/staff/models/{iris.model.name}/")
+    assert staff_page.status_code == 200
+    assert "deleted" in staff_page.content.decode()
