@@ -5,7 +5,7 @@ from django.core.management import call_command
 
 from apiservice.auth import authenticate_key
 from apiservice.models import APIKey, Organisation
-from models_registry.models import ModelVersion
+from models_registry.models import MLModel, ModelVersion
 
 
 def test_seed_demo_is_idempotent_but_prints_a_fresh_key_each_time(db):
@@ -36,3 +36,14 @@ def test_seed_demo_never_prints_an_admin_password_the_operator_chose(db, monkeyp
     assert "chosen-by-ops-7f3a" not in out.getvalue()
     assert "DEMO_ADMIN_PASSWORD" in out.getvalue()
     assert authenticate(username="admin", password="chosen-by-ops-7f3a") is not None
+
+
+def test_seed_demo_runs_after_staff_made_a_demo_model_private(db):
+    """`make run` seeds every time: it ended in a traceback (422, another owner) once staff had made iris private."""
+    call_command("seed_demo", "--quiet-key", stdout=StringIO())
+    owner = Organisation.objects.create(name="Acme", slug="acme")
+    MLModel.objects.filter(name="iris").update(organisation=owner)
+    out = StringIO()
+    call_command("seed_demo", "--quiet-key", stdout=out)
+    assert MLModel.objects.get(name="iris").organisation_id == owner.pk  # left as staff set it
+    assert APIKey.objects.count() == 2

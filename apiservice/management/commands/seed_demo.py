@@ -11,7 +11,7 @@ from apiservice import services
 from apiservice.models import Membership
 from models_registry import demo_models
 from models_registry.models import ModelVersion
-from models_registry.services import model_get_or_create, model_version_register
+from models_registry.services import model_for_upload, model_version_register
 
 DEMO_MODELS = {
     "iris": (demo_models.iris_classifier, "Iris species classifier (label and class probabilities)."),
@@ -60,7 +60,8 @@ class Command(BaseCommand):
         return user
 
     def _ensure_model(self, name: str, build: Any, description: str, *, announce: bool) -> None:
-        model = model_get_or_create(name=name, description=description)
+        # An existing demo model keeps its owner: staff may have made it private, which is theirs to decide.
+        model = model_for_upload(name=name, organisation_id=None, description=description)
         if model.versions.filter(status=ModelVersion.Status.READY).exists():
             return
         version = model_version_register(model=model, content=build(), aliases=["production"])
