@@ -162,6 +162,8 @@ def _translate(exc: Exception) -> tuple[int, str, str, str | None, dict[str, str
         return 401, code, str(exc.detail), None, {"WWW-Authenticate": challenge}
     if isinstance(exc, (drf.PermissionDenied, PermissionDenied)):
         message = str(getattr(exc, "detail", "")) or "You may not do this."
+        if message.startswith("CSRF Failed"):  # DRF's SessionAuthentication: a signed-in browser session's POST
+            return 403, "csrf_failed", f"{message}. Send the csrftoken cookie's value as X-CSRFToken.", None, {}
         return 403, "insufficient_scope", message, None, {}
     if isinstance(exc, (drf.NotFound, Http404)):
         return 404, "not_found", "Not found.", None, {}

@@ -128,3 +128,13 @@ def test_it_refuses_a_model_over_its_cap_before_reading_the_body(staff_user, set
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
     assert not ModelVersion.objects.filter(model__name="huge").exists()
+
+
+def test_a_signed_in_staff_post_without_its_csrf_token_is_told_so(staff_user, iris):
+    """It was 403 `insufficient_scope`, as if staff lacked a permission."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    refused = client.put("/v1/staff/models/iris/aliases/staging", data={"version": 1}, content_type="application/json")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "csrf_failed"
+    assert "X-CSRFToken" in refused.json()["error"]["message"]
