@@ -280,7 +280,7 @@ def read_input(path, signature, allow_nan=False):
     checked against the model's inputs (see `check_input`) so a bad input is a usage error (3)."""
     specs = signature["inputs"]
     text = _read_text(path)
-    if str(path).endswith(".csv"):
+    if str(path).lower().endswith(".csv"):  # ROWS.CSV too, as the batch upload reads it
         body = {"instances": _csv_rows(text)}
     else:
         try:
@@ -357,7 +357,7 @@ def check_input(value, spec, allow_nan=False):
             raise UsageError(f"input '{name}' expects booleans (BOOL)")
         array = raw
     else:
-        array = _numbers(raw, name, datatype, allow_nan)
+        array = _numbers(raw, name, datatype, allow_nan, value)
     expected = spec["shape"]
     wanted = "[" + ", ".join("N" if d < 0 else str(d) for d in expected) + "]"
     if array.ndim != len(expected) or any(w >= 0 and g != w for g, w in zip(array.shape, expected)):  # noqa: B905
@@ -367,11 +367,13 @@ def check_input(value, spec, allow_nan=False):
     return array
 
 
-def _numbers(raw, name, datatype, allow_nan):
+def _numbers(raw, name, datatype, allow_nan, value):
     import numpy as np
 
     if raw.dtype.kind not in "iuf":
         raise UsageError(f"input '{name}' expects numbers ({datatype})")
+    if _holds_bool(value):  # numpy reads a JSON true among numbers as 1: the online API refuses it
+        raise UsageError(f"input '{name}' expects numbers ({datatype}), got booleans")
     target = np.dtype(DTYPES[datatype])
     if target.kind in "iu":
         if raw.dtype.kind == "f" and not (np.isfinite(raw).all() and (raw == np.floor(raw)).all()):
@@ -388,6 +390,13 @@ def _numbers(raw, name, datatype, allow_nan):
             "refuses these too. Pass --allow-nan to run the model on them anyway."
         )
     return array
+
+
+def _holds_bool(value):
+    """Whether a JSON value (nested lists) holds a boolean anywhere."""
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, list) and any(_holds_bool(item) for item in value)
 
 
 def _check_rows(feeds, specs):

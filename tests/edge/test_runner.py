@@ -368,3 +368,23 @@ def test_it_refuses_a_zip_with_an_unlisted_entry_hidden_before_its_directory(iri
     result = verify_zip(runner, forged, key_file)
     assert result.returncode == 2, result.stdout
     assert "bytes outside its files, from byte 0" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "body", [[[5.1, True, 1.4, 0.2]], [[5.1, 3.5, 1.4, 0.2], [False, 3.0, 5.2, 2.3]], [[1, 0, True, 2]]]
+)
+def test_it_refuses_booleans_among_numbers_as_the_online_api_does(iris_folder, key_file, tmp_path, body):
+    """numpy reads `true` among numbers as 1.0; the online API refuses it, and so does run.py."""
+    (tmp_path / "rows.json").write_text(json.dumps(body))
+    result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(tmp_path / "rows.json"))
+    assert result.returncode == 3, result.stdout
+    assert "input 'input' expects numbers (FP32), got booleans" in result.stderr
+
+
+def test_it_reads_a_csv_whose_extension_is_in_capitals(iris_folder, key_file, tmp_path):
+    """Windows tools write `ROWS.CSV`: it is CSV, as the batch upload takes it, not JSON."""
+    rows = tmp_path / "ROWS.CSV"
+    rows.write_text("5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+    result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(rows))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"]["label"] == ["setosa", "virginica"]
