@@ -287,3 +287,14 @@ def integer_ratio() -> bytes:
         [helper.make_tensor_value_info("ratio", TensorProto.INT64, ["N", 1])],
     )
     return _model(graph)
+
+
+def doubled_column() -> bytes:
+    """doubled = 2 * x on FP32 [N]: one number per row, a one-column CSV."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["doubled"])],
+        "doubled_column",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["N"])],
+    )
+    return _model(graph)

@@ -280,7 +280,8 @@ def read_input(path, signature, allow_nan=False):
     checked against the model's inputs (see `check_input`) so a bad input is a usage error (3)."""
     specs = signature["inputs"]
     text = _read_text(path)
-    if str(path).lower().endswith(".csv"):  # ROWS.CSV too, as the batch upload reads it
+    is_csv = str(path).lower().endswith(".csv")  # ROWS.CSV too, as the batch upload reads it
+    if is_csv:
         body = {"instances": _csv_rows(text)}
     else:
         try:
@@ -305,6 +306,8 @@ def read_input(path, signature, allow_nan=False):
         raise UsageError('send rows (a list), {"instances": rows} or {"inputs": {name: tensor}}')
     else:
         given = {specs[0]["name"]: body["instances"]}
+        if is_csv and len(specs[0]["shape"]) == 1 and all(len(row) == 1 for row in body["instances"]):
+            given = {specs[0]["name"]: [row[0] for row in body["instances"]]}  # [N]: one column, as batch CSV
     feeds = {s["name"]: check_input(given[s["name"]], s, allow_nan=allow_nan) for s in specs}
     _check_rows(feeds, specs)
     return feeds

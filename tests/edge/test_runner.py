@@ -388,3 +388,19 @@ def test_it_reads_a_csv_whose_extension_is_in_capitals(iris_folder, key_file, tm
     result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(rows))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["outputs"]["label"] == ["setosa", "virginica"]
+
+
+def test_it_predicts_from_a_one_column_csv_for_a_model_of_one_number_per_row(db, api, key_file, tmp_path):
+    """An input of shape [N] is one CSV column (as batch CSV reads it); run.py said 'has shape [2, 1]'."""
+    from models_registry.services import model_get_or_create, model_version_register
+    from tests import onnx_factories
+
+    version = model_version_register(
+        model=model_get_or_create(name="doubler"), content=onnx_factories.doubled_column(), aliases=["production"]
+    )
+    folder = extract(build_now(version), tmp_path / "bundle")
+    (tmp_path / "rows.csv").write_text("x\n1.5\n-2\n")
+    result = run(folder, "predict", "--public-key", str(key_file), "--input", str(tmp_path / "rows.csv"))
+    assert result.returncode == 0, result.stderr
+    online = api.post_json("/v1/models/doubler:predict", {"instances": [1.5, -2]}).json()["predictions"]
+    assert json.loads(result.stdout)["outputs"]["doubled"] == online == [3.0, -4.0]
