@@ -258,10 +258,11 @@ def csv_output_columns(signature: Signature) -> list[tuple[str, str, int | None]
 
 
 def _cell(value: str, datatype: str) -> Any:
-    if datatype in FLOAT_TYPES:
-        return float(value)
-    if datatype in INT_TYPES:
-        return int(value)
+    if datatype in FLOAT_TYPES or datatype in INT_TYPES:
+        # Python's float() and int() also read `1_000` and other scripts' digits: not a CSV number.
+        if "_" in value or not value.isascii():
+            raise ValueError(value)
+        return float(value) if datatype in FLOAT_TYPES else int(value)
     if datatype == "BOOL":
         lowered = value.strip().lower()
         if lowered not in ("true", "false", "1", "0"):

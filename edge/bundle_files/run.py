@@ -409,11 +409,12 @@ def _check_rows(feeds, specs):
 
 
 def _numeric(row):
+    """Numbers as a CSV writes them: float() alone also reads `1_000` and other scripts' digits."""
     try:
         [float(v) for v in row]
     except ValueError:
         return False
-    return True
+    return all("_" not in v and v.isascii() for v in row)
 
 
 def _jsonable(array):

@@ -109,3 +109,39 @@ def test_it_hashes_custom_ids_the_same_way_in_any_block():
     assert custom_id_hashes(ids[4090:4100]).tolist() == hashes[4090:4100].tolist()
     plain, padded = custom_id_hashes(["a", "a\u0000"]).tolist()
     assert plain != padded
+
+
+CSV_SIGNATURE = {
+    "inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [-1]},
+        {"name": "n", "datatype": "INT64", "shape": [-1]},
+    ],
+    "outputs": [],
+}
+
+
+@pytest.mark.parametrize(
+    ("x", "n"),
+    [("1_000", "1"), ("1", "1_000"), ("\u0661", "1"), ("1", "\u0661"), ("1", "\uff11"), ("\u0e51.5", "1")],
+    ids=["float-underscore", "int-underscore", "float-arabic-digit", "int-arabic-digit", "int-fullwidth", "thai"],
+)
+def test_it_refuses_a_csv_number_no_spreadsheet_writes_instead_of_reading_it_as_python_would(x, n):
+    """Python's float() and int() read `1_000` as 1000 and other scripts' digits as 0-9: the batch ran on
+    numbers the file never showed (a `1_000` typo predicted as one thousand)."""
+    from batches.formats import CSVParser
+
+    parser = CSVParser(CSV_SIGNATURE, max_rows=4, nan_policy="reject")
+    parser.header(RawLine(1, 0, b"custom_id,x,n"))
+    with pytest.raises(LineError) as refused:
+        parser.parse(RawLine(2, 14, f"a,{x},{n}".encode()))
+    assert refused.value.code == "invalid_value"
+
+
+def test_it_still_reads_the_csv_numbers_spreadsheets_write():
+    from batches.formats import CSVParser
+
+    parser = CSVParser(CSV_SIGNATURE, max_rows=4, nan_policy="reject")
+    parser.header(RawLine(1, 0, b"custom_id,x,n"))
+    for x, n, expected in [(" 1.5 ", "+2", (1.5, 2)), ("-1e-3", " -7", (-0.001, -7)), (".5", "0", (0.5, 0))]:
+        request = parser.parse(RawLine(2, 14, f"a,{x},{n}".encode()))
+        assert (float(request.feeds["x"][0]), int(request.feeds["n"][0])) == pytest.approx(expected)

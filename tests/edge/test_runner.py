@@ -404,3 +404,11 @@ def test_it_predicts_from_a_one_column_csv_for_a_model_of_one_number_per_row(db,
     assert result.returncode == 0, result.stderr
     online = api.post_json("/v1/models/doubler:predict", {"instances": [1.5, -2]}).json()["predictions"]
     assert json.loads(result.stdout)["outputs"]["doubled"] == online == [3.0, -4.0]
+
+
+def test_it_refuses_a_csv_number_written_with_an_underscore_as_batch_csv_does(iris_folder, key_file, tmp_path):
+    """float() reads `1_000` as 1000: the model ran on a number the file never showed."""
+    (tmp_path / "rows.csv").write_text("5.1,3.5,1.4,0.2\n6_7,3.0,5.2,2.3\n")
+    result = run(iris_folder, "predict", "--public-key", str(key_file), "--input", str(tmp_path / "rows.csv"))
+    assert result.returncode == 3, result.stdout
+    assert "CSV row 2 holds a value that is not a number" in result.stderr
