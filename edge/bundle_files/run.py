@@ -350,7 +350,9 @@ def check_input(value, spec, allow_nan=False):
     except (ValueError, TypeError, OverflowError):
         raw = np.asarray(None)
     if raw.dtype.kind == "O":
-        raise UsageError(f"input '{name}' is ragged (rows of different lengths) or mixes value types")
+        raise UsageError(
+            f"input '{name}' is ragged (rows of different lengths), mixes value types or holds numbers out of range"
+        )
     if datatype == "BYTES":
         if raw.dtype.kind != "U":
             raise UsageError(f"input '{name}' expects strings (BYTES)")

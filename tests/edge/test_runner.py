@@ -194,6 +194,7 @@ def test_it_predicts_the_online_labels_with_the_int8_variant(digits, api, key_fi
         ([5.1, 3.5, 1.4, 0.2], "has shape [4]; the model expects [N, 4]"),
         ([[[5.1, 3.5, 1.4, 0.2]]], "has shape [1, 1, 4]; the model expects [N, 4]"),
         ([[5.1, 3.5, 1.4, 0.2], [5.1, 3.5]], "is ragged"),
+        ([[10**30, 3, 1, 0]], "holds numbers out of range"),  # numpy keeps an int past 64 bits as an object
         ([["a", "b", "c", "d"]], "expects numbers (FP32)"),
         ({"inputs": {"pixels": [[1, 2, 3, 4]]}}, "unknown input(s) ['pixels'], missing input(s)"),
         ({"rows": [[5.1, 3.5, 1.4, 0.2]]}, "send rows (a list)"),
