@@ -394,10 +394,9 @@ class _Counters:
     budget: int | None
 
     def __post_init__(self) -> None:
-        self.keys, self.limits, self.held_keys, self.lease_key = _counter_keys(
+        self.keys, self.limits, self.held_keys, self.lease_key, self.terms = _counter_keys(
             self.organisation_id, self.api_key_id, self.meter, self.cap, self.budget, _month_tag()
         )
-        self.terms = (*self.limits,)  # what its leases are granted under
 
     def leased(self, lease: "Lease") -> Reservation:
         return Reservation(units=1, keys=self.held_keys, lease=lease, lease_key=self.lease_key, counters=self)
@@ -428,13 +427,14 @@ class _Counters:
 @lru_cache(maxsize=4096)
 def _counter_keys(
     organisation_id: int, api_key_id: str | None, meter: str, cap: int | None, budget: int | None, tag: str
-) -> tuple[list[str], list[int], list[str], str]:
-    """(counter keys, their limits (-1: none), the capped ones' keys, the lease key): the same for every
-    call of a key in a month, so made once (callers must not change the lists)."""
+) -> tuple[list[str], list[int], list[str], str, tuple[int, ...]]:
+    """(counter keys, their limits (-1: none), the capped ones' keys, the lease key, the limits as the
+    terms a lease is granted under): the same for every call of a key in a month, so made once (callers
+    must not change the lists)."""
     keys = [f"mm:q:{organisation_id}:{meter}:{tag}", f"mm:b:{api_key_id}:{tag}"]
     caps = [cap if cap is not None else -1, budget if budget is not None else -1]
     held = [key for key, amount in zip(keys, caps, strict=True) if amount != -1]
-    return keys, caps, held, "|".join(keys)
+    return keys, caps, held, "|".join(keys), tuple(caps)
 
 
 def quota_reserve(
