@@ -21,6 +21,15 @@ def _no_moves() -> dict[str, str]:
     return {"moves-TOTAL_FORMS": "0", "moves-INITIAL_FORMS": "0"}
 
 
+def _upload_junk(client: Client, model: MLModel) -> Any:
+    """Upload a file that is no ONNX model as a version of `model` in the admin."""
+    return client.post(
+        "/admin/models_registry/modelversion/add/",
+        {"model": model.pk, "upload": SimpleUploadedFile("bad.onnx", b"nope"), "aliases": ""},
+        follow=True,
+    )
+
+
 def test_staff_can_upload_a_version_in_the_admin(db, django_user_model):
     client = _admin(django_user_model)
     model = model_get_or_create(name="admin-iris")
@@ -37,13 +46,8 @@ def test_staff_can_upload_a_version_in_the_admin(db, django_user_model):
 
 
 def test_the_admin_reports_a_failed_upload(db, django_user_model):
-    client = _admin(django_user_model)
     model = model_get_or_create(name="admin-bad")
-    response = client.post(
-        "/admin/models_registry/modelversion/add/",
-        {"model": model.pk, "upload": SimpleUploadedFile("bad.onnx", b"nope"), "aliases": ""},
-        follow=True,
-    )
+    response = _upload_junk(_admin(django_user_model), model)
     assert b"failed validation" in response.content
     assert ModelVersion.objects.get(model=model).status == "failed"
 
@@ -51,13 +55,8 @@ def test_the_admin_reports_a_failed_upload(db, django_user_model):
 def test_a_failed_upload_in_the_admin_is_not_called_a_success_and_shows_its_report(db, django_user_model):
     """The admin said both "Version 1 failed validation: ..." and "... was added successfully", then showed
     the list; it now shows only the failure and opens the failed version, whose reason is on the page."""
-    client = _admin(django_user_model)
     model = model_get_or_create(name="admin-bad")
-    response = client.post(
-        "/admin/models_registry/modelversion/add/",
-        {"model": model.pk, "upload": SimpleUploadedFile("bad.onnx", b"nope"), "aliases": ""},
-        follow=True,
-    )
+    response = _upload_junk(_admin(django_user_model), model)
     version = ModelVersion.objects.get(model=model)
     shown = [str(m) for m in response.context["messages"]]
     assert shown == [f"Version 1 failed validation: {version.failure_reason}"]
