@@ -137,8 +137,7 @@ def usage_report_send(*, report_id: str, now: datetime | None = None) -> str:
     if report.event_timestamp < _window_start(now):
         pending.update(status=UsageReport.Status.OUT_OF_WINDOW, last_error="Older than Stripe's 35-day window.")
         return "out_of_window"
-    if report.maybe_counted and report.first_attempt_at and report.first_attempt_at < now - IDENTIFIER_DEDUPE:
-        pending.update(status=UsageReport.Status.FAILED, last_error=TOO_LATE_TO_RESEND)
+    if pending.exclude(_resendable(now)).update(status=UsageReport.Status.FAILED, last_error=TOO_LATE_TO_RESEND):
         return "failed"
     # Until Stripe answers, this attempt may be counted (a crash would leave it so): the flag is set first
     # and put back only by a clear refusal.
